@@ -1,0 +1,94 @@
+//! Error codes the node sends when it refuses something: in `Rejected` frames, as QUIC
+//! stream reset codes and as QUIC connection close codes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why the node refused a request, closed a stream or closed a connection.
+///
+/// The numeric values are part of the wire protocol: never renumber, only add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u32)]
+pub enum ErrorCode {
+    /// Bytes that do not decode as the frame expected on this stream.
+    Malformed = 1,
+    /// A frame's length prefix is above the node's frame limit.
+    FrameTooLarge = 2,
+    /// No token, a bad signature, an expired or revoked token, or a token for another device.
+    Unauthenticated = 3,
+    /// The client speaks a protocol version this node does not.
+    VersionMismatch = 4,
+    /// Sender and recipient are not friends (or the recipient does not exist).
+    NotFriends = 5,
+    /// A message body is above the node's body limit.
+    BodyTooLarge = 6,
+    /// A well-formed frame that is not allowed at this point of the stream.
+    UnexpectedFrame = 7,
+    /// An ack or read mark names a `seq` that is not the client's to name.
+    InvalidSeq = 8,
+    /// The node failed internally; the request may be retried.
+    Internal = 9,
+    /// The node cannot serve this now (storage or peer unavailable); retry later.
+    Unavailable = 10,
+    /// The node is shutting down; reconnect later.
+    ShuttingDown = 11,
+    /// The client went over a rate limit.
+    RateLimited = 12,
+    /// The client opened more streams than allowed.
+    TooManyStreams = 13,
+}
+
+impl ErrorCode {
+    /// The code as sent on the wire (QUIC reset / close code).
+    pub fn to_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// Reads a code from the wire; `None` for codes this version does not know.
+    pub fn from_u32(code: u32) -> Option<Self> {
+        use ErrorCode::*;
+        Some(match code {
+            1 => Malformed,
+            2 => FrameTooLarge,
+            3 => Unauthenticated,
+            4 => VersionMismatch,
+            5 => NotFriends,
+            6 => BodyTooLarge,
+            7 => UnexpectedFrame,
+            8 => InvalidSeq,
+            9 => Internal,
+            10 => Unavailable,
+            11 => ShuttingDown,
+            12 => RateLimited,
+            13 => TooManyStreams,
+            _ => return None,
+        })
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::ShuttingDown)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({})", self, self.to_u32())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for n in 0..64 {
+            if let Some(code) = ErrorCode::from_u32(n) {
+                assert_eq!(code.to_u32(), n);
+            }
+        }
+        assert_eq!(ErrorCode::from_u32(13), Some(ErrorCode::TooManyStreams));
+        assert_eq!(ErrorCode::from_u32(0), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! Newtype identifiers, so a device id can never be passed where a user id is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a string is not a valid [`UserId`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    /// User names are 3 to 32 characters long.
+    #[error("user name must be 3 to 32 characters")]
+    Length,
+    /// User names use lowercase ASCII letters, digits, `_` and `-` only.
+    #[error("user name may contain only a-z, 0-9, '_' and '-'")]
+    Charset,
+}
+
+/// A user, named by the unique user name chosen at registration.
+///
+/// The charset is restricted so the name can be used in storage keys and printed in logs
+/// without escaping.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Validates and wraps a user name.
+    pub fn parse(name: &str) -> Result<Self, IdError> {
+        if !(3..=32).contains(&name.len()) {
+            return Err(IdError::Length);
+        }
+        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        if !name.chars().all(ok) {
+            return Err(IdError::Charset);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// Whether a value that arrived from the wire is a well-formed user name.
+    pub fn is_valid(&self) -> bool {
+        Self::parse(&self.0).is_ok()
+    }
+
+    /// The user name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One installation of the app (a phone, a laptop). Assigned by the node at first login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceId(pub u64);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// An id the sending client makes for each message; retries reuse it, so the node can
+/// answer a retry with the `seq` it already gave instead of storing a second copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientMsgId(pub u128);
+
+impl fmt::Display for ClientMsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Position of an entry in one user's inbox. Starts at 1; 0 means "nothing yet".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// The seq after this one.
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_validated() {
+        assert!(UserId::parse("alice").is_ok());
+        assert!(UserId::parse("bob_2-x").is_ok());
+        assert_eq!(UserId::parse("al"), Err(IdError::Length));
+        assert_eq!(UserId::parse(&"a".repeat(33)), Err(IdError::Length));
+        assert_eq!(UserId::parse("Alice"), Err(IdError::Charset));
+        assert_eq!(UserId::parse("al/ce"), Err(IdError::Charset));
+    }
+}

@@ -1,0 +1,134 @@
+//! The messages of protocol version 1, one enum per stream direction.
+//!
+//! Note what is *not* here: no client frame carries a sender. The node stamps the sender of
+//! every entry from the authenticated session, so there is nothing for a client to forge.
+
+use crate::{ClientMsgId, DeviceId, ErrorCode, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Client → node on the control stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// First frame of a connection. The token (from REST login) names user and device.
+    Hello {
+        /// Must equal [`crate::PROTOCOL_VERSION`].
+        version: u16,
+        /// The signed token from login.
+        token: String,
+        /// The highest contiguous `seq` this device has already processed, if it keeps one;
+        /// the node resumes from the larger of this and its own record.
+        cursor: Option<Seq>,
+    },
+    /// This device has the entry `seq` (it was pushed and handed to the app).
+    Ack {
+        /// The acknowledged entry.
+        seq: Seq,
+    },
+    /// The user read the chat message at `seq` of their inbox.
+    Read {
+        /// The chat entry that was read.
+        seq: Seq,
+    },
+}
+
+/// Node → client on the control stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// The session is authenticated; pushes start right after.
+    Welcome {
+        /// Who the node thinks you are (from the token).
+        user: UserId,
+        /// This device.
+        device: DeviceId,
+        /// The node resumes pushing after this `seq`.
+        cursor: Seq,
+    },
+    /// A control request was refused. For `Hello` the connection closes right after.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail, never internal state.
+        message: String,
+    },
+}
+
+/// Client → node on a conversation stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationRequest {
+    /// First frame: this stream carries messages to `peer`.
+    Open {
+        /// The recipient of every chat on this stream.
+        peer: UserId,
+    },
+    /// A sealed message. The node answers `Sent` once it is durable.
+    Chat {
+        /// Client-made id; a retry with the same id gets the same `seq`.
+        id: ClientMsgId,
+        /// Sender's clock when the message was written, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// Sealed body (nonce and ciphertext). The node never sees the plaintext.
+        body: Vec<u8>,
+    },
+}
+
+/// Node → client on a conversation stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationResponse {
+    /// The message is durable in the recipient's inbox at `seq`.
+    Sent {
+        /// The client's id for the message.
+        id: ClientMsgId,
+        /// Its position in the recipient's inbox.
+        seq: Seq,
+    },
+    /// The message was not stored.
+    Rejected {
+        /// The client's id for the message.
+        id: ClientMsgId,
+        /// Why; [`ErrorCode::is_retryable`] tells whether to try again.
+        code: ErrorCode,
+    },
+}
+
+/// One entry of a user's inbox, as stored and as pushed to each device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the owner's inbox.
+    pub seq: Seq,
+    /// The other side of the conversation: the sender of a chat, the reader of a receipt.
+    pub peer: UserId,
+    /// What happened.
+    pub kind: EntryKind,
+}
+
+/// The kinds of inbox entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A message from `peer`, stamped by the node from `peer`'s session.
+    Chat {
+        /// The sender's id for the message.
+        id: ClientMsgId,
+        /// Sender's clock at writing, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// Sealed body.
+        body: Vec<u8>,
+    },
+    /// News about a message the owner sent to `peer`.
+    Receipt {
+        /// DELIVERED or READ.
+        kind: ReceiptKind,
+        /// The owner's id for the message.
+        id: ClientMsgId,
+        /// The message's `seq` in `peer`'s inbox (as returned in `Sent`).
+        seq: Seq,
+    },
+}
+
+/// Receipts that travel back to a sender as inbox entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    /// A device of the recipient has the message.
+    Delivered,
+    /// The recipient's app reported it read.
+    Read,
+}
