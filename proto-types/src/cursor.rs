@@ -18,7 +18,10 @@ pub struct CursorTracker {
 impl CursorTracker {
     /// Starts with everything up to and including `cursor` acknowledged.
     pub fn new(cursor: Seq) -> Self {
-        Self { cursor, above: BTreeSet::new() }
+        Self {
+            cursor,
+            above: BTreeSet::new(),
+        }
     }
 
     /// The highest `seq` such that it and every `seq` below it are acknowledged.
@@ -69,7 +72,10 @@ mod tests {
         let mut t = CursorTracker::new(Seq(0));
         assert!(t.mark(Seq(2)));
         assert_eq!(t.cursor(), Seq(0));
-        assert!(!t.mark(Seq(2)), "second ack of the same seq is a redelivery");
+        assert!(
+            !t.mark(Seq(2)),
+            "second ack of the same seq is a redelivery"
+        );
         assert!(t.mark(Seq(1)));
         assert_eq!(t.cursor(), Seq(2));
         assert!(t.mark(Seq(4)));

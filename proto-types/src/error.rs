@@ -67,7 +67,10 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::ShuttingDown)
+        matches!(
+            self,
+            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::ShuttingDown
+        )
     }
 }
 

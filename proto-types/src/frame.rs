@@ -34,7 +34,10 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
     let len = out.len() - HEADER_LEN;
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_LEN });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     out[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
@@ -57,7 +60,10 @@ pub fn parse_header(header: [u8; HEADER_LEN], max: usize) -> Result<usize, Frame
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     match postcard::take_from_bytes::<T>(payload) {
         Ok((msg, [])) => Ok(msg),
-        Ok((_, rest)) => Err(FrameError::Malformed(format!("{} trailing bytes", rest.len()))),
+        Ok((_, rest)) => Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
         Err(e) => Err(FrameError::Malformed(e.to_string())),
     }
 }
@@ -92,9 +98,17 @@ mod tests {
             body: vec![1, 2, 3],
         };
         let bytes = encode_frame(&msg).unwrap();
-        assert_eq!(decode_frame::<ConversationRequest>(&bytes[..3], 1024), Ok(None));
-        assert_eq!(decode_frame::<ConversationRequest>(&bytes[..bytes.len() - 1], 1024), Ok(None));
-        let (back, used) = decode_frame::<ConversationRequest>(&bytes, 1024).unwrap().unwrap();
+        assert_eq!(
+            decode_frame::<ConversationRequest>(&bytes[..3], 1024),
+            Ok(None)
+        );
+        assert_eq!(
+            decode_frame::<ConversationRequest>(&bytes[..bytes.len() - 1], 1024),
+            Ok(None)
+        );
+        let (back, used) = decode_frame::<ConversationRequest>(&bytes, 1024)
+            .unwrap()
+            .unwrap();
         assert_eq!(back, msg);
         assert_eq!(used, bytes.len());
     }
@@ -132,7 +146,11 @@ mod tests {
         let entry = Entry {
             seq: Seq(42),
             peer: UserId::parse("alice").unwrap(),
-            kind: EntryKind::Chat { id: ClientMsgId(9), sent_at_ms: 5, body: vec![7; 40] },
+            kind: EntryKind::Chat {
+                id: ClientMsgId(9),
+                sent_at_ms: 5,
+                body: vec![7; 40],
+            },
         };
         let base = encode_frame(&entry).unwrap();
         let mut state = 0x2545_f491_4f6c_dd1du64;

@@ -81,6 +81,11 @@ pub enum ConversationResponse {
         /// Its position in the recipient's inbox.
         seq: Seq,
     },
+    /// The stream is closing because of `code` (a bad frame); nothing follows.
+    Error {
+        /// Why the stream closes.
+        code: ErrorCode,
+    },
     /// The message was not stored.
     Rejected {
         /// The client's id for the message.

@@ -1,0 +1,132 @@
+//! JSON bodies of the REST API (accounts, login, friends), shared by node and SDK so the
+//! two cannot drift apart. Paths are constants here too.
+
+use crate::{DeviceId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// `POST` — create an account.
+pub const REGISTER: &str = "/v1/register";
+/// `POST` — log in, get a token.
+pub const LOGIN: &str = "/v1/login";
+/// `POST` — ask someone to be friends (accepts if they already asked you).
+pub const FRIEND_REQUESTS: &str = "/v1/friends/requests";
+/// `POST` — accept a friend request.
+pub const FRIEND_ACCEPT: &str = "/v1/friends/accept";
+/// `GET` — friends (with keys) and pending requests.
+pub const FRIENDS: &str = "/v1/friends";
+/// `GET` — liveness.
+pub const HEALTH: &str = "/v1/health";
+
+/// Body of [`REGISTER`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// The user name (see [`UserId::parse`]).
+    pub user: String,
+    /// At least 8 characters.
+    pub password: String,
+}
+
+/// Body of [`LOGIN`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The user name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+    /// This install's device id from an earlier login; a new one is made when absent.
+    #[serde(default)]
+    pub device: Option<DeviceId>,
+}
+
+/// Answer to [`LOGIN`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token for REST and for the QUIC `Hello`.
+    pub token: String,
+    /// Who logged in.
+    pub user: UserId,
+    /// This device's id: keep it and send it at the next login.
+    pub device: DeviceId,
+    /// When the token stops working, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The QUIC address (`host:port`) of the user's home node.
+    pub quic_addr: String,
+}
+
+/// Body of [`FRIEND_REQUESTS`] and [`FRIEND_ACCEPT`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FriendRequest {
+    /// The other user.
+    pub user: String,
+}
+
+/// Answer to [`FRIEND_REQUESTS`] and [`FRIEND_ACCEPT`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FriendStatus {
+    /// The other user.
+    pub user: UserId,
+    /// `"pending"` or `"friends"`.
+    pub status: String,
+    /// The friendship key (64 hex digits) once the two are friends.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A friend and the friendship key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FriendInfo {
+    /// The friend.
+    pub user: UserId,
+    /// The friendship key, 64 hex digits.
+    pub key: String,
+}
+
+/// Answer to [`FRIENDS`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FriendsResponse {
+    /// Accepted friendships.
+    pub friends: Vec<FriendInfo>,
+    /// Users who asked you.
+    pub incoming: Vec<UserId>,
+    /// Users you asked.
+    pub outgoing: Vec<UserId>,
+}
+
+/// Body of every REST error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// A stable machine-readable code, such as `"unauthorized"`.
+    pub error: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses exactly 32 bytes of hex.
+pub fn key_from_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys_round_trip() {
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
+        assert_eq!(key_from_hex(&to_hex(&key)), Some(key));
+        assert_eq!(key_from_hex("zz"), None);
+        assert_eq!(key_from_hex(&"é".repeat(32)), None);
+    }
+}

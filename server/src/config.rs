@@ -1,0 +1,118 @@
+//! [`Config`]: everything a node is told at start, with defaults in code and every limit a
+//! named, documented field.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A node's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder for sled data, dev certificates and node secrets.
+    pub data_dir: PathBuf,
+    /// UDP address of the client QUIC endpoint.
+    pub quic_addr: SocketAddr,
+    /// TCP address of the HTTPS REST API.
+    pub http_addr: SocketAddr,
+    /// TLS certificate (PEM) for QUIC and HTTPS; dev certificates are made when unset.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) matching `cert`.
+    pub key: Option<PathBuf>,
+    /// How long a login token stays valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// Bounds on what a client can make the node hold.
+    pub limits: Limits,
+}
+
+/// Bounds on every resource a client can grow (DESIGN.md invariant 6).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame a client may send, in bytes (length prefix excluded).
+    pub max_frame_bytes: usize,
+    /// Largest sealed message body, in bytes.
+    pub max_body_bytes: usize,
+    /// Entries pushed to one device and not yet acknowledged; the rest waits in the inbox.
+    pub push_window: u64,
+    /// Bidirectional streams a client may have open at once (control + conversations).
+    pub max_client_streams: u32,
+    /// Messages in flight on one conversation stream between append and `Sent`.
+    pub send_pipeline: usize,
+    /// A connection with no traffic for this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// A client must say Hello within this many milliseconds of connecting.
+    pub hello_timeout_ms: u64,
+    /// Per-stream receive window, in bytes: chat frames are small.
+    pub stream_receive_window: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("quiver-data"),
+            quic_addr: "127.0.0.1:4433".parse().expect("valid literal"),
+            http_addr: "127.0.0.1:8443".parse().expect("valid literal"),
+            cert: None,
+            key: None,
+            token_ttl_secs: 24 * 3600,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 32 * 1024,
+            push_window: 256,
+            max_client_streams: 64,
+            send_pipeline: 256,
+            idle_timeout_ms: 30_000,
+            hello_timeout_ms: 10_000,
+            stream_receive_window: 256 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A limit is zero or contradicts another.
+    #[error("invalid limit: {0}")]
+    Limit(&'static str),
+    /// Only one of `cert` and `key` was given.
+    #[error("cert and key must be given together")]
+    CertWithoutKey,
+}
+
+impl Config {
+    /// Checks the limits against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_frame_bytes == 0 || l.max_frame_bytes > quiver_proto::frame::MAX_FRAME_LEN {
+            return Err(ConfigError::Limit("max_frame_bytes must be 1 ..= 1 MiB"));
+        }
+        if l.max_body_bytes + 256 > l.max_frame_bytes {
+            return Err(ConfigError::Limit(
+                "max_body_bytes must leave 256 bytes of frame",
+            ));
+        }
+        if l.push_window == 0 || l.max_client_streams < 2 || l.send_pipeline == 0 {
+            return Err(ConfigError::Limit(
+                "windows and stream counts must be positive",
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::CertWithoutKey);
+        }
+        Ok(())
+    }
+
+    /// `token_ttl_secs` as a duration.
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
+    }
+}

@@ -1,0 +1,352 @@
+//! The directory: accounts, devices and friendships.
+//!
+//! [`Directory`] is the boundary; [`SledDirectory`] is the embedded version used by a
+//! single node (a Redis-backed one is what mesh mode plugs in here). Friendship keys are
+//! made here at acceptance and returned only to the two friends.
+
+use async_trait::async_trait;
+use quiver_proto::{DeviceId, UserId};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::Mutex;
+
+/// A 32-byte symmetric key shared by two friends.
+pub type FriendKey = [u8; 32];
+
+/// What can go wrong in the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Registration under a name that is taken.
+    #[error("user already exists")]
+    UserExists,
+    /// The named user does not exist.
+    #[error("no such user")]
+    NoSuchUser,
+    /// Accepting a friend request that nobody made.
+    #[error("no such friend request")]
+    NoRequest,
+    /// Befriending oneself.
+    #[error("cannot befriend yourself")]
+    SelfFriend,
+    /// The storage behind the directory failed.
+    #[error("directory storage: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for DirectoryError {
+    fn from(e: sled::Error) -> Self {
+        DirectoryError::Storage(e.to_string())
+    }
+}
+
+/// The outcome of a friend request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FriendRequestOutcome {
+    /// The request waits for the other user to accept.
+    Pending,
+    /// The other user had already asked: the two are now friends.
+    Accepted(FriendKey),
+    /// They were friends already.
+    AlreadyFriends(FriendKey),
+}
+
+/// A friend and the key of the friendship.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Friend {
+    /// The friend.
+    pub user: UserId,
+    /// The friendship key.
+    pub key: FriendKey,
+}
+
+/// Friends and pending requests of one user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Relations {
+    /// Accepted friendships.
+    pub friends: Vec<Friend>,
+    /// Requests others made to this user.
+    pub incoming: Vec<UserId>,
+    /// Requests this user made to others.
+    pub outgoing: Vec<UserId>,
+}
+
+/// Accounts, devices and friendships.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Creates an account with an already-hashed password.
+    async fn create_user(&self, user: &UserId, password_hash: &str) -> Result<(), DirectoryError>;
+    /// The stored password hash, if the user exists.
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError>;
+    /// Returns `requested` if it is already one of `user`'s devices, else a new device id.
+    async fn register_device(
+        &self,
+        user: &UserId,
+        requested: Option<DeviceId>,
+    ) -> Result<DeviceId, DirectoryError>;
+    /// `from` asks `to` to be friends.
+    async fn request_friend(
+        &self,
+        from: &UserId,
+        to: &UserId,
+    ) -> Result<FriendRequestOutcome, DirectoryError>;
+    /// `user` accepts the request `from` made; returns the new friendship key.
+    async fn accept_friend(
+        &self,
+        user: &UserId,
+        from: &UserId,
+    ) -> Result<FriendKey, DirectoryError>;
+    /// The friendship key, if the two are friends.
+    async fn friendship(&self, a: &UserId, b: &UserId)
+        -> Result<Option<FriendKey>, DirectoryError>;
+    /// Friends and pending requests of `user`.
+    async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError>;
+}
+
+/// The embedded directory: sled trees in the node's own database.
+pub struct SledDirectory {
+    db: sled::Db,
+    /// user name → argon2 hash.
+    users: sled::Tree,
+    /// `user/device` for each device.
+    devices: sled::Tree,
+    /// `a/b` → key, stored under both orders so each user's friends are one prefix scan.
+    friends: sled::Tree,
+    /// `from/to` for each pending request.
+    requests_out: sled::Tree,
+    /// `to/from` for each pending request (the same requests, indexed by recipient).
+    requests_in: sled::Tree,
+    rng: SystemRandom,
+    /// Serializes friendship changes, so request-then-accept races cannot make two keys.
+    friend_lock: Mutex<()>,
+}
+
+/// `user/`: the prefix of everything stored under a user. No user name contains `/`.
+fn prefix(user: &UserId) -> Vec<u8> {
+    let mut p = user.as_str().as_bytes().to_vec();
+    p.push(b'/');
+    p
+}
+
+/// `a/b`.
+fn pair(a: &UserId, b: &UserId) -> Vec<u8> {
+    let mut key = prefix(a);
+    key.extend_from_slice(b.as_str().as_bytes());
+    key
+}
+
+fn user_after_prefix(key: &[u8], prefix_len: usize) -> Option<UserId> {
+    UserId::parse(std::str::from_utf8(key.get(prefix_len..)?).ok()?).ok()
+}
+
+impl SledDirectory {
+    /// Opens the directory's trees in `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, DirectoryError> {
+        Ok(Self {
+            db: db.clone(),
+            users: db.open_tree("users")?,
+            devices: db.open_tree("devices")?,
+            friends: db.open_tree("friends")?,
+            requests_out: db.open_tree("friend_requests_out")?,
+            requests_in: db.open_tree("friend_requests_in")?,
+            rng: SystemRandom::new(),
+            friend_lock: Mutex::new(()),
+        })
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N], DirectoryError> {
+        let mut out = [0u8; N];
+        self.rng
+            .fill(&mut out)
+            .map_err(|_| DirectoryError::Storage("no randomness".into()))?;
+        Ok(out)
+    }
+
+    fn stored_key(&self, a: &UserId, b: &UserId) -> Result<Option<FriendKey>, DirectoryError> {
+        Ok(self
+            .friends
+            .get(pair(a, b))?
+            .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    /// Makes the friendship and removes requests both ways. Caller holds `friend_lock`.
+    fn befriend(&self, a: &UserId, b: &UserId) -> Result<FriendKey, DirectoryError> {
+        let key: FriendKey = self.random()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(pair(a, b), &key[..]);
+        batch.insert(pair(b, a), &key[..]);
+        self.friends.apply_batch(batch)?;
+        for (x, y) in [(a, b), (b, a)] {
+            self.requests_out.remove(pair(x, y))?;
+            self.requests_in.remove(pair(y, x))?;
+        }
+        Ok(key)
+    }
+
+    async fn flush(&self) -> Result<(), DirectoryError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for SledDirectory {
+    async fn create_user(&self, user: &UserId, password_hash: &str) -> Result<(), DirectoryError> {
+        let created = self.users.compare_and_swap(
+            user.as_str(),
+            None::<&[u8]>,
+            Some(password_hash.as_bytes()),
+        )?;
+        if created.is_err() {
+            return Err(DirectoryError::UserExists);
+        }
+        self.flush().await
+    }
+
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError> {
+        Ok(self
+            .users
+            .get(user.as_str())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    async fn register_device(
+        &self,
+        user: &UserId,
+        requested: Option<DeviceId>,
+    ) -> Result<DeviceId, DirectoryError> {
+        let key = |d: DeviceId| [prefix(user), d.0.to_be_bytes().to_vec()].concat();
+        if let Some(device) = requested {
+            if self.devices.contains_key(key(device))? {
+                return Ok(device);
+            }
+        }
+        let device = DeviceId(u64::from_be_bytes(self.random()?));
+        self.devices.insert(key(device), &[])?;
+        self.flush().await?;
+        Ok(device)
+    }
+
+    async fn request_friend(
+        &self,
+        from: &UserId,
+        to: &UserId,
+    ) -> Result<FriendRequestOutcome, DirectoryError> {
+        if from == to {
+            return Err(DirectoryError::SelfFriend);
+        }
+        if !self.users.contains_key(to.as_str())? {
+            return Err(DirectoryError::NoSuchUser);
+        }
+        let outcome = {
+            let _guard = self.friend_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(key) = self.stored_key(from, to)? {
+                return Ok(FriendRequestOutcome::AlreadyFriends(key));
+            }
+            if self.requests_out.contains_key(pair(to, from))? {
+                FriendRequestOutcome::Accepted(self.befriend(from, to)?)
+            } else {
+                self.requests_out.insert(pair(from, to), &[])?;
+                self.requests_in.insert(pair(to, from), &[])?;
+                FriendRequestOutcome::Pending
+            }
+        };
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    async fn accept_friend(
+        &self,
+        user: &UserId,
+        from: &UserId,
+    ) -> Result<FriendKey, DirectoryError> {
+        let key = {
+            let _guard = self.friend_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(key) = self.stored_key(user, from)? {
+                return Ok(key);
+            }
+            if !self.requests_out.contains_key(pair(from, user))? {
+                return Err(DirectoryError::NoRequest);
+            }
+            self.befriend(user, from)?
+        };
+        self.flush().await?;
+        Ok(key)
+    }
+
+    async fn friendship(
+        &self,
+        a: &UserId,
+        b: &UserId,
+    ) -> Result<Option<FriendKey>, DirectoryError> {
+        self.stored_key(a, b)
+    }
+
+    async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError> {
+        let mine = prefix(user);
+        let mut out = Relations::default();
+        for item in self.friends.scan_prefix(&mine) {
+            let (k, v) = item?;
+            let key = v.as_ref().try_into();
+            if let (Some(friend), Ok(key)) = (user_after_prefix(&k, mine.len()), key) {
+                out.friends.push(Friend { user: friend, key });
+            }
+        }
+        for item in self.requests_out.scan_prefix(&mine) {
+            out.outgoing.extend(user_after_prefix(&item?.0, mine.len()));
+        }
+        for item in self.requests_in.scan_prefix(&mine) {
+            out.incoming.extend(user_after_prefix(&item?.0, mine.len()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn friendship_needs_both_sides_and_has_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = SledDirectory::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let (alice, bob) = (user("alice"), user("bob"));
+        directory.create_user(&alice, "h").await.unwrap();
+        directory.create_user(&bob, "h").await.unwrap();
+        assert!(matches!(
+            directory.create_user(&bob, "h").await,
+            Err(DirectoryError::UserExists)
+        ));
+        assert!(matches!(
+            directory.accept_friend(&bob, &alice).await,
+            Err(DirectoryError::NoRequest)
+        ));
+        assert_eq!(
+            directory.request_friend(&alice, &bob).await.unwrap(),
+            FriendRequestOutcome::Pending
+        );
+        assert_eq!(directory.friendship(&alice, &bob).await.unwrap(), None);
+        assert_eq!(
+            directory.relations(&bob).await.unwrap().incoming,
+            [alice.clone()]
+        );
+        let key = directory.accept_friend(&bob, &alice).await.unwrap();
+        assert_eq!(directory.friendship(&alice, &bob).await.unwrap(), Some(key));
+        assert_eq!(directory.friendship(&bob, &alice).await.unwrap(), Some(key));
+        let relations = directory.relations(&alice).await.unwrap();
+        assert_eq!(
+            relations.friends,
+            [Friend {
+                user: bob.clone(),
+                key
+            }]
+        );
+        assert!(relations.outgoing.is_empty() && relations.incoming.is_empty());
+        assert!(matches!(
+            directory.request_friend(&alice, &user("nobody")).await,
+            Err(DirectoryError::NoSuchUser)
+        ));
+    }
+}

@@ -1,0 +1,286 @@
+//! The REST API (axum, served over HTTPS): register, log in, friends, health.
+//!
+//! [`app`] builds the router with no server attached, so tests can call it directly;
+//! [`serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
+//! shows internals; the internal cause is logged instead.
+
+use crate::auth::{self, unix_now, Claims};
+use crate::directory::{DirectoryError, FriendRequestOutcome};
+use crate::node::Shared;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::{header, request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
+use quiver_proto::UserId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Largest REST request body.
+const MAX_BODY: usize = 16 * 1024;
+
+/// A REST failure as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or a field is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing, bad or expired token, or wrong user name or password.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The request conflicts with what exists (a taken user name).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Something failed inside the node; the cause is logged, not shown.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let body = ApiErrorBody {
+            error: code.into(),
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::UserExists => ApiError::Conflict("user name is taken"),
+            DirectoryError::NoSuchUser => ApiError::NotFound("no such user"),
+            DirectoryError::NoRequest => ApiError::NotFound("no such friend request"),
+            DirectoryError::SelfFriend => ApiError::BadRequest("cannot befriend yourself".into()),
+            DirectoryError::Storage(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+/// The caller, from a valid `Authorization: Bearer` token.
+pub struct Authed(pub Claims);
+
+impl FromRequestParts<Arc<Shared>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let claims = shared
+            .tokens
+            .verify(token, unix_now())
+            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
+        Ok(Authed(claims))
+    }
+}
+
+/// The REST routes over the node's state.
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(rest::HEALTH, get(health))
+        .route(rest::REGISTER, post(register))
+        .route(rest::LOGIN, post(login))
+        .route(rest::FRIEND_REQUESTS, post(request_friend))
+        .route(rest::FRIEND_ACCEPT, post(accept_friend))
+        .route(rest::FRIENDS, get(friends))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+fn parse_user(name: &str) -> Result<UserId, ApiError> {
+    UserId::parse(name).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<rest::RegisterRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body?;
+    let user = parse_user(&req.user)?;
+    if !(8..=1024).contains(&req.password.len()) {
+        return Err(ApiError::BadRequest(
+            "password must be 8 to 1024 bytes".into(),
+        ));
+    }
+    let hash = blocking(move || auth::hash_password(&req.password))
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    shared.directory.create_user(&user, &hash).await?;
+    tracing::info!(%user, "registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "user": user })),
+    ))
+}
+
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<rest::LoginRequest>, JsonRejection>,
+) -> Result<Json<rest::LoginResponse>, ApiError> {
+    let Json(req) = body?;
+    let refused = ApiError::Unauthorized("wrong user name or password");
+    let user = UserId::parse(&req.user)
+        .map_err(|_| ApiError::Unauthorized("wrong user name or password"))?;
+    let hash = shared.directory.password_hash(&user).await?;
+    let password = req.password;
+    // An unknown user costs the same argon2 work as a known one, so timing does not tell.
+    let ok = blocking(move || match hash {
+        Some(hash) => auth::verify_password(&hash, &password),
+        None => auth::hash_password(&password).is_err(),
+    })
+    .await?;
+    if !ok {
+        return Err(refused);
+    }
+    let device = shared.directory.register_device(&user, req.device).await?;
+    let expires_at = unix_now() + shared.config.token_ttl_secs;
+    let token = shared.tokens.issue(&Claims {
+        user: user.clone(),
+        device,
+        expires_at,
+    });
+    tracing::info!(%user, %device, "logged in");
+    Ok(Json(rest::LoginResponse {
+        token,
+        user,
+        device,
+        expires_at,
+        quic_addr: shared.quic_addr.to_string(),
+    }))
+}
+
+async fn request_friend(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::FriendRequest>, JsonRejection>,
+) -> Result<Json<FriendStatus>, ApiError> {
+    let Json(req) = body?;
+    let other = parse_user(&req.user)?;
+    let outcome = shared.directory.request_friend(&me.user, &other).await?;
+    let (status, key) = match outcome {
+        FriendRequestOutcome::Pending => ("pending", None),
+        FriendRequestOutcome::Accepted(key) | FriendRequestOutcome::AlreadyFriends(key) => {
+            ("friends", Some(to_hex(&key)))
+        }
+    };
+    Ok(Json(FriendStatus {
+        user: other,
+        status: status.into(),
+        key,
+    }))
+}
+
+async fn accept_friend(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::FriendRequest>, JsonRejection>,
+) -> Result<Json<FriendStatus>, ApiError> {
+    let Json(req) = body?;
+    let other = parse_user(&req.user)?;
+    let key = shared.directory.accept_friend(&me.user, &other).await?;
+    Ok(Json(FriendStatus {
+        user: other,
+        status: "friends".into(),
+        key: Some(to_hex(&key)),
+    }))
+}
+
+async fn friends(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+) -> Result<Json<FriendsResponse>, ApiError> {
+    let relations = shared.directory.relations(&me.user).await?;
+    Ok(Json(FriendsResponse {
+        friends: relations
+            .friends
+            .into_iter()
+            .map(|f| FriendInfo {
+                user: f.user,
+                key: to_hex(&f.key),
+            })
+            .collect(),
+        incoming: relations.incoming,
+        outgoing: relations.outgoing,
+    }))
+}
+
+/// Serves `app` over TLS on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let mut connections = JoinSet::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        connections.spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    _ => return tracing::debug!(%remote, "tls handshake failed"),
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!(%remote, error = %e, "http connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,42 @@
+//! # quiver-server — the Quiver node
+//!
+//! A library that the `quiver-server` binary (and every test) starts with
+//! [`Node::start`]. One module per concern:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | the validated configuration and every limit |
+//! | [`tls`] | certificates and rustls configurations |
+//! | [`listener`] | the QUIC endpoint and its accept loop |
+//! | [`session`] | one client connection: hello, control, conversations, pushes |
+//! | [`router`] | where a chat or receipt goes; the only writer of inboxes |
+//! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
+//! | [`commit`] | group commit: one fsync for many concurrent appends |
+//! | [`directory`] | accounts, devices, friendships (embedded sled) |
+//! | [`http`] | the REST API (axum over HTTPS) |
+//! | [`auth`] | password hashing and signed tokens |
+//! | [`net`] | frames over quinn streams |
+//! | [`node`] | start-up and ordered shutdown |
+//!
+//! ## Data flow
+//! `listener → session → router → inbox → (durable) → session push loops`.
+//! A chat is appended to the recipient's inbox; `Sent` goes back once a group flush has
+//! made it durable; every session of the recipient wakes on the durable head and pushes
+//! from its device's cursor. A device's ack makes the router append DELIVERED to the
+//! sender's inbox, which reaches the sender the same way.
+
+pub mod auth;
+pub mod commit;
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod inbox;
+pub mod listener;
+pub mod net;
+pub mod node;
+pub mod router;
+pub mod session;
+pub mod tls;
+
+pub use config::{Config, Limits};
+pub use node::{Node, NodeError};

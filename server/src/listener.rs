@@ -1,0 +1,67 @@
+//! The client QUIC endpoint: one quinn endpoint per node (several sockets on one port would
+//! break connection migration), transport limits sized for chat, and the accept loop.
+
+use crate::config::Limits;
+use crate::node::Shared;
+use crate::tls::{Identity, TlsError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Builds the endpoint. `reset_key` is the persistent stateless-reset secret: with it,
+/// clients of a restarted node learn at once that their connection is gone.
+pub fn endpoint(
+    addr: SocketAddr,
+    identity: &Identity,
+    limits: &Limits,
+    reset_key: &[u8; 32],
+) -> Result<quinn::Endpoint, ListenerError> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.max_client_streams.into())
+        // Clients never open unidirectional streams; pushes go the other way.
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(limits.stream_receive_window.into())
+        .receive_window(
+            (limits.stream_receive_window as u64 * 4)
+                .try_into()
+                .unwrap_or(quinn::VarInt::MAX),
+        )
+        .max_idle_timeout(Some(
+            Duration::from_millis(limits.idle_timeout_ms)
+                .try_into()
+                .map_err(|_| ListenerError::Config("idle timeout out of range"))?,
+        ));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic()?));
+    server.transport_config(Arc::new(transport)).migration(true);
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let config = quinn::EndpointConfig::new(Arc::new(reset));
+    let socket = std::net::UdpSocket::bind(addr).map_err(ListenerError::Bind)?;
+    quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
+        .map_err(ListenerError::Bind)
+}
+
+/// Accepts connections until the endpoint is closed, then waits for their sessions.
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let mut sessions = JoinSet::new();
+    while let Some(incoming) = endpoint.accept().await {
+        while sessions.try_join_next().is_some() {}
+        sessions.spawn(crate::session::run(incoming, shared.clone()));
+    }
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The UDP socket could not be bound.
+    #[error("bind: {0}")]
+    Bind(std::io::Error),
+    /// TLS material was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A limit cannot be expressed in QUIC.
+    #[error("{0}")]
+    Config(&'static str),
+}

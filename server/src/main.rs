@@ -1,0 +1,76 @@
+//! `quiver-server`: runs one Quiver node.
+//!
+//! Run with `cargo run --release -p quiver-server` (no flags: loopback, dev certificates
+//! and sled data in `./quiver-data`).
+
+use anyhow::Context;
+use clap::Parser;
+use quiver_server::{Config, Node};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "Quiver messaging node: QUIC for devices, HTTPS for accounts")]
+struct Args {
+    /// Folder for data, dev certificates and secrets.
+    #[arg(long, env = "QUIVER_DATA_DIR", default_value = "quiver-data")]
+    data_dir: PathBuf,
+    /// UDP address for device connections (QUIC).
+    #[arg(long, env = "QUIVER_QUIC_ADDR", default_value = "127.0.0.1:4433")]
+    quic_addr: SocketAddr,
+    /// TCP address for the REST API (HTTPS).
+    #[arg(long, env = "QUIVER_HTTP_ADDR", default_value = "127.0.0.1:8443")]
+    http_addr: SocketAddr,
+    /// TLS certificate chain (PEM); dev certificates are made when omitted.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Lifetime of login tokens, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    token_ttl_secs: u64,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quiver_server=debug`.
+    #[arg(long, env = "QUIVER_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .init();
+    let config = Config {
+        data_dir: args.data_dir,
+        quic_addr: args.quic_addr,
+        http_addr: args.http_addr,
+        cert: args.cert,
+        key: args.key,
+        token_ttl_secs: args.token_ttl_secs,
+        ..Config::default()
+    };
+    let node = Node::start(config).await.context("starting node")?;
+    println!("quiver node up");
+    println!("  quic  {}", node.quic_addr());
+    println!("  https https://{}", node.http_addr());
+    if let Some(ca) = node.ca_cert() {
+        let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
+        println!("  dev CA for clients: {}", ca.display());
+    }
+    wait_for_stop().await;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,63 @@
+//! Frames over quinn streams: the only place the node turns stream bytes into messages.
+
+use quiver_proto::frame::{decode_payload, parse_header, FrameError, HEADER_LEN};
+use quiver_proto::ErrorCode;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Why no frame could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameReadError {
+    /// The peer finished the stream cleanly between frames.
+    #[error("stream finished")]
+    Finished,
+    /// The bytes broke the protocol.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The stream or connection failed (reset, closed, ended mid-frame).
+    #[error("stream read failed: {0}")]
+    Read(String),
+}
+
+impl FrameReadError {
+    /// The code to close the stream with, if the peer broke the protocol.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            FrameReadError::Frame(FrameError::TooLarge { .. }) => Some(ErrorCode::FrameTooLarge),
+            FrameReadError::Frame(FrameError::Malformed(_)) => Some(ErrorCode::Malformed),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one frame of type `T`, refusing lengths above `max` before reading the payload.
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<T, FrameReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(FrameReadError::Finished),
+        Err(e) => return Err(FrameReadError::Read(e.to_string())),
+    }
+    let len = parse_header(header, max)?;
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload)
+        .await
+        .map_err(|e| FrameReadError::Read(e.to_string()))?;
+    Ok(decode_payload(&payload)?)
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    msg: &T,
+) -> Result<(), std::io::Error> {
+    let bytes = quiver_proto::encode_frame(msg).map_err(std::io::Error::other)?;
+    send.write_all(&bytes).await.map_err(std::io::Error::other)
+}
+
+/// A QUIC error code from a protocol error code.
+pub fn varint(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code.to_u32())
+}

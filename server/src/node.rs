@@ -1,0 +1,225 @@
+//! [`Node`]: starts every part of a node on its configuration, and stops them in order.
+
+use crate::auth::TokenKey;
+use crate::commit::GroupCommit;
+use crate::config::{Config, ConfigError};
+use crate::directory::{Directory, DirectoryError, SledDirectory};
+use crate::inbox::{Inbox, InboxError};
+use crate::listener::ListenerError;
+use crate::router::Router;
+use crate::tls::{Identity, TlsError};
+use quiver_proto::ErrorCode;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the node's parts share.
+pub struct Shared {
+    pub(crate) router: Router,
+    pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) tokens: TokenKey,
+    pub(crate) config: Config,
+    /// The QUIC address clients are told to connect to.
+    pub(crate) quic_addr: SocketAddr,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Dev certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] quiver_certs::CertError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The QUIC endpoint could not start.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    /// The data folder or a socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// sled could not be opened.
+    #[error("opening storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// The inbox could not be opened.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    /// The directory could not be opened.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let context = context.into();
+    move |source| NodeError::Io { context, source }
+}
+
+/// A running node.
+pub struct Node {
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    ca_cert: Option<PathBuf>,
+    endpoint: quinn::Endpoint,
+    stop_http: watch::Sender<bool>,
+    quic_task: JoinHandle<()>,
+    http_task: JoinHandle<()>,
+    commit_task: JoinHandle<()>,
+    db: sled::Db,
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    /// Starts a node: storage, TLS, the QUIC endpoint and the REST API.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        config.validate()?;
+        let data = config.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
+        let (cert, key, ca_cert) = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+            _ => {
+                let dev = quiver_certs::ensure_dev_certs(&data.join("certs"))?;
+                (dev.node_cert, dev.node_key, Some(dev.ca_cert))
+            }
+        };
+        let identity = Identity::load(&cert, &key)?;
+        let token_secret = secret(&data.join("secrets").join("token.key"))?;
+        let reset_secret = secret(&data.join("secrets").join("stateless-reset.key"))?;
+
+        let db = open_db(&data.join("db")).await?;
+        let (commit, commit_task) = GroupCommit::spawn(db.clone());
+        let inbox = Arc::new(Inbox::open(&db, commit)?);
+        let directory: Arc<dyn Directory> = Arc::new(SledDirectory::open(&db)?);
+
+        let endpoint =
+            crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
+        let quic_addr = endpoint.local_addr().map_err(io("quic local address"))?;
+        let tcp = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(io(format!("binding http {}", config.http_addr)))?;
+        let http_addr = tcp.local_addr().map_err(io("http local address"))?;
+
+        let shared = Arc::new(Shared {
+            router: Router::new(inbox, directory.clone(), config.limits.max_body_bytes),
+            directory,
+            tokens: TokenKey::new(&token_secret),
+            config,
+            quic_addr,
+        });
+        let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
+        let (stop_http, stopped) = watch::channel(false);
+        let app = crate::http::app(shared.clone());
+        let http_task = tokio::spawn(crate::http::serve(tcp, identity.https()?, app, stopped));
+        tracing::info!(%quic_addr, %http_addr, "node started");
+        Ok(Node {
+            quic_addr,
+            http_addr,
+            ca_cert,
+            endpoint,
+            stop_http,
+            quic_task,
+            http_task,
+            commit_task,
+            db,
+            shared,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The bound HTTPS address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The dev CA certificate that clients must trust, when the node made its own certs.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Stops the node in three steps: stop accepting and close connections with
+    /// `ShuttingDown` (clients resume from their cursors elsewhere or later), let sessions
+    /// wind down within a bound, then flush storage.
+    pub async fn shutdown(self) {
+        let bound = Duration::from_secs(5);
+        let _ = self.stop_http.send(true);
+        self.endpoint.close(
+            crate::net::varint(ErrorCode::ShuttingDown),
+            b"node shutting down",
+        );
+        let _ = tokio::time::timeout(bound, self.quic_task).await;
+        let _ = tokio::time::timeout(bound, self.http_task).await;
+        let _ = tokio::time::timeout(bound, self.endpoint.wait_idle()).await;
+        drop(self.shared);
+        if let Err(e) = self.db.flush_async().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        // The flush task ends once the last inbox handle is gone.
+        let _ = tokio::time::timeout(bound, self.commit_task).await;
+        tracing::info!("node stopped");
+    }
+}
+
+/// Opens sled, waiting a little if a previous owner of the folder is still letting go.
+async fn open_db(path: &Path) -> Result<sled::Db, NodeError> {
+    let mut tries = 0;
+    loop {
+        match sled::open(path) {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if tries < 50 => {
+                tracing::debug!(error = %e, "storage busy, retrying");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads a 32-byte secret, making it (readable by the owner only) on first use.
+fn secret(path: &Path) -> Result<[u8; 32], NodeError> {
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(secret) = bytes.try_into() {
+            return Ok(secret);
+        }
+        tracing::warn!(path = %path.display(), "secret has the wrong length; making a new one");
+    }
+    let mut secret = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| io("randomness")(std::io::Error::other("no system randomness")))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("writing {}", path.display())))?;
+    file.write_all(&secret)
+        .map_err(io(format!("writing {}", path.display())))?;
+    Ok(secret)
+}
