@@ -1,0 +1,63 @@
+//! # quiver-sdk — the Quiver client library
+//!
+//! What an app embeds to talk to a Quiver node:
+//! - [`Rest`]: accounts over HTTPS — register, log in, friend requests, friendship keys.
+//! - [`Client`]: one QUIC connection — send sealed messages and await SENT, receive
+//!   [`Event`]s (messages, DELIVERED / READ receipts), mark messages read.
+//! - [`seal`]: XChaCha20-Poly1305 with the friendship key; the node only ever sees
+//!   ciphertext.
+//!
+//! ## A whole exchange
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use quiver_sdk::{Client, ConnectOptions, Event, FriendKey, Rest, UserId};
+//! let ca_pem = std::fs::read_to_string("quiver-data/certs/ca.pem")?;
+//! let rest = Rest::new("https://127.0.0.1:8443", &ca_pem)?;
+//! rest.register("alice", "alice-password").await?;
+//! let login = rest.login("alice", "alice-password", None).await?;
+//! rest.request_friend(&login.token, "bob").await?; // bob accepts on his side
+//! let keys = rest.friends(&login.token).await?.friends.iter()
+//!     .filter_map(|f| Some((f.user.clone(), FriendKey(quiver_sdk::key_from_hex(&f.key)?))))
+//!     .collect();
+//! let (client, mut events) = Client::connect(ConnectOptions {
+//!     addr: login.quic_addr.parse()?,
+//!     server_name: None,
+//!     ca_pem,
+//!     token: login.token,
+//!     cursor: None,
+//!     keys,
+//! }).await?;
+//! let sent = client.send(&UserId::parse("bob")?, b"hi bob").await?; // durable: SENT
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Receipt(r) if r.seq == sent.seq => println!("{:?}", r.kind),
+//!         Event::Message(m) => client.mark_read(m.seq).await?,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//! Within a conversation, messages arrive in the order they were sent, each once per
+//! device. SENT means durable on the node. A message is acknowledged (and DELIVERED goes
+//! to its sender) only after it was handed to [`Events`]. Keep [`Client::cursor`] across
+//! restarts and pass it back in [`ConnectOptions::cursor`] to never see an entry twice.
+//! Reconnection and an outbox that resends across connections are not in this version:
+//! on [`Event::Disconnected`], connect again and resend unsent messages with their ids.
+
+mod client;
+mod error;
+mod event;
+mod frames;
+mod rest;
+pub mod seal;
+pub mod tls;
+
+pub use client::{Client, ConnectOptions, Sent};
+pub use error::{ConnectError, RestError, SendError};
+pub use event::{Event, Events, Message, Receipt};
+pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
+pub use quiver_proto::{ClientMsgId, DeviceId, ErrorCode, ReceiptKind, Seq, UserId};
+pub use rest::Rest;
+pub use seal::FriendKey;

@@ -1,0 +1,117 @@
+//! [`Rest`]: the account API over HTTPS — register, log in, friends.
+
+use crate::error::RestError;
+use quiver_proto::rest::{self, ApiErrorBody, FriendStatus, FriendsResponse, LoginResponse};
+use quiver_proto::DeviceId;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A client of one node's REST API. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Rest {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    /// A client for `base_url` (such as `https://127.0.0.1:8443`) trusting `ca_pem`.
+    pub fn new(base_url: &str, ca_pem: &str) -> Result<Self, RestError> {
+        let tls =
+            crate::tls::rustls_config(ca_pem, &[b"h2", b"http/1.1"]).map_err(RestError::Tls)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RestError> {
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await?);
+        }
+        let body: Option<ApiErrorBody> = response.json().await.ok();
+        let (error, message) = body.map_or_else(
+            || ("unknown".to_owned(), status.to_string()),
+            |b| (b.error, b.message),
+        );
+        Err(RestError::Api {
+            status: status.as_u16(),
+            error,
+            message,
+        })
+    }
+
+    fn post(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, user: &str, password: &str) -> Result<(), RestError> {
+        let body = rest::RegisterRequest {
+            user: user.into(),
+            password: password.into(),
+        };
+        self.call::<serde_json::Value>(self.post(rest::REGISTER, &body, None))
+            .await?;
+        Ok(())
+    }
+
+    /// Logs in. Pass the device id of an earlier login to stay the same device.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device: Option<DeviceId>,
+    ) -> Result<LoginResponse, RestError> {
+        let body = rest::LoginRequest {
+            user: user.into(),
+            password: password.into(),
+            device,
+        };
+        self.call(self.post(rest::LOGIN, &body, None)).await
+    }
+
+    /// Asks `user` to be friends; if they had asked already, you are friends now.
+    pub async fn request_friend(&self, token: &str, user: &str) -> Result<FriendStatus, RestError> {
+        let body = rest::FriendRequest { user: user.into() };
+        self.call(self.post(rest::FRIEND_REQUESTS, &body, Some(token)))
+            .await
+    }
+
+    /// Accepts `user`'s friend request.
+    pub async fn accept_friend(&self, token: &str, user: &str) -> Result<FriendStatus, RestError> {
+        let body = rest::FriendRequest { user: user.into() };
+        self.call(self.post(rest::FRIEND_ACCEPT, &body, Some(token)))
+            .await
+    }
+
+    /// Friends (with friendship keys) and pending requests.
+    pub async fn friends(&self, token: &str) -> Result<FriendsResponse, RestError> {
+        let url = format!("{}{}", self.base, rest::FRIENDS);
+        self.call(self.http.get(url).bearer_auth(token)).await
+    }
+
+    /// Whether the node answers.
+    pub async fn health(&self) -> Result<(), RestError> {
+        let url = format!("{}{}", self.base, rest::HEALTH);
+        self.call::<serde_json::Value>(self.http.get(url))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,129 @@
+//! Sealing bodies with the friendship key: XChaCha20-Poly1305, a random 24-byte nonce,
+//! and the message's metadata (sender, recipient, client message id) as associated data.
+//!
+//! The associated data binds a body to its envelope: a body moved to another message, or
+//! stamped with another sender, fails to open instead of showing as someone else's words.
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use quiver_proto::{ClientMsgId, UserId};
+
+const NONCE_LEN: usize = 24;
+
+/// A friendship's 32-byte key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FriendKey(pub [u8; 32]);
+
+impl std::fmt::Debug for FriendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FriendKey(..)")
+    }
+}
+
+/// Why a body could not be opened.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SealError {
+    /// Shorter than a nonce and a tag.
+    #[error("sealed body is truncated")]
+    Truncated,
+    /// Wrong key, tampered bytes or metadata that does not match.
+    #[error("sealed body does not authenticate")]
+    Forged,
+}
+
+fn associated_data(from: &UserId, to: &UserId, id: ClientMsgId) -> Vec<u8> {
+    let mut aad = b"quiver/1 body".to_vec();
+    for part in [from.as_str(), to.as_str()] {
+        aad.push(part.len() as u8);
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad.extend_from_slice(&id.0.to_be_bytes());
+    aad
+}
+
+/// Seals `plaintext` from `from` to `to`: nonce followed by ciphertext and tag.
+pub fn seal(
+    key: &FriendKey,
+    from: &UserId,
+    to: &UserId,
+    id: ClientMsgId,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let aad = associated_data(from, to, id);
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .expect("encrypting into a Vec cannot fail");
+    [nonce.as_slice(), &sealed].concat()
+}
+
+/// Opens a body sealed by [`seal`] with the same key and metadata.
+pub fn open(
+    key: &FriendKey,
+    from: &UserId,
+    to: &UserId,
+    id: ClientMsgId,
+    sealed: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    if sealed.len() < NONCE_LEN + 16 {
+        return Err(SealError::Truncated);
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let aad = associated_data(from, to, id);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| SealError::Forged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_bodies_open_only_with_their_key_and_metadata() {
+        let (alice, bob, carol) = ["alice", "bob", "carol"].map(|n| UserId::parse(n).unwrap());
+        let key = FriendKey([7; 32]);
+        let sealed = seal(&key, &alice, &bob, ClientMsgId(1), b"hello bob");
+        assert!(!sealed.windows(9).any(|w| w == b"hello bob"));
+        assert_eq!(
+            open(&key, &alice, &bob, ClientMsgId(1), &sealed).unwrap(),
+            b"hello bob"
+        );
+        assert_eq!(
+            open(&key, &carol, &bob, ClientMsgId(1), &sealed),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&key, &alice, &bob, ClientMsgId(2), &sealed),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&FriendKey([8; 32]), &alice, &bob, ClientMsgId(1), &sealed),
+            Err(SealError::Forged)
+        );
+        let mut tampered = sealed.clone();
+        tampered[30] ^= 1;
+        assert_eq!(
+            open(&key, &alice, &bob, ClientMsgId(1), &tampered),
+            Err(SealError::Forged)
+        );
+        assert_eq!(
+            open(&key, &alice, &bob, ClientMsgId(1), &sealed[..20]),
+            Err(SealError::Truncated)
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! # quiver-tests — the end-to-end harness
+//!
+//! [`TestNode`] starts a real node in-process (real QUIC on loopback, real sled in a
+//! temporary folder, port 0); [`TestUser`] registers and logs in over real HTTPS and
+//! connects real SDK clients. Helpers wait for events with a timeout so a missing event
+//! fails the test instead of hanging it.
+
+use anyhow::{bail, Context};
+use quiver_sdk::{
+    Client, ConnectOptions, Event, Events, FriendKey, LoginResponse, Message, Receipt, ReceiptKind,
+    Rest, Seq, UserId,
+};
+use quiver_server::{Config, Node};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a test waits for an event that should come.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Logs to the test output when `QUIVER_TEST_LOG` is set (e.g. `quiver_server=debug`).
+pub fn init_tracing() {
+    if let Ok(filter) = std::env::var("QUIVER_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A node running in this process on its own data folder.
+pub struct TestNode {
+    node: Option<Node>,
+    config: Config,
+    _dir: tempfile::TempDir,
+    /// PEM of the node's dev CA.
+    pub ca_pem: String,
+}
+
+impl TestNode {
+    /// Starts a node with default limits.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node after `adjust` has changed its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let mut config = Config {
+            data_dir: dir.path().join("node"),
+            quic_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let node = Node::start(config.clone()).await.context("starting node")?;
+        let ca = node.ca_cert().context("dev CA")?;
+        let ca_pem = std::fs::read_to_string(ca)?;
+        Ok(Self {
+            node: Some(node),
+            config,
+            _dir: dir,
+            ca_pem,
+        })
+    }
+
+    fn node(&self) -> &Node {
+        self.node.as_ref().expect("node is running")
+    }
+
+    /// The node's QUIC address.
+    pub fn quic_addr(&self) -> std::net::SocketAddr {
+        self.node().quic_addr()
+    }
+
+    /// The node's data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// A REST client for the node.
+    pub fn rest(&self) -> Rest {
+        Rest::new(
+            &format!("https://{}", self.node().http_addr()),
+            &self.ca_pem,
+        )
+        .expect("rest")
+    }
+
+    /// Stops the node gracefully (connections are closed) and starts it again on the same
+    /// data folder. Addresses change; tokens stay valid (the key is in the folder).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        self.node = Some(
+            Node::start(self.config.clone())
+                .await
+                .context("restarting node")?,
+        );
+        Ok(())
+    }
+
+    /// Registers `name` and logs in once.
+    pub async fn user(&self, name: &str) -> anyhow::Result<TestUser> {
+        let password = format!("{name}-password");
+        self.rest().register(name, &password).await?;
+        let login = self.rest().login(name, &password, None).await?;
+        Ok(TestUser {
+            id: UserId::parse(name)?,
+            password,
+            login,
+        })
+    }
+
+    /// Connects `user` (this device), loading friendship keys first.
+    pub async fn connect(&self, user: &TestUser) -> anyhow::Result<(Client, Events)> {
+        self.connect_from(user, None).await
+    }
+
+    /// Connects `user`, telling the node the SDK has seen everything up to `cursor`.
+    pub async fn connect_from(
+        &self,
+        user: &TestUser,
+        cursor: Option<Seq>,
+    ) -> anyhow::Result<(Client, Events)> {
+        let friends = self.rest().friends(&user.login.token).await?;
+        let keys: HashMap<UserId, FriendKey> = friends
+            .friends
+            .into_iter()
+            .map(|f| {
+                (
+                    f.user,
+                    FriendKey(quiver_sdk::key_from_hex(&f.key).expect("hex key")),
+                )
+            })
+            .collect();
+        let options = ConnectOptions {
+            addr: self.quic_addr(),
+            server_name: None,
+            ca_pem: self.ca_pem.clone(),
+            token: user.login.token.clone(),
+            cursor,
+            keys,
+        };
+        Ok(Client::connect(options).await?)
+    }
+
+    /// Makes `a` and `b` friends.
+    pub async fn befriend(&self, a: &TestUser, b: &TestUser) -> anyhow::Result<()> {
+        self.rest()
+            .request_friend(&a.login.token, b.id.as_str())
+            .await?;
+        self.rest()
+            .accept_friend(&b.login.token, a.id.as_str())
+            .await?;
+        Ok(())
+    }
+
+    /// Stops the node.
+    pub async fn shutdown(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// A registered, logged-in user (one device).
+pub struct TestUser {
+    /// The user.
+    pub id: UserId,
+    /// The password.
+    pub password: String,
+    /// This device's login.
+    pub login: LoginResponse,
+}
+
+impl TestUser {
+    /// Logs the same user in as another device.
+    pub async fn new_device(&self, node: &TestNode) -> anyhow::Result<TestUser> {
+        let login = node
+            .rest()
+            .login(self.id.as_str(), &self.password, None)
+            .await?;
+        Ok(TestUser {
+            id: self.id.clone(),
+            password: self.password.clone(),
+            login,
+        })
+    }
+}
+
+/// The next event, or an error after [`WAIT`].
+pub async fn next_event(events: &mut Events) -> anyhow::Result<Event> {
+    match tokio::time::timeout(WAIT, events.recv()).await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => bail!("event stream ended"),
+        Err(_) => bail!("no event within {WAIT:?}"),
+    }
+}
+
+/// The next event, which must be a message.
+pub async fn next_message(events: &mut Events) -> anyhow::Result<Message> {
+    match next_event(events).await? {
+        Event::Message(m) => Ok(m),
+        other => bail!("expected a message, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a receipt.
+pub async fn next_receipt(events: &mut Events) -> anyhow::Result<Receipt> {
+    match next_event(events).await? {
+        Event::Receipt(r) => Ok(r),
+        other => bail!("expected a receipt, got {other:?}"),
+    }
+}
+
+/// Collects `n` messages, skipping receipts (a device that sends and receives gets both).
+pub async fn messages(events: &mut Events, n: usize) -> anyhow::Result<Vec<Message>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match next_event(events).await? {
+            Event::Message(m) => out.push(m),
+            Event::Receipt(_) => {}
+            other => bail!("unexpected event {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Collects receipts of `kind` until `n` have arrived, skipping other receipts and failing
+/// on anything else.
+pub async fn receipts(
+    events: &mut Events,
+    kind: ReceiptKind,
+    n: usize,
+) -> anyhow::Result<Vec<Receipt>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match next_event(events).await? {
+            Event::Receipt(r) if r.kind == kind => out.push(r),
+            Event::Receipt(_) => {}
+            other => bail!("unexpected event {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Asserts that no event arrives within `quiet`.
+pub async fn assert_quiet(events: &mut Events, quiet: Duration) -> anyhow::Result<()> {
+    if let Ok(Some(event)) = tokio::time::timeout(quiet, events.recv()).await {
+        bail!("expected silence, got {event:?}");
+    }
+    Ok(())
+}
+
+/// Every file below `dir`.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

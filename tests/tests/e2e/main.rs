@@ -1,0 +1,7 @@
+//! End-to-end tests: real nodes, real QUIC, real sled, driven through the SDK (and, for
+//! hostile input, through raw QUIC streams). One binary, so it links once.
+
+mod chat;
+mod hostile;
+mod offline;
+mod raw;

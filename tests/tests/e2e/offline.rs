@@ -1,0 +1,183 @@
+//! Offline delivery: the backlog first and in order, receipts for an offline sender,
+//! restarts, several devices.
+
+use quiver_sdk::{Event, ReceiptKind};
+use quiver_tests::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn offline_backlog_precedes_live_and_delivered_reaches_an_offline_sender(
+) -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+
+    let (a, a_events) = node.connect(&alice).await?;
+    let mut backlog = Vec::new();
+    for i in 0..50 {
+        backlog.push(a.send(&bob.id, format!("offline {i}").as_bytes()).await?);
+    }
+    // Alice goes offline before Bob ever connects.
+    a.close().await;
+    drop((a, a_events));
+
+    let (b, mut b_events) = node.connect(&bob).await?;
+    // Live messages from Alice's second device race the backlog: they must come after it.
+    let alice2 = alice.new_device(&node).await?;
+    let (a2, _a2_events) = node.connect(&alice2).await?;
+    let live = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            sent.push(
+                a2.send(
+                    &quiver_sdk::UserId::parse("bob").unwrap(),
+                    format!("live {i}").as_bytes(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        (a2, sent)
+    });
+    let got = messages(&mut b_events, 70).await?;
+    let (a2, live_sent) = live.await?;
+    let texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+    let expected: Vec<String> = (0..50)
+        .map(|i| format!("offline {i}"))
+        .chain((0..20).map(|i| format!("live {i}")))
+        .collect();
+    assert_eq!(texts, expected, "backlog first, in order, then live");
+    let seqs: Vec<_> = got.iter().map(|m| m.seq).collect();
+    let sent_seqs: Vec<_> = backlog.iter().chain(&live_sent).map(|s| s.seq).collect();
+    assert_eq!(seqs, sent_seqs);
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    drop((b, a2));
+
+    // Alice's first device comes back: DELIVERED for all 70 waited for it.
+    let (_a, mut a_events) = node.connect(&alice).await?;
+    let delivered = receipts(&mut a_events, ReceiptKind::Delivered, 70).await?;
+    let mut receipt_seqs: Vec<_> = delivered.iter().map(|r| r.seq).collect();
+    receipt_seqs.sort();
+    assert_eq!(receipt_seqs, sent_seqs);
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_is_lost_or_duplicated_across_a_node_restart() -> anyhow::Result<()> {
+    let mut node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        sent.push(
+            a.send(&bob.id, format!("before restart {i}").as_bytes())
+                .await?,
+        );
+    }
+    // Bob reads half before the restart.
+    let (b, mut b_events) = node.connect(&bob).await?;
+    let first = messages(&mut b_events, 15).await?;
+    let cursor = wait_for_cursor(&b, first.last().unwrap().seq).await?;
+    drop((a, b, b_events));
+
+    node.restart().await?;
+
+    let (a, _a_events) = node.connect(&alice).await?;
+    for i in 0..5 {
+        sent.push(
+            a.send(&bob.id, format!("after restart {i}").as_bytes())
+                .await?,
+        );
+    }
+    let (_b, mut b_events) = node.connect_from(&bob, Some(cursor)).await?;
+    let rest = messages(&mut b_events, 20).await?;
+    let all: Vec<_> = first.iter().chain(&rest).map(|m| m.seq).collect();
+    assert_eq!(
+        all,
+        sent.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    assert_eq!(rest.last().unwrap().text(), "after restart 4");
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+/// Waits until the SDK has handed over (and so will acknowledge) everything up to `seq`.
+async fn wait_for_cursor(
+    client: &quiver_sdk::Client,
+    seq: quiver_sdk::Seq,
+) -> anyhow::Result<quiver_sdk::Seq> {
+    for _ in 0..100 {
+        if client.cursor() >= seq {
+            // Let the acks leave before the connection goes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(client.cursor());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("cursor never reached {seq}")
+}
+
+#[tokio::test]
+async fn messages_sent_while_the_node_restarts_between_send_and_receive_arrive_once(
+) -> anyhow::Result<()> {
+    let mut node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let mut sent = Vec::new();
+    for i in 0..25 {
+        sent.push(a.send(&bob.id, format!("m{i}").as_bytes()).await?);
+    }
+    drop(a);
+    node.restart().await?;
+    // No cursor from the SDK: the node's own record must be enough.
+    let (_b, mut b_events) = node.connect(&bob).await?;
+    let got = messages(&mut b_events, 25).await?;
+    assert_eq!(
+        got.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        sent.iter().map(|s| s.seq).collect::<Vec<_>>()
+    );
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_of_two_devices_gets_each_message_exactly_once() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let bob_phone = bob.new_device(&node).await?;
+    assert_ne!(bob.login.device, bob_phone.login.device);
+    let (a, mut a_events) = node.connect(&alice).await?;
+    for i in 0..10 {
+        a.send(&bob.id, format!("early {i}").as_bytes()).await?;
+    }
+    // Both devices log in at once, with a backlog waiting.
+    let ((_laptop, mut laptop_events), (_phone, mut phone_events)) =
+        tokio::try_join!(node.connect(&bob), node.connect(&bob_phone))?;
+    for i in 0..10 {
+        a.send(&bob.id, format!("late {i}").as_bytes()).await?;
+    }
+    for events in [&mut laptop_events, &mut phone_events] {
+        let got = messages(events, 20).await?;
+        let texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+        let expected: Vec<String> = (0..10)
+            .map(|i| format!("early {i}"))
+            .chain((0..10).map(|i| format!("late {i}")))
+            .collect();
+        assert_eq!(texts, expected);
+        assert_quiet(events, Duration::from_millis(300)).await?;
+    }
+    // Two devices acknowledged each message, but DELIVERED is said once per message.
+    let delivered = receipts(&mut a_events, ReceiptKind::Delivered, 20).await?;
+    let mut seqs: Vec<_> = delivered.iter().map(|r| r.seq).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20);
+    assert_quiet(&mut a_events, Duration::from_millis(300)).await?;
+    let _ = Event::Disconnected {
+        reason: String::new(),
+    };
+    Ok(())
+}
