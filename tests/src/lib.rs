@@ -32,7 +32,7 @@ pub fn init_tracing() {
 pub struct TestNode {
     node: Option<Node>,
     config: Config,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     /// PEM of the node's dev CA.
     pub ca_pem: String,
 }
@@ -60,7 +60,7 @@ impl TestNode {
         Ok(Self {
             node: Some(node),
             config,
-            _dir: dir,
+            dir,
             ca_pem,
         })
     }
@@ -159,10 +159,16 @@ impl TestNode {
     }
 
     /// Stops the node.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        drop(self.shutdown_keeping_data().await);
+    }
+
+    /// Stops the node and hands over its data folder, which lives as long as the result.
+    pub async fn shutdown_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(node) = self.node.take() {
             node.shutdown().await;
         }
+        self.dir
     }
 }
 
@@ -177,6 +183,17 @@ pub struct TestUser {
 }
 
 impl TestUser {
+    /// The same user with another token (to test bad tokens).
+    pub fn clone_with_token(&self, token: &str) -> TestUser {
+        let mut login = self.login.clone();
+        login.token = token.into();
+        TestUser {
+            id: self.id.clone(),
+            password: self.password.clone(),
+            login,
+        }
+    }
+
     /// Logs the same user in as another device.
     pub async fn new_device(&self, node: &TestNode) -> anyhow::Result<TestUser> {
         let login = node

@@ -1,1 +1,384 @@
+//! Hostile and broken clients: forged senders, bad tokens, bad bytes. Each gets its error,
+//! closes at most its own stream or connection, and an honest chat running beside it
+//! loses nothing.
 
+use crate::raw;
+use quiver_proto::{
+    encode_frame, ClientMsgId, ControlRequest, ControlResponse, ConversationRequest,
+    ConversationResponse, ErrorCode, Seq,
+};
+use quiver_sdk::{ConnectError, Event, RestError};
+use quiver_tests::*;
+use std::time::Duration;
+
+/// Alice and Bob chatting, plus Mallory who is Bob's friend too.
+struct Scene {
+    node: TestNode,
+    alice: TestUser,
+    bob: TestUser,
+    mallory: TestUser,
+}
+
+async fn scene() -> anyhow::Result<Scene> {
+    let node = TestNode::start().await?;
+    let (alice, bob, mallory) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("mallory").await?,
+    );
+    node.befriend(&alice, &bob).await?;
+    node.befriend(&mallory, &bob).await?;
+    Ok(Scene {
+        node,
+        alice,
+        bob,
+        mallory,
+    })
+}
+
+/// Sends `n` messages from Alice to Bob and checks that Bob gets exactly those, in order.
+async fn honest_chat_still_works(
+    s: &Scene,
+    a: &quiver_sdk::Client,
+    b_events: &mut quiver_sdk::Events,
+    n: usize,
+) -> anyhow::Result<()> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        sent.push(
+            a.send(&s.bob.id, format!("honest {i}").as_bytes())
+                .await?
+                .seq,
+        );
+    }
+    let got = messages(b_events, n).await?;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), sent);
+    assert!(got.iter().all(|m| m.from == s.alice.id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sender_is_stamped_from_the_session_never_from_the_client() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+
+    // Mallory seals a body that claims to come from Alice, with the only key she has.
+    let (conn, _ctl_send, _ctl_recv, welcome) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    assert!(matches!(welcome, ControlResponse::Welcome { ref user, .. } if *user == s.mallory.id));
+    let key = s.node.rest().friends(&s.mallory.login.token).await?.friends[0]
+        .key
+        .clone();
+    let key = quiver_sdk::FriendKey(quiver_sdk::key_from_hex(&key).unwrap());
+    let id = ClientMsgId(77);
+    let forged = quiver_sdk::seal::seal(&key, &s.alice.id, &s.bob.id, id, b"I am alice");
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&ConversationRequest::Open {
+        peer: s.bob.id.clone(),
+    })?)
+    .await?;
+    send.write_all(&encode_frame(&ConversationRequest::Chat {
+        id,
+        sent_at_ms: 0,
+        body: forged,
+    })?)
+    .await?;
+    let sent: ConversationResponse = raw::read_one(&mut recv).await?;
+    assert!(
+        matches!(sent, ConversationResponse::Sent { .. }),
+        "{sent:?}"
+    );
+
+    // Bob's SDK sees Mallory as the sender, and the claim of Alice fails to authenticate.
+    match next_event(&mut b_events).await? {
+        Event::Undecryptable { from, .. } => assert_eq!(from, s.mallory.id),
+        other => panic!("expected an undecryptable message from mallory, got {other:?}"),
+    }
+    // An honest message from Mallory shows as hers.
+    let (m, _m_events) = s.node.connect(&s.mallory).await?;
+    m.send(&s.bob.id, b"hi, mallory here").await?;
+    let got = next_message(&mut b_events).await?;
+    assert_eq!(
+        (got.from.clone(), got.text()),
+        (s.mallory.id.clone(), "hi, mallory here".into())
+    );
+
+    // A token whose claims were edited to say "alice" does not verify.
+    let (claims, tag) = s.mallory.login.token.split_once('.').unwrap();
+    let alice_claims = s.alice.login.token.split_once('.').unwrap().0;
+    assert_ne!(claims, alice_claims);
+    let forged_token = format!("{alice_claims}.{tag}");
+    let (_conn, _s, _r, answer) = raw::hello(&s.node, &forged_token).await?;
+    assert!(matches!(
+        answer,
+        ControlResponse::Error {
+            code: ErrorCode::Unauthenticated,
+            ..
+        }
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.token_ttl_secs = 1).await?;
+    let alice = node.user("alice").await?;
+    let rest = node.rest();
+
+    let err = rest
+        .login("alice", "not-the-password", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestError::Api { status: 401, .. }), "{err}");
+    let err = rest
+        .login("nobody", "whatever-password", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RestError::Api { status: 401, .. }), "{err}");
+
+    let mut bad = alice.clone_with_token("garbage.token");
+    let refused = node.connect(&bad).await.err().expect("refused");
+    assert!(matches!(
+        refused.downcast_ref(),
+        Some(RestError::Api { status: 401, .. })
+    ));
+    let (_c, _s, _r, answer) = raw::hello(&node, "garbage.token").await?;
+    assert!(matches!(
+        answer,
+        ControlResponse::Error {
+            code: ErrorCode::Unauthenticated,
+            ..
+        }
+    ));
+
+    // The token works now and not after its lifetime.
+    let fresh = node.rest().login("alice", &alice.password, None).await?;
+    bad.login = fresh;
+    let (c, _events) = node.connect(&bad).await?;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_c, _s, _r, answer) = raw::hello(&node, &bad.login.token).await?;
+    assert!(
+        matches!(answer, ControlResponse::Error { code: ErrorCode::Unauthenticated, ref message } if message.contains("expired")),
+        "{answer:?}"
+    );
+    let options = quiver_sdk::ConnectOptions {
+        addr: node.quic_addr(),
+        server_name: None,
+        ca_pem: node.ca_pem.clone(),
+        token: bad.login.token.clone(),
+        cursor: None,
+        keys: Default::default(),
+    };
+    let refused = quiver_sdk::Client::connect(options)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            refused,
+            ConnectError::Refused {
+                code: ErrorCode::Unauthenticated,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    let err = node.rest().friends(&bad.login.token).await.unwrap_err();
+    assert!(matches!(err, RestError::Api { status: 401, .. }), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_frames_close_only_their_stream() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+
+    let (conn, _ctl_send, _ctl_recv, _welcome) =
+        raw::hello(&s.node, &s.mallory.login.token).await?;
+    // Garbage where a frame should be.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await?;
+    let answers: Vec<ConversationResponse> = raw::read_all(&mut recv).await?;
+    assert_eq!(
+        answers,
+        [ConversationResponse::Error {
+            code: ErrorCode::Malformed
+        }]
+    );
+    let stopped = send.stopped().await?;
+    assert_eq!(
+        stopped,
+        Some(quinn::VarInt::from_u32(ErrorCode::Malformed.to_u32()))
+    );
+
+    // A 100 MB length prefix: refused before a byte of payload is read.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&ConversationRequest::Open {
+        peer: s.bob.id.clone(),
+    })?)
+    .await?;
+    send.write_all(&(100u32 << 20).to_be_bytes()).await?;
+    let answers: Vec<ConversationResponse> = raw::read_all(&mut recv).await?;
+    assert_eq!(
+        answers,
+        [ConversationResponse::Error {
+            code: ErrorCode::FrameTooLarge
+        }]
+    );
+
+    // A frame of the wrong kind at the start of a stream.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let chat = ConversationRequest::Chat {
+        id: ClientMsgId(1),
+        sent_at_ms: 0,
+        body: vec![1],
+    };
+    send.write_all(&encode_frame(&chat)?).await?;
+    let answers: Vec<ConversationResponse> = raw::read_all(&mut recv).await?;
+    assert_eq!(
+        answers,
+        [ConversationResponse::Error {
+            code: ErrorCode::UnexpectedFrame
+        }]
+    );
+
+    // The same connection still works: a well-formed conversation gets Sent.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&ConversationRequest::Open {
+        peer: s.bob.id.clone(),
+    })?)
+    .await?;
+    send.write_all(&encode_frame(&chat)?).await?;
+    let sent: ConversationResponse = raw::read_one(&mut recv).await?;
+    assert!(
+        matches!(sent, ConversationResponse::Sent { .. }),
+        "{sent:?}"
+    );
+    assert!(conn.close_reason().is_none(), "only streams were closed");
+    let _ = next_event(&mut b_events).await?; // Mallory's one-byte body, undecryptable
+
+    honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn garbage_on_the_control_stream_closes_only_that_connection() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+
+    // Before hello.
+    let conn = raw::connect(&s.node).await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    send.write_all(b"\x00\x00\x00\x05hello").await?;
+    let closed = conn.closed().await;
+    assert_eq!(app_code(&closed), Some(ErrorCode::Malformed), "{closed}");
+
+    // After hello: an oversize frame.
+    let (conn, mut send, _recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    send.write_all(&u32::MAX.to_be_bytes()).await?;
+    let closed = conn.closed().await;
+    assert_eq!(
+        app_code(&closed),
+        Some(ErrorCode::FrameTooLarge),
+        "{closed}"
+    );
+
+    // A first frame that is not hello.
+    let conn = raw::connect(&s.node).await?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&ControlRequest::Ack { seq: Seq(1) })?)
+        .await?;
+    let closed = conn.closed().await;
+    assert_eq!(
+        app_code(&closed),
+        Some(ErrorCode::UnexpectedFrame),
+        "{closed}"
+    );
+
+    honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn acks_and_read_marks_for_seqs_that_are_not_yours_are_refused() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 3).await?;
+
+    // Mallory has nothing in her inbox: seq 2 exists only in Bob's.
+    let (_conn, mut send, mut recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    send.write_all(&encode_frame(&ControlRequest::Ack { seq: Seq(2) })?)
+        .await?;
+    let answer: ControlResponse = raw::read_one(&mut recv).await?;
+    assert!(
+        matches!(
+            answer,
+            ControlResponse::Error {
+                code: ErrorCode::InvalidSeq,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    send.write_all(&encode_frame(&ControlRequest::Read { seq: Seq(2) })?)
+        .await?;
+    let answer: ControlResponse = raw::read_one(&mut recv).await?;
+    assert!(
+        matches!(
+            answer,
+            ControlResponse::Error {
+                code: ErrorCode::InvalidSeq,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+
+    // Alice got no READ from any of that.
+    let (_a2, mut a2_events) = s.node.connect(&s.alice).await?;
+    let delivered = receipts(&mut a2_events, quiver_sdk::ReceiptKind::Delivered, 3).await?;
+    assert_eq!(delivered.len(), 3);
+    assert_quiet(&mut a2_events, Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_stored_inbox_holds_ciphertext_only() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let secret = "the eagle lands at midnight, bring the blue umbrella";
+    for _ in 0..20 {
+        a.send(&s.bob.id, secret.as_bytes()).await?;
+    }
+    let data_dir = s.node.data_dir().to_path_buf();
+    drop(a);
+    let _kept = s.node.shutdown_keeping_data().await;
+    let mut saw_metadata = false;
+    for file in files_below(&data_dir) {
+        let bytes = std::fs::read(&file)?;
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "plaintext found in {}",
+            file.display()
+        );
+        saw_metadata |= bytes.windows(9).any(|w| w == b"$argon2id");
+    }
+    assert!(
+        saw_metadata,
+        "the scan read the real store (password hashes are stored as text)"
+    );
+    Ok(())
+}
+
+fn app_code(error: &quinn::ConnectionError) -> Option<ErrorCode> {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            ErrorCode::from_u32(u32::try_from(close.error_code.into_inner()).ok()?)
+        }
+        _ => None,
+    }
+}

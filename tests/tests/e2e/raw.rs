@@ -1,1 +1,60 @@
+//! A raw protocol client for the tests that must send what the SDK never would.
 
+use quiver_proto::{decode_frame, encode_frame, ControlRequest, ControlResponse, PROTOCOL_VERSION};
+use quiver_tests::TestNode;
+use serde::de::DeserializeOwned;
+
+/// A QUIC connection to `node` with the right ALPN and trust, but no session yet.
+pub async fn connect(node: &TestNode) -> anyhow::Result<quinn::Connection> {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(
+        quiver_sdk::tls::quic_config(&node.ca_pem).map_err(anyhow::Error::msg)?,
+    );
+    Ok(endpoint.connect(node.quic_addr(), "127.0.0.1")?.await?)
+}
+
+/// Connects and says Hello with `token`; returns the control stream and the node's answer.
+pub async fn hello(
+    node: &TestNode,
+    token: &str,
+) -> anyhow::Result<(
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    ControlResponse,
+)> {
+    let conn = connect(node).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = ControlRequest::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.into(),
+        cursor: None,
+    };
+    send.write_all(&encode_frame(&hello)?).await?;
+    let answer = read_one(&mut recv).await?;
+    Ok((conn, send, recv, answer))
+}
+
+/// Reads exactly one frame from a stream that may carry more.
+pub async fn read_one<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> anyhow::Result<T> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes(header) as usize;
+    let mut frame = header.to_vec();
+    frame.resize(4 + len, 0);
+    recv.read_exact(&mut frame[4..]).await?;
+    let (msg, _) = decode_frame(&frame, 1 << 20)?.ok_or_else(|| anyhow::anyhow!("short frame"))?;
+    Ok(msg)
+}
+
+/// Reads a stream to its end and decodes every frame on it.
+pub async fn read_all<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> anyhow::Result<Vec<T>> {
+    let bytes = recv.read_to_end(1 << 20).await?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some((msg, used)) = decode_frame(&bytes[at..], 1 << 20)? {
+        out.push(msg);
+        at += used;
+    }
+    Ok(out)
+}
