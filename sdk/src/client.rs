@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Events buffered before the SDK stops reading pushes (and so stops acknowledging).
 const EVENT_BUFFER: usize = 1024;
 
+/// How long [`Client::close`] waits for each step of a polite close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How to reach a node and who to be.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -74,10 +77,18 @@ struct Inner {
     user: UserId,
     device: DeviceId,
     keys: RwLock<HashMap<UserId, FriendKey>>,
-    control: tokio::sync::Mutex<quinn::SendStream>,
+    /// Everything for the control stream goes through one writer, in order.
+    control: mpsc::UnboundedSender<ControlCommand>,
     conversations: tokio::sync::Mutex<HashMap<UserId, Arc<Conversation>>>,
     seen: Arc<Mutex<CursorTracker>>,
-    acks: mpsc::UnboundedSender<Seq>,
+}
+
+/// Work for the control stream's writer task.
+pub(crate) enum ControlCommand {
+    /// Write this frame.
+    Send(ControlRequest),
+    /// Finish the stream after everything queued before, then say so.
+    Finish(oneshot::Sender<()>),
 }
 
 /// The sending half of one conversation stream and the senders waiting for `Sent`.
@@ -160,23 +171,22 @@ impl Client {
         };
         let seen = CursorTracker::new(cursor.max(options.cursor.unwrap_or_default()));
         let seen = Arc::new(Mutex::new(seen));
-        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let (control, control_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             endpoint,
             conn,
             user,
             device,
             keys: RwLock::new(options.keys),
-            control: tokio::sync::Mutex::new(send),
+            control: control.clone(),
             conversations: tokio::sync::Mutex::new(HashMap::new()),
             seen: seen.clone(),
-            acks: acks.clone(),
         });
         let (events_tx, rx) = mpsc::channel(EVENT_BUFFER);
         tokio::spawn(read_control(recv, events_tx.clone()));
         tokio::spawn(accept_pushes(inner.clone(), events_tx));
-        tokio::spawn(write_acks(inner.clone(), acks_rx));
-        let events = Events { rx, seen, acks };
+        tokio::spawn(write_control(send, control_rx));
+        let events = Events { rx, seen, control };
         let close = Arc::new(CloseOnDrop(inner.conn.clone()));
         Ok((
             Client {
@@ -268,15 +278,23 @@ impl Client {
     }
 
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
-    pub async fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
-        let mut control = self.inner.control.lock().await;
-        write_frame(&mut control, &ControlRequest::Read { seq })
-            .await
-            .map_err(SendError::Connection)
+    /// Queued behind the acknowledgements already due, so READ never overtakes DELIVERED.
+    pub fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
+        let read = ControlCommand::Send(ControlRequest::Read { seq });
+        self.inner
+            .control
+            .send(read)
+            .map_err(|_| SendError::Connection("connection ended".into()))
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely: acknowledgements and read marks already queued reach
+    /// the node first (it closes once it has handled them), within a few seconds at most.
     pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.control.send(ControlCommand::Finish(tx)).is_ok() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, rx).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.inner.conn.closed()).await;
+        }
         self.inner.conn.close(0u32.into(), b"bye");
         self.inner.endpoint.wait_idle().await;
     }
@@ -377,16 +395,22 @@ async fn read_control(mut recv: quinn::RecvStream, events: mpsc::Sender<(Event, 
     }
 }
 
-/// Writes acknowledgements as the app takes events (or as redeliveries are dropped).
-async fn write_acks(inner: Arc<Inner>, mut acks: mpsc::UnboundedReceiver<Seq>) {
-    let mut batch = Vec::new();
-    while acks.recv_many(&mut batch, 256).await > 0 {
-        let mut control = inner.control.lock().await;
-        for seq in batch.drain(..) {
-            if write_frame(&mut control, &ControlRequest::Ack { seq })
-                .await
-                .is_err()
-            {
+/// Writes the control stream: acknowledgements (as the app takes events, or for dropped
+/// redeliveries) and read marks, in the order they were queued.
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut commands: mpsc::UnboundedReceiver<ControlCommand>,
+) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            ControlCommand::Send(frame) => {
+                if write_frame(&mut send, &frame).await.is_err() {
+                    return;
+                }
+            }
+            ControlCommand::Finish(done) => {
+                let _ = send.finish();
+                let _ = done.send(());
                 return;
             }
         }
@@ -416,7 +440,9 @@ async fn read_pushes(
         let seq = entry.seq;
         if lock(&inner.seen).contains(seq) {
             // The app has it already (a redelivery after reconnect): acknowledge, don't repeat.
-            let _ = inner.acks.send(seq);
+            let _ = inner
+                .control
+                .send(ControlCommand::Send(ControlRequest::Ack { seq }));
         } else if events
             .send((inner.open_entry(entry), Some(seq)))
             .await

@@ -1,6 +1,9 @@
 //! What the app receives: [`Event`]s on the [`Events`] stream.
 
-use quiver_proto::{ClientMsgId, CursorTracker, ErrorCode, ReceiptKind, Seq, UserId};
+use crate::client::ControlCommand;
+use quiver_proto::{
+    ClientMsgId, ControlRequest, CursorTracker, ErrorCode, ReceiptKind, Seq, UserId,
+};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -75,7 +78,7 @@ pub enum Event {
 pub struct Events {
     pub(crate) rx: mpsc::Receiver<(Event, Option<Seq>)>,
     pub(crate) seen: Arc<Mutex<CursorTracker>>,
-    pub(crate) acks: mpsc::UnboundedSender<Seq>,
+    pub(crate) control: mpsc::UnboundedSender<ControlCommand>,
 }
 
 impl Events {
@@ -90,7 +93,9 @@ impl Events {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .mark(seq);
-            let _ = self.acks.send(seq);
+            let _ = self
+                .control
+                .send(ControlCommand::Send(ControlRequest::Ack { seq }));
         }
         Some(event)
     }

@@ -31,7 +31,7 @@
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         Event::Receipt(r) if r.seq == sent.seq => println!("{:?}", r.kind),
-//!         Event::Message(m) => client.mark_read(m.seq).await?,
+//!         Event::Message(m) => client.mark_read(m.seq)?,
 //!         _ => {}
 //!     }
 //! }

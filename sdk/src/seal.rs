@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn sealed_bodies_open_only_with_their_key_and_metadata() {
-        let (alice, bob, carol) = ["alice", "bob", "carol"].map(|n| UserId::parse(n).unwrap());
+        let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| UserId::parse(n).unwrap());
         let key = FriendKey([7; 32]);
         let sealed = seal(&key, &alice, &bob, ClientMsgId(1), b"hello bob");
         assert!(!sealed.windows(9).any(|w| w == b"hello bob"));

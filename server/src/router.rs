@@ -74,8 +74,12 @@ impl Router {
             .await
     }
 
-    /// `owner` read the chat at `seq`: its sender gets READ.
+    /// `owner` read the chat at `seq`: its sender gets READ. Reading implies having it,
+    /// so DELIVERED is appended first if no device acknowledged yet (the read mark can
+    /// overtake the ack): the sender always sees DELIVERED before READ.
     pub async fn read(&self, owner: &UserId, seq: Seq) -> Result<(), ErrorCode> {
+        self.receipt(owner, seq, ReceiptKind::Delivered, true)
+            .await?;
         self.receipt(owner, seq, ReceiptKind::Read, true).await
     }
 

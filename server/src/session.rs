@@ -222,6 +222,8 @@ impl Session {
                     (ErrorCode::UnexpectedFrame, "hello twice".into())
                 }
                 Err(FrameReadError::Finished) => {
+                    // A polite goodbye: record the acks already received, then close.
+                    while acking.join_next().await.is_some() {}
                     conn.close(quinn::VarInt::from_u32(0), b"bye");
                     return Err("client finished its control stream".into());
                 }

@@ -17,7 +17,7 @@ async fn alice_and_bob_chat_both_ways_with_sent_delivered_read_in_order() -> any
         (got.from.clone(), got.text(), got.seq, got.id),
         (alice.id.clone(), "hi bob".into(), sent.seq, sent.id)
     );
-    b.mark_read(got.seq).await?;
+    b.mark_read(got.seq)?;
 
     let delivered = next_receipt(&mut a_events).await?;
     let read = next_receipt(&mut a_events).await?;

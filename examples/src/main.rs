@@ -1,0 +1,371 @@
+//! `quiver`: a scriptable Quiver client, in the spirit of `mosquitto_pub`/`_sub`.
+//!
+//! Run with `cargo run -p quiver-cli -- --help`. Every command reads and updates a profile
+//! folder (`--profile`, default `~/.quiver`). Machine-readable commands print one JSON
+//! object per line.
+//!
+//! ```text
+//! quiver --profile /tmp/alice register --server https://127.0.0.1:8443 --ca quiver-data/certs/ca.pem --user alice --password alice-password
+//! quiver --profile /tmp/alice login --user alice --password alice-password
+//! quiver --profile /tmp/alice friend add bob
+//! quiver --profile /tmp/alice send bob "hello"
+//! quiver --profile /tmp/bob listen --count 1 --read
+//! quiver --profile /tmp/bob chat alice
+//! ```
+
+mod profile;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use profile::Profile;
+use quiver_sdk::{Client, ConnectOptions, Event, Events, ReceiptKind, UserId};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+#[command(name = "quiver", about = "Quiver command-line client")]
+struct Args {
+    /// Profile folder (token, device id, keys, cursor).
+    #[arg(long, env = "QUIVER_PROFILE", global = true)]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create an account.
+    Register {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// User name: 3-32 of a-z, 0-9, '_' and '-'.
+        #[arg(long)]
+        user: String,
+        /// Password (at least 8 bytes).
+        #[arg(long, env = "QUIVER_PASSWORD")]
+        password: String,
+    },
+    /// Log in and keep the token and device id in the profile.
+    Login {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// User name.
+        #[arg(long)]
+        user: String,
+        /// Password.
+        #[arg(long, env = "QUIVER_PASSWORD")]
+        password: String,
+    },
+    /// Friend requests and friendships.
+    Friend {
+        #[command(subcommand)]
+        cmd: FriendCmd,
+    },
+    /// Send one message; prints it once the node has it durably (SENT), then exits.
+    Send {
+        /// The friend to send to.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Print incoming messages and receipts, one JSON object per line.
+    Listen {
+        /// Stop after this many messages and receipts.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Mark every message shown as read.
+        #[arg(long)]
+        read: bool,
+    },
+    /// Chat interactively with a friend: type lines, see replies and receipts.
+    Chat {
+        /// The friend.
+        with: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// REST base URL of the node, e.g. https://127.0.0.1:8443 (remembered in the profile).
+    #[arg(long)]
+    server: Option<String>,
+    /// CA certificate (PEM) to trust (remembered in the profile).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum FriendCmd {
+    /// Ask a user to be friends (accepts if they asked you already).
+    Add {
+        /// The user.
+        user: String,
+    },
+    /// Accept a user's request.
+    Accept {
+        /// The user.
+        user: String,
+    },
+    /// List friends and pending requests.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let dir = match args.profile {
+        Some(dir) => dir,
+        None => PathBuf::from(std::env::var("HOME").context("HOME is not set")?).join(".quiver"),
+    };
+    let mut profile = Profile::load(&dir)?;
+    let outcome = run(args.cmd, &mut profile).await;
+    profile.save(&dir)?;
+    outcome
+}
+
+async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Register {
+            server,
+            user,
+            password,
+        } => {
+            remember(profile, server);
+            profile.rest()?.register(&user, &password).await?;
+            println!("{}", json!({ "event": "registered", "user": user }));
+        }
+        Cmd::Login {
+            server,
+            user,
+            password,
+        } => {
+            remember(profile, server);
+            let same_user = profile.user.as_deref() == Some(user.as_str());
+            let device = profile
+                .device
+                .filter(|_| same_user)
+                .map(quiver_sdk::DeviceId);
+            let login = profile.rest()?.login(&user, &password, device).await?;
+            if !same_user {
+                profile.cursor = 0;
+                profile.keys.clear();
+            }
+            profile.user = Some(login.user.to_string());
+            profile.device = Some(login.device.0);
+            profile.token = Some(login.token);
+            profile.quic_addr = Some(login.quic_addr);
+            profile.refresh_keys().await?;
+            println!(
+                "{}",
+                json!({ "event": "logged_in", "user": user, "device": login.device.to_string() })
+            );
+        }
+        Cmd::Friend { cmd } => friend(cmd, profile).await?,
+        Cmd::Send { to, text } => {
+            let to = UserId::parse(&to)?;
+            if !profile.keys.contains_key(to.as_str()) {
+                profile.refresh_keys().await?;
+            }
+            let (client, _events) = connect(profile).await?;
+            let sent = client.send(&to, text.as_bytes()).await?;
+            println!(
+                "{}",
+                json!({ "event": "sent", "to": to, "id": sent.id.to_string(), "seq": sent.seq.0 })
+            );
+            client.close().await;
+        }
+        Cmd::Listen {
+            count,
+            timeout,
+            read,
+        } => {
+            profile.refresh_keys().await?;
+            let (client, events) = connect(profile).await?;
+            let limit = timeout
+                .map(Duration::from_secs_f64)
+                .unwrap_or(Duration::MAX);
+            let listening = listen(&client, events, count, read);
+            let outcome = tokio::time::timeout(limit, listening)
+                .await
+                .unwrap_or(Ok(()));
+            profile.cursor = client.cursor().0;
+            client.close().await;
+            outcome?;
+        }
+        Cmd::Chat { with } => {
+            let with = UserId::parse(&with)?;
+            profile.refresh_keys().await?;
+            if !profile.keys.contains_key(with.as_str()) {
+                bail!("{with} is not your friend yet: `quiver friend add {with}`");
+            }
+            let (client, events) = connect(profile).await?;
+            let outcome = chat(&client, events, &with).await;
+            profile.cursor = client.cursor().0;
+            client.close().await;
+            outcome?;
+        }
+    }
+    Ok(())
+}
+
+fn remember(profile: &mut Profile, server: ServerArgs) {
+    if let Some(url) = server.server {
+        profile.server = Some(url);
+    }
+    if let Some(ca) = server.ca {
+        profile.ca = Some(std::fs::canonicalize(&ca).unwrap_or(ca));
+    }
+}
+
+async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
+    let rest = profile.rest()?;
+    let token = profile.token()?.to_owned();
+    match cmd {
+        FriendCmd::Add { user } => {
+            let status = rest.request_friend(&token, &user).await?;
+            println!(
+                "{}",
+                json!({ "event": "friend", "user": status.user, "status": status.status })
+            );
+        }
+        FriendCmd::Accept { user } => {
+            let status = rest.accept_friend(&token, &user).await?;
+            println!(
+                "{}",
+                json!({ "event": "friend", "user": status.user, "status": status.status })
+            );
+        }
+        FriendCmd::List => {
+            let friends = profile.refresh_keys().await?;
+            let names: Vec<_> = friends.friends.iter().map(|f| f.user.to_string()).collect();
+            println!(
+                "{}",
+                json!({ "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing })
+            );
+            return Ok(());
+        }
+    }
+    profile.refresh_keys().await?;
+    Ok(())
+}
+
+async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
+    let addr = profile
+        .quic_addr
+        .as_deref()
+        .context("not logged in: run `quiver login` first")?;
+    let options = ConnectOptions {
+        addr: addr
+            .parse()
+            .with_context(|| format!("bad QUIC address {addr}"))?,
+        server_name: None,
+        ca_pem: profile.ca_pem()?,
+        token: profile.token()?.to_owned(),
+        cursor: profile.cursor(),
+        keys: profile.sdk_keys(),
+    };
+    Ok(Client::connect(options).await?)
+}
+
+fn receipt_kind(kind: ReceiptKind) -> &'static str {
+    match kind {
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+    }
+}
+
+/// One event as a JSON line.
+fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::Message(m) => json!({
+            "event": "message", "from": m.from, "seq": m.seq.0, "id": m.id.to_string(),
+            "sent_at_ms": m.sent_at_ms, "text": m.text(),
+        }),
+        Event::Receipt(r) => json!({
+            "event": "receipt", "kind": receipt_kind(r.kind), "peer": r.peer, "seq": r.seq.0,
+            "id": r.id.to_string(),
+        }),
+        Event::Undecryptable { from, seq, reason } => {
+            json!({ "event": "undecryptable", "from": from, "seq": seq.0, "reason": reason })
+        }
+        Event::ServerError { code, message } => {
+            json!({ "event": "error", "code": code.to_u32(), "name": format!("{code:?}"), "message": message })
+        }
+        Event::Disconnected { reason } => json!({ "event": "disconnected", "reason": reason }),
+    }
+}
+
+async fn listen(
+    client: &Client,
+    mut events: Events,
+    count: Option<usize>,
+    read: bool,
+) -> anyhow::Result<()> {
+    let mut shown = 0;
+    while count.is_none_or(|n| shown < n) {
+        let Some(event) = events.recv().await else {
+            break;
+        };
+        println!("{}", event_json(&event));
+        match &event {
+            Event::Message(m) => {
+                if read {
+                    client.mark_read(m.seq)?;
+                }
+                shown += 1;
+            }
+            Event::Receipt(_) | Event::Undecryptable { .. } => shown += 1,
+            Event::Disconnected { reason } => bail!("disconnected: {reason}"),
+            Event::ServerError { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Result<()> {
+    eprintln!(
+        "chatting with {with} as {} — type a line to send, /quit to leave",
+        client.user()
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { return Ok(()) };
+                match line.trim() {
+                    "" => {}
+                    "/quit" => return Ok(()),
+                    text => {
+                        let sent = client.send(with, text.as_bytes()).await?;
+                        println!("  sent #{}", sent.seq);
+                    }
+                }
+            }
+            event = events.recv() => match event {
+                Some(Event::Message(m)) => {
+                    println!("[{}] {}", m.from, m.text());
+                    if m.from == *with {
+                        client.mark_read(m.seq)?;
+                    }
+                }
+                Some(Event::Receipt(r)) => println!("  {} #{} {}", r.peer, r.seq, receipt_kind(r.kind)),
+                Some(Event::Undecryptable { from, reason, .. }) => println!("[{from}] <unreadable: {reason}>"),
+                Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {message}"),
+                Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
+                None => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The `quiver` command against a real node: register, login, friends, send, listen.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn quiver(profile: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .output()
+        .expect("run quiver");
+    assert!(
+        out.status.success(),
+        "quiver {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_profiles_chat_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = quiver_server::Config {
+        data_dir: dir.path().join("node"),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let node = quiver_server::Node::start(config).await.unwrap();
+    let server = format!("https://{}", node.http_addr());
+    let ca = node.ca_cert().unwrap().to_str().unwrap().to_owned();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+
+    let steps = tokio::task::spawn_blocking(move || {
+        for (profile, user) in [(&alice, "alice"), (&bob, "bob")] {
+            let password = format!("{user}-password");
+            quiver(
+                profile,
+                &[
+                    "register",
+                    "--server",
+                    &server,
+                    "--ca",
+                    &ca,
+                    "--user",
+                    user,
+                    "--password",
+                    &password,
+                ],
+            );
+            quiver(profile, &["login", "--user", user, "--password", &password]);
+        }
+        let added = quiver(&alice, &["friend", "add", "bob"]);
+        assert_eq!(added[0]["status"], "pending");
+        let accepted = quiver(&bob, &["friend", "accept", "alice"]);
+        assert_eq!(accepted[0]["status"], "friends");
+        let list = quiver(&alice, &["friend", "list"]);
+        assert_eq!(list[0]["friends"], serde_json::json!(["bob"]));
+
+        let sent = quiver(&alice, &["send", "bob", "hello from the cli"]);
+        assert_eq!(sent[0]["event"], "sent");
+        let got = quiver(
+            &bob,
+            &["listen", "--count", "1", "--read", "--timeout", "20"],
+        );
+        assert_eq!(got[0]["event"], "message");
+        assert_eq!(got[0]["from"], "alice");
+        assert_eq!(got[0]["text"], "hello from the cli");
+        assert_eq!(got[0]["seq"], sent[0]["seq"]);
+
+        let receipts = quiver(&alice, &["listen", "--count", "2", "--timeout", "20"]);
+        let kinds: Vec<_> = receipts
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["delivered", "read"]);
+        // The cursor in the profile means the next listen starts after what was shown.
+        let again = quiver(&bob, &["listen", "--timeout", "1"]);
+        assert!(again.is_empty(), "{again:?}");
+    });
+    steps.await.unwrap();
+    node.shutdown().await;
+}
