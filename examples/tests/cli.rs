@@ -1,8 +1,9 @@
 //! The `quiver` command against a real node: register, login, friends, send, listen.
 
 use serde_json::Value;
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn quiver(profile: &Path, args: &[&str]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
@@ -83,6 +84,29 @@ async fn two_profiles_chat_through_the_cli() {
         // The cursor in the profile means the next listen starts after what was shown.
         let again = quiver(&bob, &["listen", "--timeout", "1"]);
         assert!(again.is_empty(), "{again:?}");
+
+        // The interactive mode, driven through stdin.
+        let mut chat = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--profile")
+            .arg(&bob)
+            .args(["chat", "alice"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run quiver chat");
+        chat.stdin
+            .take()
+            .unwrap()
+            .write_all(b"typed by a person\n/quit\n")
+            .unwrap();
+        let out = chat.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("sent #"));
+        let got = quiver(&alice, &["listen", "--count", "1", "--timeout", "20"]);
+        assert_eq!(
+            (got[0]["from"].as_str(), got[0]["text"].as_str()),
+            (Some("bob"), Some("typed by a person"))
+        );
     });
     steps.await.unwrap();
     node.shutdown().await;

@@ -15,9 +15,6 @@ pub enum ControlRequest {
         version: u16,
         /// The signed token from login.
         token: String,
-        /// The highest contiguous `seq` this device has already processed, if it keeps one;
-        /// the node resumes from the larger of this and its own record.
-        cursor: Option<Seq>,
     },
     /// This device has the entry `seq` (it was pushed and handed to the app).
     Ack {
@@ -40,7 +37,8 @@ pub enum ControlResponse {
         user: UserId,
         /// This device.
         device: DeviceId,
-        /// The node resumes pushing after this `seq`.
+        /// The node's record of this device's cursor: pushes resume after it. The device
+        /// drops (and acknowledges) entries it already has, by `seq`.
         cursor: Seq,
     },
     /// A control request was refused. For `Hello` the connection closes right after.

@@ -36,7 +36,9 @@ pub struct ConnectOptions {
     pub ca_pem: String,
     /// Token from login.
     pub token: String,
-    /// The highest contiguous `seq` the app has already processed, if it keeps one.
+    /// The highest contiguous `seq` the app has already processed, if it keeps one
+    /// ([`Client::cursor`] from an earlier run). The node may push such entries again after
+    /// a crash; the SDK acknowledges them without showing them twice.
     pub cursor: Option<Seq>,
     /// Friendship keys, by friend.
     pub keys: HashMap<UserId, FriendKey>,
@@ -152,7 +154,6 @@ impl Client {
         let hello = ControlRequest::Hello {
             version: PROTOCOL_VERSION,
             token: options.token.clone(),
-            cursor: options.cursor,
         };
         write_frame(&mut send, &hello)
             .await

@@ -103,12 +103,12 @@ async fn hello(
     let request = tokio::time::timeout(wait, read_frame(&mut recv, limits.max_frame_bytes))
         .await
         .map_err(|_| late())?;
-    let (token, cursor) = match request {
+    let token = match request {
         Ok(ControlRequest::Hello { version, .. }) if version != PROTOCOL_VERSION => {
             let message = format!("this node speaks version {PROTOCOL_VERSION}");
             return Err(refuse(send, ErrorCode::VersionMismatch, message).await);
         }
-        Ok(ControlRequest::Hello { token, cursor, .. }) => (token, cursor),
+        Ok(ControlRequest::Hello { token, .. }) => token,
         Ok(_) => {
             let message = "the first frame must be hello".to_string();
             return Err(refuse(send, ErrorCode::UnexpectedFrame, message).await);
@@ -121,13 +121,12 @@ async fn hello(
     };
     let inbox = shared.router.inbox();
     let internal = |e: crate::inbox::InboxError| (ErrorCode::Internal, e.to_string());
-    let durable = *inbox.subscribe(&claims.user).map_err(internal)?.borrow();
-    let stored = inbox
+    // Resume from the node's own record. It may lag the device (cursor writes are not
+    // flushed on their own); the SDK drops and re-acknowledges what it already has, and
+    // those acks are what give the senders their DELIVERED receipts.
+    let start = inbox
         .cursor(&claims.user, claims.device)
         .map_err(internal)?;
-    // The device may know more than the node's record (cursor writes are not flushed on
-    // their own), but never more than exists.
-    let start = stored.max(cursor.unwrap_or_default().min(durable));
     let welcome = ControlResponse::Welcome {
         user: claims.user.clone(),
         device: claims.device,

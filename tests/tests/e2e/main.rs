@@ -5,3 +5,4 @@ mod chat;
 mod hostile;
 mod offline;
 mod raw;
+mod rest;

@@ -28,7 +28,6 @@ pub async fn hello(
     let hello = ControlRequest::Hello {
         version: PROTOCOL_VERSION,
         token: token.into(),
-        cursor: None,
     };
     send.write_all(&encode_frame(&hello)?).await?;
     let answer = read_one(&mut recv).await?;

@@ -1,0 +1,68 @@
+//! The REST API's refusals: clear status codes and one JSON error shape, never internals.
+
+use quiver_sdk::RestError;
+use quiver_tests::*;
+
+fn status(result: Result<impl std::fmt::Debug, RestError>) -> (u16, String) {
+    match result {
+        Err(RestError::Api { status, error, .. }) => (status, error),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn accounts_and_friend_requests_refuse_bad_input_with_clear_codes() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let rest = node.rest();
+    rest.health().await?;
+    assert_eq!(
+        status(rest.register("No Spaces!", "long-enough-pw").await),
+        (400, "bad_request".into())
+    );
+    assert_eq!(
+        status(rest.register("carol", "short").await),
+        (400, "bad_request".into())
+    );
+    let carol = node.user("carol").await?;
+    assert_eq!(
+        status(rest.register("carol", "another-password").await),
+        (409, "conflict".into())
+    );
+
+    let token = &carol.login.token;
+    assert_eq!(
+        status(rest.request_friend(token, "nobody").await),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        status(rest.request_friend(token, "carol").await),
+        (400, "bad_request".into())
+    );
+    assert_eq!(status(rest.accept_friend(token, "dave").await).0, 404);
+    assert_eq!(
+        status(rest.friends("not-a-token").await),
+        (401, "unauthorized".into())
+    );
+
+    // A friend request made from both sides becomes a friendship with one key.
+    let dave = node.user("dave").await?;
+    let first = rest.request_friend(token, "dave").await?;
+    assert_eq!(
+        (first.status.as_str(), first.key.is_none()),
+        ("pending", true)
+    );
+    let second = rest.request_friend(&dave.login.token, "carol").await?;
+    assert_eq!(second.status, "friends");
+    let carol_view = rest.friends(token).await?;
+    assert_eq!(carol_view.friends.len(), 1);
+    assert_eq!(Some(carol_view.friends[0].key.clone()), second.key);
+
+    // Logging in again with the device id keeps the device; without it makes a new one.
+    let again = rest
+        .login("carol", &carol.password, Some(carol.login.device))
+        .await?;
+    assert_eq!(again.device, carol.login.device);
+    let other = rest.login("carol", &carol.password, None).await?;
+    assert_ne!(other.device, carol.login.device);
+    Ok(())
+}
