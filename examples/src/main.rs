@@ -266,16 +266,12 @@ async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
         .quic_addr
         .as_deref()
         .context("not logged in: run `quiver login` first")?;
-    let options = ConnectOptions {
-        addr: addr
-            .parse()
-            .with_context(|| format!("bad QUIC address {addr}"))?,
-        server_name: None,
-        ca_pem: profile.ca_pem()?,
-        token: profile.token()?.to_owned(),
-        cursor: profile.cursor(),
-        keys: profile.sdk_keys(),
-    };
+    let addr = addr
+        .parse()
+        .with_context(|| format!("bad QUIC address {addr}"))?;
+    let mut options = ConnectOptions::new(addr, profile.ca_pem()?, profile.token()?);
+    options.cursor = profile.cursor();
+    options.keys = profile.sdk_keys();
     Ok(Client::connect(options).await?)
 }
 
@@ -303,6 +299,9 @@ fn event_json(event: &Event) -> serde_json::Value {
         Event::ServerError { code, message } => {
             json!({ "event": "error", "code": code.to_u32(), "name": format!("{code:?}"), "message": message })
         }
+        Event::Connection(state) => {
+            json!({ "event": "connection", "state": format!("{state:?}") })
+        }
         Event::Disconnected { reason } => json!({ "event": "disconnected", "reason": reason }),
     }
 }
@@ -318,6 +317,11 @@ async fn listen(
         let Some(event) = events.recv().await else {
             break;
         };
+        if let Event::Connection(state) = &event {
+            // State changes are for people; scripts get messages and receipts only.
+            eprintln!("connection: {state:?}");
+            continue;
+        }
         println!("{}", event_json(&event));
         match &event {
             Event::Message(m) => {
@@ -328,7 +332,7 @@ async fn listen(
             }
             Event::Receipt(_) | Event::Undecryptable { .. } => shown += 1,
             Event::Disconnected { reason } => bail!("disconnected: {reason}"),
-            Event::ServerError { .. } => {}
+            Event::ServerError { .. } | Event::Connection(_) => {}
         }
     }
     Ok(())
@@ -363,6 +367,7 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                 Some(Event::Receipt(r)) => println!("  {} #{} {}", r.peer, r.seq, receipt_kind(r.kind)),
                 Some(Event::Undecryptable { from, reason, .. }) => println!("[{from}] <unreadable: {reason}>"),
                 Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {message}"),
+                Some(Event::Connection(state)) => eprintln!("connection: {state:?}"),
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
                 None => return Ok(()),
             }

@@ -60,13 +60,7 @@ async fn connect(
         .into_iter()
         .filter_map(|f| Some((f.user, FriendKey(quiver_sdk::key_from_hex(&f.key)?))))
         .collect();
-    let options = ConnectOptions {
-        addr: login.quic_addr.parse()?,
-        server_name: None,
-        ca_pem: ca_pem.to_owned(),
-        token: login.token.clone(),
-        cursor: None,
-        keys,
-    };
+    let mut options = ConnectOptions::new(login.quic_addr.parse()?, ca_pem, &login.token);
+    options.keys = keys;
     Ok(Client::connect(options).await?)
 }

@@ -1,31 +1,40 @@
-//! [`Client`]: one authenticated QUIC connection to a node.
+//! [`Client`]: a user's device, connected to a node for as long as the app wants.
 //!
-//! The handle is cheap to clone. Hidden tasks own the streams: one reads control replies,
-//! one accepts the node's push streams and one reads each of them; each conversation has a
-//! reader that matches `Sent` answers to waiting senders. An entry is acknowledged only when
-//! the app takes its [`Event`] from [`Events::recv`], so DELIVERED means the app really has
-//! it; entries the app already took (by `seq`) are acknowledged again but not repeated.
+//! The handle is cheap to clone. A hidden driver task owns the connection: when it is lost,
+//! the driver reconnects with exponential backoff and jitter, the node resumes pushing from
+//! the device's cursor, and the outbox writes every unanswered message again with its
+//! original id. The app sees one continuous [`Events`] stream, with
+//! [`Event::Connection`] changes for its UI.
+//!
+//! An entry is acknowledged only when the app takes its [`Event`] from [`Events::recv`], so
+//! DELIVERED means the app really has it; entries the app already took (by `seq`) are
+//! acknowledged again but not shown twice.
 
 use crate::error::{ConnectError, SendError};
-use crate::event::{Event, Events, Message, Receipt};
-use crate::frames::{read_frame, write_frame};
+use crate::event::{Ack, ConnectionState, Event, Events, Message, Receipt};
+use crate::link::{handshake, ControlCommand, Link};
+use crate::outbox::{Queue, Stream};
 use crate::seal::{self, FriendKey};
 use quiver_proto::{
-    ClientMsgId, ControlRequest, ControlResponse, ConversationRequest, ConversationResponse,
-    CursorTracker, DeviceId, Entry, EntryKind, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
+    encode_frame, ClientMsgId, ControlRequest, ConversationRequest, ConversationResponse,
+    CursorTracker, DeviceId, Entry, EntryKind, Seq, UserId,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events buffered before the SDK stops reading pushes (and so stops acknowledging).
 const EVENT_BUFFER: usize = 1024;
 
 /// How long [`Client::close`] waits for each step of a polite close.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
-/// How to reach a node and who to be.
+/// How often the driver looks for messages that wait too long for `Sent`.
+const RESEND_CHECK: Duration = Duration::from_secs(1);
+
+/// How to reach a node, who to be, and how to behave on a mobile network.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// The node's QUIC address (from login: `LoginResponse::quic_addr`).
@@ -42,6 +51,39 @@ pub struct ConnectOptions {
     pub cursor: Option<Seq>,
     /// Friendship keys, by friend.
     pub keys: HashMap<UserId, FriendKey>,
+    /// QUIC keep-alive interval. 15 s costs a phone about 8 small packets a minute (4 PINGs
+    /// and their ACKs) and keeps typical carrier NAT bindings (30 s and up) open.
+    pub keep_alive: Duration,
+    /// A connection silent for this long is dead (the node's own limit may be lower).
+    pub idle_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt, with ±50 % jitter.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A written message with no answer after this long is written again (same id).
+    pub resend_after: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with mobile-friendly defaults.
+    pub fn new(addr: SocketAddr, ca_pem: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            addr,
+            server_name: None,
+            ca_pem: ca_pem.into(),
+            token: token.into(),
+            cursor: None,
+            keys: HashMap::new(),
+            keep_alive: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            resend_after: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A message the node has made durable.
@@ -58,59 +100,37 @@ pub struct Sent {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    _close_on_drop: Arc<CloseOnDrop>,
+    _stop_on_drop: Arc<StopOnDrop>,
 }
 
-/// Closes the connection when the app drops its last [`Client`]; the background tasks hold
-/// the connection too, so without this it would live on on keep-alives.
-struct CloseOnDrop(quinn::Connection);
+/// Stops the driver when the app drops its last [`Client`]; the driver's own reference
+/// would otherwise keep the connection alive on keep-alives forever.
+struct StopOnDrop(Weak<Inner>);
 
-impl Drop for CloseOnDrop {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.close(0u32.into(), b"client dropped");
-    }
-}
-
-type Waiters = HashMap<ClientMsgId, Vec<oneshot::Sender<Result<Seq, SendError>>>>;
-
-struct Inner {
-    endpoint: quinn::Endpoint,
-    conn: quinn::Connection,
-    user: UserId,
-    device: DeviceId,
-    keys: RwLock<HashMap<UserId, FriendKey>>,
-    /// Everything for the control stream goes through one writer, in order.
-    control: mpsc::UnboundedSender<ControlCommand>,
-    conversations: tokio::sync::Mutex<HashMap<UserId, Arc<Conversation>>>,
-    seen: Arc<Mutex<CursorTracker>>,
-}
-
-/// Work for the control stream's writer task.
-pub(crate) enum ControlCommand {
-    /// Write this frame.
-    Send(ControlRequest),
-    /// Finish the stream after everything queued before, then say so.
-    Finish(oneshot::Sender<()>),
-}
-
-/// The sending half of one conversation stream and the senders waiting for `Sent`.
-struct Conversation {
-    send: tokio::sync::Mutex<quinn::SendStream>,
-    waiting: Mutex<Waiters>,
-}
-
-impl Conversation {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn fail_all(&self, error: SendError) {
-        for (_, senders) in self.waiting().drain() {
-            for tx in senders {
-                let _ = tx.send(Err(error.clone()));
+        if let Some(inner) = self.0.upgrade() {
+            inner.closing.send_replace(true);
+            if let Some(link) = inner.link() {
+                link.conn.close(0u32.into(), b"client dropped");
             }
         }
     }
+}
+
+/// State shared by the handle, the driver and the link tasks.
+pub(crate) struct Inner {
+    options: ConnectOptions,
+    endpoint: quinn::Endpoint,
+    user: UserId,
+    device: DeviceId,
+    keys: RwLock<HashMap<UserId, FriendKey>>,
+    seen: Arc<Mutex<CursorTracker>>,
+    link: RwLock<Option<Arc<Link>>>,
+    queues: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Queue>>>>,
+    pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
+    state: watch::Sender<ConnectionState>,
+    closing: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,74 +145,64 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn random_u128() -> u128 {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0u8; 16];
+    chacha20poly1305::aead::OsRng.fill_bytes(&mut bytes);
+    u128::from_be_bytes(bytes)
+}
+
 impl Client {
-    /// Connects, says Hello, and starts receiving. Pushes begin right away: read the
-    /// returned [`Events`], or the node stops pushing once its window is full.
+    /// Connects, says Hello, and starts receiving. Fails if this first attempt fails (so
+    /// a bad token or address shows at once); after that the client reconnects by itself.
+    /// Pushes begin right away: read the returned [`Events`], or the node stops pushing
+    /// once its window is full.
     pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
-        let config = crate::tls::quic_config(&options.ca_pem).map_err(ConnectError::Tls)?;
-        let bind: SocketAddr = if options.addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("literal")
-        } else {
-            "[::]:0".parse().expect("literal")
-        };
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let config =
+            crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
+                .map_err(ConnectError::Tls)?;
+        let mut endpoint = quinn::Endpoint::client(unspecified(options.addr))
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let name = options
             .server_name
             .clone()
             .unwrap_or_else(|| options.addr.ip().to_string());
-        let conn = endpoint
-            .connect(options.addr, &name)
-            .map_err(|e| ConnectError::Connect(e.to_string()))?
-            .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        let hello = ControlRequest::Hello {
-            version: PROTOCOL_VERSION,
-            token: options.token.clone(),
-        };
-        write_frame(&mut send, &hello)
-            .await
-            .map_err(ConnectError::Connect)?;
-        let (user, device, cursor) = match read_frame::<ControlResponse>(&mut recv).await {
-            Ok(Some(ControlResponse::Welcome {
-                user,
-                device,
-                cursor,
-            })) => (user, device, cursor),
-            Ok(Some(ControlResponse::Error { code, message })) => {
-                return Err(ConnectError::Refused { code, message })
-            }
-            Ok(None) => return Err(ConnectError::Protocol("no welcome".into())),
-            Err(e) => return Err(refusal(&conn).unwrap_or(ConnectError::Protocol(e))),
-        };
-        let seen = CursorTracker::new(cursor.max(options.cursor.unwrap_or_default()));
-        let seen = Arc::new(Mutex::new(seen));
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let first = handshake(
+            &endpoint,
+            options.addr,
+            &name,
+            &options.token,
+            options.connect_timeout,
+        )
+        .await?;
+        let seen = CursorTracker::new(first.cursor.max(options.cursor.unwrap_or_default()));
+        let (events, rx) = mpsc::channel(EVENT_BUFFER);
         let inner = Arc::new(Inner {
+            user: first.user.clone(),
+            device: first.device,
+            keys: RwLock::new(options.keys.clone()),
+            options,
             endpoint,
-            conn,
-            user,
-            device,
-            keys: RwLock::new(options.keys),
-            control: control.clone(),
-            conversations: tokio::sync::Mutex::new(HashMap::new()),
-            seen: seen.clone(),
+            seen: Arc::new(Mutex::new(seen)),
+            link: RwLock::new(None),
+            queues: Mutex::new(HashMap::new()),
+            events,
+            state: watch::channel(ConnectionState::Connecting).0,
+            closing: watch::channel(false).0,
         });
-        let (events_tx, rx) = mpsc::channel(EVENT_BUFFER);
-        tokio::spawn(read_control(recv, events_tx.clone()));
-        tokio::spawn(accept_pushes(inner.clone(), events_tx));
-        tokio::spawn(write_control(send, control_rx));
-        let events = Events { rx, seen, control };
-        let close = Arc::new(CloseOnDrop(inner.conn.clone()));
+        let link = Link::start(&inner, first, 1);
+        inner.set_link(Some(link.clone()));
+        tokio::spawn(drive(inner.clone(), link));
+        let events = Events {
+            rx,
+            seen: inner.seen.clone(),
+        };
+        let stop = Arc::new(StopOnDrop(Arc::downgrade(&inner)));
         Ok((
             Client {
                 inner,
-                _close_on_drop: close,
+                _stop_on_drop: stop,
             },
             events,
         ))
@@ -208,15 +218,34 @@ impl Client {
         self.inner.device
     }
 
-    /// The highest `seq` up to which every entry was handed to the app. Keep it and pass it
-    /// as [`ConnectOptions::cursor`] to never see an entry twice across restarts.
-    pub fn cursor(&self) -> Seq {
-        lock(&self.inner.seen).cursor()
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
     }
 
-    /// The underlying QUIC connection (for statistics and tests).
-    pub fn connection(&self) -> &quinn::Connection {
-        &self.inner.conn
+    /// The highest `seq` up to which every entry was taken by the app. Keep it and pass it
+    /// as [`ConnectOptions::cursor`] to never see an entry twice across restarts.
+    pub fn cursor(&self) -> Seq {
+        self.inner.seen().cursor()
+    }
+
+    /// The current QUIC connection, if online (for statistics and tests).
+    pub fn connection(&self) -> Option<quinn::Connection> {
+        self.inner.link().map(|link| link.conn.clone())
+    }
+
+    /// The local UDP address the client sends from.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// Moves the connection to a new local socket — call it when the OS says the network
+    /// changed (Wi-Fi to 4G). QUIC migrates the live connection: no new handshake, nothing
+    /// resent, nothing lost. Returns the new local address.
+    pub fn rebind(&self) -> std::io::Result<SocketAddr> {
+        let socket = std::net::UdpSocket::bind(unspecified(self.inner.options.addr))?;
+        self.inner.endpoint.rebind(socket)?;
+        self.inner.endpoint.local_addr()
     }
 
     /// Adds or replaces a friendship key (after a new friendship).
@@ -230,19 +259,20 @@ impl Client {
 
     /// A fresh random message id.
     pub fn new_message_id() -> ClientMsgId {
-        use chacha20poly1305::aead::rand_core::RngCore;
-        let mut bytes = [0u8; 16];
-        chacha20poly1305::aead::OsRng.fill_bytes(&mut bytes);
-        ClientMsgId(u128::from_be_bytes(bytes))
+        ClientMsgId(random_u128())
     }
 
     /// Seals and sends `body` to `to`; returns once the node has it durably (SENT).
+    ///
+    /// The message waits in the outbox across lost connections and is written again (same
+    /// id, so stored once) until the node answers; only a refusal for good (not friends,
+    /// too large) or [`Client::close`] ends the wait with an error.
     pub async fn send(&self, to: &UserId, body: &[u8]) -> Result<Sent, SendError> {
         self.send_with_id(to, Self::new_message_id(), body).await
     }
 
-    /// Like [`Client::send`] with your own id. Sending again with the same id (after a
-    /// timeout or a lost connection) returns the first `seq`; the recipient gets one copy.
+    /// Like [`Client::send`] with your own id. Sending again with the same id returns the
+    /// first `seq`; the recipient gets one copy.
     pub async fn send_with_id(
         &self,
         to: &UserId,
@@ -263,199 +293,151 @@ impl Client {
             sent_at_ms: now_ms(),
             body: sealed,
         };
-        let conversation = self.conversation(to).await?;
+        let frame = encode_frame(&chat).map_err(|_| SendError::Seal)?;
         let (tx, rx) = oneshot::channel();
-        conversation.waiting().entry(id).or_default().push(tx);
-        let written = write_frame(&mut *conversation.send.lock().await, &chat).await;
-        if let Err(e) = written {
-            conversation.waiting().remove(&id);
-            self.forget_conversation(to, &conversation).await;
-            return Err(SendError::Connection(e));
+        let queue = self.inner.queue(to);
+        {
+            let mut queue = queue.lock().await;
+            queue.push(id, frame, tx);
+            self.inner.flush(to, &mut queue).await;
         }
         let seq = rx
             .await
-            .map_err(|_| SendError::Connection("conversation ended".into()))??;
+            .map_err(|_| SendError::Connection("client closed".into()))??;
         Ok(Sent { id, seq })
     }
 
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
     /// Queued behind the acknowledgements already due, so READ never overtakes DELIVERED.
     pub fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
+        let offline = || SendError::Connection("offline".into());
+        let link = self.inner.link().ok_or_else(offline)?;
         let read = ControlCommand::Send(ControlRequest::Read { seq });
-        self.inner
-            .control
-            .send(read)
-            .map_err(|_| SendError::Connection("connection ended".into()))
+        link.control.send(read).map_err(|_| offline())
     }
 
-    /// Closes the connection politely: acknowledgements and read marks already queued reach
-    /// the node first (it closes once it has handled them), within a few seconds at most.
+    /// Stops the client: acknowledgements and read marks already queued reach the node
+    /// first (it closes once it has handled them), within a few seconds at most. Messages
+    /// still in the outbox fail with [`SendError::Connection`].
     pub async fn close(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.control.send(ControlCommand::Finish(tx)).is_ok() {
-            let _ = tokio::time::timeout(CLOSE_WAIT, rx).await;
-            let _ = tokio::time::timeout(CLOSE_WAIT, self.inner.conn.closed()).await;
+        self.inner.closing.send_replace(true);
+        if let Some(link) = self.inner.link() {
+            let (tx, rx) = oneshot::channel();
+            if link.control.send(ControlCommand::Finish(tx)).is_ok() {
+                let _ = tokio::time::timeout(CLOSE_WAIT, rx).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, link.conn.closed()).await;
+            }
+            link.conn.close(0u32.into(), b"bye");
         }
-        self.inner.conn.close(0u32.into(), b"bye");
+        let queues: Vec<_> = lock(&self.inner.queues).values().cloned().collect();
+        for queue in queues {
+            queue
+                .lock()
+                .await
+                .fail_all(SendError::Connection("client closed".into()));
+        }
         self.inner.endpoint.wait_idle().await;
     }
-
-    /// The open stream to `to`, opened on first use.
-    async fn conversation(&self, to: &UserId) -> Result<Arc<Conversation>, SendError> {
-        let mut conversations = self.inner.conversations.lock().await;
-        if let Some(conversation) = conversations.get(to) {
-            return Ok(conversation.clone());
-        }
-        let lost = |e: quinn::ConnectionError| SendError::Connection(e.to_string());
-        let (mut send, recv) = self.inner.conn.open_bi().await.map_err(lost)?;
-        let open = ConversationRequest::Open { peer: to.clone() };
-        write_frame(&mut send, &open)
-            .await
-            .map_err(SendError::Connection)?;
-        let conversation = Arc::new(Conversation {
-            send: tokio::sync::Mutex::new(send),
-            waiting: Mutex::new(HashMap::new()),
-        });
-        conversations.insert(to.clone(), conversation.clone());
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(read_conversation(
-            weak,
-            to.clone(),
-            conversation.clone(),
-            recv,
-        ));
-        Ok(conversation)
-    }
-
-    async fn forget_conversation(&self, to: &UserId, which: &Arc<Conversation>) {
-        forget(&self.inner, to, which).await;
-    }
 }
 
-async fn forget(inner: &Inner, to: &UserId, which: &Arc<Conversation>) {
-    let mut conversations = inner.conversations.lock().await;
-    if conversations.get(to).is_some_and(|c| Arc::ptr_eq(c, which)) {
-        conversations.remove(to);
-    }
-}
-
-/// The node's close code, if it closed the connection on purpose.
-fn refusal(conn: &quinn::Connection) -> Option<ConnectError> {
-    match conn.close_reason()? {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            let code = u32::try_from(close.error_code.into_inner()).ok()?;
-            Some(ConnectError::Refused {
-                code: ErrorCode::from_u32(code)?,
-                message: String::from_utf8_lossy(&close.reason).into_owned(),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Matches a conversation's answers to waiting senders until the stream ends.
-async fn read_conversation(
-    inner: Weak<Inner>,
-    peer: UserId,
-    conversation: Arc<Conversation>,
-    mut recv: quinn::RecvStream,
-) {
-    let error = loop {
-        let (id, outcome) = match read_frame::<ConversationResponse>(&mut recv).await {
-            Ok(Some(ConversationResponse::Sent { id, seq })) => (id, Ok(seq)),
-            Ok(Some(ConversationResponse::Rejected { id, code })) => {
-                (id, Err(SendError::Rejected(code)))
-            }
-            Ok(Some(ConversationResponse::Error { code })) => break SendError::StreamClosed(code),
-            Ok(None) => break SendError::Connection("conversation finished".into()),
-            Err(e) => break SendError::Connection(e),
-        };
-        for tx in conversation.waiting().remove(&id).unwrap_or_default() {
-            let _ = tx.send(outcome.clone());
-        }
-    };
-    tracing::debug!(%peer, %error, "conversation stream ended");
-    if let Some(inner) = inner.upgrade() {
-        forget(&inner, &peer, &conversation).await;
-    }
-    conversation.fail_all(error);
-}
-
-/// Reads the node's control replies (errors for refused acks or read marks).
-async fn read_control(mut recv: quinn::RecvStream, events: mpsc::Sender<(Event, Option<Seq>)>) {
-    while let Ok(Some(response)) = read_frame::<ControlResponse>(&mut recv).await {
-        if let ControlResponse::Error { code, message } = response {
-            if events
-                .send((Event::ServerError { code, message }, None))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the control stream: acknowledgements (as the app takes events, or for dropped
-/// redeliveries) and read marks, in the order they were queued.
-async fn write_control(
-    mut send: quinn::SendStream,
-    mut commands: mpsc::UnboundedReceiver<ControlCommand>,
-) {
-    while let Some(command) = commands.recv().await {
-        match command {
-            ControlCommand::Send(frame) => {
-                if write_frame(&mut send, &frame).await.is_err() {
-                    return;
-                }
-            }
-            ControlCommand::Finish(done) => {
-                let _ = send.finish();
-                let _ = done.send(());
-                return;
-            }
-        }
-    }
-}
-
-/// Accepts the node's push streams until the connection ends, then says so.
-async fn accept_pushes(inner: Arc<Inner>, events: mpsc::Sender<(Event, Option<Seq>)>) {
-    let reason = loop {
-        match inner.conn.accept_uni().await {
-            Ok(recv) => {
-                tokio::spawn(read_pushes(inner.clone(), recv, events.clone()));
-            }
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = events.send((Event::Disconnected { reason }, None)).await;
-}
-
-/// Turns one push stream's entries into events; [`Events::recv`] acknowledges them.
-async fn read_pushes(
-    inner: Arc<Inner>,
-    mut recv: quinn::RecvStream,
-    events: mpsc::Sender<(Event, Option<Seq>)>,
-) {
-    while let Ok(Some(entry)) = read_frame::<Entry>(&mut recv).await {
-        let seq = entry.seq;
-        if lock(&inner.seen).contains(seq) {
-            // The app has it already (a redelivery after reconnect): acknowledge, don't repeat.
-            let _ = inner
-                .control
-                .send(ControlCommand::Send(ControlRequest::Ack { seq }));
-        } else if events
-            .send((inner.open_entry(entry), Some(seq)))
-            .await
-            .is_err()
-        {
-            return;
-        }
+/// The unspecified address of `addr`'s family, port 0.
+fn unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     }
 }
 
 impl Inner {
-    fn open_entry(&self, entry: Entry) -> Event {
+    pub(crate) fn seen(&self) -> std::sync::MutexGuard<'_, CursorTracker> {
+        lock(&self.seen)
+    }
+
+    fn link(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_link(&self, link: Option<Arc<Link>>) {
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+    }
+
+    fn queue(&self, peer: &UserId) -> Arc<tokio::sync::Mutex<Queue>> {
+        lock(&self.queues).entry(peer.clone()).or_default().clone()
+    }
+
+    /// Announces a state change. Never waits: a full event buffer (an app that stopped
+    /// reading) must not stall reconnection; [`Client::state`] always has the truth.
+    fn announce(&self, state: ConnectionState) {
+        self.state.send_replace(state.clone());
+        let _ = self.events.try_send((Event::Connection(state), None));
+    }
+
+    /// Writes the queue's unwritten messages, in order, on the conversation's stream of
+    /// the current connection (opening it if needed). Does nothing while offline.
+    async fn flush(self: &Arc<Self>, peer: &UserId, queue: &mut Queue) {
+        if queue.written >= queue.pending.len() {
+            return;
+        }
+        let Some(link) = self.link() else { return };
+        if queue.stream.as_ref().map(|s| s.link) != Some(link.id) {
+            let Ok((mut send, recv)) = link.conn.open_bi().await else {
+                return;
+            };
+            let open = ConversationRequest::Open { peer: peer.clone() };
+            let Ok(frame) = encode_frame(&open) else {
+                return;
+            };
+            if send.write_all(&frame).await.is_err() {
+                return;
+            }
+            tokio::spawn(read_answers(
+                Arc::downgrade(self),
+                peer.clone(),
+                link.id,
+                recv,
+            ));
+            queue.stream = Some(Stream {
+                send,
+                link: link.id,
+            });
+            queue.written = 0;
+        }
+        let Queue {
+            pending,
+            written,
+            stream,
+        } = queue;
+        let Some(stream) = stream else { return };
+        while let Some(message) = pending.get_mut(*written) {
+            if stream.send.write_all(&message.frame).await.is_err() {
+                queue.lose_stream(None);
+                return;
+            }
+            message.written_at = Some(Instant::now());
+            *written += 1;
+        }
+    }
+
+    /// Writes every conversation's queue again (after a reconnect), or just the overdue
+    /// and unwritten ones.
+    async fn flush_all(self: &Arc<Self>, only_overdue: bool) {
+        let queues: Vec<_> = lock(&self.queues)
+            .iter()
+            .map(|(peer, q)| (peer.clone(), q.clone()))
+            .collect();
+        let now = Instant::now();
+        for (peer, queue) in queues {
+            let mut queue = queue.lock().await;
+            if only_overdue && queue.overdue(now, self.options.resend_after) {
+                tracing::debug!(%peer, "no answer in time; writing the conversation again");
+                queue.lose_stream(None);
+            }
+            self.flush(&peer, &mut queue).await;
+        }
+    }
+
+    pub(crate) fn open_entry(&self, entry: Entry) -> Event {
         match entry.kind {
             EntryKind::Chat {
                 id,
@@ -496,4 +478,118 @@ impl Inner {
             }),
         }
     }
+}
+
+/// Settles queued messages as the node answers on one conversation stream.
+async fn read_answers(inner: Weak<Inner>, peer: UserId, link: u64, mut recv: quinn::RecvStream) {
+    loop {
+        let answer = crate::frames::read_frame::<ConversationResponse>(&mut recv).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let queue = inner.queue(&peer);
+        let mut queue = queue.lock().await;
+        match answer {
+            Ok(Some(ConversationResponse::Sent { id, seq })) => queue.settle(id, Ok(seq)),
+            Ok(Some(ConversationResponse::Rejected { id, code })) if code.is_retryable() => {
+                // Not stored; the resend check writes it (and what followed) again.
+                if let Some(at) = queue.pending.iter().position(|p| p.id == id) {
+                    queue.written = queue.written.min(at);
+                }
+            }
+            Ok(Some(ConversationResponse::Rejected { id, code })) => {
+                queue.settle(id, Err(SendError::Rejected(code)))
+            }
+            Ok(Some(ConversationResponse::Error { code })) => {
+                queue.lose_stream(Some(link));
+                if !code.is_retryable() {
+                    queue.fail_all(SendError::StreamClosed(code));
+                }
+                return;
+            }
+            Ok(None) | Err(_) => {
+                queue.lose_stream(Some(link));
+                return;
+            }
+        }
+    }
+}
+
+/// The driver: keeps the client connected until it is closed.
+async fn drive(inner: Arc<Inner>, mut link: Arc<Link>) {
+    let mut closing = inner.closing.subscribe();
+    loop {
+        inner.announce(ConnectionState::Online);
+        inner.flush_all(false).await;
+        let reason = loop {
+            tokio::select! {
+                error = link.conn.closed() => break error.to_string(),
+                // `closing` only ever turns true.
+                _ = closing.changed() => return,
+                _ = tokio::time::sleep(RESEND_CHECK) => inner.flush_all(true).await,
+            }
+        };
+        inner.set_link(None);
+        if *closing.borrow() {
+            return;
+        }
+        tracing::info!(%reason, "connection lost; reconnecting");
+        inner.announce(ConnectionState::Offline { reason });
+        match reconnect(&inner, &mut closing, link.id + 1).await {
+            Some(next) => link = next,
+            None => return,
+        }
+    }
+}
+
+/// Tries to connect until it works, the node refuses for good, or the client closes.
+async fn reconnect(
+    inner: &Arc<Inner>,
+    closing: &mut watch::Receiver<bool>,
+    id: u64,
+) -> Option<Arc<Link>> {
+    let options = &inner.options;
+    let name = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| options.addr.ip().to_string());
+    let mut delay = options.backoff_min;
+    loop {
+        inner.announce(ConnectionState::Connecting);
+        match handshake(
+            &inner.endpoint,
+            options.addr,
+            &name,
+            &options.token,
+            options.connect_timeout,
+        )
+        .await
+        {
+            Ok(handshake) if handshake.user == inner.user => {
+                inner.seen().advance_to(handshake.cursor);
+                let link = Link::start(inner, handshake, id);
+                inner.set_link(Some(link.clone()));
+                return Some(link);
+            }
+            Ok(_) => return stop(inner, "the token names another user".into()),
+            Err(ConnectError::Refused { code, message }) if !code.is_retryable() => {
+                return stop(inner, format!("refused by node: {code}: {message}"));
+            }
+            Err(e) => tracing::debug!(error = %e, ?delay, "reconnect failed"),
+        }
+        // Jitter (0.5 to 1.5 times the delay) keeps a crowd of phones from reconnecting
+        // in lockstep after a node restart.
+        let jittered = delay.mul_f64(0.5 + (random_u128() % 1000) as f64 / 1000.0);
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = closing.changed() => return None,
+        }
+        delay = (delay * 2).min(options.backoff_max);
+    }
+}
+
+fn stop(inner: &Inner, reason: String) -> Option<Arc<Link>> {
+    tracing::warn!(%reason, "client stopped");
+    let _ = inner
+        .events
+        .try_send((Event::Disconnected { reason }, None));
+    None
 }

@@ -1,6 +1,6 @@
 //! What the app receives: [`Event`]s on the [`Events`] stream.
 
-use crate::client::ControlCommand;
+use crate::link::ControlCommand;
 use quiver_proto::{
     ClientMsgId, ControlRequest, CursorTracker, ErrorCode, ReceiptKind, Seq, UserId,
 };
@@ -42,7 +42,21 @@ pub struct Receipt {
     pub seq: Seq,
 }
 
-/// Something that happened on the connection.
+/// The state of the client's connection, for app UIs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Trying to (re)connect.
+    Connecting,
+    /// Connected and authenticated; unsent messages are being resent.
+    Online,
+    /// The connection was lost; the client will reconnect by itself.
+    Offline {
+        /// Why the connection ended.
+        reason: String,
+    },
+}
+
+/// Something that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A friend's message.
@@ -66,37 +80,55 @@ pub enum Event {
         /// Its detail.
         message: String,
     },
-    /// The connection ended. No more events follow.
+    /// The connection changed state (lost, reconnecting, back online). The event stream
+    /// itself goes on across reconnects, with no gap and no repeat.
+    Connection(ConnectionState),
+    /// The client stopped for good: closed by the app, or the node refused to take it back
+    /// (an expired or revoked token). No more events follow.
     Disconnected {
-        /// Why, as far as the SDK knows.
+        /// Why.
         reason: String,
     },
 }
 
-/// The stream of [`Event`]s of one connection, in arrival order (in `seq` order within a
-/// conversation).
+/// An acknowledgement to send once the app takes the event.
+pub(crate) struct Ack {
+    pub seq: Seq,
+    /// The control stream of the connection the entry came on. If that connection is gone
+    /// the ack is dropped: the next connection pushes the entry again, and the SDK
+    /// acknowledges the redelivery without showing it.
+    pub control: mpsc::UnboundedSender<ControlCommand>,
+}
+
+/// The stream of [`Event`]s of a client, in arrival order (in `seq` order within a
+/// conversation), continuous across reconnects.
 pub struct Events {
-    pub(crate) rx: mpsc::Receiver<(Event, Option<Seq>)>,
+    pub(crate) rx: mpsc::Receiver<(Event, Option<Ack>)>,
     pub(crate) seen: Arc<Mutex<CursorTracker>>,
-    pub(crate) control: mpsc::UnboundedSender<ControlCommand>,
 }
 
 impl Events {
-    /// The next event; `None` once the connection is gone and every event was taken.
+    /// The next event; `None` once the client has stopped and every event was taken.
     ///
     /// Taking an event is what acknowledges it to the node: a message's sender gets
     /// DELIVERED, and the entry is not pushed to this device again.
     pub async fn recv(&mut self) -> Option<Event> {
-        let (event, seq) = self.rx.recv().await?;
-        if let Some(seq) = seq {
-            self.seen
+        loop {
+            let (event, ack) = self.rx.recv().await?;
+            let Some(ack) = ack else { return Some(event) };
+            let fresh = self
+                .seen
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .mark(seq);
-            let _ = self
+                .mark(ack.seq);
+            let _ = ack
                 .control
-                .send(ControlCommand::Send(ControlRequest::Ack { seq }));
+                .send(ControlCommand::Send(ControlRequest::Ack { seq: ack.seq }));
+            // A second copy can wait in the buffer when a reconnect pushed it again before
+            // the app took the first: acknowledged, not shown.
+            if fresh {
+                return Some(event);
+            }
         }
-        Some(event)
     }
 }

@@ -19,14 +19,9 @@
 //! let keys = rest.friends(&login.token).await?.friends.iter()
 //!     .filter_map(|f| Some((f.user.clone(), FriendKey(quiver_sdk::key_from_hex(&f.key)?))))
 //!     .collect();
-//! let (client, mut events) = Client::connect(ConnectOptions {
-//!     addr: login.quic_addr.parse()?,
-//!     server_name: None,
-//!     ca_pem,
-//!     token: login.token,
-//!     cursor: None,
-//!     keys,
-//! }).await?;
+//! let mut options = ConnectOptions::new(login.quic_addr.parse()?, ca_pem, &login.token);
+//! options.keys = keys;
+//! let (client, mut events) = Client::connect(options).await?;
 //! let sent = client.send(&UserId::parse("bob")?, b"hi bob").await?; // durable: SENT
 //! while let Some(event) = events.recv().await {
 //!     match event {
@@ -41,22 +36,29 @@
 //! ## Guarantees
 //! Within a conversation, messages arrive in the order they were sent, each once per
 //! device. SENT means durable on the node. A message is acknowledged (and DELIVERED goes
-//! to its sender) only after it was handed to [`Events`]. Keep [`Client::cursor`] across
-//! restarts and pass it back in [`ConnectOptions::cursor`] to never see an entry twice.
-//! Reconnection and an outbox that resends across connections are not in this version:
-//! on [`Event::Disconnected`], connect again and resend unsent messages with their ids.
+//! to its sender) only after the app took it from [`Events`].
+//!
+//! What survives what:
+//! - a lost connection, a node restart, a network change: the client reconnects (or
+//!   migrates) by itself; unanswered messages are written again from the in-memory outbox
+//!   with their ids, so they are stored once and in order; the event stream goes on.
+//! - an app restart: the outbox is in memory, so messages without SENT must be sent again
+//!   by the app (with the same id if it kept it); keep [`Client::cursor`] and pass it back
+//!   in [`ConnectOptions::cursor`] so nothing already shown is shown twice.
 
 mod client;
 mod error;
 mod event;
 mod frames;
+mod link;
+mod outbox;
 mod rest;
 pub mod seal;
 pub mod tls;
 
 pub use client::{Client, ConnectOptions, Sent};
 pub use error::{ConnectError, RestError, SendError};
-pub use event::{Event, Events, Message, Receipt};
+pub use event::{ConnectionState, Event, Events, Message, Receipt};
 pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
 pub use quiver_proto::{ClientMsgId, DeviceId, ErrorCode, ReceiptKind, Seq, UserId};
 pub use rest::Rest;

@@ -27,8 +27,12 @@ pub fn rustls_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<rustls::ClientConfi
 }
 
 /// The quinn client configuration for Quiver: ALPN `quiver/1`, room for one push stream
-/// per conversation, keep-alives well inside the node's idle timeout.
-pub fn quic_config(ca_pem: &str) -> Result<quinn::ClientConfig, String> {
+/// per conversation, the given keep-alive and idle timeout.
+pub fn quic_config(
+    ca_pem: &str,
+    keep_alive: Duration,
+    idle_timeout: Duration,
+) -> Result<quinn::ClientConfig, String> {
     let tls = rustls_config(ca_pem, &[quiver_proto::ALPN])?;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -36,11 +40,11 @@ pub fn quic_config(ca_pem: &str) -> Result<quinn::ClientConfig, String> {
     transport
         .max_concurrent_uni_streams(1024u32.into())
         .max_concurrent_bidi_streams(0u32.into())
-        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .keep_alive_interval(Some(keep_alive))
         .max_idle_timeout(Some(
-            Duration::from_secs(30)
+            idle_timeout
                 .try_into()
-                .map_err(|_| "idle timeout")?,
+                .map_err(|_| "idle timeout out of range")?,
         ));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));

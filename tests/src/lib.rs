@@ -119,11 +119,20 @@ impl TestNode {
         self.connect_from(user, None).await
     }
 
-    /// Connects `user`, telling the node the SDK has seen everything up to `cursor`.
+    /// Connects `user`, telling the SDK the app has seen everything up to `cursor`.
     pub async fn connect_from(
         &self,
         user: &TestUser,
         cursor: Option<Seq>,
+    ) -> anyhow::Result<(Client, Events)> {
+        self.connect_with(user, |o| o.cursor = cursor).await
+    }
+
+    /// Connects `user` after `adjust` has changed the SDK's options.
+    pub async fn connect_with(
+        &self,
+        user: &TestUser,
+        adjust: impl FnOnce(&mut ConnectOptions),
     ) -> anyhow::Result<(Client, Events)> {
         let friends = self.rest().friends(&user.login.token).await?;
         let keys: HashMap<UserId, FriendKey> = friends
@@ -136,14 +145,9 @@ impl TestNode {
                 )
             })
             .collect();
-        let options = ConnectOptions {
-            addr: self.quic_addr(),
-            server_name: None,
-            ca_pem: self.ca_pem.clone(),
-            token: user.login.token.clone(),
-            cursor,
-            keys,
-        };
+        let mut options = ConnectOptions::new(self.quic_addr(), &self.ca_pem, &user.login.token);
+        options.keys = keys;
+        adjust(&mut options);
         Ok(Client::connect(options).await?)
     }
 
@@ -208,12 +212,22 @@ impl TestUser {
     }
 }
 
-/// The next event, or an error after [`WAIT`].
-pub async fn next_event(events: &mut Events) -> anyhow::Result<Event> {
+/// The next event, connection state changes included, or an error after [`WAIT`].
+pub async fn next_any_event(events: &mut Events) -> anyhow::Result<Event> {
     match tokio::time::timeout(WAIT, events.recv()).await {
         Ok(Some(event)) => Ok(event),
         Ok(None) => bail!("event stream ended"),
         Err(_) => bail!("no event within {WAIT:?}"),
+    }
+}
+
+/// The next event that is not a connection state change, or an error after [`WAIT`].
+pub async fn next_event(events: &mut Events) -> anyhow::Result<Event> {
+    loop {
+        match next_any_event(events).await? {
+            Event::Connection(_) => continue,
+            event => return Ok(event),
+        }
     }
 }
 
@@ -264,10 +278,13 @@ pub async fn receipts(
     Ok(out)
 }
 
-/// Asserts that no event arrives within `quiet`.
+/// Asserts that no event but connection state changes arrives within `quiet`.
 pub async fn assert_quiet(events: &mut Events, quiet: Duration) -> anyhow::Result<()> {
-    if let Ok(Some(event)) = tokio::time::timeout(quiet, events.recv()).await {
-        bail!("expected silence, got {event:?}");
+    let deadline = tokio::time::Instant::now() + quiet;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if !matches!(event, Event::Connection(_)) {
+            bail!("expected silence, got {event:?}");
+        }
     }
     Ok(())
 }

@@ -161,14 +161,7 @@ async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Res
         matches!(answer, ControlResponse::Error { code: ErrorCode::Unauthenticated, ref message } if message.contains("expired")),
         "{answer:?}"
     );
-    let options = quiver_sdk::ConnectOptions {
-        addr: node.quic_addr(),
-        server_name: None,
-        ca_pem: node.ca_pem.clone(),
-        token: bad.login.token.clone(),
-        cursor: None,
-        keys: Default::default(),
-    };
+    let options = quiver_sdk::ConnectOptions::new(node.quic_addr(), &node.ca_pem, &bad.login.token);
     let refused = quiver_sdk::Client::connect(options)
         .await
         .err()

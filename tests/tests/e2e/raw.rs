@@ -3,12 +3,18 @@
 use quiver_proto::{decode_frame, encode_frame, ControlRequest, ControlResponse, PROTOCOL_VERSION};
 use quiver_tests::TestNode;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// A QUIC connection to `node` with the right ALPN and trust, but no session yet.
 pub async fn connect(node: &TestNode) -> anyhow::Result<quinn::Connection> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(
-        quiver_sdk::tls::quic_config(&node.ca_pem).map_err(anyhow::Error::msg)?,
+        quiver_sdk::tls::quic_config(
+            &node.ca_pem,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .map_err(anyhow::Error::msg)?,
     );
     Ok(endpoint.connect(node.quic_addr(), "127.0.0.1")?.await?)
 }

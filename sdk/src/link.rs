@@ -1,0 +1,197 @@
+//! One QUIC connection of a [`crate::Client`] ("link"): the handshake, the control stream
+//! and the node's push streams. A client goes through many links over its life; the
+//! outbox, the cursor and the event stream outlive them.
+
+use crate::client::Inner;
+use crate::error::ConnectError;
+use crate::event::{Ack, Event};
+use crate::frames::{read_frame, write_frame};
+use quiver_proto::{
+    ControlRequest, ControlResponse, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Work for the control stream's writer task.
+pub(crate) enum ControlCommand {
+    /// Write this frame.
+    Send(ControlRequest),
+    /// Finish the stream after everything queued before, then say so.
+    Finish(oneshot::Sender<()>),
+}
+
+/// A live connection.
+pub(crate) struct Link {
+    /// Counts up with each connection of a client.
+    pub id: u64,
+    pub conn: quinn::Connection,
+    /// Everything for the control stream goes through one writer, in order.
+    pub control: mpsc::UnboundedSender<ControlCommand>,
+}
+
+/// What the node said in `Welcome`, with the streams it came on.
+pub(crate) struct Handshake {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub user: UserId,
+    pub device: DeviceId,
+    pub cursor: Seq,
+}
+
+/// Connects and says Hello; bounded by `timeout` (QUIC alone would wait an idle timeout).
+pub(crate) async fn handshake(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    server_name: &str,
+    token: &str,
+    timeout: std::time::Duration,
+) -> Result<Handshake, ConnectError> {
+    match tokio::time::timeout(timeout, handshake_inner(endpoint, addr, server_name, token)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Connect(format!(
+            "no answer from {addr} within {timeout:?}"
+        ))),
+    }
+}
+
+async fn handshake_inner(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    server_name: &str,
+    token: &str,
+) -> Result<Handshake, ConnectError> {
+    let failed = |e: &dyn std::fmt::Display| ConnectError::Connect(e.to_string());
+    let conn = endpoint
+        .connect(addr, server_name)
+        .map_err(|e| failed(&e))?
+        .await
+        .map_err(|e| failed(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
+    let hello = ControlRequest::Hello {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+    };
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(ConnectError::Connect)?;
+    match read_frame::<ControlResponse>(&mut recv).await {
+        Ok(Some(ControlResponse::Welcome {
+            user,
+            device,
+            cursor,
+        })) => Ok(Handshake {
+            conn,
+            send,
+            recv,
+            user,
+            device,
+            cursor,
+        }),
+        Ok(Some(ControlResponse::Error { code, message })) => {
+            Err(ConnectError::Refused { code, message })
+        }
+        Ok(None) => Err(ConnectError::Protocol("no welcome".into())),
+        Err(e) => Err(refusal(&conn).unwrap_or(ConnectError::Protocol(e))),
+    }
+}
+
+/// The node's close code, if it closed the connection on purpose.
+fn refusal(conn: &quinn::Connection) -> Option<ConnectError> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let code = u32::try_from(close.error_code.into_inner()).ok()?;
+            Some(ConnectError::Refused {
+                code: ErrorCode::from_u32(code)?,
+                message: String::from_utf8_lossy(&close.reason).into_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl Link {
+    /// Starts the tasks of a connection that completed its handshake.
+    pub fn start(inner: &Arc<Inner>, handshake: Handshake, id: u64) -> Arc<Link> {
+        let (control, commands) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            id,
+            conn: handshake.conn,
+            control,
+        });
+        tokio::spawn(write_control(handshake.send, commands));
+        tokio::spawn(read_control(handshake.recv, inner.events.clone()));
+        tokio::spawn(accept_pushes(inner.clone(), link.clone()));
+        link
+    }
+}
+
+/// Writes the control stream: acknowledgements and read marks, in the order queued.
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut commands: mpsc::UnboundedReceiver<ControlCommand>,
+) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            ControlCommand::Send(frame) => {
+                if write_frame(&mut send, &frame).await.is_err() {
+                    return;
+                }
+            }
+            ControlCommand::Finish(done) => {
+                let _ = send.finish();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// Reads the node's control replies (errors for refused acks or read marks).
+async fn read_control(mut recv: quinn::RecvStream, events: mpsc::Sender<(Event, Option<Ack>)>) {
+    while let Ok(Some(response)) = read_frame::<ControlResponse>(&mut recv).await {
+        if let ControlResponse::Error { code, message } = response {
+            if events
+                .send((Event::ServerError { code, message }, None))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Accepts the node's push streams until the connection ends.
+async fn accept_pushes(inner: Arc<Inner>, link: Arc<Link>) {
+    while let Ok(recv) = link.conn.accept_uni().await {
+        tokio::spawn(read_pushes(inner.clone(), link.clone(), recv));
+    }
+}
+
+/// Turns one push stream's entries into events; [`crate::Events::recv`] acknowledges them.
+async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvStream) {
+    while let Ok(Some(entry)) = read_frame::<Entry>(&mut recv).await {
+        let seq = entry.seq;
+        if inner.seen().contains(seq) {
+            // The app has it already (a redelivery): acknowledge, don't repeat.
+            let _ = link
+                .control
+                .send(ControlCommand::Send(ControlRequest::Ack { seq }));
+            continue;
+        }
+        let ack = Ack {
+            seq,
+            control: link.control.clone(),
+        };
+        if inner
+            .events
+            .send((inner.open_entry(entry), Some(ack)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
