@@ -105,10 +105,9 @@ impl Queue {
 mod tests {
     use super::*;
 
-    fn waiter() -> (
-        oneshot::Sender<Result<Seq, SendError>>,
-        oneshot::Receiver<Result<Seq, SendError>>,
-    ) {
+    type Answer = Result<Seq, SendError>;
+
+    fn waiter() -> (oneshot::Sender<Answer>, oneshot::Receiver<Answer>) {
         oneshot::channel()
     }
 
