@@ -263,11 +263,15 @@ impl Inbox {
             .map_or(Ok(Seq(0)), |v| seq_from(&v))
     }
 
-    /// Records the device's cursor. Not flushed on its own: a cursor lost in a crash only
+    /// Moves the device's cursor up to `seq` (never down: two sessions of one device may
+    /// overlap for an idle timeout). Not flushed on its own: a cursor lost in a crash only
     /// means redelivery, which the SDK drops by `seq`.
     pub fn set_cursor(&self, owner: &UserId, device: DeviceId, seq: Seq) -> Result<(), InboxError> {
         self.cursors
-            .insert(cursor_key(owner, device), &seq.0.to_be_bytes())?;
+            .fetch_and_update(cursor_key(owner, device), |old| {
+                let old = old.and_then(|v| seq_from(v).ok()).unwrap_or_default();
+                Some(old.max(seq).0.to_be_bytes().to_vec())
+            })?;
         Ok(())
     }
 }

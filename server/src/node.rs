@@ -12,6 +12,7 @@ use quiver_proto::ErrorCode;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,6 +26,18 @@ pub struct Shared {
     pub(crate) config: Config,
     /// The QUIC address clients are told to connect to.
     pub(crate) quic_addr: SocketAddr,
+    /// Live counters an operator (and a test) can read.
+    pub(crate) gauges: Gauges,
+}
+
+/// Counters of what the node is doing now and has done.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Sessions that passed Hello since start.
+    pub sessions_opened: AtomicU64,
+    /// Entries pushed to devices and not yet acknowledged, over all live sessions. Bounded
+    /// by `push_window` per session, however slow the devices.
+    pub push_backlog: AtomicU64,
 }
 
 /// Why a node could not start.
@@ -116,6 +129,7 @@ impl Node {
             tokens: TokenKey::new(&token_secret),
             config,
             quic_addr,
+            gauges: Gauges::default(),
         });
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
@@ -149,6 +163,16 @@ impl Node {
     /// The dev CA certificate that clients must trust, when the node made its own certs.
     pub fn ca_cert(&self) -> Option<&Path> {
         self.ca_cert.as_deref()
+    }
+
+    /// Sessions that passed Hello since the node started.
+    pub fn sessions_opened(&self) -> u64 {
+        self.shared.gauges.sessions_opened.load(Ordering::Relaxed)
+    }
+
+    /// Entries pushed to devices and not yet acknowledged, over all live sessions.
+    pub fn push_backlog(&self) -> u64 {
+        self.shared.gauges.push_backlog.load(Ordering::Relaxed)
     }
 
     /// The configuration the node runs with.

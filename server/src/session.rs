@@ -17,6 +17,7 @@ use quiver_proto::{
     CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -47,6 +48,10 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             }
         };
         tracing::Span::current().record("user", session.user.as_str());
+        shared
+            .gauges
+            .sessions_opened
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %session.device, cursor = %session.cursor(), "session open");
         let reason = Arc::new(session).serve(&conn, send, recv).await;
         tracing::info!(%reason, "session closed");
@@ -188,6 +193,13 @@ impl Session {
             r = self.clone().accept_conversations(conn) => r,
             r = self.clone().push_loop(conn) => r,
         };
+        let acks = self.acks();
+        let unacked = acks.pushed.0 - acks.tracker.cursor().0;
+        self.shared
+            .gauges
+            .push_backlog
+            .fetch_sub(unacked, Ordering::Relaxed);
+        drop(acks);
         ended.err().unwrap_or_else(|| "finished".into())
     }
 
@@ -264,6 +276,11 @@ impl Session {
         acks.tracker.mark(seq);
         let cursor = acks.tracker.cursor();
         if cursor > before {
+            let acked = cursor.0 - before.0;
+            self.shared
+                .gauges
+                .push_backlog
+                .fetch_sub(acked, Ordering::Relaxed);
             // Under the lock, so cursor writes reach sled in order.
             let inbox = self.shared.router.inbox();
             if let Err(e) = inbox.set_cursor(&self.user, self.device, cursor) {
@@ -364,7 +381,16 @@ impl Session {
                 next = to.next();
                 continue;
             };
-            self.acks().pushed = last;
+            {
+                // Under the acks lock, like every change to this session's share of the
+                // gauge, so the gauge never dips below zero.
+                let mut acks = self.acks();
+                let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
+                self.shared
+                    .gauges
+                    .push_backlog
+                    .fetch_add(newly, Ordering::Relaxed);
+            }
             for entry in entries {
                 let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::unbounded_channel();

@@ -3,7 +3,10 @@
 //! [`TestNode`] starts a real node in-process (real QUIC on loopback, real sled in a
 //! temporary folder, port 0); [`TestUser`] registers and logs in over real HTTPS and
 //! connects real SDK clients. Helpers wait for events with a timeout so a missing event
-//! fails the test instead of hanging it.
+//! fails the test instead of hanging it. [`relay::Relay`] puts loss, duplication,
+//! reordering and outages between a client and a node.
+
+pub mod relay;
 
 use anyhow::{bail, Context};
 use quiver_sdk::{
@@ -65,8 +68,19 @@ impl TestNode {
         })
     }
 
-    fn node(&self) -> &Node {
+    /// The running node.
+    pub fn node(&self) -> &Node {
         self.node.as_ref().expect("node is running")
+    }
+
+    /// Sessions that passed Hello since the node (re)started.
+    pub fn sessions_opened(&self) -> u64 {
+        self.node().sessions_opened()
+    }
+
+    /// Entries pushed and not yet acknowledged, over all sessions.
+    pub fn push_backlog(&self) -> u64 {
+        self.node().push_backlog()
     }
 
     /// The node's QUIC address.

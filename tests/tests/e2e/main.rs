@@ -2,6 +2,7 @@
 //! hostile input, through raw QUIC streams). One binary, so it links once.
 
 mod chat;
+mod faults;
 mod hostile;
 mod offline;
 mod raw;
