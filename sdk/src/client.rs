@@ -62,7 +62,9 @@ pub struct ConnectOptions {
     pub backoff_min: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
-    /// A written message with no answer after this long is written again (same id).
+    /// A written message with no answer after this long is written again (same id). This
+    /// is also how fast a client waiting for SENT notices a node that died: the rewrite
+    /// draws a stateless reset from the restarted node, or goes unanswered.
     pub resend_after: Duration,
 }
 
@@ -81,7 +83,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
-            resend_after: Duration::from_secs(10),
+            resend_after: Duration::from_secs(3),
         }
     }
 }

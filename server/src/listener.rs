@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// Builds the endpoint. `reset_key` is the persistent stateless-reset secret: with it,
-/// clients of a restarted node learn at once that their connection is gone.
+/// clients of a restarted node learn at once that their connection is gone. The connection
+/// ids are keyed from it too: quinn drops (without a reset) packets whose connection id
+/// does not validate, and a per-process random key would make every old id invalid.
 pub fn endpoint(
     addr: SocketAddr,
     identity: &Identity,
@@ -36,7 +38,12 @@ pub fn endpoint(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.quic()?));
     server.transport_config(Arc::new(transport)).migration(true);
     let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
-    let config = quinn::EndpointConfig::new(Arc::new(reset));
+    let cid_key = ring::hmac::sign(&reset, b"quiver connection id key");
+    let cid_key = u64::from_be_bytes(cid_key.as_ref()[..8].try_into().expect("8 of 32 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let socket = std::net::UdpSocket::bind(addr).map_err(ListenerError::Bind)?;
     quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
         .map_err(ListenerError::Bind)

@@ -6,6 +6,7 @@
 use anyhow::Context;
 use clap::Parser;
 use quiver_server::{Config, Node};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        // Logs on stderr; stdout carries only the start-up banner, for scripts.
+        .with_writer(std::io::stderr)
         .init();
     let config = Config {
         data_dir: args.data_dir,
@@ -51,13 +54,21 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     let node = Node::start(config).await.context("starting node")?;
-    println!("quiver node up");
-    println!("  quic  {}", node.quic_addr());
-    println!("  https https://{}", node.http_addr());
+    // The banner is for people and scripts; a closed stdout must not stop the node, so
+    // write errors are ignored (println! would panic).
+    let mut banner = format!(
+        "quiver node up\n  quic  {}\n  https https://{}\n",
+        node.quic_addr(),
+        node.http_addr()
+    );
     if let Some(ca) = node.ca_cert() {
         let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
-        println!("  dev CA for clients: {}", ca.display());
+        banner.push_str(&format!("  dev CA for clients: {}\n", ca.display()));
     }
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
     wait_for_stop().await;
     tracing::info!("stopping");
     node.shutdown().await;

@@ -10,6 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Runs a test body with a time limit: a hang is a failure, not a stuck CI run.
+async fn bounded(
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(240), body).await?
+}
+
 /// `tasks` senders, each sending `per_task` messages one after another ("t{task} {i}").
 /// Returns every SENT seq. `progress` counts SENTs as they come.
 async fn send_bursts(
@@ -305,6 +312,10 @@ async fn wait_for_state(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_receiver_cannot_grow_the_nodes_push_backlog() -> anyhow::Result<()> {
+    bounded(a_stalled_receiver_cannot_grow_the_nodes_push_backlog_body()).await
+}
+
+async fn a_stalled_receiver_cannot_grow_the_nodes_push_backlog_body() -> anyhow::Result<()> {
     let window = 256;
     let node = TestNode::start_with(|c| c.limits.push_window = window).await?;
     let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);

@@ -1,0 +1,180 @@
+//! The node as its own process, killed with SIGKILL in the middle of a burst and started
+//! again on the same data folder: every message that got SENT is delivered exactly once,
+//! and every message that did not is resent by the SDK and also delivered exactly once.
+
+use quiver_sdk::{Client, ConnectOptions, Event, FriendKey, Rest, Seq, UserId};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct NodeProcess {
+    child: Child,
+    quic: SocketAddr,
+    http: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts `quiver-server` and reads its addresses from the start-up banner.
+    fn start(data: &Path, quic: &str, http: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-server"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--quic-addr", quic, "--http-addr", http, "--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let (mut quic, mut http) = (None, None);
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["quic", addr] => quic = Some(addr.parse()?),
+                ["https", url] => http = Some(url.trim_start_matches("https://").parse()?),
+                _ => {}
+            }
+            if quic.is_some() && http.is_some() {
+                break;
+            }
+        }
+        // Keep reading, so the node never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Self {
+            child,
+            quic: quic.expect("quic address"),
+            http: http.expect("https address"),
+        })
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL: no shutdown, no final flush
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn connect(
+    rest: &Rest,
+    quic: SocketAddr,
+    ca: &str,
+    user: &str,
+) -> anyhow::Result<(Client, quiver_sdk::Events)> {
+    let login = rest.login(user, &format!("{user}-password"), None).await?;
+    let mut options = ConnectOptions::new(quic, ca, &login.token);
+    for friend in rest.friends(&login.token).await?.friends {
+        let key = quiver_sdk::key_from_hex(&friend.key).expect("hex key");
+        options.keys.insert(friend.user, FriendKey(key));
+    }
+    options.backoff_min = Duration::from_millis(50);
+    options.backoff_max = Duration::from_millis(500);
+    options.connect_timeout = Duration::from_secs(2);
+    // A client learns that the node died when it next sends (a stateless reset answers):
+    // messages waiting for SENT are written again after this long.
+    options.resend_after = Duration::from_secs(1);
+    Ok(Client::connect(options).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    // A hang is a failure, not a stuck CI run.
+    tokio::time::timeout(Duration::from_secs(120), crash_and_recover()).await?
+}
+
+async fn crash_and_recover() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("node");
+    let mut node = NodeProcess::start(&data, "127.0.0.1:0", "127.0.0.1:0")?;
+    let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
+    let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
+    for user in ["alice", "bob"] {
+        rest.register(user, &format!("{user}-password")).await?;
+    }
+    let alice_token = rest.login("alice", "alice-password", None).await?.token;
+    let bob_token = rest.login("bob", "bob-password", None).await?.token;
+    rest.request_friend(&alice_token, "bob").await?;
+    rest.accept_friend(&bob_token, "alice").await?;
+
+    let (a, _a_events) = connect(&rest, node.quic, &ca, "alice").await?;
+    let bob = UserId::parse("bob")?;
+    let sent: Arc<Mutex<Vec<(usize, Seq)>>> = Arc::default();
+    let (tasks, per_task) = (10, 200);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (a, bob, sent) = (a.clone(), bob.clone(), sent.clone());
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let seq = a.send(&bob, format!("t{t} {i}").as_bytes()).await?.seq;
+                sent.lock().unwrap().push((t * per_task + i, seq));
+            }
+            anyhow::Ok(())
+        }));
+    }
+    while sent.lock().unwrap().len() < 500 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    node.kill();
+    let sent_before_crash: Vec<Seq> = sent.lock().unwrap().iter().map(|(_, seq)| *seq).collect();
+    let restarted = Instant::now();
+    let (quic, http) = (node.quic.to_string(), node.http.to_string());
+    let node = NodeProcess::start(&data, &quic, &http)?;
+    let before = sent.lock().unwrap().len();
+    while sent.lock().unwrap().len() == before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "killed after {} SENT; first SENT {:?} after the restart began",
+        sent_before_crash.len(),
+        restarted.elapsed()
+    );
+    for handle in handles {
+        handle.await??;
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    assert_eq!(sent.len(), tasks * per_task);
+
+    let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
+    let (_b, mut b_events) = connect(&rest, node.quic, &ca, "bob").await?;
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match tokio::time::timeout(Duration::from_secs(20), b_events.recv()).await? {
+            Some(Event::Message(m)) => got.push(m),
+            Some(Event::Connection(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let got_seqs: Vec<Seq> = got.iter().map(|m| m.seq).collect();
+    assert!(
+        got_seqs.windows(2).all(|w| w[0] < w[1]),
+        "in order, no repeats"
+    );
+    let mut sent_seqs: Vec<Seq> = sent.iter().map(|(_, seq)| *seq).collect();
+    sent_seqs.sort();
+    assert_eq!(got_seqs, sent_seqs, "exactly the SENT messages, each once");
+    for seq in &sent_before_crash {
+        assert!(
+            got_seqs.binary_search(seq).is_ok(),
+            "SENT before the crash, then lost: {seq}"
+        );
+    }
+    let mut texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), tasks * per_task, "no message body twice");
+    if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), b_events.recv()).await
+    {
+        assert!(
+            matches!(event, Event::Connection(_)),
+            "nothing more: {event:?}"
+        );
+    }
+    Ok(())
+}
