@@ -77,6 +77,8 @@ struct Acks {
     pushed: Seq,
     /// Acks whose DELIVERED receipt is being written.
     in_progress: HashSet<Seq>,
+    /// The session has ended and taken its share out of the push-backlog gauge.
+    closed: bool,
 }
 
 /// How an incoming ack relates to what was pushed.
@@ -144,6 +146,7 @@ async fn hello(
         tracker: CursorTracker::new(start),
         pushed: start,
         in_progress: HashSet::new(),
+        closed: false,
     };
     let session = Session {
         shared: shared.clone(),
@@ -193,12 +196,14 @@ impl Session {
             r = self.clone().accept_conversations(conn) => r,
             r = self.clone().push_loop(conn) => r,
         };
-        let acks = self.acks();
+        let mut acks = self.acks();
         let unacked = acks.pushed.0 - acks.tracker.cursor().0;
         self.shared
             .gauges
             .push_backlog
             .fetch_sub(unacked, Ordering::Relaxed);
+        // An ack task still finishing must not subtract again.
+        acks.closed = true;
         drop(acks);
         ended.err().unwrap_or_else(|| "finished".into())
     }
@@ -276,11 +281,13 @@ impl Session {
         acks.tracker.mark(seq);
         let cursor = acks.tracker.cursor();
         if cursor > before {
-            let acked = cursor.0 - before.0;
-            self.shared
-                .gauges
-                .push_backlog
-                .fetch_sub(acked, Ordering::Relaxed);
+            if !acks.closed {
+                let acked = cursor.0 - before.0;
+                self.shared
+                    .gauges
+                    .push_backlog
+                    .fetch_sub(acked, Ordering::Relaxed);
+            }
             // Under the lock, so cursor writes reach sled in order.
             let inbox = self.shared.router.inbox();
             if let Err(e) = inbox.set_cursor(&self.user, self.device, cursor) {
