@@ -37,27 +37,9 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create an account.
-    Register {
-        #[command(flatten)]
-        server: ServerArgs,
-        /// User name: 3-32 of a-z, 0-9, '_' and '-'.
-        #[arg(long)]
-        user: String,
-        /// Password (at least 8 bytes).
-        #[arg(long, env = "QUIVER_PASSWORD")]
-        password: String,
-    },
+    Register(Account),
     /// Log in and keep the token and device id in the profile.
-    Login {
-        #[command(flatten)]
-        server: ServerArgs,
-        /// User name.
-        #[arg(long)]
-        user: String,
-        /// Password.
-        #[arg(long, env = "QUIVER_PASSWORD")]
-        password: String,
-    },
+    Login(Account),
     /// Friend requests and friendships.
     Friend {
         #[command(subcommand)]
@@ -87,6 +69,18 @@ enum Cmd {
         /// The friend.
         with: String,
     },
+}
+
+#[derive(clap::Args)]
+struct Account {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// User name: 3-32 of a-z, 0-9, '_' and '-'.
+    #[arg(long)]
+    user: String,
+    /// Password (at least 8 bytes).
+    #[arg(long, env = "QUIVER_PASSWORD")]
+    password: String,
 }
 
 #[derive(clap::Args)]
@@ -137,20 +131,20 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Register {
+        Cmd::Register(Account {
             server,
             user,
             password,
-        } => {
+        }) => {
             remember(profile, server);
             profile.rest()?.register(&user, &password).await?;
             println!("{}", json!({ "event": "registered", "user": user }));
         }
-        Cmd::Login {
+        Cmd::Login(Account {
             server,
             user,
             password,
-        } => {
+        }) => {
             remember(profile, server);
             let same_user = profile.user.as_deref() == Some(user.as_str());
             let device = profile

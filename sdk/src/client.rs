@@ -97,6 +97,37 @@ pub struct Sent {
     pub seq: Seq,
 }
 
+/// A message in the outbox; await it for SENT.
+pub struct PendingSend {
+    id: ClientMsgId,
+    answer: oneshot::Receiver<Result<Seq, SendError>>,
+}
+
+impl PendingSend {
+    /// The message's id.
+    pub fn id(&self) -> ClientMsgId {
+        self.id
+    }
+}
+
+impl std::future::Future for PendingSend {
+    type Output = Result<Sent, SendError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let id = self.id;
+        std::pin::Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| match answer {
+                Ok(Ok(seq)) => Ok(Sent { id, seq }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(SendError::Connection("client closed".into())),
+            })
+    }
+}
+
 /// A connected client. Clone it freely; every clone drives the same connection, which
 /// closes when the last clone is dropped.
 #[derive(Clone)]
@@ -281,6 +312,23 @@ impl Client {
         id: ClientMsgId,
         body: &[u8],
     ) -> Result<Sent, SendError> {
+        self.enqueue_with_id(to, id, body).await?.await
+    }
+
+    /// Puts a message in the outbox (and on the wire, if online) and returns at once with
+    /// a [`PendingSend`] that resolves to SENT. Messages enqueued one after another keep
+    /// that order, so an app can pipeline a burst without awaiting each SENT.
+    pub async fn enqueue(&self, to: &UserId, body: &[u8]) -> Result<PendingSend, SendError> {
+        self.enqueue_with_id(to, Self::new_message_id(), body).await
+    }
+
+    /// [`Client::enqueue`] with your own id.
+    pub async fn enqueue_with_id(
+        &self,
+        to: &UserId,
+        id: ClientMsgId,
+        body: &[u8],
+    ) -> Result<PendingSend, SendError> {
         let key = self
             .inner
             .keys
@@ -298,15 +346,10 @@ impl Client {
         let frame = encode_frame(&chat).map_err(|_| SendError::Seal)?;
         let (tx, rx) = oneshot::channel();
         let queue = self.inner.queue(to);
-        {
-            let mut queue = queue.lock().await;
-            queue.push(id, frame, tx);
-            self.inner.flush(to, &mut queue).await;
-        }
-        let seq = rx
-            .await
-            .map_err(|_| SendError::Connection("client closed".into()))??;
-        Ok(Sent { id, seq })
+        let mut queue = queue.lock().await;
+        queue.push(id, frame, tx);
+        self.inner.flush(to, &mut queue).await;
+        Ok(PendingSend { id, answer: rx })
     }
 
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.

@@ -56,7 +56,7 @@ mod rest;
 pub mod seal;
 pub mod tls;
 
-pub use client::{Client, ConnectOptions, Sent};
+pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, RestError, SendError};
 pub use event::{ConnectionState, Event, Events, Message, Receipt};
 pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};

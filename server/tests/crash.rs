@@ -2,65 +2,12 @@
 //! again on the same data folder: every message that got SENT is delivered exactly once,
 //! and every message that did not is resent by the SDK and also delivered exactly once.
 
+use quiver_bench::NodeProcess;
 use quiver_sdk::{Client, ConnectOptions, Event, FriendKey, Rest, Seq, UserId};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    http: SocketAddr,
-}
-
-impl NodeProcess {
-    /// Starts `quiver-server` and reads its addresses from the start-up banner.
-    fn start(data: &Path, quic: &str, http: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-server"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--quic-addr", quic, "--http-addr", http, "--log", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let (mut quic, mut http) = (None, None);
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let line = line?;
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["quic", addr] => quic = Some(addr.parse()?),
-                ["https", url] => http = Some(url.trim_start_matches("https://").parse()?),
-                _ => {}
-            }
-            if quic.is_some() && http.is_some() {
-                break;
-            }
-        }
-        // Keep reading, so the node never writes into a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(Self {
-            child,
-            quic: quic.expect("quic address"),
-            http: http.expect("https address"),
-        })
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL: no shutdown, no final flush
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn connect(
     rest: &Rest,
@@ -92,7 +39,8 @@ async fn kill_9_mid_burst_loses_and_repeats_nothing() -> anyhow::Result<()> {
 async fn crash_and_recover() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("node");
-    let mut node = NodeProcess::start(&data, "127.0.0.1:0", "127.0.0.1:0")?;
+    let binary = Path::new(env!("CARGO_BIN_EXE_quiver-server"));
+    let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0")?;
     let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
     let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
     for user in ["alice", "bob"] {
@@ -125,7 +73,7 @@ async fn crash_and_recover() -> anyhow::Result<()> {
     let sent_before_crash: Vec<Seq> = sent.lock().unwrap().iter().map(|(_, seq)| *seq).collect();
     let restarted = Instant::now();
     let (quic, http) = (node.quic.to_string(), node.http.to_string());
-    let node = NodeProcess::start(&data, &quic, &http)?;
+    let node = NodeProcess::start(binary, &data, &quic, &http)?;
     let before = sent.lock().unwrap().len();
     while sent.lock().unwrap().len() == before {
         tokio::time::sleep(Duration::from_millis(1)).await;

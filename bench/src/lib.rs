@@ -1,0 +1,16 @@
+//! # quiver-bench — measure a Quiver node
+//!
+//! Starts a real `quiver-server` process on loopback ([`node::NodeProcess`]) and drives it
+//! through the real SDK with many simulated users ([`workload`]). Every message carries
+//! its index and send time, so the receivers count loss, duplicates and reordering and
+//! measure end-to-end latency (send → app has it, durability included).
+//!
+//! Modes: `pairs` (P senders each to its own receiver), `fanin` (many senders to one
+//! receiver), `offline` (a backlog drained by a connecting device), `idle` (memory per
+//! idle authenticated connection).
+
+pub mod node;
+pub mod stats;
+pub mod workload;
+
+pub use node::NodeProcess;

@@ -1,0 +1,105 @@
+//! `quiver-bench`: load a fresh `quiver-server` process on loopback and report figures.
+//!
+//! Run with (release builds; the node binary is found next to this one):
+//! `cargo build --release -p quiver-server -p quiver-bench && ./target/release/quiver-bench pairs`
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quiver_bench::workload::{self, Bench};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(about = "Quiver load generator: prints one JSON line and a summary per run")]
+struct Args {
+    /// The node binary; default: `quiver-server` next to this program.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// P senders, each to its own receiver.
+    Pairs {
+        /// Sender→receiver pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        /// Body size in bytes (at least 16).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per sender waiting for SENT at once.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
+    /// Many senders to one receiver.
+    Fanin {
+        /// Senders.
+        #[arg(long, default_value_t = 50)]
+        senders: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 1000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per sender waiting for SENT at once.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
+    /// A backlog of N messages drained by a device that connects.
+    Offline {
+        /// Backlog size.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages waiting for SENT at once while filling the backlog.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+    },
+    /// C idle authenticated connections: node memory per connection.
+    Idle {
+        /// Connections (each client has its own UDP socket: mind `ulimit -n`).
+        #[arg(long, default_value_t = 2000)]
+        connections: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server_bin = match args.server_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("quiver-server"),
+    };
+    let bench = Arc::new(Bench::start(&server_bin).context("starting the node")?);
+    let report = match args.mode {
+        Mode::Pairs {
+            pairs,
+            messages,
+            size,
+            window,
+        } => workload::pairs(bench, pairs, messages, size, window).await?,
+        Mode::Fanin {
+            senders,
+            messages,
+            size,
+            window,
+        } => workload::fanin(bench, senders, messages, size, window).await?,
+        Mode::Offline {
+            messages,
+            size,
+            window,
+        } => workload::offline(bench, messages, size, window).await?,
+        Mode::Idle { connections } => workload::idle(bench, connections).await?,
+    };
+    println!("{}", report.json);
+    eprintln!("{}", report.summary);
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The workloads. Each sets up users on a fresh node, runs, and returns a [`Report`]:
+//! one JSON object for machines and a line for people.
+
+use crate::node::NodeProcess;
+use crate::stats::{percentile, StreamCheck};
+use anyhow::Context;
+use quiver_sdk::{Client, ConnectOptions, Event, Events, FriendKey, LoginResponse, Rest, UserId};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How long receivers wait for the last message before counting the rest as lost.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// What a run measured.
+pub struct Report {
+    /// All figures, for machines.
+    pub json: Value,
+    /// One line, for people.
+    pub summary: String,
+}
+
+/// A fresh node process with helpers to make users and clients.
+pub struct Bench {
+    /// The node under test.
+    pub node: NodeProcess,
+    rest: Rest,
+    ca: String,
+    epoch: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    /// Starts `server_bin` on a temporary data folder.
+    pub fn start(server_bin: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("node");
+        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0")?;
+        let ca = std::fs::read_to_string(data.join("certs/ca.pem")).context("dev CA")?;
+        let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
+        Ok(Self {
+            node,
+            rest,
+            ca,
+            epoch: Instant::now(),
+            _dir: dir,
+        })
+    }
+
+    /// Registers and logs in every name, a few at a time (argon2 is deliberately slow).
+    pub async fn users(&self, names: &[String]) -> anyhow::Result<Vec<LoginResponse>> {
+        let limit = Arc::new(Semaphore::new(8));
+        let mut tasks = Vec::new();
+        for name in names {
+            let (rest, name, limit) = (self.rest.clone(), name.clone(), limit.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await?;
+                rest.register(&name, "bench-password").await?;
+                anyhow::Ok(rest.login(&name, "bench-password", None).await?)
+            }));
+        }
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await??);
+        }
+        Ok(out)
+    }
+
+    /// Makes the two friends.
+    pub async fn befriend(&self, a: &LoginResponse, b: &LoginResponse) -> anyhow::Result<()> {
+        self.rest.request_friend(&a.token, b.user.as_str()).await?;
+        self.rest.accept_friend(&b.token, a.user.as_str()).await?;
+        Ok(())
+    }
+
+    /// Connects a client with its friendship keys.
+    pub async fn connect(&self, login: &LoginResponse) -> anyhow::Result<(Client, Events)> {
+        let mut options = ConnectOptions::new(self.node.quic, &self.ca, &login.token);
+        for friend in self.rest.friends(&login.token).await?.friends {
+            let key = quiver_sdk::key_from_hex(&friend.key).context("friend key")?;
+            options.keys.insert(friend.user, FriendKey(key));
+        }
+        Ok(Client::connect(options).await?)
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A body of `size` bytes (at least 16): message index, send time, padding.
+    fn body(&self, index: u64, size: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(size.max(16));
+        body.extend_from_slice(&index.to_be_bytes());
+        body.extend_from_slice(&self.now_us().to_be_bytes());
+        body.resize(size.max(16), 0x5a);
+        body
+    }
+
+    /// Index and latency (µs) of a body made by [`Bench::body`].
+    fn read_body(&self, body: &[u8]) -> Option<(u64, u64)> {
+        let index = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+        let sent = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
+        Some((index, self.now_us().saturating_sub(sent)))
+    }
+}
+
+/// Sends `messages` numbered bodies to `to`, in order, with at most `window` waiting for
+/// SENT. Returns when every one is SENT.
+async fn send_numbered(
+    bench: Arc<Bench>,
+    client: Client,
+    to: UserId,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<()> {
+    let window = Arc::new(Semaphore::new(window));
+    let mut waits = tokio::task::JoinSet::new();
+    for index in 0..messages {
+        let permit = window.clone().acquire_owned().await?;
+        let pending = client.enqueue(&to, &bench.body(index, size)).await?;
+        waits.spawn(async move {
+            let sent = pending.await;
+            drop(permit);
+            sent
+        });
+        while let Some(done) = waits.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = waits.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Runs [`send_numbered`] for every (client, recipient) at once; returns when all are SENT.
+async fn send_all(
+    bench: &Arc<Bench>,
+    senders: Vec<(Client, UserId)>,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<()> {
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|(client, to)| {
+            tokio::spawn(send_numbered(
+                bench.clone(),
+                client,
+                to,
+                messages,
+                size,
+                window,
+            ))
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// What receivers saw.
+#[derive(Default)]
+struct Seen {
+    latencies_us: Vec<u64>,
+    per_sender: HashMap<UserId, StreamCheck>,
+    last_at: Option<Instant>,
+}
+
+impl Seen {
+    /// Adds another receiver's observations. In these workloads no two receivers hear
+    /// from the same sender, so the per-sender checks never overlap.
+    fn merge(&mut self, other: Seen) {
+        self.latencies_us.extend(other.latencies_us);
+        self.per_sender.extend(other.per_sender);
+        self.last_at = self.last_at.max(other.last_at);
+    }
+
+    fn unique(&self) -> u64 {
+        self.per_sender.values().map(StreamCheck::unique).sum()
+    }
+
+    fn duplicated(&self) -> u64 {
+        self.per_sender.values().map(|c| c.duplicated).sum()
+    }
+
+    fn reordered(&self) -> u64 {
+        self.per_sender.values().map(|c| c.reordered).sum()
+    }
+}
+
+/// Takes events until `expected` numbered messages arrived (or the drain limit passed).
+/// Receipts are taken too (that acknowledges them), and ignored.
+async fn receive_numbered(bench: Arc<Bench>, mut events: Events, expected: u64) -> Seen {
+    let mut seen = Seen::default();
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while seen.unique() < expected {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await else {
+            break;
+        };
+        if let Event::Message(m) = event {
+            if let Some((index, latency)) = bench.read_body(&m.body) {
+                if seen.per_sender.entry(m.from).or_default().record(index) {
+                    seen.latencies_us.push(latency);
+                }
+                seen.last_at = Some(Instant::now());
+            }
+        }
+    }
+    seen
+}
+
+/// Takes (and so acknowledges) every event until the stream ends, like a real app.
+fn drain(mut events: Events) {
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+}
+
+fn delivery_report(
+    mode: &str,
+    params: Value,
+    mut seen: Seen,
+    sent: u64,
+    started: Instant,
+) -> Report {
+    seen.latencies_us.sort_unstable();
+    let elapsed = seen
+        .last_at
+        .map_or(Duration::ZERO, |t| t.duration_since(started));
+    let rate = seen.unique() as f64 / elapsed.as_secs_f64().max(1e-9);
+    let ms = |us: u64| us as f64 / 1000.0;
+    let (p50, p99, max) = (
+        percentile(&seen.latencies_us, 50.0),
+        percentile(&seen.latencies_us, 99.0),
+        seen.latencies_us.last().copied().unwrap_or(0),
+    );
+    let lost = sent - seen.unique();
+    let json = json!({
+        "mode": mode, "params": params, "sent": sent, "delivered": seen.unique(),
+        "seconds": elapsed.as_secs_f64(), "messages_per_sec": rate,
+        "latency_ms": { "p50": ms(p50), "p99": ms(p99), "max": ms(max) },
+        "lost": lost, "duplicated": seen.duplicated(), "reordered": seen.reordered(),
+    });
+    let summary = format!(
+        "{mode} {params}: {} msgs in {:.2}s = {rate:.0} msg/s; latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms; lost {lost} dup {} reorder {}",
+        seen.unique(),
+        elapsed.as_secs_f64(),
+        ms(p50),
+        ms(p99),
+        ms(max),
+        seen.duplicated(),
+        seen.reordered()
+    );
+    Report { json, summary }
+}
+
+/// `pairs`: P senders, each sending M messages of S bytes to its own receiver.
+pub async fn pairs(
+    bench: Arc<Bench>,
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let names: Vec<String> = (0..pairs)
+        .flat_map(|i| [format!("snd{i:05}"), format!("rcv{i:05}")])
+        .collect();
+    let logins = bench.users(&names).await?;
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for pair in logins.chunks(2) {
+        bench.befriend(&pair[0], &pair[1]).await?;
+        let (sender, sender_events) = bench.connect(&pair[0]).await?;
+        drain(sender_events);
+        let (receiver, receiver_events) = bench.connect(&pair[1]).await?;
+        receivers.push((receiver, receiver_events));
+        senders.push((sender, pair[1].user.clone()));
+    }
+    let started = Instant::now();
+    let mut receiving = Vec::new();
+    for (client, events) in receivers {
+        let bench = bench.clone();
+        receiving.push(tokio::spawn(async move {
+            let seen = receive_numbered(bench, events, messages).await;
+            drop(client);
+            seen
+        }));
+    }
+    send_all(&bench, senders, messages, size, window).await?;
+    let mut seen = Seen::default();
+    for task in receiving {
+        seen.merge(task.await?);
+    }
+    let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
+    Ok(delivery_report(
+        "pairs",
+        params,
+        seen,
+        pairs as u64 * messages,
+        started,
+    ))
+}
+
+/// `fanin`: P senders, each sending M messages of S bytes to one popular receiver.
+pub async fn fanin(
+    bench: Arc<Bench>,
+    senders: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let mut names: Vec<String> = (0..senders).map(|i| format!("fan{i:05}")).collect();
+    names.push("popular".into());
+    let logins = bench.users(&names).await?;
+    let popular = logins.last().context("receiver")?.clone();
+    for login in &logins[..senders] {
+        bench.befriend(login, &popular).await?;
+    }
+    let (receiver, receiver_events) = bench.connect(&popular).await?;
+    let mut clients = Vec::new();
+    for login in &logins[..senders] {
+        let (client, events) = bench.connect(login).await?;
+        drain(events);
+        clients.push(client);
+    }
+    let started = Instant::now();
+    let total = senders as u64 * messages;
+    let receiving = tokio::spawn(receive_numbered(bench.clone(), receiver_events, total));
+    let to_popular = clients
+        .into_iter()
+        .map(|c| (c, popular.user.clone()))
+        .collect();
+    send_all(&bench, to_popular, messages, size, window).await?;
+    let seen = receiving.await?;
+    drop(receiver);
+    let params =
+        json!({ "senders": senders, "messages": messages, "size": size, "window": window });
+    Ok(delivery_report("fanin", params, seen, total, started))
+}
+
+/// `offline`: N messages wait for a receiver that is offline; then it connects and drains
+/// them. The rate is messages per second of the drain.
+pub async fn offline(
+    bench: Arc<Bench>,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let logins = bench
+        .users(&["offsender".into(), "offreceiver".into()])
+        .await?;
+    bench.befriend(&logins[0], &logins[1]).await?;
+    let (sender, events) = bench.connect(&logins[0]).await?;
+    drain(events);
+    let filled = Instant::now();
+    send_numbered(
+        bench.clone(),
+        sender,
+        logins[1].user.clone(),
+        messages,
+        size,
+        window,
+    )
+    .await?;
+    let fill_seconds = filled.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (receiver, events) = bench.connect(&logins[1]).await?;
+    let seen = receive_numbered(bench.clone(), events, messages).await;
+    drop(receiver);
+    let params = json!({ "messages": messages, "size": size, "fill_window": window });
+    let mut report = delivery_report("offline", params, seen, messages, started);
+    report.json["backlog_fill_seconds"] = json!(fill_seconds);
+    // Latency here is mostly time spent waiting offline; the drain rate is the figure.
+    report.summary = format!("{} (backlog filled in {fill_seconds:.2}s)", report.summary);
+    Ok(report)
+}
+
+/// `idle`: C authenticated connections that do nothing; node memory before and after.
+pub async fn idle(bench: Arc<Bench>, connections: usize) -> anyhow::Result<Report> {
+    let login = bench.users(&["idler".into()]).await?.remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = bench.node.rss_bytes()?;
+    let mut clients = Vec::with_capacity(connections);
+    let limit = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (bench, login, limit) = (bench.clone(), login.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await?;
+            bench.connect(&login).await
+        }));
+    }
+    for task in tasks {
+        clients.push(task.await??);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = bench.node.rss_bytes()?;
+    let per = after.saturating_sub(before) as f64 / connections as f64;
+    let json = json!({
+        "mode": "idle", "params": { "connections": connections },
+        "rss_before": before, "rss_after": after, "bytes_per_connection": per,
+    });
+    let summary = format!(
+        "idle {connections} connections: node RSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per connection",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        per / 1024.0
+    );
+    drop(clients);
+    Ok(Report { json, summary })
+}
