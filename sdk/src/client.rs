@@ -13,6 +13,7 @@
 use crate::error::{ConnectError, SendError};
 use crate::event::{Ack, ConnectionState, Event, Events, Message, Receipt};
 use crate::link::{handshake, ControlCommand, Link};
+pub use crate::options::ConnectOptions;
 use crate::outbox::{Queue, Stream};
 use crate::seal::{self, FriendKey};
 use quiver_proto::{
@@ -30,63 +31,6 @@ const EVENT_BUFFER: usize = 1024;
 
 /// How long [`Client::close`] waits for each step of a polite close.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
-
-/// How often the driver looks for messages that wait too long for `Sent`.
-const RESEND_CHECK: Duration = Duration::from_secs(1);
-
-/// How to reach a node, who to be, and how to behave on a mobile network.
-#[derive(Clone, Debug)]
-pub struct ConnectOptions {
-    /// The node's QUIC address (from login: `LoginResponse::quic_addr`).
-    pub addr: SocketAddr,
-    /// Name to verify in the node's certificate; the address's IP when `None`.
-    pub server_name: Option<String>,
-    /// PEM of the CA that signed the node's certificate.
-    pub ca_pem: String,
-    /// Token from login.
-    pub token: String,
-    /// The highest contiguous `seq` the app has already processed, if it keeps one
-    /// ([`Client::cursor`] from an earlier run). The node may push such entries again after
-    /// a crash; the SDK acknowledges them without showing them twice.
-    pub cursor: Option<Seq>,
-    /// Friendship keys, by friend.
-    pub keys: HashMap<UserId, FriendKey>,
-    /// QUIC keep-alive interval. 15 s costs a phone about 8 small packets a minute (4 PINGs
-    /// and their ACKs) and keeps typical carrier NAT bindings (30 s and up) open.
-    pub keep_alive: Duration,
-    /// A connection silent for this long is dead (the node's own limit may be lower).
-    pub idle_timeout: Duration,
-    /// How long one connection attempt may take.
-    pub connect_timeout: Duration,
-    /// First reconnect delay; doubles per failed attempt, with ±50 % jitter.
-    pub backoff_min: Duration,
-    /// Longest reconnect delay.
-    pub backoff_max: Duration,
-    /// A written message with no answer after this long is written again (same id). This
-    /// is also how fast a client waiting for SENT notices a node that died: the rewrite
-    /// draws a stateless reset from the restarted node, or goes unanswered.
-    pub resend_after: Duration,
-}
-
-impl ConnectOptions {
-    /// Options with mobile-friendly defaults.
-    pub fn new(addr: SocketAddr, ca_pem: impl Into<String>, token: impl Into<String>) -> Self {
-        Self {
-            addr,
-            server_name: None,
-            ca_pem: ca_pem.into(),
-            token: token.into(),
-            cursor: None,
-            keys: HashMap::new(),
-            keep_alive: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            backoff_min: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(30),
-            resend_after: Duration::from_secs(3),
-        }
-    }
-}
 
 /// A message the node has made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,17 +97,17 @@ impl Drop for StopOnDrop {
 
 /// State shared by the handle, the driver and the link tasks.
 pub(crate) struct Inner {
-    options: ConnectOptions,
-    endpoint: quinn::Endpoint,
-    user: UserId,
-    device: DeviceId,
-    keys: RwLock<HashMap<UserId, FriendKey>>,
-    seen: Arc<Mutex<CursorTracker>>,
-    link: RwLock<Option<Arc<Link>>>,
-    queues: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Queue>>>>,
+    pub(crate) options: ConnectOptions,
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) keys: RwLock<HashMap<UserId, FriendKey>>,
+    pub(crate) seen: Arc<Mutex<CursorTracker>>,
+    pub(crate) link: RwLock<Option<Arc<Link>>>,
+    pub(crate) queues: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Queue>>>>,
     pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
-    state: watch::Sender<ConnectionState>,
-    closing: watch::Sender<bool>,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    pub(crate) closing: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,7 +122,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_u128() -> u128 {
+pub(crate) fn random_u128() -> u128 {
     use chacha20poly1305::aead::rand_core::RngCore;
     let mut bytes = [0u8; 16];
     chacha20poly1305::aead::OsRng.fill_bytes(&mut bytes);
@@ -226,7 +170,7 @@ impl Client {
         });
         let link = Link::start(&inner, first, 1);
         inner.set_link(Some(link.clone()));
-        tokio::spawn(drive(inner.clone(), link));
+        tokio::spawn(crate::driver::drive(inner.clone(), link));
         let events = Events {
             rx,
             seen: inner.seen.clone(),
@@ -399,11 +343,11 @@ impl Inner {
         lock(&self.seen)
     }
 
-    fn link(&self) -> Option<Arc<Link>> {
+    pub(crate) fn link(&self) -> Option<Arc<Link>> {
         self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_link(&self, link: Option<Arc<Link>>) {
+    pub(crate) fn set_link(&self, link: Option<Arc<Link>>) {
         *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
     }
 
@@ -413,7 +357,7 @@ impl Inner {
 
     /// Announces a state change. Never waits: a full event buffer (an app that stopped
     /// reading) must not stall reconnection; [`Client::state`] always has the truth.
-    fn announce(&self, state: ConnectionState) {
+    pub(crate) fn announce(&self, state: ConnectionState) {
         self.state.send_replace(state.clone());
         let _ = self.events.try_send((Event::Connection(state), None));
     }
@@ -466,7 +410,7 @@ impl Inner {
 
     /// Writes every conversation's queue again (after a reconnect), or just the overdue
     /// and unwritten ones.
-    async fn flush_all(self: &Arc<Self>, only_overdue: bool) {
+    pub(crate) async fn flush_all(self: &Arc<Self>, only_overdue: bool) {
         let queues: Vec<_> = lock(&self.queues)
             .iter()
             .map(|(peer, q)| (peer.clone(), q.clone()))
@@ -556,85 +500,4 @@ async fn read_answers(inner: Weak<Inner>, peer: UserId, link: u64, mut recv: qui
             }
         }
     }
-}
-
-/// The driver: keeps the client connected until it is closed.
-async fn drive(inner: Arc<Inner>, mut link: Arc<Link>) {
-    let mut closing = inner.closing.subscribe();
-    loop {
-        inner.announce(ConnectionState::Online);
-        inner.flush_all(false).await;
-        let reason = loop {
-            tokio::select! {
-                error = link.conn.closed() => break error.to_string(),
-                // `closing` only ever turns true.
-                _ = closing.changed() => return,
-                _ = tokio::time::sleep(RESEND_CHECK) => inner.flush_all(true).await,
-            }
-        };
-        inner.set_link(None);
-        if *closing.borrow() {
-            return;
-        }
-        tracing::info!(%reason, "connection lost; reconnecting");
-        inner.announce(ConnectionState::Offline { reason });
-        match reconnect(&inner, &mut closing, link.id + 1).await {
-            Some(next) => link = next,
-            None => return,
-        }
-    }
-}
-
-/// Tries to connect until it works, the node refuses for good, or the client closes.
-async fn reconnect(
-    inner: &Arc<Inner>,
-    closing: &mut watch::Receiver<bool>,
-    id: u64,
-) -> Option<Arc<Link>> {
-    let options = &inner.options;
-    let name = options
-        .server_name
-        .clone()
-        .unwrap_or_else(|| options.addr.ip().to_string());
-    let mut delay = options.backoff_min;
-    loop {
-        inner.announce(ConnectionState::Connecting);
-        match handshake(
-            &inner.endpoint,
-            options.addr,
-            &name,
-            &options.token,
-            options.connect_timeout,
-        )
-        .await
-        {
-            Ok(handshake) if handshake.user == inner.user => {
-                inner.seen().advance_to(handshake.cursor);
-                let link = Link::start(inner, handshake, id);
-                inner.set_link(Some(link.clone()));
-                return Some(link);
-            }
-            Ok(_) => return stop(inner, "the token names another user".into()),
-            Err(ConnectError::Refused { code, message }) if !code.is_retryable() => {
-                return stop(inner, format!("refused by node: {code}: {message}"));
-            }
-            Err(e) => tracing::debug!(error = %e, ?delay, "reconnect failed"),
-        }
-        // Jitter (0.5 to 1.5 times the delay) keeps a crowd of phones from reconnecting
-        // in lockstep after a node restart.
-        let jittered = delay.mul_f64(0.5 + (random_u128() % 1000) as f64 / 1000.0);
-        tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
-            _ = closing.changed() => return None,
-        }
-        delay = (delay * 2).min(options.backoff_max);
-    }
-}
-
-fn stop(inner: &Inner, reason: String) -> Option<Arc<Link>> {
-    tracing::warn!(%reason, "client stopped");
-    let _ = inner
-        .events
-        .try_send((Event::Disconnected { reason }, None));
-    None
 }

@@ -47,10 +47,12 @@
 //!   in [`ConnectOptions::cursor`] so nothing already shown is shown twice.
 
 mod client;
+mod driver;
 mod error;
 mod event;
 mod frames;
 mod link;
+mod options;
 mod outbox;
 mod rest;
 pub mod seal;

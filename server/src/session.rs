@@ -275,6 +275,11 @@ impl Session {
             conn.close(varint(code), b"could not record delivery");
             return;
         }
+        self.record_ack(seq);
+    }
+
+    /// Marks `seq` acknowledged and moves the cursor (and the gauge) if it can.
+    fn record_ack(&self, seq: Seq) {
         let mut acks = self.acks();
         acks.in_progress.remove(&seq);
         let before = acks.tracker.cursor();
@@ -383,11 +388,8 @@ impl Session {
             let entries = inbox
                 .read(&self.user, next, to, PUSH_BATCH)
                 .map_err(|e| e.to_string())?;
-            let Some(last) = entries.last().map(|e| e.seq) else {
-                tracing::error!(from = %next, %to, "inbox has a hole; skipping it");
-                next = to.next();
-                continue;
-            };
+            let last = entries.last().map_or(to, |e| e.seq);
+            let holes = holes(next, last, &entries);
             {
                 // Under the acks lock, like every change to this session's share of the
                 // gauge, so the gauge never dips below zero.
@@ -397,6 +399,14 @@ impl Session {
                     .gauges
                     .push_backlog
                     .fetch_add(newly, Ordering::Relaxed);
+            }
+            if !holes.is_empty() {
+                // Only a damaged store has holes. Count them as delivered, or the cursor
+                // would stop below them and the window would never open again.
+                tracing::error!(?holes, "inbox has holes; skipping them");
+                for seq in holes {
+                    self.record_ack(seq);
+                }
             }
             for entry in entries {
                 let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
@@ -412,6 +422,21 @@ impl Session {
             next = last.next();
         }
     }
+}
+
+/// The `seq`s from `from` through `to` that `entries` (read in order) lack.
+fn holes(from: Seq, to: Seq, entries: &[Entry]) -> Vec<Seq> {
+    let mut present = entries.iter().map(|e| e.seq).peekable();
+    (from.0..=to.0)
+        .map(Seq)
+        .filter(|seq| {
+            let here = present.peek() == Some(seq);
+            if here {
+                present.next();
+            }
+            !here
+        })
+        .collect()
 }
 
 /// Answers a conversation stream's requests in order.
@@ -451,5 +476,32 @@ async fn push_stream(conn: quinn::Connection, mut rx: mpsc::UnboundedReceiver<En
             conn.close(varint(ErrorCode::Internal), b"push stream failed");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::EntryKind;
+
+    fn entry(seq: u64) -> Entry {
+        let kind = EntryKind::Chat {
+            id: quiver_proto::ClientMsgId(0),
+            sent_at_ms: 0,
+            body: vec![],
+        };
+        Entry {
+            seq: Seq(seq),
+            peer: UserId::parse("alice").unwrap(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn holes_are_the_missing_seqs_in_range() {
+        let entries = [entry(3), entry(5), entry(6)];
+        assert_eq!(holes(Seq(2), Seq(7), &entries), [Seq(2), Seq(4), Seq(7)]);
+        assert!(holes(Seq(3), Seq(3), &entries[..1]).is_empty());
+        assert_eq!(holes(Seq(1), Seq(2), &[]), [Seq(1), Seq(2)]);
     }
 }

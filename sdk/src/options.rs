@@ -1,0 +1,62 @@
+//! [`ConnectOptions`]: where the node is, who the client is, and the timings that suit a
+//! phone on a mobile network.
+
+use crate::seal::FriendKey;
+use quiver_proto::{Seq, UserId};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How to reach a node, who to be, and how to behave on a mobile network.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// The node's QUIC address (from login: `LoginResponse::quic_addr`).
+    pub addr: SocketAddr,
+    /// Name to verify in the node's certificate; the address's IP when `None`.
+    pub server_name: Option<String>,
+    /// PEM of the CA that signed the node's certificate.
+    pub ca_pem: String,
+    /// Token from login.
+    pub token: String,
+    /// The highest contiguous `seq` the app has already processed, if it keeps one
+    /// ([`Client::cursor`] from an earlier run). The node may push such entries again after
+    /// a crash; the SDK acknowledges them without showing them twice.
+    pub cursor: Option<Seq>,
+    /// Friendship keys, by friend.
+    pub keys: HashMap<UserId, FriendKey>,
+    /// QUIC keep-alive interval. 15 s costs a phone about 8 small packets a minute (4 PINGs
+    /// and their ACKs) and keeps typical carrier NAT bindings (30 s and up) open.
+    pub keep_alive: Duration,
+    /// A connection silent for this long is dead (the node's own limit may be lower).
+    pub idle_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt, with ±50 % jitter.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A written message with no answer after this long is written again (same id). This
+    /// is also how fast a client waiting for SENT notices a node that died: the rewrite
+    /// draws a stateless reset from the restarted node, or goes unanswered.
+    pub resend_after: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with mobile-friendly defaults.
+    pub fn new(addr: SocketAddr, ca_pem: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            addr,
+            server_name: None,
+            ca_pem: ca_pem.into(),
+            token: token.into(),
+            cursor: None,
+            keys: HashMap::new(),
+            keep_alive: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            resend_after: Duration::from_secs(3),
+        }
+    }
+}
