@@ -46,6 +46,11 @@ pub struct Limits {
     pub hello_timeout_ms: u64,
     /// Per-stream receive window, in bytes: chat frames are small.
     pub stream_receive_window: u32,
+    /// Chat messages one connection may send per second, on average. Over it, a message
+    /// is refused with `RateLimited` and not stored.
+    pub messages_per_sec: u32,
+    /// Chat messages one connection may send in a burst.
+    pub message_burst: u32,
 }
 
 impl Default for Config {
@@ -73,6 +78,8 @@ impl Default for Limits {
             idle_timeout_ms: 30_000,
             hello_timeout_ms: 10_000,
             stream_receive_window: 256 * 1024,
+            messages_per_sec: 500,
+            message_burst: 1000,
         }
     }
 }

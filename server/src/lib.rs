@@ -17,6 +17,7 @@
 //! | [`auth`] | password hashing and signed tokens |
 //! | [`net`] | frames over quinn streams |
 //! | [`node`] | start-up and ordered shutdown |
+//! | [`rate`] | token-bucket rate limits |
 //!
 //! ## Data flow
 //! `listener → session → router → inbox → (durable) → session push loops`.
@@ -34,6 +35,7 @@ pub mod inbox;
 pub mod listener;
 pub mod net;
 pub mod node;
+pub mod rate;
 pub mod router;
 pub mod session;
 pub mod tls;

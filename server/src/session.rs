@@ -12,6 +12,7 @@ use crate::auth::unix_now;
 use crate::inbox::Appended;
 use crate::net::{read_frame, varint, write_frame, FrameReadError};
 use crate::node::Shared;
+use crate::rate::TokenBucket;
 use quiver_proto::{
     ClientMsgId, ControlRequest, ControlResponse, ConversationRequest, ConversationResponse,
     CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
@@ -19,7 +20,7 @@ use quiver_proto::{
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -68,6 +69,8 @@ struct Session {
     acks: Mutex<Acks>,
     /// The device's cursor; the push loop waits on it when its window is full.
     cursor_tx: watch::Sender<Seq>,
+    /// Chat messages this connection may still send (all its conversations together).
+    send_rate: Mutex<TokenBucket>,
 }
 
 /// What the device acknowledged and what it was sent.
@@ -154,6 +157,11 @@ async fn hello(
         device: claims.device,
         acks: Mutex::new(acks),
         cursor_tx: watch::channel(start).0,
+        send_rate: Mutex::new(TokenBucket::new(
+            limits.messages_per_sec,
+            limits.message_burst,
+            Instant::now(),
+        )),
     };
     Ok((session, send, recv))
 }
@@ -346,6 +354,15 @@ impl Session {
     ) -> Option<ErrorCode> {
         loop {
             match read_frame(recv, self.max_frame()).await {
+                Ok(ConversationRequest::Chat { id, .. }) if !self.take_send_token() => {
+                    if tx
+                        .send(Reply::Chat(id, Err(ErrorCode::RateLimited)))
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
                 Ok(ConversationRequest::Chat {
                     id,
                     sent_at_ms,
@@ -363,6 +380,11 @@ impl Session {
                 Err(e) => return e.code(),
             }
         }
+    }
+
+    fn take_send_token(&self) -> bool {
+        let mut bucket = self.send_rate.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.try_take(Instant::now())
     }
 
     /// Pushes the inbox from the cursor on, one stream per peer, within the window.

@@ -365,3 +365,59 @@ fn app_code(error: &quinn::ConnectionError) -> Option<ErrorCode> {
         _ => None,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_rate_limit_is_refused_and_others_keep_chatting() -> anyhow::Result<()> {
+    let (rate, burst) = (20, 20);
+    let node = TestNode::start_with(|c| {
+        c.limits.messages_per_sec = rate;
+        c.limits.message_burst = burst;
+    })
+    .await?;
+    let (alice, bob, mallory) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("mallory").await?,
+    );
+    node.befriend(&alice, &bob).await?;
+    node.befriend(&mallory, &bob).await?;
+    let s = Scene {
+        node,
+        alice,
+        bob,
+        mallory,
+    };
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    let (m, _m_events) = s.node.connect(&s.mallory).await?;
+
+    let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..300 {
+        pending.push(
+            m.enqueue(&s.bob.id, format!("flood {i}").as_bytes())
+                .await?,
+        );
+    }
+    let (mut accepted, mut limited) = (Vec::new(), 0);
+    for p in pending {
+        match p.await {
+            Ok(sent) => accepted.push(sent.seq),
+            Err(quiver_sdk::SendError::Rejected(ErrorCode::RateLimited)) => limited += 1,
+            Err(e) => anyhow::bail!("unexpected {e}"),
+        }
+    }
+    let allowed = burst as f64 + rate as f64 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(limited > 0, "the flood was not limited");
+    assert!(
+        (accepted.len() as f64) <= allowed,
+        "{} accepted, at most {allowed:.0} allowed",
+        accepted.len()
+    );
+
+    // Bob gets exactly what was accepted; Alice, on her own connection, is not limited.
+    let got = messages(&mut b_events, accepted.len()).await?;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), accepted);
+    honest_chat_still_works(&s, &a, &mut b_events, 15).await?;
+    Ok(())
+}
