@@ -14,6 +14,8 @@ pub const FRIEND_REQUESTS: &str = "/v1/friends/requests";
 pub const FRIEND_ACCEPT: &str = "/v1/friends/accept";
 /// `GET` — friends (with keys) and pending requests.
 pub const FRIENDS: &str = "/v1/friends";
+/// `POST` — log out this device, or every device: their tokens stop working.
+pub const LOGOUT: &str = "/v1/logout";
 /// `GET` — liveness.
 pub const HEALTH: &str = "/v1/health";
 
@@ -51,6 +53,14 @@ pub struct LoginResponse {
     pub expires_at: u64,
     /// The QUIC address (`host:port`) of the user's home node.
     pub quic_addr: String,
+}
+
+/// Body of [`LOGOUT`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogoutRequest {
+    /// Log out every device of the user, not only the caller's.
+    #[serde(default)]
+    pub all_devices: bool,
 }
 
 /// Body of [`FRIEND_REQUESTS`] and [`FRIEND_ACCEPT`].

@@ -107,6 +107,15 @@ impl Rest {
         self.call(self.http.get(url).bearer_auth(token)).await
     }
 
+    /// Logs out this token's device, or every device of the user: their tokens stop
+    /// working for REST and for new connections.
+    pub async fn logout(&self, token: &str, all_devices: bool) -> Result<(), RestError> {
+        let body = rest::LogoutRequest { all_devices };
+        self.call::<serde_json::Value>(self.post(rest::LOGOUT, &body, Some(token)))
+            .await?;
+        Ok(())
+    }
+
     /// Whether the node answers.
     pub async fn health(&self) -> Result<(), RestError> {
         let url = format!("{}{}", self.base, rest::HEALTH);

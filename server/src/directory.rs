@@ -99,6 +99,15 @@ pub trait Directory: Send + Sync {
         -> Result<Option<FriendKey>, DirectoryError>;
     /// Friends and pending requests of `user`.
     async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError>;
+    /// Whether `device` is one of `user`'s (not logged out). Tokens of other devices are
+    /// refused, which is how logging out revokes them.
+    async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError>;
+    /// Logs out one device, or every device of the user when `device` is `None`.
+    async fn remove_devices(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+    ) -> Result<(), DirectoryError>;
 }
 
 /// The embedded directory: sled trees in the node's own database.
@@ -130,6 +139,13 @@ fn prefix(user: &UserId) -> Vec<u8> {
 fn pair(a: &UserId, b: &UserId) -> Vec<u8> {
     let mut key = prefix(a);
     key.extend_from_slice(b.as_str().as_bytes());
+    key
+}
+
+/// `user/` then the device id.
+fn device_key(user: &UserId, device: DeviceId) -> Vec<u8> {
+    let mut key = prefix(user);
+    key.extend_from_slice(&device.0.to_be_bytes());
     key
 }
 
@@ -213,16 +229,37 @@ impl Directory for SledDirectory {
         user: &UserId,
         requested: Option<DeviceId>,
     ) -> Result<DeviceId, DirectoryError> {
-        let key = |d: DeviceId| [prefix(user), d.0.to_be_bytes().to_vec()].concat();
         if let Some(device) = requested {
-            if self.devices.contains_key(key(device))? {
+            if self.devices.contains_key(device_key(user, device))? {
                 return Ok(device);
             }
         }
         let device = DeviceId(u64::from_be_bytes(self.random()?));
-        self.devices.insert(key(device), &[])?;
+        self.devices.insert(device_key(user, device), &[])?;
         self.flush().await?;
         Ok(device)
+    }
+
+    async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError> {
+        Ok(self.devices.contains_key(device_key(user, device))?)
+    }
+
+    async fn remove_devices(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+    ) -> Result<(), DirectoryError> {
+        match device {
+            Some(device) => {
+                self.devices.remove(device_key(user, device))?;
+            }
+            None => {
+                for key in self.devices.scan_prefix(prefix(user)).keys() {
+                    self.devices.remove(key?)?;
+                }
+            }
+        }
+        self.flush().await
     }
 
     async fn request_friend(

@@ -99,6 +99,13 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             .tokens
             .verify(token, unix_now())
             .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
+        if !shared
+            .directory
+            .has_device(&claims.user, claims.device)
+            .await?
+        {
+            return Err(ApiError::Unauthorized("token revoked"));
+        }
         Ok(Authed(claims))
     }
 }
@@ -112,6 +119,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIEND_REQUESTS, post(request_friend))
         .route(rest::FRIEND_ACCEPT, post(accept_friend))
         .route(rest::FRIENDS, get(friends))
+        .route(rest::LOGOUT, post(logout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
@@ -224,6 +232,18 @@ async fn accept_friend(
         status: "friends".into(),
         key: Some(to_hex(&key)),
     }))
+}
+
+async fn logout(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::LogoutRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body?;
+    let device = (!req.all_devices).then_some(me.device);
+    shared.directory.remove_devices(&me.user, device).await?;
+    tracing::info!(user = %me.user, all = req.all_devices, "logged out");
+    Ok(Json(serde_json::json!({ "logged_out": true })))
 }
 
 async fn friends(

@@ -129,6 +129,18 @@ async fn hello(
         Ok(claims) => claims,
         Err(e) => return Err(refuse(send, ErrorCode::Unauthenticated, e.to_string()).await),
     };
+    match shared
+        .directory
+        .has_device(&claims.user, claims.device)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            let message = "token revoked: the device logged out".to_string();
+            return Err(refuse(send, ErrorCode::Unauthenticated, message).await);
+        }
+        Err(e) => return Err((ErrorCode::Unavailable, e.to_string())),
+    }
     let inbox = shared.router.inbox();
     let internal = |e: crate::inbox::InboxError| (ErrorCode::Internal, e.to_string());
     // Resume from the node's own record. It may lag the device (cursor writes are not

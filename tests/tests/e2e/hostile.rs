@@ -421,3 +421,38 @@ async fn a_flood_past_the_rate_limit_is_refused_and_others_keep_chatting() -> an
     honest_chat_still_works(&s, &a, &mut b_events, 15).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn logging_out_revokes_the_tokens_of_one_device_or_all() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let laptop = node.user("alice").await?;
+    let phone = laptop.new_device(&node).await?;
+    let revoked = |answer: &ControlResponse| matches!(answer, ControlResponse::Error { code: ErrorCode::Unauthenticated, message } if message.contains("revoked"));
+
+    node.rest().logout(&laptop.login.token, false).await?;
+    let (_c, _s, _r, answer) = raw::hello(&node, &laptop.login.token).await?;
+    assert!(revoked(&answer), "{answer:?}");
+    let err = node.rest().friends(&laptop.login.token).await.unwrap_err();
+    assert!(matches!(err, RestError::Api { status: 401, .. }), "{err}");
+    let (_phone_client, _events) = node.connect(&phone).await?; // the other device is unaffected
+
+    node.rest().logout(&phone.login.token, true).await?;
+    let (_c, _s, _r, answer) = raw::hello(&node, &phone.login.token).await?;
+    assert!(revoked(&answer), "{answer:?}");
+
+    // Logging in again makes a new device whose token works.
+    let again = node
+        .rest()
+        .login("alice", &laptop.password, Some(laptop.login.device))
+        .await?;
+    assert_ne!(
+        again.device, laptop.login.device,
+        "a logged-out device id is not reused"
+    );
+    let (_c, _s, _r, answer) = raw::hello(&node, &again.token).await?;
+    assert!(
+        matches!(answer, ControlResponse::Welcome { .. }),
+        "{answer:?}"
+    );
+    Ok(())
+}
