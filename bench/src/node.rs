@@ -17,12 +17,19 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `binary` on `data` and reads its addresses from the start-up banner.
-    /// `quic` and `http` may use port 0.
-    pub fn start(binary: &Path, data: &Path, quic: &str, http: &str) -> anyhow::Result<Self> {
+    /// `quic` and `http` may use port 0. `extra` are more flags for the node.
+    pub fn start(
+        binary: &Path,
+        data: &Path,
+        quic: &str,
+        http: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("--data-dir")
             .arg(data)
             .args(["--quic-addr", quic, "--http-addr", http, "--log", "warn"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -38,7 +38,17 @@ impl Bench {
     pub fn start(server_bin: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("node");
-        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0")?;
+        // Every simulated user logs in from loopback, and the point is to find the node's
+        // own limits: lift the per-address login limit and the per-connection send rate.
+        let extra = [
+            "--logins-per-minute-per-address",
+            "1000000",
+            "--messages-per-sec",
+            "1000000",
+            "--message-burst",
+            "1000000",
+        ];
+        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &extra)?;
         let ca = std::fs::read_to_string(data.join("certs/ca.pem")).context("dev CA")?;
         let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
         Ok(Self {

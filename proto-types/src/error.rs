@@ -65,11 +65,15 @@ impl ErrorCode {
         })
     }
 
-    /// Whether the same request may succeed if sent again later.
+    /// Whether the same request may succeed if sent again later. `RateLimited` is: a
+    /// client that slows down gets through.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::ShuttingDown
+            ErrorCode::Internal
+                | ErrorCode::Unavailable
+                | ErrorCode::ShuttingDown
+                | ErrorCode::RateLimited
         )
     }
 }

@@ -51,6 +51,10 @@ pub struct Limits {
     pub messages_per_sec: u32,
     /// Chat messages one connection may send in a burst.
     pub message_burst: u32,
+    /// Login attempts per account per minute (bursts of as many), whatever the address.
+    pub logins_per_minute_per_account: u32,
+    /// Logins and registrations per client address per minute (bursts of as many).
+    pub logins_per_minute_per_address: u32,
 }
 
 impl Default for Config {
@@ -80,6 +84,8 @@ impl Default for Limits {
             stream_receive_window: 256 * 1024,
             messages_per_sec: 500,
             message_burst: 1000,
+            logins_per_minute_per_account: 10,
+            logins_per_minute_per_address: 60,
         }
     }
 }

@@ -8,15 +8,16 @@ use crate::auth::{self, unix_now, Claims};
 use crate::directory::{DirectoryError, FriendRequestOutcome};
 use crate::node::Shared;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
 use quiver_proto::UserId;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -39,6 +40,9 @@ pub enum ApiError {
     /// The request conflicts with what exists (a taken user name).
     #[error("{0}")]
     Conflict(&'static str),
+    /// Too many attempts; try again later.
+    #[error("too many attempts, try again later")]
+    RateLimited,
     /// Something failed inside the node; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -51,6 +55,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -142,8 +147,15 @@ async fn blocking<T: Send + 'static>(
 
 async fn register(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Result<Json<rest::RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if !shared
+        .logins_by_address
+        .try_take(remote.ip(), Instant::now())
+    {
+        return Err(ApiError::RateLimited);
+    }
     let Json(req) = body?;
     let user = parse_user(&req.user)?;
     if !(8..=1024).contains(&req.password.len()) {
@@ -164,12 +176,19 @@ async fn register(
 
 async fn login(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Result<Json<rest::LoginRequest>, JsonRejection>,
 ) -> Result<Json<rest::LoginResponse>, ApiError> {
     let Json(req) = body?;
-    let refused = ApiError::Unauthorized("wrong user name or password");
-    let user = UserId::parse(&req.user)
-        .map_err(|_| ApiError::Unauthorized("wrong user name or password"))?;
+    let refused = || ApiError::Unauthorized("wrong user name or password");
+    let user = UserId::parse(&req.user).map_err(|_| refused())?;
+    // Both limits are taken before argon2 runs: guessing costs the guesser, not the node.
+    let now = Instant::now();
+    if !shared.logins_by_address.try_take(remote.ip(), now)
+        || !shared.logins_by_account.try_take(user.clone(), now)
+    {
+        return Err(ApiError::RateLimited);
+    }
     let hash = shared.directory.password_hash(&user).await?;
     let password = req.password;
     // An unknown user costs the same argon2 work as a known one, so timing does not tell.
@@ -179,7 +198,7 @@ async fn login(
     })
     .await?;
     if !ok {
-        return Err(refused);
+        return Err(refused());
     }
     let device = shared.directory.register_device(&user, req.device).await?;
     let expires_at = unix_now() + shared.config.token_ttl_secs;
@@ -294,9 +313,11 @@ pub async fn serve(
                     Ok(Ok(tls)) => tls,
                     _ => return tracing::debug!(%remote, "tls handshake failed"),
                 };
-            let service = hyper_util::service::TowerToHyperService::new(app);
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // Handlers read the client address (for per-address limits) as ConnectInfo.
+            let app = app.layer(axum::Extension(ConnectInfo(remote)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = builder.serve_connection(io, service).await {
                 tracing::debug!(%remote, error = %e, "http connection ended");

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use quiver_server::{Config, Node};
+use quiver_server::{Config, Limits, Node};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +31,19 @@ struct Args {
     /// Lifetime of login tokens, in seconds.
     #[arg(long, default_value_t = 86_400)]
     token_ttl_secs: u64,
+    /// Login attempts per account per minute.
+    #[arg(long, default_value_t = Limits::default().logins_per_minute_per_account)]
+    logins_per_minute_per_account: u32,
+    /// Logins and registrations per client address per minute.
+    #[arg(long, default_value_t = Limits::default().logins_per_minute_per_address)]
+    logins_per_minute_per_address: u32,
+    /// Chat messages one connection may send per second (past it: RateLimited; the SDK
+    /// slows down and retries).
+    #[arg(long, default_value_t = Limits::default().messages_per_sec)]
+    messages_per_sec: u32,
+    /// Chat messages one connection may send in a burst.
+    #[arg(long, default_value_t = Limits::default().message_burst)]
+    message_burst: u32,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     log: String,
@@ -51,7 +64,13 @@ async fn main() -> anyhow::Result<()> {
         cert: args.cert,
         key: args.key,
         token_ttl_secs: args.token_ttl_secs,
-        ..Config::default()
+        limits: Limits {
+            logins_per_minute_per_account: args.logins_per_minute_per_account,
+            logins_per_minute_per_address: args.logins_per_minute_per_address,
+            messages_per_sec: args.messages_per_sec,
+            message_burst: args.message_burst,
+            ..Limits::default()
+        },
     };
     let node = Node::start(config).await.context("starting node")?;
     // The banner is for people and scripts; a closed stdout must not stop the node, so

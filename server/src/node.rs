@@ -6,11 +6,13 @@ use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, SledDirectory};
 use crate::inbox::{Inbox, InboxError};
 use crate::listener::ListenerError;
+use crate::rate::KeyedLimiter;
 use crate::router::Router;
 use crate::tls::{Identity, TlsError};
 use quiver_proto::ErrorCode;
+use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +30,10 @@ pub struct Shared {
     pub(crate) quic_addr: SocketAddr,
     /// Live counters an operator (and a test) can read.
     pub(crate) gauges: Gauges,
+    /// Login attempts, by account.
+    pub(crate) logins_by_account: KeyedLimiter<UserId>,
+    /// Logins and registrations, by client address.
+    pub(crate) logins_by_address: KeyedLimiter<IpAddr>,
 }
 
 /// Counters of what the node is doing now and has done.
@@ -38,7 +44,12 @@ pub struct Gauges {
     /// Entries pushed to devices and not yet acknowledged, over all live sessions. Bounded
     /// by `push_window` per session, however slow the devices.
     pub push_backlog: AtomicU64,
+    /// Chat messages refused for going over a connection's rate limit.
+    pub rate_limited: AtomicU64,
 }
+
+/// Accounts or addresses tracked by a login limiter before it forgets them all.
+const LIMITER_KEYS: usize = 100_000;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +138,14 @@ impl Node {
             router: Router::new(inbox, directory.clone(), config.limits.max_body_bytes),
             directory,
             tokens: TokenKey::new(&token_secret),
+            logins_by_account: KeyedLimiter::per_minute(
+                config.limits.logins_per_minute_per_account,
+                LIMITER_KEYS,
+            ),
+            logins_by_address: KeyedLimiter::per_minute(
+                config.limits.logins_per_minute_per_address,
+                LIMITER_KEYS,
+            ),
             config,
             quic_addr,
             gauges: Gauges::default(),
@@ -173,6 +192,11 @@ impl Node {
     /// Entries pushed to devices and not yet acknowledged, over all live sessions.
     pub fn push_backlog(&self) -> u64 {
         self.shared.gauges.push_backlog.load(Ordering::Relaxed)
+    }
+
+    /// Chat messages refused for going over a connection's rate limit since start.
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.gauges.rate_limited.load(Ordering::Relaxed)
     }
 
     /// The configuration the node runs with.

@@ -170,7 +170,7 @@ async fn hello(
         acks: Mutex::new(acks),
         cursor_tx: watch::channel(start).0,
         send_rate: Mutex::new(TokenBucket::new(
-            limits.messages_per_sec,
+            f64::from(limits.messages_per_sec),
             limits.message_burst,
             Instant::now(),
         )),
@@ -366,14 +366,11 @@ impl Session {
     ) -> Option<ErrorCode> {
         loop {
             match read_frame(recv, self.max_frame()).await {
-                Ok(ConversationRequest::Chat { id, .. }) if !self.take_send_token() => {
-                    if tx
-                        .send(Reply::Chat(id, Err(ErrorCode::RateLimited)))
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
+                // Over the rate: close the stream here. Nothing after this frame is stored,
+                // so when the client writes its queue again on a new stream (after a
+                // pause) its messages still go in in order.
+                Ok(ConversationRequest::Chat { .. }) if !self.take_send_token() => {
+                    return Some(ErrorCode::RateLimited);
                 }
                 Ok(ConversationRequest::Chat {
                     id,
@@ -396,7 +393,14 @@ impl Session {
 
     fn take_send_token(&self) -> bool {
         let mut bucket = self.send_rate.lock().unwrap_or_else(|p| p.into_inner());
-        bucket.try_take(Instant::now())
+        let allowed = bucket.try_take(Instant::now());
+        if !allowed {
+            self.shared
+                .gauges
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
     }
 
     /// Pushes the inbox from the cursor on, one stream per peer, within the window.

@@ -9,6 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// This test is about crashes, not rate limits: let the sender go as fast as it can.
+const FAST: &[&str] = &[
+    "--messages-per-sec",
+    "1000000",
+    "--message-burst",
+    "1000000",
+];
+
 async fn connect(
     rest: &Rest,
     quic: SocketAddr,
@@ -40,7 +48,7 @@ async fn crash_and_recover() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("node");
     let binary = Path::new(env!("CARGO_BIN_EXE_quiver-server"));
-    let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0")?;
+    let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0", FAST)?;
     let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
     let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
     for user in ["alice", "bob"] {
@@ -73,7 +81,7 @@ async fn crash_and_recover() -> anyhow::Result<()> {
     let sent_before_crash: Vec<Seq> = sent.lock().unwrap().iter().map(|(_, seq)| *seq).collect();
     let restarted = Instant::now();
     let (quic, http) = (node.quic.to_string(), node.http.to_string());
-    let node = NodeProcess::start(binary, &data, &quic, &http)?;
+    let node = NodeProcess::start(binary, &data, &quic, &http, FAST)?;
     let before = sent.lock().unwrap().len();
     while sent.lock().unwrap().len() == before {
         tokio::time::sleep(Duration::from_millis(1)).await;

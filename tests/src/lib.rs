@@ -78,6 +78,11 @@ impl TestNode {
         self.node().sessions_opened()
     }
 
+    /// Chat messages refused for going over a connection's rate limit.
+    pub fn rate_limited(&self) -> u64 {
+        self.node().rate_limited()
+    }
+
     /// Entries pushed and not yet acknowledged, over all sessions.
     pub fn push_backlog(&self) -> u64 {
         self.node().push_backlog()

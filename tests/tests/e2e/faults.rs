@@ -10,6 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// These tests are about faults, not rate limits: let one connection send as fast as it
+/// can (the limit has its own test in `hostile.rs`).
+fn fast_senders(config: &mut quiver_server::Config) {
+    config.limits.messages_per_sec = 1_000_000;
+    config.limits.message_burst = 1_000_000;
+}
+
 /// Runs a test body with a time limit: a hang is a failure, not a stuck CI run.
 async fn bounded(
     body: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -88,7 +95,7 @@ async fn distinct_receipts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_through_loss_duplication_and_reordering_arrive_once_in_order(
 ) -> anyhow::Result<()> {
-    let node = TestNode::start().await?;
+    let node = TestNode::start_with(fast_senders).await?;
     let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
     node.befriend(&alice, &bob).await?;
     let faults = Faults {
@@ -142,7 +149,7 @@ async fn ten_thousand_messages_through_loss_duplication_and_reordering_arrive_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebinding_mid_burst_migrates_the_same_connection_and_loses_nothing() -> anyhow::Result<()>
 {
-    let node = TestNode::start().await?;
+    let node = TestNode::start_with(fast_senders).await?;
     let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
     node.befriend(&alice, &bob).await?;
     let (a, mut a_events) = node.connect(&alice).await?;
@@ -212,7 +219,7 @@ async fn rebinding_mid_burst_migrates_the_same_connection_and_loses_nothing() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_longer_than_the_idle_timeout_are_survived_by_sender_and_receiver(
 ) -> anyhow::Result<()> {
-    let node = TestNode::start().await?;
+    let node = TestNode::start_with(fast_senders).await?;
     let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
     node.befriend(&alice, &bob).await?;
     let a_relay = Relay::start(node.quic_addr(), Faults::default()).await?;
@@ -317,7 +324,11 @@ async fn a_stalled_receiver_cannot_grow_the_nodes_push_backlog() -> anyhow::Resu
 
 async fn a_stalled_receiver_cannot_grow_the_nodes_push_backlog_body() -> anyhow::Result<()> {
     let window = 256;
-    let node = TestNode::start_with(|c| c.limits.push_window = window).await?;
+    let node = TestNode::start_with(|c| {
+        fast_senders(c);
+        c.limits.push_window = window;
+    })
+    .await?;
     let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
     node.befriend(&alice, &bob).await?;
     let (a, _a_events) = node.connect(&alice).await?;

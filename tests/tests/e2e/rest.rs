@@ -66,3 +66,35 @@ async fn accounts_and_friend_requests_refuse_bad_input_with_clear_codes() -> any
     assert_ne!(other.device, carol.login.device);
     Ok(())
 }
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_account_and_per_address() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| {
+        c.limits.logins_per_minute_per_account = 3;
+        c.limits.logins_per_minute_per_address = 8;
+    })
+    .await?;
+    let rest = node.rest();
+    let carol = node.user("carol").await?; // 2 requests from this address so far, 1 login
+    for _ in 0..2 {
+        assert_eq!(
+            status(rest.login("carol", "wrong-password", None).await).0,
+            401
+        );
+    }
+    // Carol's account has used its 3 attempts: even the right password waits.
+    assert_eq!(
+        status(rest.login("carol", &carol.password, None).await),
+        (429, "rate_limited".into())
+    );
+    // Another account from the same address still gets in...
+    let dave = node.user("dave").await?; // requests 6 and 7 from this address
+                                         // ...until the address has used its 8.
+    assert!(rest.login("dave", &dave.password, None).await.is_ok());
+    assert_eq!(
+        status(rest.login("dave", &dave.password, None).await).0,
+        429
+    );
+    assert_eq!(status(rest.register("erin", "erin-password").await).0, 429);
+    Ok(())
+}
