@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The request conflicts with what exists (a taken user name).
     #[error("{0}")]
     Conflict(&'static str),
+    /// The request body is over the limit.
+    #[error("request body too large")]
+    TooLarge,
     /// Too many attempts; try again later.
     #[error("too many attempts, try again later")]
     RateLimited,
@@ -55,6 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
@@ -83,6 +87,9 @@ impl From<DirectoryError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::TooLarge;
+        }
         ApiError::BadRequest(e.body_text())
     }
 }

@@ -46,6 +46,8 @@ pub struct Gauges {
     pub push_backlog: AtomicU64,
     /// Chat messages refused for going over a connection's rate limit.
     pub rate_limited: AtomicU64,
+    /// Conversation streams open now, over all connections.
+    pub open_conversations: AtomicU64,
 }
 
 /// Accounts or addresses tracked by a login limiter before it forgets them all.
@@ -197,6 +199,14 @@ impl Node {
     /// Chat messages refused for going over a connection's rate limit since start.
     pub fn rate_limited(&self) -> u64 {
         self.shared.gauges.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Conversation streams open now, over all connections.
+    pub fn open_conversations(&self) -> u64 {
+        self.shared
+            .gauges
+            .open_conversations
+            .load(Ordering::Relaxed)
     }
 
     /// The configuration the node runs with.

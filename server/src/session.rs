@@ -18,7 +18,7 @@ use quiver_proto::{
     CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -335,6 +335,7 @@ impl Session {
     /// One conversation stream: `Open`, then chats. Appends happen in stream order; a
     /// separate responder waits for durability, so a burst is pipelined, not stop-and-wait.
     async fn conversation(self: Arc<Self>, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let _counted = Counted::new(&self.shared.gauges.open_conversations);
         let limits = &self.shared.config.limits;
         let (tx, rx) = mpsc::channel(limits.send_pipeline);
         let responder = tokio::spawn(respond(send, rx));
@@ -459,6 +460,22 @@ impl Session {
             }
             next = last.next();
         }
+    }
+}
+
+/// Counts itself in a gauge while it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

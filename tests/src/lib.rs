@@ -78,6 +78,11 @@ impl TestNode {
         self.node().sessions_opened()
     }
 
+    /// Conversation streams open now.
+    pub fn open_conversations(&self) -> u64 {
+        self.node().open_conversations()
+    }
+
     /// Chat messages refused for going over a connection's rate limit.
     pub fn rate_limited(&self) -> u64 {
         self.node().rate_limited()

@@ -474,3 +474,94 @@ async fn logging_out_revokes_the_tokens_of_one_device_or_all() -> anyhow::Result
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_streams_at_once_are_served_within_the_stream_limit() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let limit = u64::from(s.node.node().config().limits.max_client_streams);
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    let (conn, _ctl_send, _ctl_recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let open = encode_frame(&ConversationRequest::Open {
+        peer: s.bob.id.clone(),
+    })?;
+
+    let mut streams = tokio::task::JoinSet::new();
+    for _ in 0..10_000 {
+        let (conn, open) = (conn.clone(), open.clone());
+        streams.spawn(async move {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            send.write_all(&open).await?;
+            send.finish()?;
+            let answers: Vec<ConversationResponse> = raw::read_all(&mut recv).await?;
+            anyhow::ensure!(answers.is_empty(), "{answers:?}");
+            anyhow::Ok(())
+        });
+    }
+    let mut peak = 0;
+    let watching = async {
+        loop {
+            peak = peak.max(s.node.open_conversations());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let all_done = async {
+        while let Some(done) = streams.join_next().await {
+            done??;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        done = all_done => done?,
+        _ = watching => unreachable!(),
+    }
+    assert!(
+        peak <= limit,
+        "{peak} conversation streams open at once; the limit is {limit}"
+    );
+    assert!(peak > 1, "the streams really ran concurrently");
+    honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replayed_chat_frame_is_stored_once() -> anyhow::Result<()> {
+    let s = scene().await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    let (conn, _ctl_send, _ctl_recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let chat = ConversationRequest::Chat {
+        id: ClientMsgId(5),
+        sent_at_ms: 0,
+        body: vec![0; 48],
+    };
+    let mut seqs = Vec::new();
+    // The same bytes, twice on one stream and once more on another.
+    for replays in [2, 1] {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&encode_frame(&ConversationRequest::Open {
+            peer: s.bob.id.clone(),
+        })?)
+        .await?;
+        for _ in 0..replays {
+            send.write_all(&encode_frame(&chat)?).await?;
+        }
+        send.finish()?;
+        for answer in raw::read_all::<ConversationResponse>(&mut recv).await? {
+            let ConversationResponse::Sent { seq, .. } = answer else {
+                panic!("{answer:?}")
+            };
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(seqs.len(), 3);
+    assert!(
+        seqs.iter().all(|&seq| seq == seqs[0]),
+        "one seq for every replay: {seqs:?}"
+    );
+    assert!(matches!(
+        next_event(&mut b_events).await?,
+        Event::Undecryptable { .. }
+    ));
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    Ok(())
+}

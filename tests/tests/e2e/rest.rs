@@ -98,3 +98,13 @@ async fn login_attempts_are_limited_per_account_and_per_address() -> anyhow::Res
     assert_eq!(status(rest.register("erin", "erin-password").await).0, 429);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_oversize_request_body_is_refused() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let huge = "x".repeat(64 * 1024);
+    let (status_code, _) = status(node.rest().register("carol", &huge).await);
+    assert_eq!(status_code, 413, "a 64 KiB body is over the 16 KiB limit");
+    node.user("carol").await?; // the node is fine
+    Ok(())
+}
