@@ -6,8 +6,8 @@
 //! measure end-to-end latency (send → app has it, durability included).
 //!
 //! Modes: `pairs` (P senders each to its own receiver), `fanin` (many senders to one
-//! receiver), `offline` (a backlog drained by a connecting device), `idle` (memory per
-//! idle authenticated connection).
+//! receiver), `offline` (a backlog drained by a connecting device), `stalled` (node memory
+//! while a receiver does not read), `idle` (memory per idle authenticated connection).
 
 pub mod node;
 pub mod stats;

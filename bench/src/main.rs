@@ -63,6 +63,18 @@ enum Mode {
         #[arg(long, default_value_t = 256)]
         window: usize,
     },
+    /// N messages at a receiver that never reads: node memory before and after.
+    Stalled {
+        /// Messages sent.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages waiting for SENT at once.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+    },
     /// C idle authenticated connections: node memory per connection.
     Idle {
         /// Connections (each client has its own UDP socket: mind `ulimit -n`).
@@ -97,6 +109,11 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
         } => workload::offline(bench, messages, size, window).await?,
+        Mode::Stalled {
+            messages,
+            size,
+            window,
+        } => workload::stalled(bench, messages, size, window).await?,
         Mode::Idle { connections } => workload::idle(bench, connections).await?,
     };
     println!("{}", report.json);

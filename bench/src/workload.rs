@@ -389,6 +389,47 @@ pub async fn offline(
     Ok(report)
 }
 
+/// `stalled`: N messages pushed at a receiver that is connected but never reads; node
+/// memory before and after (the push window, not N, should bound what the node holds).
+pub async fn stalled(
+    bench: Arc<Bench>,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let logins = bench.users(&["talker".into(), "sleeper".into()]).await?;
+    bench.befriend(&logins[0], &logins[1]).await?;
+    let (sender, events) = bench.connect(&logins[0]).await?;
+    drain(events);
+    let (_sleeper, _unread_events) = bench.connect(&logins[1]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = bench.node.rss_bytes()?;
+    let started = Instant::now();
+    send_numbered(
+        bench.clone(),
+        sender,
+        logins[1].user.clone(),
+        messages,
+        size,
+        window,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = bench.node.rss_bytes()?;
+    let growth = after.saturating_sub(before);
+    let json = json!({
+        "mode": "stalled", "params": { "messages": messages, "size": size, "window": window },
+        "rss_before": before, "rss_after": after, "rss_growth": growth, "seconds": seconds,
+    });
+    let summary = format!(
+        "stalled receiver, {messages} msgs of {size} B: node RSS {:.1} MiB -> {:.1} MiB (+{:.1} MiB) in {seconds:.1}s",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        growth as f64 / 1048576.0
+    );
+    Ok(Report { json, summary })
+}
+
 /// `idle`: C authenticated connections that do nothing; node memory before and after.
 pub async fn idle(bench: Arc<Bench>, connections: usize) -> anyhow::Result<Report> {
     let login = bench.users(&["idler".into()]).await?.remove(0);
