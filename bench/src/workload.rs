@@ -366,17 +366,12 @@ pub async fn offline(
     bench.befriend(&logins[0], &logins[1]).await?;
     let (sender, events) = bench.connect(&logins[0]).await?;
     drain(events);
+    let rss_before_fill = bench.node.rss_bytes()?;
     let filled = Instant::now();
-    send_numbered(
-        bench.clone(),
-        sender,
-        logins[1].user.clone(),
-        messages,
-        size,
-        window,
-    )
-    .await?;
+    let to = logins[1].user.clone();
+    send_numbered(bench.clone(), sender, to, messages, size, window).await?;
     let fill_seconds = filled.elapsed().as_secs_f64();
+    let fill_growth = bench.node.rss_bytes()?.saturating_sub(rss_before_fill);
     let started = Instant::now();
     let (receiver, events) = bench.connect(&logins[1]).await?;
     let seen = receive_numbered(bench.clone(), events, messages).await;
@@ -384,8 +379,14 @@ pub async fn offline(
     let params = json!({ "messages": messages, "size": size, "fill_window": window });
     let mut report = delivery_report("offline", params, seen, messages, started);
     report.json["backlog_fill_seconds"] = json!(fill_seconds);
+    // The same stored data as `stalled` with nobody connected: what storage alone costs.
+    report.json["rss_growth_during_fill"] = json!(fill_growth);
     // Latency here is mostly time spent waiting offline; the drain rate is the figure.
-    report.summary = format!("{} (backlog filled in {fill_seconds:.2}s)", report.summary);
+    report.summary = format!(
+        "{} (backlog filled in {fill_seconds:.2}s, node RSS +{:.1} MiB meanwhile)",
+        report.summary,
+        fill_growth as f64 / 1048576.0
+    );
     Ok(report)
 }
 

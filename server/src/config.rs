@@ -22,6 +22,8 @@ pub struct Config {
     pub key: Option<PathBuf>,
     /// How long a login token stays valid, in seconds.
     pub token_ttl_secs: u64,
+    /// Memory sled may use to cache pages, in bytes (its own default is 1 GiB).
+    pub storage_cache_bytes: u64,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
 }
@@ -66,6 +68,7 @@ impl Default for Config {
             cert: None,
             key: None,
             token_ttl_secs: 24 * 3600,
+            storage_cache_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
         }
     }

@@ -44,6 +44,9 @@ struct Args {
     /// Chat messages one connection may send in a burst.
     #[arg(long, default_value_t = Limits::default().message_burst)]
     message_burst: u32,
+    /// Memory for sled's page cache, in MiB.
+    #[arg(long, default_value_t = Config::default().storage_cache_bytes >> 20)]
+    storage_cache_mib: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     log: String,
@@ -64,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         cert: args.cert,
         key: args.key,
         token_ttl_secs: args.token_ttl_secs,
+        storage_cache_bytes: args.storage_cache_mib << 20,
         limits: Limits {
             logins_per_minute_per_account: args.logins_per_minute_per_account,
             logins_per_minute_per_address: args.logins_per_minute_per_address,

@@ -123,7 +123,7 @@ impl Node {
         let token_secret = secret(&data.join("secrets").join("token.key"))?;
         let reset_secret = secret(&data.join("secrets").join("stateless-reset.key"))?;
 
-        let db = open_db(&data.join("db")).await?;
+        let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let (commit, commit_task) = GroupCommit::spawn(db.clone());
         let inbox = Arc::new(Inbox::open(&db, commit)?);
         let directory: Arc<dyn Directory> = Arc::new(SledDirectory::open(&db)?);
@@ -238,10 +238,11 @@ impl Node {
 }
 
 /// Opens sled, waiting a little if a previous owner of the folder is still letting go.
-async fn open_db(path: &Path) -> Result<sled::Db, NodeError> {
+async fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
+    let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
     let mut tries = 0;
     loop {
-        match sled::open(path) {
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if tries < 50 => {
                 tracing::debug!(error = %e, "storage busy, retrying");
