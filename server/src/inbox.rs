@@ -222,11 +222,6 @@ impl Inbox {
         })
     }
 
-    /// How many group flushes have run (for metrics and tests).
-    pub fn flushes(&self) -> u64 {
-        self.commit.flushes()
-    }
-
     /// Watches `owner`'s durable head: the highest `seq` that is safe to push.
     pub fn subscribe(&self, owner: &UserId) -> Result<watch::Receiver<Seq>, InboxError> {
         let mut owners = self.shard(owner);

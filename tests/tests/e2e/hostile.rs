@@ -20,7 +20,12 @@ struct Scene {
 }
 
 async fn scene() -> anyhow::Result<Scene> {
-    let node = TestNode::start().await?;
+    scene_with(|_| {}).await
+}
+
+/// The scene on a node whose configuration `adjust` changed.
+async fn scene_with(adjust: impl FnOnce(&mut quiver_server::Config)) -> anyhow::Result<Scene> {
+    let node = TestNode::start_with(adjust).await?;
     let (alice, bob, mallory) = (
         node.user("alice").await?,
         node.user("bob").await?,
@@ -370,24 +375,11 @@ fn app_code(error: &quinn::ConnectionError) -> Option<ErrorCode> {
 async fn a_flood_past_the_rate_limit_is_slowed_to_the_limit_and_others_keep_chatting(
 ) -> anyhow::Result<()> {
     let (rate, burst, flood) = (100, 100, 400);
-    let node = TestNode::start_with(|c| {
+    let s = scene_with(|c| {
         c.limits.messages_per_sec = rate;
         c.limits.message_burst = burst;
     })
     .await?;
-    let (alice, bob, mallory) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("mallory").await?,
-    );
-    node.befriend(&alice, &bob).await?;
-    node.befriend(&mallory, &bob).await?;
-    let s = Scene {
-        node,
-        alice,
-        bob,
-        mallory,
-    };
     let (a, _a_events) = s.node.connect(&s.alice).await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
     let (m, _m_events) = s.node.connect(&s.mallory).await?;
