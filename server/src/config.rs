@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// A node's configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -125,10 +124,5 @@ impl Config {
             return Err(ConfigError::CertWithoutKey);
         }
         Ok(())
-    }
-
-    /// `token_ttl_secs` as a duration.
-    pub fn token_ttl(&self) -> Duration {
-        Duration::from_secs(self.token_ttl_secs)
     }
 }

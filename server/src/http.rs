@@ -5,7 +5,7 @@
 //! shows internals; the internal cause is logged instead.
 
 use crate::auth::{self, unix_now, Claims};
-use crate::directory::{DirectoryError, FriendRequestOutcome};
+use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
 use crate::node::Shared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
@@ -231,18 +231,13 @@ async fn request_friend(
 ) -> Result<Json<FriendStatus>, ApiError> {
     let Json(req) = body?;
     let other = parse_user(&req.user)?;
-    let outcome = shared.directory.request_friend(&me.user, &other).await?;
-    let (status, key) = match outcome {
-        FriendRequestOutcome::Pending => ("pending", None),
+    let key = match shared.directory.request_friend(&me.user, &other).await? {
+        FriendRequestOutcome::Pending => None,
         FriendRequestOutcome::Accepted(key) | FriendRequestOutcome::AlreadyFriends(key) => {
-            ("friends", Some(to_hex(&key)))
+            Some(key)
         }
     };
-    Ok(Json(FriendStatus {
-        user: other,
-        status: status.into(),
-        key,
-    }))
+    Ok(friend_status(other, key))
 }
 
 async fn accept_friend(
@@ -253,11 +248,17 @@ async fn accept_friend(
     let Json(req) = body?;
     let other = parse_user(&req.user)?;
     let key = shared.directory.accept_friend(&me.user, &other).await?;
-    Ok(Json(FriendStatus {
-        user: other,
-        status: "friends".into(),
-        key: Some(to_hex(&key)),
-    }))
+    Ok(friend_status(other, Some(key)))
+}
+
+/// "friends" with the key once there is one, "pending" before.
+fn friend_status(user: UserId, key: Option<FriendKey>) -> Json<FriendStatus> {
+    let status = if key.is_some() { "friends" } else { "pending" };
+    Json(FriendStatus {
+        user,
+        status: status.into(),
+        key: key.map(|k| to_hex(&k)),
+    })
 }
 
 async fn logout(
