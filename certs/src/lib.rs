@@ -106,8 +106,11 @@ impl Ca {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_name);
         params.distinguished_name = dn;
+        // Peers in a mesh dial each other by node name, so the name is always a DNS name.
+        let own = (!names.iter().any(|n| n == node_name)).then(|| node_name.to_string());
         params.subject_alt_names = names
             .iter()
+            .chain(own.as_ref())
             .map(|n| match n.parse() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
                 Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),

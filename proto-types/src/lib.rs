@@ -10,6 +10,7 @@
 //!   length *before* allocating and never panics on any input.
 //! - [`messages`]: every message of protocol version 1, grouped by the stream it travels on.
 //! - [`error`]: [`ErrorCode`], the codes the node uses to reset streams and close connections.
+//! - [`mesh`]: what nodes say to each other over their mutual-TLS links.
 //! - [`rest`]: JSON bodies and paths of the REST API.
 //! - [`cursor`]: [`CursorTracker`], the "highest contiguous acknowledged `seq`" state machine
 //!   used by the node (per device) and by the SDK (to drop redeliveries).
@@ -26,6 +27,7 @@ pub mod cursor;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod mesh;
 pub mod messages;
 pub mod rest;
 

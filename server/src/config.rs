@@ -9,6 +9,8 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// This node's id: the home recorded for users who register here. Unique in a mesh.
+    pub node_id: String,
     /// Folder for sled data, dev certificates and node secrets.
     pub data_dir: PathBuf,
     /// UDP address of the client QUIC endpoint.
@@ -25,6 +27,45 @@ pub struct Config {
     pub storage_cache_bytes: u64,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
+    /// Mesh mode: join a cluster of nodes. Unset, the node runs alone.
+    pub mesh: Option<MeshConfig>,
+}
+
+/// How a node joins a mesh.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Redis holding the directory, the node registry and device locations.
+    pub redis_url: String,
+    /// UDP address of the node-to-node QUIC endpoint (mutual TLS).
+    pub mesh_addr: SocketAddr,
+    /// The cluster CA (PEM): peers must present a certificate it signed, naming their
+    /// node id. `cert` must be signed by it too.
+    pub cluster_ca: PathBuf,
+    /// The QUIC address clients are told to use for users homed here; the bound
+    /// `quic_addr` when unset.
+    #[serde(default)]
+    pub advertise_addr: Option<SocketAddr>,
+    /// How often the node renews its registration, in milliseconds.
+    #[serde(default = "MeshConfig::default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+impl MeshConfig {
+    fn default_heartbeat_ms() -> u64 {
+        1000
+    }
+
+    /// Mesh settings with defaults for the rest.
+    pub fn new(redis_url: String, mesh_addr: SocketAddr, cluster_ca: PathBuf) -> Self {
+        Self {
+            redis_url,
+            mesh_addr,
+            cluster_ca,
+            advertise_addr: None,
+            heartbeat_ms: Self::default_heartbeat_ms(),
+        }
+    }
 }
 
 /// Bounds on every resource a client can grow (DESIGN.md invariant 6).
@@ -61,6 +102,7 @@ pub struct Limits {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            node_id: "local".into(),
             data_dir: PathBuf::from("quiver-data"),
             quic_addr: "127.0.0.1:4433".parse().expect("valid literal"),
             http_addr: "127.0.0.1:8443".parse().expect("valid literal"),
@@ -69,6 +111,7 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             storage_cache_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
+            mesh: None,
         }
     }
 }
@@ -101,6 +144,12 @@ pub enum ConfigError {
     /// Only one of `cert` and `key` was given.
     #[error("cert and key must be given together")]
     CertWithoutKey,
+    /// Mesh mode without a certificate of the cluster CA.
+    #[error("mesh mode needs cert and key issued by the cluster CA")]
+    MeshWithoutCert,
+    /// A node id that cannot be a certificate DNS name.
+    #[error("node id must be 1-63 characters of [a-z0-9-]")]
+    NodeId,
 }
 
 impl Config {
@@ -122,6 +171,17 @@ impl Config {
         }
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::CertWithoutKey);
+        }
+        let id_ok = (1..=63).contains(&self.node_id.len())
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            return Err(ConfigError::NodeId);
+        }
+        if self.mesh.is_some() && self.cert.is_none() {
+            return Err(ConfigError::MeshWithoutCert);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 use crate::auth::{self, unix_now, Claims};
 use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
 use crate::node::Shared;
+use crate::router::Home;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::{header, request::Parts, StatusCode};
@@ -173,7 +174,8 @@ async fn register(
     let hash = blocking(move || auth::hash_password(&req.password))
         .await?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    shared.directory.create_user(&user, &hash).await?;
+    let home = &shared.config.node_id;
+    shared.directory.create_user(&user, &hash, home).await?;
     tracing::info!(%user, "registered");
     Ok((
         StatusCode::CREATED,
@@ -215,12 +217,17 @@ async fn login(
         expires_at,
     });
     tracing::info!(%user, %device, "logged in");
+    // Normally a device connects to its user's home node: one hop less for everything.
+    let quic_addr = match (shared.router.home(&user).await, shared.router.mesh()) {
+        (Ok(Home::Peer(node)), Some(mesh)) => mesh.registry().node(&node).map(|n| n.client),
+        _ => None,
+    };
     Ok(Json(rest::LoginResponse {
         token,
         user,
         device,
         expires_at,
-        quic_addr: shared.quic_addr.to_string(),
+        quic_addr: quic_addr.unwrap_or(shared.quic_addr).to_string(),
     }))
 }
 

@@ -9,10 +9,13 @@
 //! | [`tls`] | certificates and rustls configurations |
 //! | [`listener`] | the QUIC endpoint and its accept loop |
 //! | [`session`] | one client connection: hello, control, conversations, pushes |
-//! | [`router`] | where a chat or receipt goes; the only writer of inboxes |
+//! | [`feed`] | one device's cursor, acks and push window, on its user's home node |
+//! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
+//! | [`router`] | where a chat or receipt goes (home nodes); the only writer of inboxes |
+//! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
 //! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
-//! | [`directory`] | accounts, devices, friendships (embedded sled) |
+//! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
 //! | [`http`] | the REST API (axum over HTTPS) |
 //! | [`auth`] | password hashing and signed tokens |
 //! | [`net`] | frames over quinn streams |
@@ -29,10 +32,13 @@
 pub mod auth;
 pub mod commit;
 pub mod config;
+pub mod conversation;
 pub mod directory;
+pub mod feed;
 pub mod http;
 pub mod inbox;
 pub mod listener;
+pub mod mesh;
 pub mod net;
 pub mod node;
 pub mod rate;

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use quiver_server::config::MeshConfig;
 use quiver_server::{Config, Limits, Node};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -47,6 +48,24 @@ struct Args {
     /// Memory for sled's page cache, in MiB.
     #[arg(long, default_value_t = Config::default().storage_cache_bytes >> 20)]
     storage_cache_mib: u64,
+    /// This node's id: recorded as the home of users who register here; unique in a mesh
+    /// and named (as a DNS name) in the node's certificate.
+    #[arg(long, env = "QUIVER_NODE_ID", default_value = "local")]
+    node_id: String,
+    /// Mesh mode: the Redis holding the directory and the node registry
+    /// (`redis://host:port`). Needs --mesh-addr, --cluster-ca, --cert and --key.
+    #[arg(long, env = "QUIVER_REDIS_URL", requires_all = ["mesh_addr", "cluster_ca", "cert"])]
+    redis_url: Option<String>,
+    /// Mesh mode: UDP address of the node-to-node endpoint (mutual TLS).
+    #[arg(long, env = "QUIVER_MESH_ADDR", requires = "redis_url")]
+    mesh_addr: Option<SocketAddr>,
+    /// Mesh mode: the cluster CA (PEM) that signed every node's certificate.
+    #[arg(long, env = "QUIVER_CLUSTER_CA", requires = "redis_url")]
+    cluster_ca: Option<PathBuf>,
+    /// Mesh mode: the QUIC address clients are told for users homed here (default: the
+    /// bound --quic-addr).
+    #[arg(long, requires = "redis_url")]
+    advertise_addr: Option<SocketAddr>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quiver_server=debug`.
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     log: String,
@@ -60,7 +79,16 @@ async fn main() -> anyhow::Result<()> {
         // Logs on stderr; stdout carries only the start-up banner, for scripts.
         .with_writer(std::io::stderr)
         .init();
+    let mesh = match (args.redis_url, args.mesh_addr, args.cluster_ca) {
+        (Some(url), Some(addr), Some(ca)) => Some(MeshConfig {
+            advertise_addr: args.advertise_addr,
+            ..MeshConfig::new(url, addr, ca)
+        }),
+        _ => None,
+    };
     let config = Config {
+        node_id: args.node_id,
+        mesh,
         data_dir: args.data_dir,
         quic_addr: args.quic_addr,
         http_addr: args.http_addr,
@@ -84,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
         node.quic_addr(),
         node.http_addr()
     );
+    if let Some(mesh) = node.mesh_addr() {
+        banner.push_str(&format!("  mesh  {mesh}\n"));
+    }
     if let Some(ca) = node.ca_cert() {
         let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
         banner.push_str(&format!("  dev CA for clients: {}\n", ca.display()));

@@ -3,9 +3,10 @@
 use crate::auth::TokenKey;
 use crate::commit::GroupCommit;
 use crate::config::{Config, ConfigError};
-use crate::directory::{Directory, DirectoryError, SledDirectory};
+use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
 use crate::inbox::{Inbox, InboxError};
 use crate::listener::ListenerError;
+use crate::mesh::{Mesh, MeshError};
 use crate::rate::KeyedLimiter;
 use crate::router::Router;
 use crate::tls::{Identity, TlsError};
@@ -85,6 +86,9 @@ pub enum NodeError {
     /// The directory could not be opened.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// The mesh could not start.
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -102,6 +106,8 @@ pub struct Node {
     quic_task: JoinHandle<()>,
     http_task: JoinHandle<()>,
     commit_task: JoinHandle<()>,
+    /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
+    mesh_tasks: Vec<JoinHandle<()>>,
     db: sled::Db,
     shared: Arc<Shared>,
 }
@@ -120,24 +126,56 @@ impl Node {
             }
         };
         let identity = Identity::load(&cert, &key)?;
-        let token_secret = secret(&data.join("secrets").join("token.key"))?;
+        let mut token_secret = secret(&data.join("secrets").join("token.key"))?;
         let reset_secret = secret(&data.join("secrets").join("stateless-reset.key"))?;
 
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let (commit, commit_task) = GroupCommit::spawn(db.clone());
         let inbox = Arc::new(Inbox::open(&db, commit)?);
-        let directory: Arc<dyn Directory> = Arc::new(SledDirectory::open(&db)?);
-
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
         let quic_addr = endpoint.local_addr().map_err(io("quic local address"))?;
+
+        let (directory, mesh): (Arc<dyn Directory>, _) = match &config.mesh {
+            None => (Arc::new(SledDirectory::open(&db, &config.node_id)?), None),
+            Some(mc) => {
+                let directory = RedisDirectory::connect(&mc.redis_url).await?;
+                let redis = crate::directory::connect_redis(&mc.redis_url)
+                    .await
+                    .map_err(MeshError::from)?;
+                let heartbeat = Duration::from_millis(mc.heartbeat_ms);
+                let advertised = mc.advertise_addr.unwrap_or(quic_addr);
+                let tls = identity.mesh(&mc.cluster_ca)?;
+                let mesh = Mesh::bind(
+                    &config.node_id,
+                    mc.mesh_addr,
+                    tls,
+                    redis,
+                    advertised,
+                    heartbeat,
+                )?;
+                mesh.registry().heartbeat().await.map_err(MeshError::from)?;
+                // Any node must verify any node's tokens without a lookup: one key for all.
+                token_secret = mesh
+                    .registry()
+                    .shared_secret("token-key", token_secret)
+                    .await
+                    .map_err(MeshError::from)?;
+                (Arc::new(directory), Some(mesh))
+            }
+        };
         let tcp = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .map_err(io(format!("binding http {}", config.http_addr)))?;
         let http_addr = tcp.local_addr().map_err(io("http local address"))?;
 
         let shared = Arc::new(Shared {
-            router: Router::new(inbox, directory.clone(), config.limits.max_body_bytes),
+            router: Router::new(
+                inbox,
+                directory.clone(),
+                config.limits.max_body_bytes,
+                mesh.clone(),
+            ),
             directory,
             tokens: TokenKey::new(&token_secret),
             logins_by_account: KeyedLimiter::per_minute(
@@ -152,6 +190,14 @@ impl Node {
             quic_addr,
             gauges: Gauges::default(),
         });
+        let mut mesh_tasks = Vec::new();
+        if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {
+            let serve = crate::mesh::serve(mesh.endpoint().clone(), shared.clone());
+            mesh_tasks.push(tokio::spawn(serve));
+            let period = Duration::from_millis(mc.heartbeat_ms);
+            mesh_tasks.push(tokio::spawn(crate::mesh::heartbeat(mesh.clone(), period)));
+            tracing::info!(node = %mesh.node_id(), mesh_addr = ?mesh.endpoint().local_addr(), "joined the mesh");
+        }
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
@@ -166,6 +212,7 @@ impl Node {
             quic_task,
             http_task,
             commit_task,
+            mesh_tasks,
             db,
             shared,
         })
@@ -209,6 +256,18 @@ impl Node {
             .load(Ordering::Relaxed)
     }
 
+    /// The bound mesh address, in mesh mode.
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        let mesh = self.shared.router.mesh()?;
+        mesh.endpoint().local_addr().ok()
+    }
+
+    /// Where `user`'s devices are connected, from Redis (mesh mode only): device → node.
+    pub async fn locations(&self, user: &UserId) -> Option<Vec<(quiver_proto::DeviceId, String)>> {
+        let mesh = self.shared.router.mesh()?;
+        mesh.registry().locations(user).await.ok()
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -220,6 +279,12 @@ impl Node {
     pub async fn shutdown(self) {
         let bound = Duration::from_secs(5);
         let _ = self.stop_http.send(true);
+        if let Some(mesh) = self.shared.router.mesh() {
+            mesh.leave().await;
+        }
+        for task in &self.mesh_tasks {
+            task.abort();
+        }
         self.endpoint.close(
             crate::net::varint(ErrorCode::ShuttingDown),
             b"node shutting down",

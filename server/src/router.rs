@@ -2,33 +2,98 @@
 //! chats, the original sender's inbox for receipts. It is the only writer of inboxes, so
 //! the rules "only friends", "sender from the session" and "receipts once" live here.
 //!
-//! In single-node mode every user is homed on this node; mesh forwarding plugs in here.
+//! Every user has a home node, which keeps their inbox. In single-node mode that is always
+//! this node; in mesh mode a receipt for a user homed elsewhere goes over the mesh (chats
+//! for such users are relayed by the session, stream to stream).
 
 use crate::directory::Directory;
 use crate::inbox::{Appended, Idempotency, Inbox};
+use crate::mesh::Mesh;
+use quiver_proto::mesh::MeshOpen;
 use quiver_proto::{ClientMsgId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where a user's inbox is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// On this node.
+    Here,
+    /// On the mesh peer with this id.
+    Peer(String),
+}
 
 /// Routes chats and receipts into inboxes.
 pub struct Router {
     inbox: Arc<Inbox>,
     directory: Arc<dyn Directory>,
     max_body_bytes: usize,
+    mesh: Option<Arc<Mesh>>,
+    /// Homes looked up so far: a home never changes, so this is never stale.
+    homes: Mutex<HashMap<UserId, String>>,
 }
 
 impl Router {
-    /// A router over this node's inbox and directory.
-    pub fn new(inbox: Arc<Inbox>, directory: Arc<dyn Directory>, max_body_bytes: usize) -> Self {
+    /// A router over this node's inbox and directory, and the mesh in mesh mode.
+    pub fn new(
+        inbox: Arc<Inbox>,
+        directory: Arc<dyn Directory>,
+        max_body_bytes: usize,
+        mesh: Option<Arc<Mesh>>,
+    ) -> Self {
         Self {
             inbox,
             directory,
             max_body_bytes,
+            mesh,
+            homes: Mutex::new(HashMap::new()),
         }
     }
 
     /// The inbox the router writes to.
     pub fn inbox(&self) -> &Arc<Inbox> {
         &self.inbox
+    }
+
+    /// The mesh, in mesh mode.
+    pub fn mesh(&self) -> Option<&Arc<Mesh>> {
+        self.mesh.as_ref()
+    }
+
+    /// Where `user`'s inbox is.
+    pub async fn home(&self, user: &UserId) -> Result<Home, ErrorCode> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(Home::Here);
+        };
+        let known = self
+            .homes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned();
+        let node = match known {
+            Some(node) => node,
+            None => {
+                let node = match self.directory.home(user).await {
+                    Ok(Some(node)) => node,
+                    Ok(None) => return Err(ErrorCode::NotFriends),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "directory lookup failed");
+                        return Err(ErrorCode::Unavailable);
+                    }
+                };
+                self.homes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(user.clone(), node.clone());
+                node
+            }
+        };
+        Ok(if node == mesh.node_id() {
+            Home::Here
+        } else {
+            Home::Peer(node)
+        })
     }
 
     /// Whether `from` may message `to`.
@@ -101,10 +166,35 @@ impl Router {
                 Ok(())
             };
         };
+        match (self.home(&entry.peer).await?, &self.mesh) {
+            (Home::Peer(node), Some(mesh)) => {
+                let receipt = MeshOpen::Receipt {
+                    owner: entry.peer,
+                    reader: owner.clone(),
+                    kind,
+                    id,
+                    seq,
+                };
+                mesh.receipt(&node, receipt).await
+            }
+            _ => self.store_receipt(&entry.peer, owner, kind, id, seq).await,
+        }
+    }
+
+    /// Appends a receipt to `owner`'s inbox, homed here: `reader` received or read the
+    /// message `id`, which is `seq` in the reader's inbox. Returns once it is durable.
+    pub async fn store_receipt(
+        &self,
+        owner: &UserId,
+        reader: &UserId,
+        kind: ReceiptKind,
+        id: ClientMsgId,
+        seq: Seq,
+    ) -> Result<(), ErrorCode> {
         let receipt = EntryKind::Receipt { kind, id, seq };
-        let idem = Idempotency::Receipt(owner.clone(), kind, seq);
+        let idem = Idempotency::Receipt(reader.clone(), kind, seq);
         self.inbox
-            .append(&entry.peer, owner, receipt, &idem)
+            .append(owner, reader, receipt, &idem)
             .map_err(storage_error)?
             .durable()
             .await

@@ -2,31 +2,33 @@
 //! the connection ends —
 //! - **control**: acks and read marks from the device;
 //! - **conversations**: one client-opened stream per peer, chats in, `Sent` out;
-//! - **push**: the device's inbox from its cursor on, in `seq` order, on one server-opened
-//!   stream per peer, never more than `push_window` entries ahead of the acks.
+//! - **push**: the device's inbox from its cursor on, on one server-opened stream per peer.
 //!
-//! Backlog and live delivery are the same loop reading the same log, so nothing live can
-//! overtake the backlog.
+//! The device's inbox state (cursor, window, acks) is its [`Feed`] on the user's home node:
+//! here when the user is homed here, else on a mesh peer through an attachment. Chats for a
+//! recipient homed elsewhere are relayed stream to stream to the recipient's home node,
+//! which alone answers `Sent`.
 
 use crate::auth::unix_now;
-use crate::inbox::Appended;
+use crate::conversation::{append_chats, respond, Reply};
+use crate::feed::{AckTasks, Feed};
+use crate::mesh::MAX_MESH_FRAME;
 use crate::net::{read_frame, varint, write_frame, FrameReadError};
 use crate::node::Shared;
 use crate::rate::TokenBucket;
+use crate::router::Home;
+use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::{
-    ClientMsgId, ControlRequest, ControlResponse, ConversationRequest, ConversationResponse,
-    CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
+    ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId, Entry,
+    ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
-
-/// Entries read from the inbox per step of the push loop.
-const PUSH_BATCH: usize = 128;
 
 /// Serves one incoming connection until it ends.
 pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
@@ -53,8 +55,24 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             .gauges
             .sessions_opened
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(device = %session.device, cursor = %session.cursor(), "session open");
-        let reason = Arc::new(session).serve(&conn, send, recv).await;
+        tracing::info!(device = %session.device, cursor = %session.cursor, "session open");
+        // Written once the feed runs, so the location never names a device that could
+        // still miss backlog; cleared only if no newer session of the device replaced it.
+        let location = match shared.router.mesh() {
+            Some(mesh) => {
+                let registry = mesh.registry();
+                registry.set_location(&session.user, session.device).await
+            }
+            None => None,
+        };
+        let session = Arc::new(session);
+        let reason = session.clone().serve(&conn, send, recv).await;
+        if let (Some(mesh), Some(location)) = (shared.router.mesh(), location) {
+            let registry = mesh.registry();
+            registry
+                .clear_location(&session.user, session.device, &location)
+                .await;
+        }
         tracing::info!(%reason, "session closed");
     }
     .instrument(span)
@@ -66,35 +84,22 @@ struct Session {
     shared: Arc<Shared>,
     user: UserId,
     device: DeviceId,
-    acks: Mutex<Acks>,
-    /// The device's cursor; the push loop waits on it when its window is full.
-    cursor_tx: watch::Sender<Seq>,
+    /// The cursor the session started from.
+    cursor: Seq,
+    home: HomeFeed,
     /// Chat messages this connection may still send (all its conversations together).
     send_rate: Mutex<TokenBucket>,
 }
 
-/// What the device acknowledged and what it was sent.
-struct Acks {
-    tracker: CursorTracker,
-    /// Highest `seq` handed to a push stream.
-    pushed: Seq,
-    /// Acks whose DELIVERED receipt is being written.
-    in_progress: HashSet<Seq>,
-    /// The session has ended and taken its share out of the push-backlog gauge.
-    closed: bool,
-}
-
-/// How an incoming ack relates to what was pushed.
-enum AckCheck {
-    New,
-    Repeat,
-    Invalid,
-}
-
-/// A reply queued for a conversation stream, in the order of the requests.
-enum Reply {
-    Chat(ClientMsgId, Result<Appended, ErrorCode>),
-    Close(ErrorCode),
+/// The device's feed: local, or on the home node through a mesh attachment.
+enum HomeFeed {
+    Local(Arc<Feed>),
+    Remote {
+        /// Acks and read marks go up here.
+        up: tokio::sync::Mutex<quinn::SendStream>,
+        /// Entries and refusals come down here; taken by the push loop.
+        down: Mutex<Option<quinn::RecvStream>>,
+    },
 }
 
 type Refusal = (ErrorCode, String);
@@ -139,36 +144,29 @@ async fn hello(
             let message = "token revoked: the device logged out".to_string();
             return Err(refuse(send, ErrorCode::Unauthenticated, message).await);
         }
-        Err(e) => return Err((ErrorCode::Unavailable, e.to_string())),
+        Err(e) => return Err(refuse(send, ErrorCode::Unavailable, e.to_string()).await),
     }
-    let inbox = shared.router.inbox();
-    let internal = |e: crate::inbox::InboxError| (ErrorCode::Internal, e.to_string());
-    // Resume from the node's own record. It may lag the device (cursor writes are not
-    // flushed on their own); the SDK drops and re-acknowledges what it already has, and
-    // those acks are what give the senders their DELIVERED receipts.
-    let start = inbox
-        .cursor(&claims.user, claims.device)
-        .map_err(internal)?;
+    let (home, cursor) = match open_feed(shared, &claims.user, claims.device).await {
+        Ok(feed) => feed,
+        Err(code) => {
+            let message = "the user's inbox is unavailable now".to_string();
+            return Err(refuse(send, code, message).await);
+        }
+    };
     let welcome = ControlResponse::Welcome {
         user: claims.user.clone(),
         device: claims.device,
-        cursor: start,
+        cursor,
     };
     write_frame(&mut send, &welcome)
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-    let acks = Acks {
-        tracker: CursorTracker::new(start),
-        pushed: start,
-        in_progress: HashSet::new(),
-        closed: false,
-    };
     let session = Session {
         shared: shared.clone(),
         user: claims.user,
         device: claims.device,
-        acks: Mutex::new(acks),
-        cursor_tx: watch::channel(start).0,
+        cursor,
+        home,
         send_rate: Mutex::new(TokenBucket::new(
             f64::from(limits.messages_per_sec),
             limits.message_burst,
@@ -176,6 +174,32 @@ async fn hello(
         )),
     };
     Ok((session, send, recv))
+}
+
+/// Opens the device's feed where its user is homed.
+async fn open_feed(
+    shared: &Arc<Shared>,
+    user: &UserId,
+    device: DeviceId,
+) -> Result<(HomeFeed, Seq), ErrorCode> {
+    match (shared.router.home(user).await?, shared.router.mesh()) {
+        (Home::Peer(node), Some(mesh)) => {
+            let (up, down, cursor) = mesh.attach(&node, user, device).await?;
+            let home = HomeFeed::Remote {
+                up: tokio::sync::Mutex::new(up),
+                down: Mutex::new(Some(down)),
+            };
+            Ok((home, cursor))
+        }
+        _ => {
+            let feed = Feed::open(shared.clone(), user.clone(), device).map_err(|e| {
+                tracing::error!(error = %e, "inbox failed");
+                ErrorCode::Internal
+            })?;
+            let cursor = feed.cursor();
+            Ok((HomeFeed::Local(feed), cursor))
+        }
+    }
 }
 
 /// Tells the client why its hello was refused, before the connection is closed.
@@ -192,14 +216,6 @@ async fn refuse(mut send: quinn::SendStream, code: ErrorCode, message: String) -
 }
 
 impl Session {
-    fn cursor(&self) -> Seq {
-        *self.cursor_tx.borrow()
-    }
-
-    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
-        self.acks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn max_frame(&self) -> usize {
         self.shared.config.limits.max_frame_bytes
     }
@@ -211,55 +227,40 @@ impl Session {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     ) -> String {
+        let control = Arc::new(tokio::sync::Mutex::new(send));
         let ended = tokio::select! {
-            r = self.clone().control_loop(conn, send, recv) => r,
+            r = self.clone().control_loop(conn, control.clone(), recv) => r,
             r = self.clone().accept_conversations(conn) => r,
-            r = self.clone().push_loop(conn) => r,
+            r = self.clone().push_loop(conn, control) => r,
         };
-        let mut acks = self.acks();
-        let unacked = acks.pushed.0 - acks.tracker.cursor().0;
-        self.shared
-            .gauges
-            .push_backlog
-            .fetch_sub(unacked, Ordering::Relaxed);
-        // An ack task still finishing must not subtract again.
-        acks.closed = true;
-        drop(acks);
+        if let HomeFeed::Local(feed) = &self.home {
+            feed.close();
+        }
         ended.err().unwrap_or_else(|| "finished".into())
     }
 
     async fn control_loop(
         self: Arc<Self>,
         conn: &quinn::Connection,
-        mut send: quinn::SendStream,
+        send: Arc<tokio::sync::Mutex<quinn::SendStream>>,
         mut recv: quinn::RecvStream,
     ) -> Result<(), String> {
-        let mut acking = JoinSet::new();
+        let mut acking = AckTasks::new();
         loop {
-            while acking.try_join_next().is_some() {}
-            let error = match read_frame(&mut recv, self.max_frame()).await {
-                Ok(ControlRequest::Ack { seq }) => match self.begin_ack(seq) {
-                    AckCheck::New => {
-                        acking.spawn(self.clone().finish_ack(conn.clone(), seq));
-                        continue;
-                    }
-                    AckCheck::Repeat => continue,
-                    AckCheck::Invalid => {
-                        (ErrorCode::InvalidSeq, format!("seq {seq} was not pushed"))
-                    }
-                },
-                Ok(ControlRequest::Read { seq }) => {
-                    match self.shared.router.read(&self.user, seq).await {
-                        Ok(()) => continue,
-                        Err(code) => (code, format!("cannot mark seq {seq} read")),
-                    }
+            while let Some(done) = acking.try_join_next() {
+                if let Ok(Err(code)) = done {
+                    conn.close(varint(code), b"could not record delivery");
+                    return Err(format!("could not record delivery: {code}"));
                 }
-                Ok(ControlRequest::Hello { .. }) => {
-                    (ErrorCode::UnexpectedFrame, "hello twice".into())
-                }
+            }
+            let request = match read_frame::<ControlRequest>(&mut recv, self.max_frame()).await {
+                Ok(request) => request,
                 Err(FrameReadError::Finished) => {
                     // A polite goodbye: record the acks already received, then close.
                     while acking.join_next().await.is_some() {}
+                    if let HomeFeed::Remote { up, .. } = &self.home {
+                        let _ = up.lock().await.finish();
+                    }
                     conn.close(quinn::VarInt::from_u32(0), b"bye");
                     return Err("client finished its control stream".into());
                 }
@@ -270,55 +271,28 @@ impl Session {
                     return Err(e.to_string());
                 }
             };
-            let (code, message) = error;
-            tracing::debug!(%code, %message, "control request refused");
-            write_frame(&mut send, &ControlResponse::Error { code, message })
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-
-    fn begin_ack(&self, seq: Seq) -> AckCheck {
-        let mut acks = self.acks();
-        if seq.0 == 0 || seq > acks.pushed {
-            AckCheck::Invalid
-        } else if acks.tracker.contains(seq) || !acks.in_progress.insert(seq) {
-            AckCheck::Repeat
-        } else {
-            AckCheck::New
-        }
-    }
-
-    /// Records DELIVERED for the sender, then moves this device's cursor.
-    async fn finish_ack(self: Arc<Self>, conn: quinn::Connection, seq: Seq) {
-        if let Err(code) = self.shared.router.delivered(&self.user, seq).await {
-            conn.close(varint(code), b"could not record delivery");
-            return;
-        }
-        self.record_ack(seq);
-    }
-
-    /// Marks `seq` acknowledged and moves the cursor (and the gauge) if it can.
-    fn record_ack(&self, seq: Seq) {
-        let mut acks = self.acks();
-        acks.in_progress.remove(&seq);
-        let before = acks.tracker.cursor();
-        acks.tracker.mark(seq);
-        let cursor = acks.tracker.cursor();
-        if cursor > before {
-            if !acks.closed {
-                let acked = cursor.0 - before.0;
-                self.shared
-                    .gauges
-                    .push_backlog
-                    .fetch_sub(acked, Ordering::Relaxed);
+            let refused = match &self.home {
+                HomeFeed::Local(feed) => feed.handle(request, &mut acking).await.err(),
+                HomeFeed::Remote { .. } if matches!(request, ControlRequest::Hello { .. }) => {
+                    Some((ErrorCode::UnexpectedFrame, "hello twice".into()))
+                }
+                HomeFeed::Remote { up, .. } => {
+                    // The home node checks it and answers refusals down the attachment.
+                    let mut up = up.lock().await;
+                    if let Err(e) = write_frame(&mut up, &request).await {
+                        conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
+                        return Err(format!("attachment failed: {e}"));
+                    }
+                    None
+                }
+            };
+            if let Some((code, message)) = refused {
+                tracing::debug!(%code, %message, "control request refused");
+                let mut send = send.lock().await;
+                write_frame(&mut send, &ControlResponse::Error { code, message })
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
-            // Under the lock, so cursor writes reach sled in order.
-            let inbox = self.shared.router.inbox();
-            if let Err(e) = inbox.set_cursor(&self.user, self.device, cursor) {
-                tracing::warn!(error = %e, "cursor not saved");
-            }
-            self.cursor_tx.send_replace(cursor);
         }
     }
 
@@ -332,20 +306,15 @@ impl Session {
         }
     }
 
-    /// One conversation stream: `Open`, then chats. Appends happen in stream order; a
-    /// separate responder waits for durability, so a burst is pipelined, not stop-and-wait.
+    /// One conversation stream: `Open`, then chats, appended here or relayed to the
+    /// recipient's home node.
     async fn conversation(self: Arc<Self>, send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let _counted = Counted::new(&self.shared.gauges.open_conversations);
         let limits = &self.shared.config.limits;
         let (tx, rx) = mpsc::channel(limits.send_pipeline);
         let responder = tokio::spawn(respond(send, rx));
         let end = match read_frame(&mut recv, limits.max_frame_bytes).await {
-            Ok(ConversationRequest::Open { peer }) => {
-                match self.shared.router.check_friends(&self.user, &peer).await {
-                    Ok(()) => self.chats(&peer, &mut recv, &tx).await,
-                    Err(code) => Some(code),
-                }
-            }
+            Ok(ConversationRequest::Open { peer }) => self.open(&peer, &mut recv, &tx).await,
             Ok(ConversationRequest::Chat { .. }) => Some(ErrorCode::UnexpectedFrame),
             Err(e) => e.code(),
         };
@@ -358,37 +327,87 @@ impl Session {
         let _ = responder.await;
     }
 
-    /// Reads chats until the stream ends; returns the code to close it with, if any.
-    async fn chats(
+    /// Serves an opened conversation; returns the code to close it with, if any.
+    async fn open(
         &self,
         peer: &UserId,
         recv: &mut quinn::RecvStream,
         tx: &mpsc::Sender<Reply>,
     ) -> Option<ErrorCode> {
-        loop {
-            match read_frame(recv, self.max_frame()).await {
-                // Over the rate: close the stream here. Nothing after this frame is stored,
-                // so when the client writes its queue again on a new stream (after a
-                // pause) its messages still go in in order.
-                Ok(ConversationRequest::Chat { .. }) if !self.take_send_token() => {
-                    return Some(ErrorCode::RateLimited);
+        let router = &self.shared.router;
+        if let Err(code) = router.check_friends(&self.user, peer).await {
+            return Some(code);
+        }
+        match (router.home(peer).await, router.mesh()) {
+            (Err(code), _) => Some(code),
+            (Ok(Home::Peer(node)), Some(mesh)) => {
+                let open = MeshOpen::Conversation {
+                    from: self.user.clone(),
+                    to: peer.clone(),
+                };
+                match mesh.open(&node, &open).await {
+                    Ok(link) => self.relay(link, recv, tx).await,
+                    Err(code) => Some(code),
                 }
-                Ok(ConversationRequest::Chat {
-                    id,
-                    sent_at_ms,
-                    body,
-                }) => {
-                    let appended = self
-                        .shared
-                        .router
-                        .chat(&self.user, peer, id, sent_at_ms, body);
-                    if tx.send(Reply::Chat(id, appended.await)).await.is_err() {
-                        return None;
+            }
+            _ => {
+                let max = self.max_frame();
+                let allow = || self.take_send_token();
+                append_chats(router, &self.user, peer, recv, tx, max, allow).await
+            }
+        }
+    }
+
+    /// Passes chats on to the recipient's home node and its answers back, in order. If
+    /// the link fails, the stream closes with `Unavailable`: nothing unanswered was
+    /// acknowledged, and the client sends it again.
+    async fn relay(
+        &self,
+        (mut up, mut down): (quinn::SendStream, quinn::RecvStream),
+        recv: &mut quinn::RecvStream,
+        tx: &mpsc::Sender<Reply>,
+    ) -> Option<ErrorCode> {
+        let answers_tx = tx.clone();
+        let mut answers = tokio::spawn(async move {
+            loop {
+                match read_frame::<ConversationResponse>(&mut down, MAX_MESH_FRAME).await {
+                    Ok(ConversationResponse::Error { code }) => return Some(code),
+                    Ok(answer) => {
+                        if answers_tx.send(Reply::Forwarded(answer)).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Err(FrameReadError::Finished) => return None,
+                    Err(_) => return Some(ErrorCode::Unavailable),
+                }
+            }
+        });
+        let closing = loop {
+            let frame = tokio::select! {
+                frame = read_frame::<ConversationRequest>(recv, self.max_frame()) => frame,
+                ended = &mut answers => {
+                    return Some(ended.ok().flatten().unwrap_or(ErrorCode::Unavailable));
+                }
+            };
+            match frame {
+                Ok(ConversationRequest::Chat { .. }) if !self.take_send_token() => {
+                    break Some(ErrorCode::RateLimited);
+                }
+                Ok(chat @ ConversationRequest::Chat { .. }) => {
+                    if write_frame(&mut up, &chat).await.is_err() {
+                        answers.abort();
+                        return Some(ErrorCode::Unavailable);
                     }
                 }
-                Ok(ConversationRequest::Open { .. }) => return Some(ErrorCode::UnexpectedFrame),
-                Err(e) => return e.code(),
+                Ok(ConversationRequest::Open { .. }) => break Some(ErrorCode::UnexpectedFrame),
+                Err(e) => break e.code(),
             }
+        };
+        // Answers to what was passed on come before the stream ends.
+        let _ = up.finish();
+        match answers.await {
+            Ok(Some(code)) => Some(code),
+            _ => closing,
         }
     }
 
@@ -404,61 +423,45 @@ impl Session {
         allowed
     }
 
-    /// Pushes the inbox from the cursor on, one stream per peer, within the window.
-    async fn push_loop(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), String> {
-        let inbox = self.shared.router.inbox().clone();
-        let window = self.shared.config.limits.push_window;
-        let mut durable = inbox.subscribe(&self.user).map_err(|e| e.to_string())?;
-        let mut acked = self.cursor_tx.subscribe();
-        let mut next = self.cursor().next();
+    /// Pushes the device's feed, one stream per peer. Memory is bounded by the window,
+    /// which the feed keeps wherever it runs.
+    async fn push_loop(
+        self: Arc<Self>,
+        conn: &quinn::Connection,
+        control: Arc<tokio::sync::Mutex<quinn::SendStream>>,
+    ) -> Result<(), String> {
         let mut streams: HashMap<UserId, mpsc::UnboundedSender<Entry>> = HashMap::new();
+        let mut deliver = move |entry: Entry| {
+            let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(push_stream(conn.clone(), rx));
+                tx
+            });
+            stream
+                .send(entry)
+                .map_err(|_| "push stream ended".to_string())
+        };
+        let down = match &self.home {
+            HomeFeed::Local(feed) => return feed.clone().push(deliver).await,
+            HomeFeed::Remote { down, .. } => down.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        };
+        let Some(mut down) = down else {
+            return Err("attachment already taken".into());
+        };
         loop {
-            let room = (acked.borrow_and_update().0 + window).saturating_sub(next.0 - 1);
-            if room == 0 {
-                acked.changed().await.map_err(|e| e.to_string())?;
-                continue;
-            }
-            let head = *durable.borrow_and_update();
-            if next > head {
-                durable.changed().await.map_err(|e| e.to_string())?;
-                continue;
-            }
-            let to = Seq(head.0.min(next.0 + room - 1));
-            let entries = inbox
-                .read(&self.user, next, to, PUSH_BATCH)
-                .map_err(|e| e.to_string())?;
-            let last = entries.last().map_or(to, |e| e.seq);
-            let holes = holes(next, last, &entries);
-            {
-                // Under the acks lock, like every change to this session's share of the
-                // gauge, so the gauge never dips below zero.
-                let mut acks = self.acks();
-                let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
-                self.shared
-                    .gauges
-                    .push_backlog
-                    .fetch_add(newly, Ordering::Relaxed);
-            }
-            if !holes.is_empty() {
-                // Only a damaged store has holes. Count them as delivered, or the cursor
-                // would stop below them and the window would never open again.
-                tracing::error!(?holes, "inbox has holes; skipping them");
-                for seq in holes {
-                    self.record_ack(seq);
+            match read_frame::<AttachDown>(&mut down, MAX_MESH_FRAME).await {
+                Ok(AttachDown::Entry(entry)) => deliver(entry)?,
+                Ok(AttachDown::Error { code, message }) => {
+                    let mut send = control.lock().await;
+                    write_frame(&mut send, &ControlResponse::Error { code, message })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(AttachDown::Welcome { .. }) | Err(_) => {
+                    conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
+                    return Err("attachment to the home node ended".into());
                 }
             }
-            for entry in entries {
-                let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(push_stream(conn.clone(), rx));
-                    tx
-                });
-                // Bounded by the window: at most `push_window` entries wait in all queues.
-                if stream.send(entry).is_err() {
-                    return Err("push stream ended".into());
-                }
-            }
-            next = last.next();
         }
     }
 }
@@ -479,45 +482,6 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The `seq`s from `from` through `to` that `entries` (read in order) lack.
-fn holes(from: Seq, to: Seq, entries: &[Entry]) -> Vec<Seq> {
-    let mut present = entries.iter().map(|e| e.seq).peekable();
-    (from.0..=to.0)
-        .map(Seq)
-        .filter(|seq| {
-            let here = present.peek() == Some(seq);
-            if here {
-                present.next();
-            }
-            !here
-        })
-        .collect()
-}
-
-/// Answers a conversation stream's requests in order.
-async fn respond(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Reply>) {
-    while let Some(reply) = rx.recv().await {
-        let frame = match reply {
-            Reply::Chat(id, Ok(appended)) => match appended.durable().await {
-                Ok(seq) => ConversationResponse::Sent { id, seq },
-                Err(e) => {
-                    tracing::error!(error = %e, "append not durable");
-                    ConversationResponse::Rejected {
-                        id,
-                        code: ErrorCode::Unavailable,
-                    }
-                }
-            },
-            Reply::Chat(id, Err(code)) => ConversationResponse::Rejected { id, code },
-            Reply::Close(code) => ConversationResponse::Error { code },
-        };
-        if write_frame(&mut send, &frame).await.is_err() {
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
 /// Writes one peer's entries to its own server-opened stream. A stream that fails closes
 /// the connection: the device reconnects and resumes from its cursor.
 async fn push_stream(conn: quinn::Connection, mut rx: mpsc::UnboundedReceiver<Entry>) {
@@ -531,32 +495,5 @@ async fn push_stream(conn: quinn::Connection, mut rx: mpsc::UnboundedReceiver<En
             conn.close(varint(ErrorCode::Internal), b"push stream failed");
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use quiver_proto::EntryKind;
-
-    fn entry(seq: u64) -> Entry {
-        let kind = EntryKind::Chat {
-            id: quiver_proto::ClientMsgId(0),
-            sent_at_ms: 0,
-            body: vec![],
-        };
-        Entry {
-            seq: Seq(seq),
-            peer: UserId::parse("alice").unwrap(),
-            kind,
-        }
-    }
-
-    #[test]
-    fn holes_are_the_missing_seqs_in_range() {
-        let entries = [entry(3), entry(5), entry(6)];
-        assert_eq!(holes(Seq(2), Seq(7), &entries), [Seq(2), Seq(4), Seq(7)]);
-        assert!(holes(Seq(3), Seq(3), &entries[..1]).is_empty());
-        assert_eq!(holes(Seq(1), Seq(2), &[]), [Seq(1), Seq(2)]);
     }
 }

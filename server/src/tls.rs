@@ -78,6 +78,45 @@ impl Identity {
             .map_err(|e| TlsError::Quic(e.to_string()))
     }
 
+    /// rustls configurations of the mesh endpoint: as a server it demands a client
+    /// certificate signed by the cluster CA (mutual TLS); as a client it trusts only the
+    /// cluster CA and presents this node's certificate. ALPN `quiver-mesh/1` both ways.
+    pub fn mesh(
+        &self,
+        cluster_ca: &Path,
+    ) -> Result<(rustls::ServerConfig, rustls::ClientConfig), TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let io = |source| TlsError::Io {
+            path: cluster_ca.display().to_string(),
+            source,
+        };
+        for cert in rustls_pemfile::certs(&mut open(cluster_ca)?) {
+            roots.add(cert.map_err(io)?)?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Empty(cluster_ca.display().to_string()));
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.certs.clone(), self.key.clone_key())?;
+        server.alpn_protocols = vec![quiver_proto::mesh::MESH_ALPN.to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.certs.clone(), self.key.clone_key())?;
+        client.alpn_protocols = vec![quiver_proto::mesh::MESH_ALPN.to_vec()];
+        Ok((server, client))
+    }
+
     /// rustls configuration for HTTPS (HTTP/2 and HTTP/1.1).
     pub fn https(&self) -> Result<rustls::ServerConfig, TlsError> {
         self.server_config(&[b"h2", b"http/1.1"])

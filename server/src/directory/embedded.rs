@@ -1,118 +1,16 @@
-//! The directory: accounts, devices and friendships.
-//!
-//! [`Directory`] is the boundary; [`SledDirectory`] is the embedded version used by a
-//! single node (a Redis-backed one is what mesh mode plugs in here). Friendship keys are
-//! made here at acceptance and returned only to the two friends.
+//! [`SledDirectory`]: the embedded directory of single-node mode, in the node's own sled.
 
+use super::{Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations};
 use async_trait::async_trait;
 use quiver_proto::{DeviceId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::Mutex;
 
-/// A 32-byte symmetric key shared by two friends.
-pub type FriendKey = [u8; 32];
-
-/// What can go wrong in the directory.
-#[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
-    /// Registration under a name that is taken.
-    #[error("user already exists")]
-    UserExists,
-    /// The named user does not exist.
-    #[error("no such user")]
-    NoSuchUser,
-    /// Accepting a friend request that nobody made.
-    #[error("no such friend request")]
-    NoRequest,
-    /// Befriending oneself.
-    #[error("cannot befriend yourself")]
-    SelfFriend,
-    /// The storage behind the directory failed.
-    #[error("directory storage: {0}")]
-    Storage(String),
-}
-
-impl From<sled::Error> for DirectoryError {
-    fn from(e: sled::Error) -> Self {
-        DirectoryError::Storage(e.to_string())
-    }
-}
-
-/// The outcome of a friend request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FriendRequestOutcome {
-    /// The request waits for the other user to accept.
-    Pending,
-    /// The other user had already asked: the two are now friends.
-    Accepted(FriendKey),
-    /// They were friends already.
-    AlreadyFriends(FriendKey),
-}
-
-/// A friend and the key of the friendship.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Friend {
-    /// The friend.
-    pub user: UserId,
-    /// The friendship key.
-    pub key: FriendKey,
-}
-
-/// Friends and pending requests of one user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Relations {
-    /// Accepted friendships.
-    pub friends: Vec<Friend>,
-    /// Requests others made to this user.
-    pub incoming: Vec<UserId>,
-    /// Requests this user made to others.
-    pub outgoing: Vec<UserId>,
-}
-
-/// Accounts, devices and friendships.
-#[async_trait]
-pub trait Directory: Send + Sync {
-    /// Creates an account with an already-hashed password.
-    async fn create_user(&self, user: &UserId, password_hash: &str) -> Result<(), DirectoryError>;
-    /// The stored password hash, if the user exists.
-    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError>;
-    /// Returns `requested` if it is already one of `user`'s devices, else a new device id.
-    async fn register_device(
-        &self,
-        user: &UserId,
-        requested: Option<DeviceId>,
-    ) -> Result<DeviceId, DirectoryError>;
-    /// `from` asks `to` to be friends.
-    async fn request_friend(
-        &self,
-        from: &UserId,
-        to: &UserId,
-    ) -> Result<FriendRequestOutcome, DirectoryError>;
-    /// `user` accepts the request `from` made; returns the new friendship key.
-    async fn accept_friend(
-        &self,
-        user: &UserId,
-        from: &UserId,
-    ) -> Result<FriendKey, DirectoryError>;
-    /// The friendship key, if the two are friends.
-    async fn friendship(&self, a: &UserId, b: &UserId)
-        -> Result<Option<FriendKey>, DirectoryError>;
-    /// Friends and pending requests of `user`.
-    async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError>;
-    /// Whether `device` is one of `user`'s (not logged out). Tokens of other devices are
-    /// refused, which is how logging out revokes them.
-    async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError>;
-    /// Logs out one device, or every device of the user when `device` is `None`.
-    async fn remove_devices(
-        &self,
-        user: &UserId,
-        device: Option<DeviceId>,
-    ) -> Result<(), DirectoryError>;
-}
-
 /// The embedded directory: sled trees in the node's own database.
 pub struct SledDirectory {
     db: sled::Db,
+    /// This node's id: the home of every user it keeps.
+    node_id: String,
     /// user name → argon2 hash.
     users: sled::Tree,
     /// `user/device` for each device.
@@ -155,9 +53,10 @@ fn user_after_prefix(key: &[u8], prefix_len: usize) -> Option<UserId> {
 
 impl SledDirectory {
     /// Opens the directory's trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, DirectoryError> {
+    pub fn open(db: &sled::Db, node_id: &str) -> Result<Self, DirectoryError> {
         Ok(Self {
             db: db.clone(),
+            node_id: node_id.to_string(),
             users: db.open_tree("users")?,
             devices: db.open_tree("devices")?,
             friends: db.open_tree("friends")?,
@@ -205,7 +104,12 @@ impl SledDirectory {
 
 #[async_trait]
 impl Directory for SledDirectory {
-    async fn create_user(&self, user: &UserId, password_hash: &str) -> Result<(), DirectoryError> {
+    async fn create_user(
+        &self,
+        user: &UserId,
+        password_hash: &str,
+        _home: &str,
+    ) -> Result<(), DirectoryError> {
         let created = self.users.compare_and_swap(
             user.as_str(),
             None::<&[u8]>,
@@ -215,6 +119,13 @@ impl Directory for SledDirectory {
             return Err(DirectoryError::UserExists);
         }
         self.flush().await
+    }
+
+    async fn home(&self, user: &UserId) -> Result<Option<String>, DirectoryError> {
+        Ok(self
+            .users
+            .contains_key(user.as_str())?
+            .then(|| self.node_id.clone()))
     }
 
     async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError> {
@@ -348,12 +259,12 @@ mod tests {
     #[tokio::test]
     async fn friendship_needs_both_sides_and_has_one_key() {
         let dir = tempfile::tempdir().unwrap();
-        let directory = SledDirectory::open(&sled::open(dir.path()).unwrap()).unwrap();
+        let directory = SledDirectory::open(&sled::open(dir.path()).unwrap(), "n1").unwrap();
         let (alice, bob) = (user("alice"), user("bob"));
-        directory.create_user(&alice, "h").await.unwrap();
-        directory.create_user(&bob, "h").await.unwrap();
+        directory.create_user(&alice, "h", "n1").await.unwrap();
+        directory.create_user(&bob, "h", "n1").await.unwrap();
         assert!(matches!(
-            directory.create_user(&bob, "h").await,
+            directory.create_user(&bob, "h", "n1").await,
             Err(DirectoryError::UserExists)
         ));
         assert!(matches!(

@@ -1,0 +1,81 @@
+//! Node-to-node messages of the mesh (ALPN [`MESH_ALPN`]). Only a node that presents a
+//! certificate of the cluster CA gets to send these; clients never speak them.
+//!
+//! Every stream a node opens to a peer starts with one [`MeshOpen`] frame naming what the
+//! stream is for. The sender of a chat is named here, because the opening node took it from
+//! its own authenticated client session: peers trust each other, never clients.
+
+use crate::{ClientMsgId, DeviceId, Entry, ErrorCode, ReceiptKind, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol id of node-to-node links.
+pub const MESH_ALPN: &[u8] = b"quiver-mesh/1";
+
+/// First frame of every stream one node opens to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MeshOpen {
+    /// Chats from `from` to `to`, whose home is the receiving node. Then the stream carries
+    /// [`crate::ConversationRequest::Chat`] frames up and
+    /// [`crate::ConversationResponse`] frames down, exactly like a client's conversation
+    /// stream: `Sent` only once the entry is durable here.
+    Conversation {
+        /// The sender, authenticated by the opening node.
+        from: UserId,
+        /// The recipient, homed on the receiving node.
+        to: UserId,
+    },
+    /// Append a receipt to `owner`'s inbox (the original sender, homed on the receiving
+    /// node). Answered with one [`ReceiptAnswer`].
+    Receipt {
+        /// The sender of the original message.
+        owner: UserId,
+        /// Who received or read it.
+        reader: UserId,
+        /// DELIVERED or READ.
+        kind: ReceiptKind,
+        /// The owner's id for the message.
+        id: ClientMsgId,
+        /// The message's `seq` in `reader`'s inbox.
+        seq: Seq,
+    },
+    /// A device of `user` (homed on the receiving node) is connected to the opening node:
+    /// push it its inbox from its cursor on. Then [`crate::ControlRequest::Ack`] and
+    /// [`crate::ControlRequest::Read`] frames go up and [`AttachDown`] frames come down.
+    Attach {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+    },
+}
+
+/// The answer to [`MeshOpen::Receipt`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptAnswer {
+    /// The receipt is durable (or was already there).
+    Stored,
+    /// It was not stored.
+    Refused {
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// Home node → serving node on an [`MeshOpen::Attach`] stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachDown {
+    /// The attachment is up; entries after `cursor` follow.
+    Welcome {
+        /// The device's cursor on the home node.
+        cursor: Seq,
+    },
+    /// The next inbox entry for the device.
+    Entry(Entry),
+    /// An ack or read mark was refused; the attachment stays up.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// Detail for the device.
+        message: String,
+    },
+}

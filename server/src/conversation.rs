@@ -1,0 +1,80 @@
+//! Chats on one stream into the inbox of a recipient homed on this node: appends in stream
+//! order, `Sent` after durability, pipelined so a burst is not stop-and-wait.
+//!
+//! A client's conversation stream (for a local recipient) and a peer node's forwarded
+//! conversation ([`quiver_proto::mesh::MeshOpen::Conversation`]) both end up here.
+
+use crate::inbox::Appended;
+use crate::net::{read_frame, write_frame};
+use crate::router::Router;
+use quiver_proto::{ClientMsgId, ConversationRequest, ConversationResponse, ErrorCode, UserId};
+use tokio::sync::mpsc;
+
+/// A reply queued for a conversation stream, in the order of the requests.
+pub enum Reply {
+    /// The outcome of an append made here.
+    Chat(ClientMsgId, Result<Appended, ErrorCode>),
+    /// An answer from the recipient's home node, passed on as it is.
+    Forwarded(ConversationResponse),
+    /// The stream closes with this code; nothing follows.
+    Close(ErrorCode),
+}
+
+/// Reads chats from `from` to `to` until the stream ends and appends them in order, each
+/// reply queued on `tx`. `allow` is asked before each chat (a rate limit): when it says no,
+/// reading stops there, so nothing after the refused chat is stored. Returns the code to
+/// close the stream with, if any.
+pub async fn append_chats(
+    router: &Router,
+    from: &UserId,
+    to: &UserId,
+    recv: &mut quinn::RecvStream,
+    tx: &mpsc::Sender<Reply>,
+    max_frame: usize,
+    mut allow: impl FnMut() -> bool,
+) -> Option<ErrorCode> {
+    loop {
+        match read_frame(recv, max_frame).await {
+            Ok(ConversationRequest::Chat { .. }) if !allow() => {
+                return Some(ErrorCode::RateLimited)
+            }
+            Ok(ConversationRequest::Chat {
+                id,
+                sent_at_ms,
+                body,
+            }) => {
+                let appended = router.chat(from, to, id, sent_at_ms, body).await;
+                if tx.send(Reply::Chat(id, appended)).await.is_err() {
+                    return None;
+                }
+            }
+            Ok(ConversationRequest::Open { .. }) => return Some(ErrorCode::UnexpectedFrame),
+            Err(e) => return e.code(),
+        }
+    }
+}
+
+/// Answers a conversation stream's requests in order, then finishes the stream.
+pub async fn respond(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Reply>) {
+    while let Some(reply) = rx.recv().await {
+        let frame = match reply {
+            Reply::Chat(id, Ok(appended)) => match appended.durable().await {
+                Ok(seq) => ConversationResponse::Sent { id, seq },
+                Err(e) => {
+                    tracing::error!(error = %e, "append not durable");
+                    ConversationResponse::Rejected {
+                        id,
+                        code: ErrorCode::Unavailable,
+                    }
+                }
+            },
+            Reply::Chat(id, Err(code)) => ConversationResponse::Rejected { id, code },
+            Reply::Forwarded(frame) => frame,
+            Reply::Close(code) => ConversationResponse::Error { code },
+        };
+        if write_frame(&mut send, &frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}

@@ -1,0 +1,138 @@
+//! The directory: accounts, devices, friendships and each user's home node.
+//!
+//! [`Directory`] is the boundary; [`SledDirectory`] is the embedded version used by a
+//! single node, [`RedisDirectory`] the shared one of mesh mode. Friendship keys are made
+//! here at acceptance and returned only to the two friends.
+
+mod embedded;
+mod redis_backed;
+
+pub use embedded::SledDirectory;
+pub use redis_backed::{connect as connect_redis, RedisDirectory};
+
+use async_trait::async_trait;
+use quiver_proto::{DeviceId, UserId};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// A 32-byte symmetric key shared by two friends.
+pub type FriendKey = [u8; 32];
+
+/// What can go wrong in the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Registration under a name that is taken.
+    #[error("user already exists")]
+    UserExists,
+    /// The named user does not exist.
+    #[error("no such user")]
+    NoSuchUser,
+    /// Accepting a friend request that nobody made.
+    #[error("no such friend request")]
+    NoRequest,
+    /// Befriending oneself.
+    #[error("cannot befriend yourself")]
+    SelfFriend,
+    /// The storage behind the directory failed.
+    #[error("directory storage: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for DirectoryError {
+    fn from(e: sled::Error) -> Self {
+        DirectoryError::Storage(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for DirectoryError {
+    fn from(e: redis::RedisError) -> Self {
+        DirectoryError::Storage(e.to_string())
+    }
+}
+
+/// A new random friendship key.
+pub(crate) fn new_key() -> Result<FriendKey, DirectoryError> {
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| DirectoryError::Storage("no randomness".into()))?;
+    Ok(key)
+}
+
+/// The outcome of a friend request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FriendRequestOutcome {
+    /// The request waits for the other user to accept.
+    Pending,
+    /// The other user had already asked: the two are now friends.
+    Accepted(FriendKey),
+    /// They were friends already.
+    AlreadyFriends(FriendKey),
+}
+
+/// A friend and the key of the friendship.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Friend {
+    /// The friend.
+    pub user: UserId,
+    /// The friendship key.
+    pub key: FriendKey,
+}
+
+/// Friends and pending requests of one user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Relations {
+    /// Accepted friendships.
+    pub friends: Vec<Friend>,
+    /// Requests others made to this user.
+    pub incoming: Vec<UserId>,
+    /// Requests this user made to others.
+    pub outgoing: Vec<UserId>,
+}
+
+/// Accounts, devices and friendships.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Creates an account with an already-hashed password, homed on node `home`.
+    async fn create_user(
+        &self,
+        user: &UserId,
+        password_hash: &str,
+        home: &str,
+    ) -> Result<(), DirectoryError>;
+    /// The id of the node that keeps `user`'s inbox, if the user exists.
+    async fn home(&self, user: &UserId) -> Result<Option<String>, DirectoryError>;
+    /// The stored password hash, if the user exists.
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError>;
+    /// Returns `requested` if it is already one of `user`'s devices, else a new device id.
+    async fn register_device(
+        &self,
+        user: &UserId,
+        requested: Option<DeviceId>,
+    ) -> Result<DeviceId, DirectoryError>;
+    /// `from` asks `to` to be friends.
+    async fn request_friend(
+        &self,
+        from: &UserId,
+        to: &UserId,
+    ) -> Result<FriendRequestOutcome, DirectoryError>;
+    /// `user` accepts the request `from` made; returns the new friendship key.
+    async fn accept_friend(
+        &self,
+        user: &UserId,
+        from: &UserId,
+    ) -> Result<FriendKey, DirectoryError>;
+    /// The friendship key, if the two are friends.
+    async fn friendship(&self, a: &UserId, b: &UserId)
+        -> Result<Option<FriendKey>, DirectoryError>;
+    /// Friends and pending requests of `user`.
+    async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError>;
+    /// Whether `device` is one of `user`'s (not logged out). Tokens of other devices are
+    /// refused, which is how logging out revokes them.
+    async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError>;
+    /// Logs out one device, or every device of the user when `device` is `None`.
+    async fn remove_devices(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+    ) -> Result<(), DirectoryError>;
+}

@@ -1,0 +1,282 @@
+//! [`RedisDirectory`]: the directory of mesh mode, shared by every node through Redis.
+//!
+//! Keys, all under `quiver:`:
+//! - `user:{u}` — hash: `pw` (argon2 hash), `home` (node id);
+//! - `devices:{u}` — set of device ids;
+//! - `friends:{u}` — hash: friend → 32-byte key (written for both users at once);
+//! - `req_out:{u}` / `req_in:{u}` — sets of pending requests made / received.
+//!
+//! Every change that touches two users runs as one Lua script, so it is atomic. Redis may
+//! go away for a while: friendships (here) and homes (in the router) already seen are
+//! remembered, so chats between known friends keep working; the connection manager
+//! reconnects by itself.
+
+use super::{
+    new_key, Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations,
+};
+use async_trait::async_trait;
+use quiver_proto::{DeviceId, UserId};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Creates a user unless the key exists. KEYS: user; ARGV: hash, home.
+const CREATE_USER: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'pw', ARGV[1], 'home', ARGV[2])
+return 1";
+
+/// A friend request from `me` to `other`, or (with ARGV[4] = 'accept') the acceptance of
+/// `other`'s request. KEYS: 1 friends:me, 2 req_out:other, 3 req_out:me, 4 req_in:other,
+/// 5 friends:other, 6 req_in:me, 7 user:other. ARGV: me, other, new key, mode.
+const BEFRIEND: &str = r"
+if redis.call('EXISTS', KEYS[7]) == 0 then return {'nouser', ''} end
+local key = redis.call('HGET', KEYS[1], ARGV[2])
+if key then return {'friends', key} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[6], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
+  redis.call('SREM', KEYS[4], ARGV[1])
+  return {'accepted', ARGV[3]}
+end
+if ARGV[4] == 'accept' then return {'norequest', ''} end
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[1])
+return {'pending', ''}";
+
+/// How long one Redis request may take before it counts as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn key(kind: &str, user: &UserId) -> String {
+    format!("quiver:{kind}:{}", user.as_str())
+}
+
+/// The shared directory in Redis.
+pub struct RedisDirectory {
+    redis: ConnectionManager,
+    create_user: redis::Script,
+    befriend: redis::Script,
+    /// Friendships seen, by (smaller, larger) user id.
+    friends_seen: Mutex<HashMap<(UserId, UserId), FriendKey>>,
+}
+
+impl RedisDirectory {
+    /// Connects to Redis at `url` (`redis://host:port/db`).
+    pub async fn connect(url: &str) -> Result<Self, DirectoryError> {
+        Ok(Self {
+            redis: connect(url).await?,
+            create_user: redis::Script::new(CREATE_USER),
+            befriend: redis::Script::new(BEFRIEND),
+            friends_seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<(UserId, UserId), FriendKey>> {
+        self.friends_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn befriend(
+        &self,
+        me: &UserId,
+        other: &UserId,
+        accept: bool,
+    ) -> Result<FriendRequestOutcome, DirectoryError> {
+        if me == other {
+            return Err(DirectoryError::SelfFriend);
+        }
+        let fresh = new_key()?;
+        let (status, key): (String, Vec<u8>) = self
+            .befriend
+            .key(key("friends", me))
+            .key(key("req_out", other))
+            .key(key("req_out", me))
+            .key(key("req_in", other))
+            .key(key("friends", other))
+            .key(key("req_in", me))
+            .key(key("user", other))
+            .arg(me.as_str())
+            .arg(other.as_str())
+            .arg(&fresh[..])
+            .arg(if accept { "accept" } else { "request" })
+            .invoke_async(&mut self.conn())
+            .await?;
+        let as_key = |bytes: Vec<u8>| -> Result<FriendKey, DirectoryError> {
+            bytes
+                .try_into()
+                .map_err(|_| DirectoryError::Storage("stored friendship key is corrupt".into()))
+        };
+        match status.as_str() {
+            "nouser" => Err(DirectoryError::NoSuchUser),
+            "norequest" => Err(DirectoryError::NoRequest),
+            "pending" => Ok(FriendRequestOutcome::Pending),
+            "accepted" => Ok(FriendRequestOutcome::Accepted(as_key(key)?)),
+            "friends" => Ok(FriendRequestOutcome::AlreadyFriends(as_key(key)?)),
+            other => Err(DirectoryError::Storage(format!(
+                "unexpected answer {other}"
+            ))),
+        }
+    }
+}
+
+/// A self-reconnecting Redis connection whose requests fail fast while Redis is away.
+pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_with_config(client, config).await
+}
+
+fn users(raw: Vec<String>) -> Vec<UserId> {
+    raw.iter().filter_map(|u| UserId::parse(u).ok()).collect()
+}
+
+#[async_trait]
+impl Directory for RedisDirectory {
+    async fn create_user(
+        &self,
+        user: &UserId,
+        password_hash: &str,
+        home: &str,
+    ) -> Result<(), DirectoryError> {
+        let created: i64 = self
+            .create_user
+            .key(key("user", user))
+            .arg(password_hash)
+            .arg(home)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if created == 0 {
+            return Err(DirectoryError::UserExists);
+        }
+        Ok(())
+    }
+
+    async fn home(&self, user: &UserId) -> Result<Option<String>, DirectoryError> {
+        Ok(self.conn().hget(key("user", user), "home").await?)
+    }
+
+    async fn password_hash(&self, user: &UserId) -> Result<Option<String>, DirectoryError> {
+        Ok(self.conn().hget(key("user", user), "pw").await?)
+    }
+
+    async fn register_device(
+        &self,
+        user: &UserId,
+        requested: Option<DeviceId>,
+    ) -> Result<DeviceId, DirectoryError> {
+        let devices = key("devices", user);
+        if let Some(device) = requested {
+            if self.conn().sismember(&devices, device.0).await? {
+                return Ok(device);
+            }
+        }
+        loop {
+            let id = u64::from_be_bytes(new_key()?[..8].try_into().expect("8 of 32 bytes"));
+            let added: i64 = self.conn().sadd(&devices, id).await?;
+            if added == 1 {
+                return Ok(DeviceId(id));
+            }
+        }
+    }
+
+    async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError> {
+        Ok(self
+            .conn()
+            .sismember(key("devices", user), device.0)
+            .await?)
+    }
+
+    async fn remove_devices(
+        &self,
+        user: &UserId,
+        device: Option<DeviceId>,
+    ) -> Result<(), DirectoryError> {
+        let devices = key("devices", user);
+        match device {
+            Some(device) => self.conn().srem::<_, _, ()>(devices, device.0).await?,
+            None => self.conn().del::<_, ()>(devices).await?,
+        }
+        Ok(())
+    }
+
+    async fn request_friend(
+        &self,
+        from: &UserId,
+        to: &UserId,
+    ) -> Result<FriendRequestOutcome, DirectoryError> {
+        self.befriend(from, to, false).await
+    }
+
+    async fn accept_friend(
+        &self,
+        user: &UserId,
+        from: &UserId,
+    ) -> Result<FriendKey, DirectoryError> {
+        match self.befriend(user, from, true).await? {
+            FriendRequestOutcome::Accepted(key) | FriendRequestOutcome::AlreadyFriends(key) => {
+                Ok(key)
+            }
+            FriendRequestOutcome::Pending => Err(DirectoryError::NoRequest),
+        }
+    }
+
+    async fn friendship(
+        &self,
+        a: &UserId,
+        b: &UserId,
+    ) -> Result<Option<FriendKey>, DirectoryError> {
+        // Friendship is symmetric: one entry serves both directions.
+        let pair = if a.as_str() <= b.as_str() {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        // Every chat asks this. Friendships are never removed or rekeyed in this version,
+        // so a known one is answered from memory: no round trip, and no wait on Redis
+        // while it is away. (Removal, when it comes, must invalidate this.)
+        if let Some(key) = self.seen().get(&pair) {
+            return Ok(Some(*key));
+        }
+        let stored: Option<Vec<u8>> = self.conn().hget(key("friends", a), b.as_str()).await?;
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let key: FriendKey = bytes
+            .try_into()
+            .map_err(|_| DirectoryError::Storage("stored friendship key is corrupt".into()))?;
+        self.seen().insert(pair, key);
+        Ok(Some(key))
+    }
+
+    async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError> {
+        let mut conn = self.conn();
+        let friends: HashMap<String, Vec<u8>> = conn.hgetall(key("friends", user)).await?;
+        let incoming: Vec<String> = conn.smembers(key("req_in", user)).await?;
+        let outgoing: Vec<String> = conn.smembers(key("req_out", user)).await?;
+        let mut out = Relations {
+            friends: Vec::new(),
+            incoming: users(incoming),
+            outgoing: users(outgoing),
+        };
+        for (name, bytes) in friends {
+            if let (Ok(user), Ok(key)) = (UserId::parse(&name), bytes.try_into()) {
+                out.friends.push(Friend { user, key });
+            }
+        }
+        out.friends
+            .sort_by(|a, b| a.user.as_str().cmp(b.user.as_str()));
+        Ok(out)
+    }
+}

@@ -1,0 +1,266 @@
+//! [`Feed`]: one connected device's view of its user's inbox, kept on the user's home node —
+//! the device's cursor, what was pushed and acknowledged, and the push loop that reads the
+//! log from the cursor on, never more than `push_window` entries ahead of the acks.
+//!
+//! A session on the home node drives its feed directly; a session on another node drives
+//! it through a mesh attachment ([`crate::mesh`]). Either way acks, read marks and pushes
+//! go through here, so the rules are the same wherever the device is connected.
+
+use crate::node::Shared;
+use quiver_proto::{ControlRequest, CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Entries read from the inbox per step of the push loop.
+const PUSH_BATCH: usize = 128;
+
+/// A refused ack or read mark, for the device.
+pub type Refusal = (ErrorCode, String);
+
+/// Acks whose DELIVERED receipt is being written; each task ends with its outcome.
+pub type AckTasks = JoinSet<Result<(), ErrorCode>>;
+
+/// The home-node state of one connected device.
+pub struct Feed {
+    shared: Arc<Shared>,
+    user: UserId,
+    device: DeviceId,
+    acks: Mutex<Acks>,
+    /// The device's cursor; the push loop waits on it when its window is full.
+    cursor_tx: watch::Sender<Seq>,
+}
+
+/// What the device acknowledged and what it was sent.
+struct Acks {
+    tracker: CursorTracker,
+    /// Highest `seq` handed out for pushing.
+    pushed: Seq,
+    /// Acks whose DELIVERED receipt is being written.
+    in_progress: HashSet<Seq>,
+    /// The feed has ended and taken its share out of the push-backlog gauge.
+    closed: bool,
+}
+
+/// How an incoming ack relates to what was pushed.
+enum AckCheck {
+    New,
+    Repeat,
+    Invalid,
+}
+
+impl Feed {
+    /// Opens the feed of `device` at the node's record of its cursor. That record may lag
+    /// the device (cursor writes are not flushed on their own); the SDK drops and
+    /// re-acknowledges what it already has, and those acks give the senders DELIVERED.
+    pub fn open(
+        shared: Arc<Shared>,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<Arc<Feed>, crate::inbox::InboxError> {
+        let start = shared.router.inbox().cursor(&user, device)?;
+        let acks = Acks {
+            tracker: CursorTracker::new(start),
+            pushed: start,
+            in_progress: HashSet::new(),
+            closed: false,
+        };
+        Ok(Arc::new(Feed {
+            shared,
+            user,
+            device,
+            acks: Mutex::new(acks),
+            cursor_tx: watch::channel(start).0,
+        }))
+    }
+
+    /// The device's cursor: everything up to it is acknowledged.
+    pub fn cursor(&self) -> Seq {
+        *self.cursor_tx.borrow()
+    }
+
+    fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles an ack or read mark from the device. A new ack starts a task in `tasks`
+    /// (DELIVERED, then the cursor); the caller closes the device's connection if one
+    /// fails, so the device reconnects and acks again.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: ControlRequest,
+        tasks: &mut AckTasks,
+    ) -> Result<(), Refusal> {
+        match request {
+            ControlRequest::Ack { seq } => match self.begin_ack(seq) {
+                AckCheck::New => {
+                    tasks.spawn(self.clone().finish_ack(seq));
+                    Ok(())
+                }
+                AckCheck::Repeat => Ok(()),
+                AckCheck::Invalid => {
+                    Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed")))
+                }
+            },
+            ControlRequest::Read { seq } => self
+                .shared
+                .router
+                .read(&self.user, seq)
+                .await
+                .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
+            ControlRequest::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
+        }
+    }
+
+    fn begin_ack(&self, seq: Seq) -> AckCheck {
+        let mut acks = self.acks();
+        if seq.0 == 0 || seq > acks.pushed {
+            AckCheck::Invalid
+        } else if acks.tracker.contains(seq) || !acks.in_progress.insert(seq) {
+            AckCheck::Repeat
+        } else {
+            AckCheck::New
+        }
+    }
+
+    /// Records DELIVERED for the sender, then moves this device's cursor.
+    async fn finish_ack(self: Arc<Self>, seq: Seq) -> Result<(), ErrorCode> {
+        self.shared.router.delivered(&self.user, seq).await?;
+        self.record_ack(seq);
+        Ok(())
+    }
+
+    /// Marks `seq` acknowledged and moves the cursor (and the gauge) if it can.
+    fn record_ack(&self, seq: Seq) {
+        let mut acks = self.acks();
+        acks.in_progress.remove(&seq);
+        let before = acks.tracker.cursor();
+        acks.tracker.mark(seq);
+        let cursor = acks.tracker.cursor();
+        if cursor > before {
+            if !acks.closed {
+                let acked = cursor.0 - before.0;
+                self.shared
+                    .gauges
+                    .push_backlog
+                    .fetch_sub(acked, Ordering::Relaxed);
+            }
+            // Under the lock, so cursor writes reach sled in order.
+            let inbox = self.shared.router.inbox();
+            if let Err(e) = inbox.set_cursor(&self.user, self.device, cursor) {
+                tracing::warn!(error = %e, "cursor not saved");
+            }
+            self.cursor_tx.send_replace(cursor);
+        }
+    }
+
+    /// Takes this feed's unacknowledged pushes out of the gauge; call once, at the end.
+    pub fn close(&self) {
+        let mut acks = self.acks();
+        let unacked = acks.pushed.0 - acks.tracker.cursor().0;
+        self.shared
+            .gauges
+            .push_backlog
+            .fetch_sub(unacked, Ordering::Relaxed);
+        // An ack task still finishing must not subtract again.
+        acks.closed = true;
+    }
+
+    /// Hands the inbox from the cursor on to `deliver`, in `seq` order, within the window,
+    /// until `deliver` fails or the inbox does. Backlog and live entries are the same loop
+    /// reading the same log, so nothing live can overtake the backlog.
+    pub async fn push(
+        self: Arc<Self>,
+        mut deliver: impl FnMut(Entry) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let inbox = self.shared.router.inbox().clone();
+        let window = self.shared.config.limits.push_window;
+        let mut durable = inbox.subscribe(&self.user).map_err(|e| e.to_string())?;
+        let mut acked = self.cursor_tx.subscribe();
+        let mut next = self.cursor().next();
+        loop {
+            let room = (acked.borrow_and_update().0 + window).saturating_sub(next.0 - 1);
+            if room == 0 {
+                acked.changed().await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            let head = *durable.borrow_and_update();
+            if next > head {
+                durable.changed().await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            let to = Seq(head.0.min(next.0 + room - 1));
+            let entries = inbox
+                .read(&self.user, next, to, PUSH_BATCH)
+                .map_err(|e| e.to_string())?;
+            let last = entries.last().map_or(to, |e| e.seq);
+            let holes = holes(next, last, &entries);
+            {
+                // Under the acks lock, like every change to this feed's share of the
+                // gauge, so the gauge never dips below zero.
+                let mut acks = self.acks();
+                let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
+                self.shared
+                    .gauges
+                    .push_backlog
+                    .fetch_add(newly, Ordering::Relaxed);
+            }
+            if !holes.is_empty() {
+                // Only a damaged store has holes. Count them as delivered, or the cursor
+                // would stop below them and the window would never open again.
+                tracing::error!(?holes, "inbox has holes; skipping them");
+                for seq in holes {
+                    self.record_ack(seq);
+                }
+            }
+            for entry in entries {
+                deliver(entry)?;
+            }
+            next = last.next();
+        }
+    }
+}
+
+/// The `seq`s from `from` through `to` that `entries` (read in order) lack.
+fn holes(from: Seq, to: Seq, entries: &[Entry]) -> Vec<Seq> {
+    let mut present = entries.iter().map(|e| e.seq).peekable();
+    (from.0..=to.0)
+        .map(Seq)
+        .filter(|seq| {
+            let here = present.peek() == Some(seq);
+            if here {
+                present.next();
+            }
+            !here
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::EntryKind;
+
+    fn entry(seq: u64) -> Entry {
+        let kind = EntryKind::Chat {
+            id: quiver_proto::ClientMsgId(0),
+            sent_at_ms: 0,
+            body: vec![],
+        };
+        Entry {
+            seq: Seq(seq),
+            peer: UserId::parse("alice").unwrap(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn holes_are_the_missing_seqs_in_range() {
+        let entries = [entry(3), entry(5), entry(6)];
+        assert_eq!(holes(Seq(2), Seq(7), &entries), [Seq(2), Seq(4), Seq(7)]);
+        assert!(holes(Seq(3), Seq(3), &entries[..1]).is_empty());
+        assert_eq!(holes(Seq(1), Seq(2), &[]), [Seq(1), Seq(2)]);
+    }
+}

@@ -1,0 +1,192 @@
+//! The receiving side of mesh links: every stream a peer opens, by its [`MeshOpen`] frame.
+//! The TLS handshake already proved the peer holds a cluster certificate.
+
+use super::MAX_MESH_FRAME;
+use crate::conversation::{append_chats, respond, Reply};
+use crate::feed::{AckTasks, Feed};
+use crate::net::{read_frame, write_frame, FrameReadError};
+use crate::node::Shared;
+use crate::router::Home;
+use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};
+use quiver_proto::{ControlRequest, DeviceId, ErrorCode, UserId};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Accepts peers' connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let mut links = JoinSet::new();
+    while let Some(incoming) = endpoint.accept().await {
+        while links.try_join_next().is_some() {}
+        links.spawn(link(incoming, shared.clone()));
+    }
+    links.shutdown().await;
+}
+
+async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(%remote, error = %e, "mesh handshake refused");
+            return;
+        }
+    };
+    tracing::info!(%remote, "mesh peer connected");
+    let mut streams = JoinSet::new();
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        while streams.try_join_next().is_some() {}
+        streams.spawn(stream(send, recv, shared.clone()));
+    }
+    streams.shutdown().await;
+}
+
+async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+    let first = match read_frame::<MeshOpen>(&mut recv, MAX_MESH_FRAME).await {
+        Ok(first) => first,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad mesh stream");
+            return;
+        }
+    };
+    match first {
+        MeshOpen::Conversation { from, to } => conversation(&shared, from, to, send, recv).await,
+        MeshOpen::Receipt {
+            owner,
+            reader,
+            kind,
+            id,
+            seq,
+        } => {
+            let router = &shared.router;
+            let stored = match router.home(&owner).await {
+                Ok(Home::Here) => router.store_receipt(&owner, &reader, kind, id, seq).await,
+                Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
+            };
+            let answer = match stored {
+                Ok(()) => ReceiptAnswer::Stored,
+                Err(code) => ReceiptAnswer::Refused { code },
+            };
+            if write_frame(&mut send, &answer).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        MeshOpen::Attach { user, device } => attach(shared, user, device, send, recv).await,
+    }
+}
+
+/// Chats forwarded by the sender's node, appended here like a local client's.
+async fn conversation(
+    shared: &Arc<Shared>,
+    from: UserId,
+    to: UserId,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let (tx, rx) = mpsc::channel(shared.config.limits.send_pipeline);
+    let responder = tokio::spawn(respond(send, rx));
+    let end = match shared.router.home(&to).await {
+        Ok(Home::Here) => {
+            let router = &shared.router;
+            append_chats(router, &from, &to, &mut recv, &tx, MAX_MESH_FRAME, || true).await
+        }
+        // Homes never move, so a peer asking the wrong node is a bug or a race with a
+        // registration; the sender retries.
+        Ok(Home::Peer(_)) | Err(_) => Some(ErrorCode::Unavailable),
+    };
+    if let Some(code) = end {
+        let _ = recv.stop(crate::net::varint(code));
+        let _ = tx.send(Reply::Close(code)).await;
+    }
+    drop(tx);
+    let _ = responder.await;
+}
+
+/// Runs the feed of a device connected to the peer: entries down, acks and reads up.
+async fn attach(
+    shared: Arc<Shared>,
+    user: UserId,
+    device: DeviceId,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    // Entries never exceed the push window; refusals wait for room (backpressure on the
+    // peer's control frames), so this queue is bounded.
+    let (tx, rx) = mpsc::channel(shared.config.limits.push_window as usize + 64);
+    let writer = tokio::spawn(write_down(send, rx));
+    let feed = match shared.router.home(&user).await {
+        Ok(Home::Here) => Feed::open(shared.clone(), user, device).map_err(|e| {
+            tracing::error!(error = %e, "inbox failed");
+            ErrorCode::Unavailable
+        }),
+        Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
+    };
+    let feed = match feed {
+        Ok(feed) => feed,
+        Err(code) => {
+            let message = "the user's inbox is not here".to_string();
+            let _ = tx.send(AttachDown::Error { code, message }).await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let welcome = AttachDown::Welcome {
+        cursor: feed.cursor(),
+    };
+    if tx.send(welcome).await.is_err() {
+        return;
+    }
+    let entries = tx.clone();
+    let pushing = feed.clone().push(move |entry| {
+        entries
+            .try_send(AttachDown::Entry(entry))
+            .map_err(|e| e.to_string())
+    });
+    let ended = tokio::select! {
+        r = pushing => r,
+        r = control(&feed, &mut recv, &tx) => r,
+    };
+    tracing::debug!(reason = ?ended.err(), "attachment ended");
+    feed.close();
+    drop(tx);
+    writer.abort();
+}
+
+/// Acks and read marks from the device, through the peer.
+async fn control(
+    feed: &Arc<Feed>,
+    recv: &mut quinn::RecvStream,
+    tx: &mpsc::Sender<AttachDown>,
+) -> Result<(), String> {
+    let mut acking = AckTasks::new();
+    loop {
+        while let Some(done) = acking.try_join_next() {
+            if let Ok(Err(code)) = done {
+                return Err(format!("could not record a delivery: {code}"));
+            }
+        }
+        let request = match read_frame::<ControlRequest>(recv, MAX_MESH_FRAME).await {
+            Ok(request) => request,
+            Err(FrameReadError::Finished) => {
+                while acking.join_next().await.is_some() {}
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Err((code, message)) = feed.handle(request, &mut acking).await {
+            if tx.send(AttachDown::Error { code, message }).await.is_err() {
+                return Err("attachment writer ended".into());
+            }
+        }
+    }
+}
+
+async fn write_down(mut send: quinn::SendStream, mut rx: mpsc::Receiver<AttachDown>) {
+    while let Some(frame) = rx.recv().await {
+        if write_frame(&mut send, &frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
