@@ -9,6 +9,7 @@
 //! receiver), `offline` (a backlog drained by a connecting device), `stalled` (node memory
 //! while a receiver does not read), `idle` (memory per idle authenticated connection).
 
+pub mod cluster;
 pub mod node;
 pub mod stats;
 pub mod workload;

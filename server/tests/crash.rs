@@ -2,41 +2,14 @@
 //! again on the same data folder: every message that got SENT is delivered exactly once,
 //! and every message that did not is resent by the SDK and also delivered exactly once.
 
+mod common;
+
+use common::{connect, FAST};
 use quiver_bench::NodeProcess;
-use quiver_sdk::{Client, ConnectOptions, Event, FriendKey, Rest, Seq, UserId};
-use std::net::SocketAddr;
+use quiver_sdk::{Event, Rest, Seq, UserId};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// This test is about crashes, not rate limits: let the sender go as fast as it can.
-const FAST: &[&str] = &[
-    "--messages-per-sec",
-    "1000000",
-    "--message-burst",
-    "1000000",
-];
-
-async fn connect(
-    rest: &Rest,
-    quic: SocketAddr,
-    ca: &str,
-    user: &str,
-) -> anyhow::Result<(Client, quiver_sdk::Events)> {
-    let login = rest.login(user, &format!("{user}-password"), None).await?;
-    let mut options = ConnectOptions::new(quic, ca, &login.token);
-    for friend in rest.friends(&login.token).await?.friends {
-        let key = quiver_sdk::key_from_hex(&friend.key).expect("hex key");
-        options.keys.insert(friend.user, FriendKey(key));
-    }
-    options.backoff_min = Duration::from_millis(50);
-    options.backoff_max = Duration::from_millis(500);
-    options.connect_timeout = Duration::from_secs(2);
-    // A client learns that the node died when it next sends (a stateless reset answers):
-    // messages waiting for SENT are written again after this long.
-    options.resend_after = Duration::from_secs(1);
-    Ok(Client::connect(options).await?)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_loses_and_repeats_nothing() -> anyhow::Result<()> {

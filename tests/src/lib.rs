@@ -6,6 +6,7 @@
 //! fails the test instead of hanging it. [`relay::Relay`] puts loss, duplication,
 //! reordering and outages between a client and a node.
 
+pub mod mesh;
 pub mod relay;
 
 use anyhow::{bail, Context};
@@ -48,6 +49,21 @@ impl TestNode {
 
     /// Starts a node after `adjust` has changed its configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_inner(None, adjust).await
+    }
+
+    /// Starts a node whose certificates (set by `adjust`) clients verify with `ca_pem`.
+    pub async fn start_with_ca(
+        ca_pem: String,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(Some(ca_pem), adjust).await
+    }
+
+    async fn start_inner(
+        ca_pem: Option<String>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         init_tracing();
         let dir = tempfile::tempdir()?;
         let mut config = Config {
@@ -58,8 +74,10 @@ impl TestNode {
         };
         adjust(&mut config);
         let node = Node::start(config.clone()).await.context("starting node")?;
-        let ca = node.ca_cert().context("dev CA")?;
-        let ca_pem = std::fs::read_to_string(ca)?;
+        let ca_pem = match ca_pem {
+            Some(pem) => pem,
+            None => std::fs::read_to_string(node.ca_cert().context("dev CA")?)?,
+        };
         Ok(Self {
             node: Some(node),
             config,
@@ -326,6 +344,22 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
                 out.push(path);
             }
         }
+    }
+    out
+}
+
+/// Runs the futures as tasks and collects their outputs in order
+/// (`futures::future::join_all` without the dependency).
+pub async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    fs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("task"));
     }
     out
 }

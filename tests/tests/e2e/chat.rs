@@ -117,18 +117,3 @@ async fn a_non_friend_cannot_message() -> anyhow::Result<()> {
     assert_quiet(&mut b_events, std::time::Duration::from_millis(300)).await?;
     Ok(())
 }
-
-/// `futures::future::join_all` without the dependency.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(
-    fs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.expect("task"));
-    }
-    out
-}

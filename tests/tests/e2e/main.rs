@@ -4,6 +4,7 @@
 mod chat;
 mod faults;
 mod hostile;
+mod mesh;
 mod offline;
 mod raw;
 mod rest;

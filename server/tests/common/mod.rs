@@ -1,0 +1,36 @@
+//! What the process-level tests share: flags for a node that does not rate-limit, and an
+//! SDK client that logs in, loads its friends' keys and reconnects quickly.
+
+use quiver_sdk::{Client, ConnectOptions, Events, FriendKey, Rest};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// These tests are about crashes, not rate limits: let senders go as fast as they can.
+pub const FAST: &[&str] = &[
+    "--messages-per-sec",
+    "1000000",
+    "--message-burst",
+    "1000000",
+];
+
+/// Logs `user` in (password `{user}-password`) and connects to `quic`, retrying quickly.
+pub async fn connect(
+    rest: &Rest,
+    quic: SocketAddr,
+    ca: &str,
+    user: &str,
+) -> anyhow::Result<(Client, Events)> {
+    let login = rest.login(user, &format!("{user}-password"), None).await?;
+    let mut options = ConnectOptions::new(quic, ca, &login.token);
+    for friend in rest.friends(&login.token).await?.friends {
+        let key = quiver_sdk::key_from_hex(&friend.key).expect("hex key");
+        options.keys.insert(friend.user, FriendKey(key));
+    }
+    options.backoff_min = Duration::from_millis(50);
+    options.backoff_max = Duration::from_millis(500);
+    options.connect_timeout = Duration::from_secs(2);
+    // A client learns that a node died when it next sends: messages waiting for SENT are
+    // written again after this long.
+    options.resend_after = Duration::from_secs(1);
+    Ok(Client::connect(options).await?)
+}
