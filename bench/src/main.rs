@@ -36,6 +36,22 @@ enum Mode {
         #[arg(long, default_value_t = 64)]
         window: usize,
     },
+    /// Cross-node vs same-node delivery in a mesh of two nodes and a private redis-server
+    /// (needs `redis-server` on the PATH): `pairs` twice in one run.
+    Hop {
+        /// Sender→receiver pairs.
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 1000)]
+        messages: u64,
+        /// Body size in bytes (at least 16).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per sender waiting for SENT at once.
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+    },
     /// Many senders to one receiver.
     Fanin {
         /// Senders.
@@ -90,7 +106,11 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("quiver-server"),
     };
-    let bench = Arc::new(Bench::start(&server_bin).context("starting the node")?);
+    let bench = match args.mode {
+        Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
+        _ => Bench::start(&server_bin).context("starting the node")?,
+    };
+    let bench = Arc::new(bench);
     let report = match args.mode {
         Mode::Pairs {
             pairs,
@@ -98,6 +118,12 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
         } => workload::pairs(bench, pairs, messages, size, window).await?,
+        Mode::Hop {
+            pairs,
+            messages,
+            size,
+            window,
+        } => workload::hop(bench, pairs, messages, size, window).await?,
         Mode::Fanin {
             senders,
             messages,

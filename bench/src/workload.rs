@@ -1,6 +1,7 @@
 //! The workloads. Each sets up users on a fresh node, runs, and returns a [`Report`]:
 //! one JSON object for machines and a line for people.
 
+use crate::cluster::{node_args, ClusterCa, RedisServer};
 use crate::node::NodeProcess;
 use crate::stats::{percentile, StreamCheck};
 use anyhow::Context;
@@ -23,49 +24,107 @@ pub struct Report {
     pub summary: String,
 }
 
-/// A fresh node process with helpers to make users and clients.
+/// Fresh node processes (one, or a mesh of two with its own Redis) with helpers to make
+/// users and clients.
 pub struct Bench {
-    /// The node under test.
+    /// The node under test (the first node of a mesh).
     pub node: NodeProcess,
     rest: Rest,
+    /// The second node of a mesh.
+    peer: Option<(NodeProcess, Rest)>,
     ca: String,
     epoch: Instant,
+    _redis: Option<RedisServer>,
+    _cluster_ca: Option<ClusterCa>,
     _dir: tempfile::TempDir,
 }
+
+/// Every simulated user logs in from loopback, and the point is to find the node's own
+/// limits: lift the per-address login limit and the per-connection send rate.
+const UNLIMITED: [&str; 6] = [
+    "--logins-per-minute-per-address",
+    "1000000",
+    "--messages-per-sec",
+    "1000000",
+    "--message-burst",
+    "1000000",
+];
 
 impl Bench {
     /// Starts `server_bin` on a temporary data folder.
     pub fn start(server_bin: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("node");
-        // Every simulated user logs in from loopback, and the point is to find the node's
-        // own limits: lift the per-address login limit and the per-connection send rate.
-        let extra = [
-            "--logins-per-minute-per-address",
-            "1000000",
-            "--messages-per-sec",
-            "1000000",
-            "--message-burst",
-            "1000000",
-        ];
-        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &extra)?;
+        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &UNLIMITED)?;
         let ca = std::fs::read_to_string(data.join("certs/ca.pem")).context("dev CA")?;
         let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
         Ok(Self {
             node,
             rest,
+            peer: None,
             ca,
             epoch: Instant::now(),
+            _redis: None,
+            _cluster_ca: None,
             _dir: dir,
         })
     }
 
+    /// Starts a private `redis-server` and two mesh nodes, `n1` and `n2`.
+    pub fn start_mesh(server_bin: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let redis = RedisServer::start()?;
+        let cluster_ca = ClusterCa::new("Quiver bench CA")?;
+        let ca = cluster_ca.ca_pem()?;
+        let mut nodes = Vec::new();
+        for id in ["n1", "n2"] {
+            let mut args = node_args(&cluster_ca, &redis.url(), id, "127.0.0.1:0".parse()?)?;
+            args.extend(UNLIMITED.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let data = dir.path().join(id);
+            let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &args)?;
+            let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
+            nodes.push((node, rest));
+        }
+        let peer = nodes.pop();
+        let (node, rest) = nodes.pop().context("two nodes")?;
+        Ok(Self {
+            node,
+            rest,
+            peer,
+            ca,
+            epoch: Instant::now(),
+            _redis: Some(redis),
+            _cluster_ca: Some(cluster_ca),
+            _dir: dir,
+        })
+    }
+
+    /// Node `at` (0: the first; 1: the mesh peer) and its REST client.
+    fn at(&self, at: usize) -> anyhow::Result<(&NodeProcess, &Rest)> {
+        match (at, &self.peer) {
+            (0, _) => Ok((&self.node, &self.rest)),
+            (1, Some((node, rest))) => Ok((node, rest)),
+            _ => anyhow::bail!("no node {at} in this bench"),
+        }
+    }
+
     /// Registers and logs in every name, a few at a time (argon2 is deliberately slow).
     pub async fn users(&self, names: &[String]) -> anyhow::Result<Vec<LoginResponse>> {
+        self.users_on(names, 0).await
+    }
+
+    /// Registers every name on node `at` (its home) and logs in.
+    pub async fn users_on(
+        &self,
+        names: &[String],
+        at: usize,
+    ) -> anyhow::Result<Vec<LoginResponse>> {
         let limit = Arc::new(Semaphore::new(8));
+        let rest = self.at(at)?.1;
         let mut tasks = Vec::new();
         for name in names {
-            let (rest, name, limit) = (self.rest.clone(), name.clone(), limit.clone());
+            let (rest, name, limit) = (rest.clone(), name.clone(), limit.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire().await?;
                 rest.register(&name, "bench-password").await?;
@@ -88,7 +147,16 @@ impl Bench {
 
     /// Connects a client with its friendship keys.
     pub async fn connect(&self, login: &LoginResponse) -> anyhow::Result<(Client, Events)> {
-        let mut options = ConnectOptions::new(self.node.quic, &self.ca, &login.token);
+        self.connect_on(login, 0).await
+    }
+
+    /// Connects a client to node `at`.
+    pub async fn connect_on(
+        &self,
+        login: &LoginResponse,
+        at: usize,
+    ) -> anyhow::Result<(Client, Events)> {
+        let mut options = ConnectOptions::new(self.at(at)?.0.quic, &self.ca, &login.token);
         for friend in self.rest.friends(&login.token).await?.friends {
             let key = quiver_sdk::key_from_hex(&friend.key).context("friend key")?;
             options.keys.insert(friend.user, FriendKey(key));
@@ -276,19 +344,96 @@ pub async fn pairs(
     size: usize,
     window: usize,
 ) -> anyhow::Result<Report> {
-    let names: Vec<String> = (0..pairs)
-        .flat_map(|i| [format!("snd{i:05}"), format!("rcv{i:05}")])
-        .collect();
-    let logins = bench.users(&names).await?;
+    let spec = PairsSpec {
+        prefix: "",
+        pairs,
+        messages,
+        size,
+        window,
+        receivers_home: 0,
+        receivers_at: 0,
+    };
+    run_pairs(bench, "pairs", spec).await
+}
+
+/// `hop` (a mesh of two): the `pairs` workload three times in one run — every user on
+/// node 1; receivers homed on and connected to node 2 (each message and each receipt
+/// crosses the mesh once); receivers homed on node 2 but connected to node 1 (each
+/// message crosses twice: to its home node, and back through the receiver's attachment).
+pub async fn hop(
+    bench: Arc<Bench>,
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let mut spec = PairsSpec {
+        prefix: "same",
+        pairs,
+        messages,
+        size,
+        window,
+        receivers_home: 0,
+        receivers_at: 0,
+    };
+    let same = run_pairs(bench.clone(), "hop-same-node", spec.clone()).await?;
+    spec.prefix = "cross";
+    spec.receivers_home = 1;
+    spec.receivers_at = 1;
+    let cross = run_pairs(bench.clone(), "hop-cross-node", spec.clone()).await?;
+    spec.prefix = "away";
+    spec.receivers_at = 0;
+    let away = run_pairs(bench, "hop-away-from-home", spec).await?;
+    let p = |r: &Report, q: &str| r.json["latency_ms"][q].as_f64().unwrap_or(f64::NAN);
+    let extra = |r: &Report| json!({ "p50": p(r, "p50") - p(&same, "p50"), "p99": p(r, "p99") - p(&same, "p99") });
+    let json = json!({
+        "mode": "hop", "same_node": same.json, "cross_node": cross.json, "away_from_home": away.json,
+        "extra_latency_ms": { "cross_node": extra(&cross), "away_from_home": extra(&away) },
+    });
+    let summary = format!("{}\n{}\n{}", same.summary, cross.summary, away.summary);
+    Ok(Report { json, summary })
+}
+
+/// One `pairs` run: who, how many, where the receivers are.
+#[derive(Clone)]
+struct PairsSpec {
+    prefix: &'static str,
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+    /// The node receivers are homed on (senders: node 0).
+    receivers_home: usize,
+    /// The node receivers connect to (senders: node 0).
+    receivers_at: usize,
+}
+
+async fn run_pairs(bench: Arc<Bench>, mode: &str, spec: PairsSpec) -> anyhow::Result<Report> {
+    let PairsSpec {
+        prefix,
+        pairs,
+        messages,
+        size,
+        window,
+        receivers_home,
+        receivers_at,
+    } = spec;
+    let names = |role: &str| -> Vec<String> {
+        (0..pairs)
+            .map(|i| format!("{prefix}{role}{i:05}"))
+            .collect()
+    };
+    let sender_logins = bench.users(&names("snd")).await?;
+    let receiver_logins = bench.users_on(&names("rcv"), receivers_home).await?;
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    for pair in logins.chunks(2) {
-        bench.befriend(&pair[0], &pair[1]).await?;
-        let (sender, sender_events) = bench.connect(&pair[0]).await?;
+    for (s, r) in sender_logins.iter().zip(&receiver_logins) {
+        bench.befriend(s, r).await?;
+        let (sender, sender_events) = bench.connect(s).await?;
         drain(sender_events);
-        let (receiver, receiver_events) = bench.connect(&pair[1]).await?;
+        let (receiver, receiver_events) = bench.connect_on(r, receivers_at).await?;
         receivers.push((receiver, receiver_events));
-        senders.push((sender, pair[1].user.clone()));
+        senders.push((sender, r.user.clone()));
     }
     let started = Instant::now();
     let mut receiving = Vec::new();
@@ -307,7 +452,7 @@ pub async fn pairs(
     }
     let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
     Ok(delivery_report(
-        "pairs",
+        mode,
         params,
         seen,
         pairs as u64 * messages,
