@@ -78,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         // Logs on stderr; stdout carries only the start-up banner, for scripts.
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mesh = match (args.redis_url, args.mesh_addr, args.cluster_ca) {
         (Some(url), Some(addr), Some(ca)) => Some(MeshConfig {
