@@ -105,6 +105,11 @@ enum FriendCmd {
         /// The user.
         user: String,
     },
+    /// End a friendship (or withdraw or refuse a request).
+    Remove {
+        /// The user.
+        user: String,
+    },
     /// List friends and pending requests.
     List,
 }
@@ -236,6 +241,13 @@ async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
         }
         FriendCmd::Accept { user } => {
             let status = rest.accept_friend(&token, &user).await?;
+            println!(
+                "{}",
+                json!({ "event": "friend", "user": status.user, "status": status.status })
+            );
+        }
+        FriendCmd::Remove { user } => {
+            let status = rest.remove_friend(&token, &user).await?;
             println!(
                 "{}",
                 json!({ "event": "friend", "user": status.user, "status": status.status })

@@ -12,6 +12,9 @@ pub const LOGIN: &str = "/v1/login";
 pub const FRIEND_REQUESTS: &str = "/v1/friends/requests";
 /// `POST` — accept a friend request.
 pub const FRIEND_ACCEPT: &str = "/v1/friends/accept";
+/// `POST` — end a friendship (or withdraw or refuse a request). Making friends again later
+/// makes a new key.
+pub const FRIEND_REMOVE: &str = "/v1/friends/remove";
 /// `GET` — friends (with keys) and pending requests.
 pub const FRIENDS: &str = "/v1/friends";
 /// `POST` — log out this device, or every device: their tokens stop working.

@@ -101,6 +101,14 @@ impl Rest {
             .await
     }
 
+    /// Ends the friendship with `user` (or withdraws or refuses a request): neither can
+    /// send to the other any more. Making friends again makes a new key.
+    pub async fn remove_friend(&self, token: &str, user: &str) -> Result<FriendStatus, RestError> {
+        let body = rest::FriendRequest { user: user.into() };
+        self.call(self.post(rest::FRIEND_REMOVE, &body, Some(token)))
+            .await
+    }
+
     /// Friends (with friendship keys) and pending requests.
     pub async fn friends(&self, token: &str) -> Result<FriendsResponse, RestError> {
         let url = format!("{}{}", self.base, rest::FRIENDS);

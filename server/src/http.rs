@@ -131,6 +131,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::LOGIN, post(login))
         .route(rest::FRIEND_REQUESTS, post(request_friend))
         .route(rest::FRIEND_ACCEPT, post(accept_friend))
+        .route(rest::FRIEND_REMOVE, post(remove_friend))
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -256,6 +257,22 @@ async fn accept_friend(
     let other = parse_user(&req.user)?;
     let key = shared.directory.accept_friend(&me.user, &other).await?;
     Ok(friend_status(other, Some(key)))
+}
+
+async fn remove_friend(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::FriendRequest>, JsonRejection>,
+) -> Result<Json<FriendStatus>, ApiError> {
+    let Json(req) = body?;
+    let other = parse_user(&req.user)?;
+    let was = shared.directory.remove_friend(&me.user, &other).await?;
+    tracing::info!(user = %me.user, %other, was_friend = was, "friendship removed");
+    Ok(Json(FriendStatus {
+        user: other,
+        status: "removed".into(),
+        key: None,
+    }))
 }
 
 /// "friends" with the key once there is one, "pending" before.

@@ -220,6 +220,24 @@ impl Directory for SledDirectory {
         Ok(key)
     }
 
+    async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError> {
+        let was = {
+            let _guard = self.friend_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let was = self.stored_key(user, other)?.is_some();
+            let mut batch = sled::Batch::default();
+            batch.remove(pair(user, other));
+            batch.remove(pair(other, user));
+            self.friends.apply_batch(batch)?;
+            for (x, y) in [(user, other), (other, user)] {
+                self.requests_out.remove(pair(x, y))?;
+                self.requests_in.remove(pair(y, x))?;
+            }
+            was
+        };
+        self.flush().await?;
+        Ok(was)
+    }
+
     async fn friendship(
         &self,
         a: &UserId,

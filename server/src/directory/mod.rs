@@ -121,6 +121,9 @@ pub trait Directory: Send + Sync {
         user: &UserId,
         from: &UserId,
     ) -> Result<FriendKey, DirectoryError>;
+    /// Ends the friendship of `user` and `other`, and any request between them, both
+    /// ways. Returns whether they were friends. A later friendship gets a new key.
+    async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError>;
     /// The friendship key, if the two are friends.
     async fn friendship(&self, a: &UserId, b: &UserId)
         -> Result<Option<FriendKey>, DirectoryError>;

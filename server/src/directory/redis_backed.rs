@@ -20,7 +20,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Creates a user unless the key exists. KEYS: user; ARGV: hash, home.
 const CREATE_USER: &str = r"
@@ -49,6 +49,21 @@ redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[1])
 return {'pending', ''}";
 
+/// Ends a friendship and any request between the two. KEYS: 1 friends:me, 2 friends:other,
+/// 3 req_out:me, 4 req_in:me, 5 req_out:other, 6 req_in:other. ARGV: me, other.
+const UNFRIEND: &str = r"
+local was = redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[2])
+redis.call('SREM', KEYS[5], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[1])
+return was";
+
+/// How long a friendship read from Redis is trusted without asking again. A removal made
+/// through another node reaches this one within this time.
+const FRIENDSHIP_FRESH: Duration = Duration::from_secs(5);
+
 /// How long one Redis request may take before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -61,8 +76,18 @@ pub struct RedisDirectory {
     redis: ConnectionManager,
     create_user: redis::Script,
     befriend: redis::Script,
-    /// Friendships seen, by (smaller, larger) user id.
-    friends_seen: Mutex<HashMap<(UserId, UserId), FriendKey>>,
+    unfriend: redis::Script,
+    /// Friendships seen, by (smaller, larger) user id, with when they were read.
+    friends_seen: Mutex<HashMap<(UserId, UserId), (FriendKey, Instant)>>,
+}
+
+/// The key of a friendship in the cache: the same for both directions.
+fn ordered(a: &UserId, b: &UserId) -> (UserId, UserId) {
+    if a.as_str() <= b.as_str() {
+        (a.clone(), b.clone())
+    } else {
+        (b.clone(), a.clone())
+    }
 }
 
 impl RedisDirectory {
@@ -72,6 +97,7 @@ impl RedisDirectory {
             redis: connect(url).await?,
             create_user: redis::Script::new(CREATE_USER),
             befriend: redis::Script::new(BEFRIEND),
+            unfriend: redis::Script::new(UNFRIEND),
             friends_seen: Mutex::new(HashMap::new()),
         })
     }
@@ -80,7 +106,7 @@ impl RedisDirectory {
         self.redis.clone()
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<(UserId, UserId), FriendKey>> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<(UserId, UserId), (FriendKey, Instant)>> {
         self.friends_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -232,32 +258,63 @@ impl Directory for RedisDirectory {
         }
     }
 
+    async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError> {
+        let was: i64 = self
+            .unfriend
+            .key(key("friends", user))
+            .key(key("friends", other))
+            .key(key("req_out", user))
+            .key(key("req_in", user))
+            .key(key("req_out", other))
+            .key(key("req_in", other))
+            .arg(user.as_str())
+            .arg(other.as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        self.seen().remove(&ordered(user, other));
+        Ok(was == 1)
+    }
+
     async fn friendship(
         &self,
         a: &UserId,
         b: &UserId,
     ) -> Result<Option<FriendKey>, DirectoryError> {
-        // Friendship is symmetric: one entry serves both directions.
-        let pair = if a.as_str() <= b.as_str() {
-            (a.clone(), b.clone())
-        } else {
-            (b.clone(), a.clone())
-        };
-        // Every chat asks this. Friendships are never removed or rekeyed in this version,
-        // so a known one is answered from memory: no round trip, and no wait on Redis
-        // while it is away. (Removal, when it comes, must invalidate this.)
-        if let Some(key) = self.seen().get(&pair) {
-            return Ok(Some(*key));
+        // Every chat asks this: a friendship read within FRIENDSHIP_FRESH is answered from
+        // memory, with no round trip. While Redis does not answer, an older one still
+        // counts, so known friends keep chatting through an outage.
+        let pair = ordered(a, b);
+        let known = self.seen().get(&pair).copied();
+        if let Some((key, at)) = known {
+            if at.elapsed() < FRIENDSHIP_FRESH {
+                return Ok(Some(key));
+            }
         }
-        let stored: Option<Vec<u8>> = self.conn().hget(key("friends", a), b.as_str()).await?;
-        let Some(bytes) = stored else {
-            return Ok(None);
-        };
-        let key: FriendKey = bytes
-            .try_into()
-            .map_err(|_| DirectoryError::Storage("stored friendship key is corrupt".into()))?;
-        self.seen().insert(pair, key);
-        Ok(Some(key))
+        let stored: Result<Option<Vec<u8>>, _> =
+            self.conn().hget(key("friends", a), b.as_str()).await;
+        match stored {
+            Ok(Some(bytes)) => {
+                let key: FriendKey = bytes.try_into().map_err(|_| {
+                    DirectoryError::Storage("stored friendship key is corrupt".into())
+                })?;
+                self.seen().insert(pair, (key, Instant::now()));
+                Ok(Some(key))
+            }
+            Ok(None) => {
+                self.seen().remove(&pair);
+                Ok(None)
+            }
+            Err(e) => match known {
+                Some((key, _)) => {
+                    tracing::debug!(error = %e, "redis unavailable; using a known friendship");
+                    // Ask again only after another FRIENDSHIP_FRESH: during an outage each
+                    // failed ask can wait on a reconnect attempt.
+                    self.seen().insert(pair, (key, Instant::now()));
+                    Ok(Some(key))
+                }
+                None => Err(e.into()),
+            },
+        }
     }
 
     async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError> {

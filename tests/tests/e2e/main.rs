@@ -3,6 +3,7 @@
 
 mod chat;
 mod faults;
+mod friends;
 mod hostile;
 mod mesh;
 mod offline;
