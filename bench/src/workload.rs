@@ -41,8 +41,10 @@ pub struct Bench {
 
 /// Every simulated user logs in from loopback, and the point is to find the node's own
 /// limits: lift the per-address login limit and the per-connection send rate.
-const UNLIMITED: [&str; 6] = [
+const UNLIMITED: [&str; 8] = [
     "--logins-per-minute-per-address",
+    "1000000",
+    "--max-connections-per-address",
     "1000000",
     "--messages-per-sec",
     "1000000",

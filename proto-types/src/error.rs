@@ -34,8 +34,11 @@ pub enum ErrorCode {
     ShuttingDown = 11,
     /// The client went over a rate limit.
     RateLimited = 12,
-    /// The client opened more streams than allowed.
+    /// The client opened more streams than allowed, or its user has more conversations
+    /// open on the node than allowed.
     TooManyStreams = 13,
+    /// The client's address has more connections open on the node than allowed.
+    TooManyConnections = 14,
 }
 
 impl ErrorCode {
@@ -61,6 +64,7 @@ impl ErrorCode {
             11 => ShuttingDown,
             12 => RateLimited,
             13 => TooManyStreams,
+            14 => TooManyConnections,
             _ => return None,
         })
     }
@@ -96,6 +100,7 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_u32(13), Some(ErrorCode::TooManyStreams));
+        assert_eq!(ErrorCode::from_u32(14), Some(ErrorCode::TooManyConnections));
         assert_eq!(ErrorCode::from_u32(0), None);
     }
 }

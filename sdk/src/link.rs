@@ -67,15 +67,16 @@ async fn handshake_inner(
         .connect(addr, server_name)
         .map_err(|e| failed(&e))?
         .await
-        .map_err(|e| failed(&e))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
+        .map_err(|e| closed_by_node(&e).unwrap_or_else(|| failed(&e)))?;
+    // The node may close the connection at any point of the handshake (a cap, a bad
+    // token): its close code says why, whichever step noticed first.
+    let why = |e: &dyn std::fmt::Display| refusal(&conn).unwrap_or_else(|| failed(e));
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| why(&e))?;
     let hello = ControlRequest::Hello {
         version: PROTOCOL_VERSION,
         token: token.to_owned(),
     };
-    write_frame(&mut send, &hello)
-        .await
-        .map_err(ConnectError::Connect)?;
+    write_frame(&mut send, &hello).await.map_err(|e| why(&e))?;
     match read_frame::<ControlResponse>(&mut recv).await {
         Ok(Some(ControlResponse::Welcome {
             user,
@@ -99,7 +100,12 @@ async fn handshake_inner(
 
 /// The node's close code, if it closed the connection on purpose.
 fn refusal(conn: &quinn::Connection) -> Option<ConnectError> {
-    match conn.close_reason()? {
+    closed_by_node(&conn.close_reason()?)
+}
+
+/// A connection error as the node's refusal, when the node closed it with a Quiver code.
+fn closed_by_node(error: &quinn::ConnectionError) -> Option<ConnectError> {
+    match error {
         quinn::ConnectionError::ApplicationClosed(close) => {
             let code = u32::try_from(close.error_code.into_inner()).ok()?;
             Some(ConnectError::Refused {

@@ -80,6 +80,12 @@ pub struct Limits {
     pub push_window: u64,
     /// Bidirectional streams a client may have open at once (control + conversations).
     pub max_client_streams: u32,
+    /// Conversation streams one user may have open on this node, over all its devices
+    /// and connections; past it a new one is closed with `TooManyStreams`.
+    pub max_conversations_per_user: u32,
+    /// Connections one client address may have open on this node; past it a new one is
+    /// closed with `TooManyConnections`. Generous: many phones share one carrier address.
+    pub max_connections_per_address: u32,
     /// Messages in flight on one conversation stream between append and `Sent`.
     pub send_pipeline: usize,
     /// A connection with no traffic for this long is closed, in milliseconds.
@@ -123,6 +129,8 @@ impl Default for Limits {
             max_body_bytes: 32 * 1024,
             push_window: 256,
             max_client_streams: 64,
+            max_conversations_per_user: 1024,
+            max_connections_per_address: 4096,
             send_pipeline: 256,
             idle_timeout_ms: 30_000,
             hello_timeout_ms: 10_000,
@@ -164,7 +172,12 @@ impl Config {
                 "max_body_bytes must leave 256 bytes of frame",
             ));
         }
-        if l.push_window == 0 || l.max_client_streams < 2 || l.send_pipeline == 0 {
+        if l.push_window == 0
+            || l.max_client_streams < 2
+            || l.send_pipeline == 0
+            || l.max_conversations_per_user == 0
+            || l.max_connections_per_address == 0
+        {
             return Err(ConfigError::Limit(
                 "windows and stream counts must be positive",
             ));

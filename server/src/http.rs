@@ -293,6 +293,13 @@ async fn logout(
     let Json(req) = body?;
     let device = (!req.all_devices).then_some(me.device);
     shared.directory.remove_devices(&me.user, device).await?;
+    // Its tokens are refused from now on; its live sessions on this node end now.
+    let code = crate::net::varint(quiver_proto::ErrorCode::Unauthenticated);
+    let closed = shared
+        .live
+        .sessions
+        .close(&me.user, device, code, b"logged out");
+    tracing::debug!(closed, "sessions of logged-out devices closed");
     tracing::info!(user = %me.user, all = req.all_devices, "logged out");
     Ok(Json(serde_json::json!({ "logged_out": true })))
 }

@@ -12,6 +12,7 @@
 //! | [`feed`] | one device's cursor, acks and push window, on its user's home node |
 //! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
 //! | [`router`] | where a chat or receipt goes (home nodes); the only writer of inboxes |
+//! | [`live`] | what is connected now: caps per address and per user, sessions to close |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
 //! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
@@ -38,6 +39,7 @@ pub mod feed;
 pub mod http;
 pub mod inbox;
 pub mod listener;
+pub mod live;
 pub mod mesh;
 pub mod net;
 pub mod node;

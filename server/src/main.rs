@@ -45,6 +45,13 @@ struct Args {
     /// Chat messages one connection may send in a burst.
     #[arg(long, default_value_t = Limits::default().message_burst)]
     message_burst: u32,
+    /// Connections one client address may have open (past it: TooManyConnections).
+    #[arg(long, default_value_t = Limits::default().max_connections_per_address)]
+    max_connections_per_address: u32,
+    /// Conversation streams one user may have open, over all its devices (past it:
+    /// TooManyStreams).
+    #[arg(long, default_value_t = Limits::default().max_conversations_per_user)]
+    max_conversations_per_user: u32,
     /// Memory for sled's page cache, in MiB.
     #[arg(long, default_value_t = Config::default().storage_cache_bytes >> 20)]
     storage_cache_mib: u64,
@@ -103,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
             logins_per_minute_per_address: args.logins_per_minute_per_address,
             messages_per_sec: args.messages_per_sec,
             message_burst: args.message_burst,
+            max_connections_per_address: args.max_connections_per_address,
+            max_conversations_per_user: args.max_conversations_per_user,
             ..Limits::default()
         },
     };

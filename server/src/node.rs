@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
 use crate::inbox::{Inbox, InboxError};
 use crate::listener::ListenerError;
+use crate::live::Live;
 use crate::mesh::{Mesh, MeshError};
 use crate::rate::KeyedLimiter;
 use crate::router::Router;
@@ -35,6 +36,8 @@ pub struct Shared {
     pub(crate) logins_by_account: KeyedLimiter<UserId>,
     /// Logins and registrations, by client address.
     pub(crate) logins_by_address: KeyedLimiter<IpAddr>,
+    /// Connections, conversations and sessions open now.
+    pub(crate) live: Live,
 }
 
 /// Counters of what the node is doing now and has done.
@@ -189,6 +192,7 @@ impl Node {
             config,
             quic_addr,
             gauges: Gauges::default(),
+            live: Live::default(),
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {

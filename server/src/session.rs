@@ -39,8 +39,15 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
-    let span =
-        tracing::info_span!("conn", remote = %conn.remote_address(), user = tracing::field::Empty);
+    let remote = conn.remote_address();
+    let limit = shared.config.limits.max_connections_per_address;
+    let Some(_address_slot) = shared.live.connections.take(&remote.ip(), limit) else {
+        tracing::info!(%remote, "too many connections from this address");
+        let code = ErrorCode::TooManyConnections;
+        conn.close(varint(code), b"too many connections from this address");
+        return;
+    };
+    let span = tracing::info_span!("conn", %remote, user = tracing::field::Empty);
     async move {
         let (session, send, recv) = match hello(&conn, &shared).await {
             Ok(hello) => hello,
@@ -56,6 +63,11 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             .sessions_opened
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %session.device, cursor = %session.cursor, "session open");
+        // Logging out closes the device's live sessions through this entry.
+        let _entry = shared
+            .live
+            .sessions
+            .register(&session.user, session.device, &conn);
         // Written once the feed runs, so the location never names a device that could
         // still miss backlog; cleared only if no newer session of the device replaced it.
         let location = match shared.router.mesh() {
@@ -313,10 +325,15 @@ impl Session {
         let limits = &self.shared.config.limits;
         let (tx, rx) = mpsc::channel(limits.send_pipeline);
         let responder = tokio::spawn(respond(send, rx));
-        let end = match read_frame(&mut recv, limits.max_frame_bytes).await {
-            Ok(ConversationRequest::Open { peer }) => self.open(&peer, &mut recv, &tx).await,
-            Ok(ConversationRequest::Chat { .. }) => Some(ErrorCode::UnexpectedFrame),
-            Err(e) => e.code(),
+        let conversations = &self.shared.live.conversations;
+        let slot = conversations.take(&self.user, limits.max_conversations_per_user);
+        let end = match slot {
+            None => Some(ErrorCode::TooManyStreams),
+            Some(_slot) => match read_frame(&mut recv, limits.max_frame_bytes).await {
+                Ok(ConversationRequest::Open { peer }) => self.open(&peer, &mut recv, &tx).await,
+                Ok(ConversationRequest::Chat { .. }) => Some(ErrorCode::UnexpectedFrame),
+                Err(e) => e.code(),
+            },
         };
         if let Some(code) = end {
             tracing::debug!(%code, "closing conversation stream");

@@ -5,6 +5,7 @@ mod chat;
 mod faults;
 mod friends;
 mod hostile;
+mod limits;
 mod mesh;
 mod offline;
 mod raw;

@@ -1,0 +1,97 @@
+//! Caps on what one address or one user can hold open, and logging out ending the
+//! device's live sessions. Each over-the-limit client gets its code; others carry on.
+
+use quiver_sdk::{ErrorCode, Event, SendError};
+use quiver_tests::*;
+use std::time::Duration;
+
+/// Waits for the client to give up with a reason that mentions `code`.
+async fn disconnected(events: &mut quiver_sdk::Events, code: ErrorCode) -> anyhow::Result<()> {
+    loop {
+        match next_any_event(events).await? {
+            Event::Disconnected { reason } => {
+                let name = format!("{code:?}");
+                anyhow::ensure!(reason.contains(&name), "{reason}");
+                return Ok(());
+            }
+            Event::Connection(_) | Event::Receipt(_) => {}
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_the_devices_live_sessions() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (laptop, bob) = (node.user("alice").await?, node.user("bob").await?);
+    let phone = laptop.new_device(&node).await?;
+    node.befriend(&laptop, &bob).await?;
+    let (_l, mut laptop_events) = node.connect(&laptop).await?;
+    let (_p, mut phone_events) = node.connect(&phone).await?;
+    let (b, _b_events) = node.connect(&bob).await?;
+
+    node.rest().logout(&laptop.login.token, false).await?;
+    disconnected(&mut laptop_events, ErrorCode::Unauthenticated).await?;
+    // The phone was not logged out: it still gets messages.
+    b.send(&laptop.id, b"for the phone").await?;
+    assert_eq!(
+        next_message(&mut phone_events).await?.text(),
+        "for the phone"
+    );
+
+    node.rest().logout(&phone.login.token, true).await?;
+    disconnected(&mut phone_events, ErrorCode::Unauthenticated).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.limits.max_connections_per_address = 2).await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let (_b, mut b_events) = node.connect(&bob).await?;
+    let third = node
+        .connect_with(&alice, |o| o.connect_timeout = Duration::from_secs(5))
+        .await;
+    let Err(e) = third else {
+        anyhow::bail!("a third connection from one address was served");
+    };
+    assert!(format!("{e}").contains("TooManyConnections"), "{e}");
+    // The two within the cap are unaffected.
+    a.send(&bob.id, b"still here").await?;
+    assert_eq!(next_message(&mut b_events).await?.text(), "still here");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_per_user_are_capped_over_all_its_connections() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.limits.max_conversations_per_user = 2).await?;
+    let alice = node.user("alice").await?;
+    let alice_phone = alice.new_device(&node).await?;
+    let mut friends = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let friend = node.user(name).await?;
+        node.befriend(&alice, &friend).await?;
+        friends.push(friend);
+    }
+    let (laptop, _l_events) = node.connect(&alice).await?;
+    let (phone, _p_events) = node.connect(&alice_phone).await?;
+    let (_bob, mut bob_events) = node.connect(&friends[0]).await?;
+    laptop.send(&friends[0].id, b"one").await?;
+    laptop.send(&friends[1].id, b"two").await?;
+    // A third conversation, from another device of the same user, is over the cap.
+    let third = phone.send(&friends[2].id, b"three").await;
+    assert!(
+        matches!(
+            third,
+            Err(SendError::StreamClosed(ErrorCode::TooManyStreams))
+        ),
+        "{third:?}"
+    );
+    // The open ones carry on.
+    laptop.send(&friends[0].id, b"one more").await?;
+    let got = messages(&mut bob_events, 2).await?;
+    assert_eq!(got[1].text(), "one more");
+    Ok(())
+}
