@@ -12,6 +12,7 @@
 //! - [`error`]: [`ErrorCode`], the codes the node uses to reset streams and close connections.
 //! - [`mesh`]: what nodes say to each other over their mutual-TLS links.
 //! - [`rest`]: JSON bodies and paths of the REST API.
+//! - [`stream`]: the node's per-stream state machines (bytes in, requests out).
 //! - [`cursor`]: [`CursorTracker`], the "highest contiguous acknowledged `seq`" state machine
 //!   used by the node (per device) and by the SDK (to drop redeliveries).
 //!
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod mesh;
 pub mod messages;
 pub mod rest;
+pub mod stream;
 
 pub use cursor::CursorTracker;
 pub use error::ErrorCode;

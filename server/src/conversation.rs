@@ -5,9 +5,10 @@
 //! conversation ([`quiver_proto::mesh::MeshOpen::Conversation`]) both end up here.
 
 use crate::inbox::Appended;
-use crate::net::{read_frame, write_frame};
+use crate::net::{write_frame, Reader, StreamEnd};
 use crate::router::Router;
-use quiver_proto::{ClientMsgId, ConversationRequest, ConversationResponse, ErrorCode, UserId};
+use quiver_proto::stream::{ConversationPhase, ConversationStep};
+use quiver_proto::{ClientMsgId, ConversationResponse, ErrorCode, UserId};
 use tokio::sync::mpsc;
 
 /// A reply queued for a conversation stream, in the order of the requests.
@@ -28,28 +29,29 @@ pub async fn append_chats(
     router: &Router,
     from: &UserId,
     to: &UserId,
-    recv: &mut quinn::RecvStream,
+    reader: &mut Reader<ConversationPhase>,
     tx: &mpsc::Sender<Reply>,
-    max_frame: usize,
     mut allow: impl FnMut() -> bool,
 ) -> Option<ErrorCode> {
     loop {
-        match read_frame(recv, max_frame).await {
-            Ok(ConversationRequest::Chat { .. }) if !allow() => {
+        match reader.next().await {
+            Ok(Some(ConversationStep::Chat { .. })) if !allow() => {
                 return Some(ErrorCode::RateLimited)
             }
-            Ok(ConversationRequest::Chat {
+            Ok(Some(ConversationStep::Chat {
                 id,
                 sent_at_ms,
                 body,
-            }) => {
+            })) => {
                 let appended = router.chat(from, to, id, sent_at_ms, body).await;
                 if tx.send(Reply::Chat(id, appended)).await.is_err() {
                     return None;
                 }
             }
-            Ok(ConversationRequest::Open { .. }) => return Some(ErrorCode::UnexpectedFrame),
-            Err(e) => return e.code(),
+            // The phase allows one Open, before any chat: the caller took it.
+            Ok(Some(ConversationStep::Open(_))) => return Some(ErrorCode::UnexpectedFrame),
+            Ok(None) | Err(StreamEnd::Failed(_)) => return None,
+            Err(StreamEnd::Refused(code)) => return Some(code),
         }
     }
 }

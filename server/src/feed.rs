@@ -7,7 +7,7 @@
 //! go through here, so the rules are the same wherever the device is connected.
 
 use crate::node::Shared;
-use quiver_proto::{ControlRequest, CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
+use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -85,33 +85,27 @@ impl Feed {
         self.acks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Handles an ack or read mark from the device. A new ack starts a task in `tasks`
-    /// (DELIVERED, then the cursor); the caller closes the device's connection if one
-    /// fails, so the device reconnects and acks again.
-    pub async fn handle(
-        self: &Arc<Self>,
-        request: ControlRequest,
-        tasks: &mut AckTasks,
-    ) -> Result<(), Refusal> {
-        match request {
-            ControlRequest::Ack { seq } => match self.begin_ack(seq) {
-                AckCheck::New => {
-                    tasks.spawn(self.clone().finish_ack(seq));
-                    Ok(())
-                }
-                AckCheck::Repeat => Ok(()),
-                AckCheck::Invalid => {
-                    Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed")))
-                }
-            },
-            ControlRequest::Read { seq } => self
-                .shared
-                .router
-                .read(&self.user, seq)
-                .await
-                .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
-            ControlRequest::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
+    /// The device has entry `seq`. A new ack starts a task in `tasks` (DELIVERED, then the
+    /// cursor); the caller closes the device's connection if one fails, so the device
+    /// reconnects and acks again.
+    pub fn ack(self: &Arc<Self>, seq: Seq, tasks: &mut AckTasks) -> Result<(), Refusal> {
+        match self.begin_ack(seq) {
+            AckCheck::New => {
+                tasks.spawn(self.clone().finish_ack(seq));
+                Ok(())
+            }
+            AckCheck::Repeat => Ok(()),
+            AckCheck::Invalid => Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed"))),
         }
+    }
+
+    /// The user read the chat at `seq` of their inbox.
+    pub async fn read(&self, seq: Seq) -> Result<(), Refusal> {
+        self.shared
+            .router
+            .read(&self.user, seq)
+            .await
+            .map_err(|code| (code, format!("cannot mark seq {seq} read")))
     }
 
     fn begin_ack(&self, seq: Seq) -> AckCheck {

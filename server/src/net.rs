@@ -1,6 +1,7 @@
 //! Frames over quinn streams: the only place the node turns stream bytes into messages.
 
 use quiver_proto::frame::{decode_payload, parse_header, FrameError, HEADER_LEN};
+use quiver_proto::stream::{Inbound, Phase};
 use quiver_proto::ErrorCode;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -46,6 +47,60 @@ pub async fn read_frame<T: DeserializeOwned>(
         .await
         .map_err(|e| FrameReadError::Read(e.to_string()))?;
     Ok(decode_payload(&payload)?)
+}
+
+/// A client stream read through its sans-IO state machine
+/// ([`quiver_proto::stream::Inbound`]): this only moves bytes from quinn into it.
+pub struct Reader<P: Phase> {
+    recv: quinn::RecvStream,
+    inbound: Inbound<P>,
+}
+
+/// Why a [`Reader`] gives no more requests.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamEnd {
+    /// The client broke the stream's protocol; close it with this code.
+    #[error("protocol error: {0}")]
+    Refused(ErrorCode),
+    /// The stream or connection failed (reset, closed, ended mid-frame).
+    #[error("stream read failed: {0}")]
+    Failed(String),
+}
+
+impl<P: Phase> Reader<P> {
+    /// Reads `recv` in `phase`, frames of at most `max_frame` bytes.
+    pub fn new(recv: quinn::RecvStream, phase: P, max_frame: usize) -> Self {
+        Self {
+            recv,
+            inbound: Inbound::new(phase, max_frame),
+        }
+    }
+
+    /// The stream's state machine.
+    pub fn phase(&self) -> &P {
+        self.inbound.phase()
+    }
+
+    /// The next request; `Ok(None)` when the client finished the stream between frames.
+    /// Cancel-safe: a call dropped mid-way loses nothing.
+    pub async fn next(&mut self) -> Result<Option<P::Step>, StreamEnd> {
+        loop {
+            if let Some(step) = self.inbound.next_step().map_err(StreamEnd::Refused)? {
+                return Ok(Some(step));
+            }
+            match self.recv.read_chunk(self.inbound.wants(), true).await {
+                Ok(Some(chunk)) => self.inbound.feed(&chunk.bytes),
+                Ok(None) if self.inbound.at_boundary() => return Ok(None),
+                Ok(None) => return Err(StreamEnd::Failed("stream ended mid-frame".into())),
+                Err(e) => return Err(StreamEnd::Failed(e.to_string())),
+            }
+        }
+    }
+
+    /// Asks the client to stop sending on this stream, with `code`.
+    pub fn stop(&mut self, code: ErrorCode) {
+        let _ = self.recv.stop(varint(code));
+    }
 }
 
 /// Writes one frame.

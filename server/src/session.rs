@@ -13,11 +13,12 @@ use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::feed::{AckTasks, Feed};
 use crate::mesh::MAX_MESH_FRAME;
-use crate::net::{read_frame, varint, write_frame, FrameReadError};
+use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
 use crate::node::Shared;
 use crate::rate::TokenBucket;
 use crate::router::Home;
 use quiver_proto::mesh::{AttachDown, MeshOpen};
+use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId, Entry,
     ErrorCode, Seq, UserId, PROTOCOL_VERSION,
@@ -49,7 +50,7 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
     };
     let span = tracing::info_span!("conn", %remote, user = tracing::field::Empty);
     async move {
-        let (session, send, recv) = match hello(&conn, &shared).await {
+        let (session, send, control) = match hello(&conn, &shared).await {
             Ok(hello) => hello,
             Err((code, message)) => {
                 tracing::info!(%code, %message, "hello refused");
@@ -78,7 +79,7 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             None => None,
         };
         let session = Arc::new(session);
-        let reason = session.clone().serve(&conn, send, recv).await;
+        let reason = session.clone().serve(&conn, send, control).await;
         if let (Some(mesh), Some(location)) = (shared.router.mesh(), location) {
             let registry = mesh.registry();
             registry
@@ -119,28 +120,35 @@ type Refusal = (ErrorCode, String);
 async fn hello(
     conn: &quinn::Connection,
     shared: &Arc<Shared>,
-) -> Result<(Session, quinn::SendStream, quinn::RecvStream), Refusal> {
+) -> Result<(Session, quinn::SendStream, Reader<ControlPhase>), Refusal> {
     let limits = &shared.config.limits;
     let wait = Duration::from_millis(limits.hello_timeout_ms);
     let late = || (ErrorCode::Unauthenticated, "no hello in time".to_string());
-    let (mut send, mut recv) = tokio::time::timeout(wait, conn.accept_bi())
+    let (mut send, recv) = tokio::time::timeout(wait, conn.accept_bi())
         .await
         .map_err(|_| late())?
         .map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
-    let request = tokio::time::timeout(wait, read_frame(&mut recv, limits.max_frame_bytes))
+    let mut control = Reader::new(recv, ControlPhase::default(), limits.max_frame_bytes);
+    let request = tokio::time::timeout(wait, control.next())
         .await
         .map_err(|_| late())?;
     let token = match request {
-        Ok(ControlRequest::Hello { version, .. }) if version != PROTOCOL_VERSION => {
+        Ok(Some(ControlStep::Hello { version, .. })) if version != PROTOCOL_VERSION => {
             let message = format!("this node speaks version {PROTOCOL_VERSION}");
             return Err(refuse(send, ErrorCode::VersionMismatch, message).await);
         }
-        Ok(ControlRequest::Hello { token, .. }) => token,
-        Ok(_) => {
+        Ok(Some(ControlStep::Hello { token, .. })) => token,
+        Err(StreamEnd::Refused(ErrorCode::UnexpectedFrame)) => {
             let message = "the first frame must be hello".to_string();
             return Err(refuse(send, ErrorCode::UnexpectedFrame, message).await);
         }
-        Err(e) => return Err((e.code().unwrap_or(ErrorCode::Malformed), e.to_string())),
+        Err(StreamEnd::Refused(code)) => return Err((code, "bad hello frame".into())),
+        Ok(_) | Err(StreamEnd::Failed(_)) => {
+            return Err((
+                ErrorCode::Malformed,
+                "control stream ended before hello".into(),
+            ))
+        }
     };
     let claims = match shared.tokens.verify(&token, unix_now()) {
         Ok(claims) => claims,
@@ -185,7 +193,7 @@ async fn hello(
             Instant::now(),
         )),
     };
-    Ok((session, send, recv))
+    Ok((session, send, control))
 }
 
 /// Opens the device's feed where its user is homed.
@@ -228,20 +236,16 @@ async fn refuse(mut send: quinn::SendStream, code: ErrorCode, message: String) -
 }
 
 impl Session {
-    fn max_frame(&self) -> usize {
-        self.shared.config.limits.max_frame_bytes
-    }
-
     /// Runs the three loops until one ends; returns why.
     async fn serve(
         self: Arc<Self>,
         conn: &quinn::Connection,
         send: quinn::SendStream,
-        recv: quinn::RecvStream,
+        requests: Reader<ControlPhase>,
     ) -> String {
         let control = Arc::new(tokio::sync::Mutex::new(send));
         let ended = tokio::select! {
-            r = self.clone().control_loop(conn, control.clone(), recv) => r,
+            r = self.clone().control_loop(conn, control.clone(), requests) => r,
             r = self.clone().accept_conversations(conn) => r,
             r = self.clone().push_loop(conn, control) => r,
         };
@@ -255,7 +259,7 @@ impl Session {
         self: Arc<Self>,
         conn: &quinn::Connection,
         send: Arc<tokio::sync::Mutex<quinn::SendStream>>,
-        mut recv: quinn::RecvStream,
+        mut requests: Reader<ControlPhase>,
     ) -> Result<(), String> {
         let mut acking = AckTasks::new();
         loop {
@@ -265,9 +269,15 @@ impl Session {
                     return Err(format!("could not record delivery: {code}"));
                 }
             }
-            let request = match read_frame::<ControlRequest>(&mut recv, self.max_frame()).await {
-                Ok(request) => request,
-                Err(FrameReadError::Finished) => {
+            let (request, seq) = match requests.next().await {
+                Ok(Some(ControlStep::Ack(seq))) => (ControlRequest::Ack { seq }, seq),
+                Ok(Some(ControlStep::Read(seq))) => (ControlRequest::Read { seq }, seq),
+                // The phase refuses a second hello itself; this arm only keeps the match whole.
+                Ok(Some(ControlStep::Hello { .. })) => {
+                    conn.close(varint(ErrorCode::UnexpectedFrame), b"hello twice");
+                    return Err("hello twice".into());
+                }
+                Ok(None) => {
                     // A polite goodbye: record the acks already received, then close.
                     while acking.join_next().await.is_some() {}
                     if let HomeFeed::Remote { up, .. } = &self.home {
@@ -276,18 +286,17 @@ impl Session {
                     conn.close(quinn::VarInt::from_u32(0), b"bye");
                     return Err("client finished its control stream".into());
                 }
-                Err(e) => {
-                    if let Some(code) = e.code() {
-                        conn.close(varint(code), e.to_string().as_bytes());
-                    }
-                    return Err(e.to_string());
+                Err(StreamEnd::Refused(code)) => {
+                    conn.close(varint(code), b"control stream protocol error");
+                    return Err(format!("control stream: {code}"));
                 }
+                Err(StreamEnd::Failed(e)) => return Err(e),
             };
             let refused = match &self.home {
-                HomeFeed::Local(feed) => feed.handle(request, &mut acking).await.err(),
-                HomeFeed::Remote { .. } if matches!(request, ControlRequest::Hello { .. }) => {
-                    Some((ErrorCode::UnexpectedFrame, "hello twice".into()))
-                }
+                HomeFeed::Local(feed) => match request {
+                    ControlRequest::Read { .. } => feed.read(seq).await.err(),
+                    _ => feed.ack(seq, &mut acking).err(),
+                },
                 HomeFeed::Remote { up, .. } => {
                     // The home node checks it and answers refusals down the attachment.
                     let mut up = up.lock().await;
@@ -320,24 +329,27 @@ impl Session {
 
     /// One conversation stream: `Open`, then chats, appended here or relayed to the
     /// recipient's home node.
-    async fn conversation(self: Arc<Self>, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn conversation(self: Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
         let _counted = Counted::new(&self.shared.gauges.open_conversations);
         let limits = &self.shared.config.limits;
         let (tx, rx) = mpsc::channel(limits.send_pipeline);
         let responder = tokio::spawn(respond(send, rx));
+        let mut reader = Reader::new(recv, ConversationPhase::default(), limits.max_frame_bytes);
         let conversations = &self.shared.live.conversations;
         let slot = conversations.take(&self.user, limits.max_conversations_per_user);
         let end = match slot {
             None => Some(ErrorCode::TooManyStreams),
-            Some(_slot) => match read_frame(&mut recv, limits.max_frame_bytes).await {
-                Ok(ConversationRequest::Open { peer }) => self.open(&peer, &mut recv, &tx).await,
-                Ok(ConversationRequest::Chat { .. }) => Some(ErrorCode::UnexpectedFrame),
-                Err(e) => e.code(),
+            Some(_slot) => match reader.next().await {
+                Ok(Some(ConversationStep::Open(peer))) => self.open(&peer, &mut reader, &tx).await,
+                // The phase refuses a chat before Open.
+                Ok(Some(ConversationStep::Chat { .. })) => Some(ErrorCode::UnexpectedFrame),
+                Ok(None) | Err(StreamEnd::Failed(_)) => None,
+                Err(StreamEnd::Refused(code)) => Some(code),
             },
         };
         if let Some(code) = end {
             tracing::debug!(%code, "closing conversation stream");
-            let _ = recv.stop(varint(code));
+            reader.stop(code);
             let _ = tx.send(Reply::Close(code)).await;
         }
         drop(tx);
@@ -348,7 +360,7 @@ impl Session {
     async fn open(
         &self,
         peer: &UserId,
-        recv: &mut quinn::RecvStream,
+        reader: &mut Reader<ConversationPhase>,
         tx: &mpsc::Sender<Reply>,
     ) -> Option<ErrorCode> {
         let router = &self.shared.router;
@@ -363,14 +375,13 @@ impl Session {
                     to: peer.clone(),
                 };
                 match mesh.open(&node, &open).await {
-                    Ok(link) => self.relay(link, recv, tx).await,
+                    Ok(link) => self.relay(link, reader, tx).await,
                     Err(code) => Some(code),
                 }
             }
             _ => {
-                let max = self.max_frame();
                 let allow = || self.take_send_token();
-                append_chats(router, &self.user, peer, recv, tx, max, allow).await
+                append_chats(router, &self.user, peer, reader, tx, allow).await
             }
         }
     }
@@ -381,7 +392,7 @@ impl Session {
     async fn relay(
         &self,
         (mut up, mut down): (quinn::SendStream, quinn::RecvStream),
-        recv: &mut quinn::RecvStream,
+        reader: &mut Reader<ConversationPhase>,
         tx: &mpsc::Sender<Reply>,
     ) -> Option<ErrorCode> {
         let answers_tx = tx.clone();
@@ -400,24 +411,35 @@ impl Session {
             }
         });
         let closing = loop {
-            let frame = tokio::select! {
-                frame = read_frame::<ConversationRequest>(recv, self.max_frame()) => frame,
+            // Reader::next is cancel-safe: a frame half read when the answers end is kept.
+            let step = tokio::select! {
+                step = reader.next() => step,
                 ended = &mut answers => {
                     return Some(ended.ok().flatten().unwrap_or(ErrorCode::Unavailable));
                 }
             };
-            match frame {
-                Ok(ConversationRequest::Chat { .. }) if !self.take_send_token() => {
+            match step {
+                Ok(Some(ConversationStep::Chat { .. })) if !self.take_send_token() => {
                     break Some(ErrorCode::RateLimited);
                 }
-                Ok(chat @ ConversationRequest::Chat { .. }) => {
+                Ok(Some(ConversationStep::Chat {
+                    id,
+                    sent_at_ms,
+                    body,
+                })) => {
+                    let chat = ConversationRequest::Chat {
+                        id,
+                        sent_at_ms,
+                        body,
+                    };
                     if write_frame(&mut up, &chat).await.is_err() {
                         answers.abort();
                         return Some(ErrorCode::Unavailable);
                     }
                 }
-                Ok(ConversationRequest::Open { .. }) => break Some(ErrorCode::UnexpectedFrame),
-                Err(e) => break e.code(),
+                Ok(Some(ConversationStep::Open(_))) => break Some(ErrorCode::UnexpectedFrame),
+                Ok(None) | Err(StreamEnd::Failed(_)) => break None,
+                Err(StreamEnd::Refused(code)) => break Some(code),
             }
         };
         // Answers to what was passed on come before the stream ends.

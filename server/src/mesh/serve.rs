@@ -4,10 +4,11 @@
 use super::MAX_MESH_FRAME;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::feed::{AckTasks, Feed};
-use crate::net::{read_frame, write_frame, FrameReadError};
+use crate::net::{read_frame, write_frame, FrameReadError, Reader};
 use crate::node::Shared;
 use crate::router::Home;
 use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};
+use quiver_proto::stream::ConversationPhase;
 use quiver_proto::{ControlRequest, DeviceId, ErrorCode, UserId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -81,21 +82,23 @@ async fn conversation(
     from: UserId,
     to: UserId,
     send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.limits.send_pipeline);
     let responder = tokio::spawn(respond(send, rx));
+    let phase = ConversationPhase::opened(to.clone());
+    let mut reader = Reader::new(recv, phase, MAX_MESH_FRAME);
     let end = match shared.router.home(&to).await {
         Ok(Home::Here) => {
             let router = &shared.router;
-            append_chats(router, &from, &to, &mut recv, &tx, MAX_MESH_FRAME, || true).await
+            append_chats(router, &from, &to, &mut reader, &tx, || true).await
         }
         // Homes never move, so a peer asking the wrong node is a bug or a race with a
         // registration; the sender retries.
         Ok(Home::Peer(_)) | Err(_) => Some(ErrorCode::Unavailable),
     };
     if let Some(code) = end {
-        let _ = recv.stop(crate::net::varint(code));
+        reader.stop(code);
         let _ = tx.send(Reply::Close(code)).await;
     }
     drop(tx);
@@ -174,7 +177,12 @@ async fn control(
             }
             Err(e) => return Err(e.to_string()),
         };
-        if let Err((code, message)) = feed.handle(request, &mut acking).await {
+        let handled = match request {
+            ControlRequest::Ack { seq } => feed.ack(seq, &mut acking),
+            ControlRequest::Read { seq } => feed.read(seq).await,
+            ControlRequest::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
+        };
+        if let Err((code, message)) = handled {
             if tx.send(AttachDown::Error { code, message }).await.is_err() {
                 return Err("attachment writer ended".into());
             }

@@ -1,0 +1,460 @@
+//! The node's per-stream state machines, sans-IO: bytes in, requests out.
+//!
+//! An [`Inbound`] owns everything a node decides about one client stream before it acts:
+//! where a frame ends, whether its announced length is allowed (checked before a payload
+//! byte is kept), whether it decodes, and whether it may come at this point of the stream
+//! (the [`Phase`]). The node asks [`Inbound::wants`] how many bytes to read next, hands
+//! them to [`Inbound::feed`], and takes [`Step`]s from [`Inbound::next_step`]. The first error
+//! is final: the stream is to be closed with its code, and every later call says so again.
+//!
+//! Because it is pure, it is what the `stream` fuzz target drives with arbitrary bytes in
+//! arbitrary chunks.
+
+use crate::frame::{decode_payload, parse_header, FrameError, HEADER_LEN};
+use crate::{ClientMsgId, ControlRequest, ConversationRequest, ErrorCode, Seq, UserId};
+use serde::de::DeserializeOwned;
+
+/// What may come when on one kind of stream.
+pub trait Phase {
+    /// The frames of this stream.
+    type Frame: DeserializeOwned;
+    /// What the node is asked to do.
+    type Step;
+    /// Checks `frame` against the stream's state so far and moves it on.
+    fn step(&mut self, frame: Self::Frame) -> Result<Self::Step, ErrorCode>;
+}
+
+/// A client's control stream: one `Hello` first, then acks and read marks.
+#[derive(Debug, Default)]
+pub struct ControlPhase {
+    greeted: bool,
+}
+
+/// A request on the control stream, in an order the node accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlStep {
+    /// The first frame.
+    Hello {
+        /// The client's protocol version.
+        version: u16,
+        /// Its token.
+        token: String,
+    },
+    /// The device has this entry.
+    Ack(Seq),
+    /// The user read this chat.
+    Read(Seq),
+}
+
+impl Phase for ControlPhase {
+    type Frame = ControlRequest;
+    type Step = ControlStep;
+
+    fn step(&mut self, frame: ControlRequest) -> Result<ControlStep, ErrorCode> {
+        match (self.greeted, frame) {
+            (false, ControlRequest::Hello { version, token }) => {
+                self.greeted = true;
+                Ok(ControlStep::Hello { version, token })
+            }
+            (true, ControlRequest::Ack { seq }) => Ok(ControlStep::Ack(seq)),
+            (true, ControlRequest::Read { seq }) => Ok(ControlStep::Read(seq)),
+            _ => Err(ErrorCode::UnexpectedFrame),
+        }
+    }
+}
+
+/// A conversation stream: one `Open` naming the peer first, then chats to that peer.
+#[derive(Debug, Default)]
+pub struct ConversationPhase {
+    peer: Option<UserId>,
+}
+
+impl ConversationPhase {
+    /// A stream whose peer is already known (a node forwarding a conversation says whom
+    /// it is for in its own opening frame).
+    pub fn opened(peer: UserId) -> Self {
+        Self { peer: Some(peer) }
+    }
+
+    /// The peer, once `Open` was read.
+    pub fn peer(&self) -> Option<&UserId> {
+        self.peer.as_ref()
+    }
+}
+
+/// A request on a conversation stream, in an order the node accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConversationStep {
+    /// The first frame: chats on this stream go to `peer`.
+    Open(UserId),
+    /// A sealed message for the stream's peer.
+    Chat {
+        /// Client-made id.
+        id: ClientMsgId,
+        /// Sender's clock, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// Sealed body.
+        body: Vec<u8>,
+    },
+}
+
+impl Phase for ConversationPhase {
+    type Frame = ConversationRequest;
+    type Step = ConversationStep;
+
+    fn step(&mut self, frame: ConversationRequest) -> Result<ConversationStep, ErrorCode> {
+        match (&self.peer, frame) {
+            (None, ConversationRequest::Open { peer }) => {
+                self.peer = Some(peer.clone());
+                Ok(ConversationStep::Open(peer))
+            }
+            (
+                Some(_),
+                ConversationRequest::Chat {
+                    id,
+                    sent_at_ms,
+                    body,
+                },
+            ) => Ok(ConversationStep::Chat {
+                id,
+                sent_at_ms,
+                body,
+            }),
+            _ => Err(ErrorCode::UnexpectedFrame),
+        }
+    }
+}
+
+/// One inbound stream: frame boundaries, limits, decoding and the phase.
+#[derive(Debug)]
+pub struct Inbound<P: Phase> {
+    phase: P,
+    max_frame: usize,
+    /// The header, then the payload, of the frame being read.
+    buf: Vec<u8>,
+    /// The payload length, once the header is complete and allowed.
+    len: Option<usize>,
+    failed: Option<ErrorCode>,
+}
+
+impl<P: Phase> Inbound<P> {
+    /// A stream in `phase` whose frames may be at most `max_frame` bytes.
+    pub fn new(phase: P, max_frame: usize) -> Self {
+        Self {
+            phase,
+            max_frame,
+            buf: Vec::new(),
+            len: None,
+            failed: None,
+        }
+    }
+
+    /// The phase, for what it knows (a conversation's peer).
+    pub fn phase(&self) -> &P {
+        &self.phase
+    }
+
+    /// How many more bytes complete the header or the frame being read; feeding at most
+    /// this much keeps the buffer within one frame. 0 after an error.
+    pub fn wants(&self) -> usize {
+        if self.failed.is_some() {
+            return 0;
+        }
+        match self.len {
+            None => HEADER_LEN - self.buf.len(),
+            Some(len) => HEADER_LEN + len - self.buf.len(),
+        }
+    }
+
+    /// Bytes held now (never more than a header and one allowed payload, when fed no
+    /// more than [`Inbound::wants`] at a time).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the stream may end here: between frames, with nothing half read.
+    pub fn at_boundary(&self) -> bool {
+        self.buf.is_empty() && self.failed.is_none()
+    }
+
+    /// Takes bytes read from the stream. Bytes beyond [`Inbound::wants`] are kept for the
+    /// frames after; a caller that feeds more than it was asked for holds them.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The next request, `Ok(None)` when more bytes are needed, or the code to close the
+    /// stream with. After an error, always that error.
+    pub fn next_step(&mut self) -> Result<Option<P::Step>, ErrorCode> {
+        if let Some(code) = self.failed {
+            return Err(code);
+        }
+        match self.advance() {
+            Ok(step) => Ok(step),
+            Err(code) => {
+                self.failed = Some(code);
+                self.buf = Vec::new();
+                self.len = None;
+                Err(code)
+            }
+        }
+    }
+
+    fn advance(&mut self) -> Result<Option<P::Step>, ErrorCode> {
+        let len = match self.len {
+            Some(len) => len,
+            None => {
+                let Some(header) = self.buf.get(..HEADER_LEN) else {
+                    return Ok(None);
+                };
+                let header = header.try_into().expect("a slice of HEADER_LEN");
+                let len = parse_header(header, self.max_frame).map_err(code_of)?;
+                self.len = Some(len);
+                len
+            }
+        };
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let frame = decode_payload::<P::Frame>(&self.buf[HEADER_LEN..HEADER_LEN + len]);
+        self.buf.drain(..HEADER_LEN + len);
+        self.len = None;
+        self.phase.step(frame.map_err(code_of)?).map(Some)
+    }
+}
+
+fn code_of(e: FrameError) -> ErrorCode {
+    match e {
+        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        FrameError::Malformed(_) => ErrorCode::Malformed,
+    }
+}
+
+/// Drives both stream machines with `data` and checks what must hold for any input: no
+/// panic; chunking does not change the outcome; the buffer stays within one frame when fed
+/// what it asks for; an error is final; no chat before `Open`, no second `Open` or `Hello`.
+/// The first byte picks the chunk sizes; the rest is the stream. Shared by the `stream`
+/// fuzz target and the test suite's bounded run.
+pub fn exercise(data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let max = 64 + usize::from(seed) * 16;
+    check(ConversationPhase::default(), stream, seed, max, |steps| {
+        let opens = steps
+            .iter()
+            .filter(|s| matches!(s, ConversationStep::Open(_)))
+            .count();
+        assert!(opens <= 1, "one Open at most");
+        if let Some(first) = steps.first() {
+            assert!(matches!(first, ConversationStep::Open(_)), "Open first");
+        }
+    });
+    check(ControlPhase::default(), stream, seed, max, |steps| {
+        let hellos = steps
+            .iter()
+            .filter(|s| matches!(s, ControlStep::Hello { .. }))
+            .count();
+        assert!(hellos <= 1, "one Hello at most");
+        if let Some(first) = steps.first() {
+            assert!(matches!(first, ControlStep::Hello { .. }), "Hello first");
+        }
+    });
+}
+
+fn check<P: Phase + Default>(
+    phase: P,
+    stream: &[u8],
+    seed: u8,
+    max: usize,
+    order: impl Fn(&[P::Step]),
+) where
+    P::Step: PartialEq + std::fmt::Debug,
+{
+    // All at once.
+    let mut whole = Inbound::new(P::default(), max);
+    whole.feed(stream);
+    let (whole_steps, whole_end) = drain(&mut whole);
+    // In chunks of at most what it asks for, sized by the seed.
+    let mut chunked = Inbound::new(phase, max);
+    let mut steps = Vec::new();
+    let mut end = None;
+    let mut rest = stream;
+    let mut size = usize::from(seed % 7) + 1;
+    while end.is_none() {
+        let (more, e) = drain(&mut chunked);
+        steps.extend(more);
+        end = e;
+        if end.is_some() || rest.is_empty() {
+            break;
+        }
+        let take = size.min(chunked.wants()).min(rest.len()).max(1);
+        chunked.feed(&rest[..take]);
+        rest = &rest[take..];
+        assert!(
+            chunked.buffered() <= HEADER_LEN + max,
+            "buffer within one frame"
+        );
+        size = size % 13 + 1;
+    }
+    assert_eq!(steps, whole_steps, "chunking changes nothing");
+    assert_eq!(end, whole_end, "the same end");
+    if let Some(code) = end {
+        assert_eq!(chunked.next_step().err(), Some(code), "errors are final");
+        assert_eq!(chunked.wants(), 0);
+    }
+    order(&steps);
+}
+
+/// Every step available now, and the error that ended the stream, if one did.
+fn drain<P: Phase>(inbound: &mut Inbound<P>) -> (Vec<P::Step>, Option<ErrorCode>) {
+    let mut steps = Vec::new();
+    loop {
+        match inbound.next_step() {
+            Ok(Some(step)) => steps.push(step),
+            Ok(None) => return (steps, None),
+            Err(code) => return (steps, Some(code)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode_frame;
+
+    fn bytes(frames: &[ConversationRequest]) -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| encode_frame(f).unwrap())
+            .collect()
+    }
+
+    fn chat(n: u8) -> ConversationRequest {
+        ConversationRequest::Chat {
+            id: ClientMsgId(n.into()),
+            sent_at_ms: 0,
+            body: vec![n; 3],
+        }
+    }
+
+    #[test]
+    fn frames_come_out_whole_whatever_the_chunking() {
+        let bob = UserId::parse("bob").unwrap();
+        let input = bytes(&[
+            ConversationRequest::Open { peer: bob.clone() },
+            chat(1),
+            chat(2),
+        ]);
+        for chunk in 1..input.len() {
+            let mut s = Inbound::new(ConversationPhase::default(), 1024);
+            let mut steps = Vec::new();
+            for piece in input.chunks(chunk) {
+                s.feed(piece);
+                while let Some(step) = s.next_step().unwrap() {
+                    steps.push(step);
+                }
+            }
+            assert_eq!(steps.len(), 3, "chunks of {chunk}");
+            assert_eq!(steps[0], ConversationStep::Open(bob.clone()));
+            assert!(s.at_boundary());
+            assert_eq!(s.phase().peer(), Some(&bob));
+        }
+    }
+
+    #[test]
+    fn order_and_limits_are_enforced_and_errors_are_final() {
+        let mut s = Inbound::new(ConversationPhase::default(), 1024);
+        s.feed(&bytes(&[chat(1)]));
+        assert_eq!(
+            s.next_step(),
+            Err(ErrorCode::UnexpectedFrame),
+            "chat before open"
+        );
+        s.feed(&bytes(&[chat(2)]));
+        assert_eq!(
+            s.next_step(),
+            Err(ErrorCode::UnexpectedFrame),
+            "still closed"
+        );
+        assert_eq!(s.wants(), 0);
+
+        let mut s = Inbound::new(ConversationPhase::default(), 1024);
+        s.feed(&(100_000_000u32).to_be_bytes());
+        assert_eq!(
+            s.next_step(),
+            Err(ErrorCode::FrameTooLarge),
+            "before any payload"
+        );
+        assert_eq!(s.buffered(), 0);
+
+        let mut s = Inbound::new(ControlPhase::default(), 1024);
+        s.feed(&encode_frame(&ControlRequest::Ack { seq: Seq(1) }).unwrap());
+        assert_eq!(
+            s.next_step(),
+            Err(ErrorCode::UnexpectedFrame),
+            "ack before hello"
+        );
+
+        let mut s = Inbound::new(ControlPhase::default(), 1024);
+        let hello = ControlRequest::Hello {
+            version: 1,
+            token: "t".into(),
+        };
+        s.feed(&encode_frame(&hello).unwrap());
+        assert!(matches!(s.next_step(), Ok(Some(ControlStep::Hello { .. }))));
+        s.feed(&encode_frame(&hello).unwrap());
+        assert_eq!(
+            s.next_step(),
+            Err(ErrorCode::UnexpectedFrame),
+            "hello twice"
+        );
+
+        let mut s = Inbound::new(ControlPhase::default(), 1024);
+        s.feed(&[0, 0, 0, 2, 0xff, 0xff]);
+        assert_eq!(s.next_step(), Err(ErrorCode::Malformed));
+    }
+
+    /// A bounded, deterministic version of the `stream` fuzz target: valid streams, their
+    /// prefixes, and byte-level mutations of them, through [`exercise`].
+    #[test]
+    fn mutated_streams_keep_every_invariant() {
+        let bob = UserId::parse("bob").unwrap();
+        let hello = ControlRequest::Hello {
+            version: 1,
+            token: "a.b".into(),
+        };
+        let mut valid = bytes(&[ConversationRequest::Open { peer: bob }, chat(1), chat(2)]);
+        let control: Vec<u8> = [hello, ControlRequest::Ack { seq: Seq(3) }]
+            .iter()
+            .flat_map(|f| encode_frame(f).unwrap())
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for base in [std::mem::take(&mut valid), control] {
+            for cut in 0..=base.len() {
+                for seed in [0u8, 3, 200] {
+                    let mut input = vec![seed];
+                    input.extend_from_slice(&base[..cut]);
+                    exercise(&input);
+                }
+            }
+            for _ in 0..20_000 {
+                let mut input = vec![random() as u8];
+                input.extend_from_slice(&base);
+                for _ in 0..(random() % 4 + 1) {
+                    let at = (random() as usize) % input.len();
+                    input[at] = random() as u8;
+                }
+                exercise(&input);
+            }
+        }
+    }
+}
