@@ -19,6 +19,8 @@ pub const FRIEND_REMOVE: &str = "/v1/friends/remove";
 pub const FRIENDS: &str = "/v1/friends";
 /// `POST` — log out this device, or every device: their tokens stop working.
 pub const LOGOUT: &str = "/v1/logout";
+/// `GET` — Prometheus text metrics (restrict it to operators at the proxy or firewall).
+pub const METRICS: &str = "/metrics";
 /// `GET` — liveness.
 pub const HEALTH: &str = "/v1/health";
 

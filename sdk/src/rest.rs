@@ -124,6 +124,14 @@ impl Rest {
         Ok(())
     }
 
+    /// The node's metrics in Prometheus text form (an operator endpoint; for tools and
+    /// tests, not apps).
+    pub async fn metrics(&self) -> Result<String, RestError> {
+        let url = format!("{}{}", self.base, rest::METRICS);
+        let response = self.http.get(url).send().await?.error_for_status()?;
+        Ok(response.text().await?)
+    }
+
     /// Whether the node answers.
     pub async fn health(&self) -> Result<(), RestError> {
         let url = format!("{}{}", self.base, rest::HEALTH);

@@ -5,6 +5,7 @@
 //! flushes back to back; every request that arrived while a flush was running rides on the
 //! next one. Under load, N concurrent senders cost one fsync, not N.
 
+use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -22,7 +23,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the flush task for `db`. The task ends when every handle is dropped.
-    pub fn spawn(db: sled::Db) -> (Self, JoinHandle<()>) {
+    pub fn spawn(db: sled::Db, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (requests, rx) = mpsc::unbounded_channel();
         let flushes = Arc::new(AtomicU64::new(0));
         (
@@ -30,7 +31,7 @@ impl GroupCommit {
                 requests,
                 flushes: flushes.clone(),
             },
-            tokio::spawn(run(db, rx, flushes)),
+            tokio::spawn(run(db, rx, flushes, metrics)),
         )
     }
 
@@ -50,11 +51,18 @@ impl GroupCommit {
 /// Most callbacks one flush answers; bounds the time between a flush and its callbacks.
 const MAX_BATCH: usize = 4096;
 
-async fn run(db: sled::Db, mut rx: mpsc::UnboundedReceiver<OnDurable>, flushes: Arc<AtomicU64>) {
+async fn run(
+    db: sled::Db,
+    mut rx: mpsc::UnboundedReceiver<OnDurable>,
+    flushes: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let db = db.clone();
+        let started = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || db.flush()).await;
+        metrics.flush(started.elapsed());
         flushes.fetch_add(1, Ordering::Relaxed);
         let outcome = match outcome {
             Ok(Ok(_)) => Ok(()),
@@ -78,7 +86,7 @@ mod tests {
     async fn concurrent_writers_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let (commit, _task) = GroupCommit::spawn(db.clone());
+        let (commit, _task) = GroupCommit::spawn(db.clone(), Arc::default());
         let writers = 200;
         let mut done = Vec::new();
         for i in 0u32..writers {

@@ -5,10 +5,12 @@
 //! conversation ([`quiver_proto::mesh::MeshOpen::Conversation`]) both end up here.
 
 use crate::inbox::Appended;
+use crate::metrics::Metrics;
 use crate::net::{write_frame, Reader, StreamEnd};
 use crate::router::Router;
 use quiver_proto::stream::{ConversationPhase, ConversationStep};
 use quiver_proto::{ClientMsgId, ConversationResponse, ErrorCode, UserId};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// A reply queued for a conversation stream, in the order of the requests.
@@ -57,7 +59,11 @@ pub async fn append_chats(
 }
 
 /// Answers a conversation stream's requests in order, then finishes the stream.
-pub async fn respond(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Reply>) {
+pub async fn respond(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<Reply>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(reply) = rx.recv().await {
         let frame = match reply {
             Reply::Chat(id, Ok(appended)) => match appended.durable().await {
@@ -74,6 +80,11 @@ pub async fn respond(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Reply>)
             Reply::Forwarded(frame) => frame,
             Reply::Close(code) => ConversationResponse::Error { code },
         };
+        if let ConversationResponse::Rejected { code, .. } | ConversationResponse::Error { code } =
+            &frame
+        {
+            metrics.error(*code);
+        }
         if write_frame(&mut send, &frame).await.is_err() {
             return;
         }

@@ -91,6 +91,7 @@ impl Feed {
     pub fn ack(self: &Arc<Self>, seq: Seq, tasks: &mut AckTasks) -> Result<(), Refusal> {
         match self.begin_ack(seq) {
             AckCheck::New => {
+                self.shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(self.clone().finish_ack(seq));
                 Ok(())
             }
@@ -137,7 +138,7 @@ impl Feed {
             if !acks.closed {
                 let acked = cursor.0 - before.0;
                 self.shared
-                    .gauges
+                    .metrics
                     .push_backlog
                     .fetch_sub(acked, Ordering::Relaxed);
             }
@@ -155,7 +156,7 @@ impl Feed {
         let mut acks = self.acks();
         let unacked = acks.pushed.0 - acks.tracker.cursor().0;
         self.shared
-            .gauges
+            .metrics
             .push_backlog
             .fetch_sub(unacked, Ordering::Relaxed);
         // An ack task still finishing must not subtract again.
@@ -197,7 +198,7 @@ impl Feed {
                 let mut acks = self.acks();
                 let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
                 self.shared
-                    .gauges
+                    .metrics
                     .push_backlog
                     .fetch_add(newly, Ordering::Relaxed);
             }
@@ -209,9 +210,14 @@ impl Feed {
                     self.record_ack(seq);
                 }
             }
+            let pushed = entries.len() as u64;
             for entry in entries {
                 deliver(entry)?;
             }
+            self.shared
+                .metrics
+                .entries_pushed
+                .fetch_add(pushed, Ordering::Relaxed);
             next = last.next();
         }
     }

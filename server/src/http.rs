@@ -6,6 +6,7 @@
 
 use crate::auth::{self, unix_now, Claims};
 use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
+use crate::metrics::QuicFigures;
 use crate::node::Shared;
 use crate::router::Home;
 use axum::extract::rejection::JsonRejection;
@@ -127,6 +128,7 @@ impl FromRequestParts<Arc<Shared>> for Authed {
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(rest::HEALTH, get(health))
+        .route(rest::METRICS, get(metrics))
         .route(rest::REGISTER, post(register))
         .route(rest::LOGIN, post(login))
         .route(rest::FRIEND_REQUESTS, post(request_friend))
@@ -140,6 +142,19 @@ pub fn app(shared: Arc<Shared>) -> Router {
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Prometheus text exposition of the node's metrics, QUIC figures of the live sessions
+/// included.
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl axum::response::IntoResponse {
+    let mut quic = QuicFigures::default();
+    for conn in shared.live.sessions.connections() {
+        quic.add(&conn.stats());
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(&quic),
+    )
 }
 
 fn parse_user(name: &str) -> Result<UserId, ApiError> {

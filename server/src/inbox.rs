@@ -277,7 +277,7 @@ fn decode(bytes: &[u8]) -> Result<Entry, InboxError> {
 
 /// An inbox and its flush task, for tests and for the node.
 pub fn open(db: &sled::Db) -> Result<(Arc<Inbox>, tokio::task::JoinHandle<()>), InboxError> {
-    let (commit, task) = GroupCommit::spawn(db.clone());
+    let (commit, task) = GroupCommit::spawn(db.clone(), Arc::default());
     Ok((Arc::new(Inbox::open(db, commit)?), task))
 }
 

@@ -13,6 +13,7 @@
 //! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
 //! | [`router`] | where a chat or receipt goes (home nodes); the only writer of inboxes |
 //! | [`live`] | what is connected now: caps per address and per user, sessions to close |
+//! | [`metrics`] | counters, gauges, the flush histogram; Prometheus text |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
 //! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
@@ -41,6 +42,7 @@ pub mod inbox;
 pub mod listener;
 pub mod live;
 pub mod mesh;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod rate;

@@ -105,6 +105,16 @@ impl Sessions {
         }
     }
 
+    /// The connections of every live session.
+    pub fn connections(&self) -> Vec<quinn::Connection> {
+        let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        by_user
+            .values()
+            .flatten()
+            .map(|(_, _, conn)| conn.clone())
+            .collect()
+    }
+
     /// Closes the sessions of one device of `user`, or of all its devices, with `code`.
     /// Returns how many were closed.
     pub fn close(

@@ -8,6 +8,7 @@ use crate::inbox::{Inbox, InboxError};
 use crate::listener::ListenerError;
 use crate::live::Live;
 use crate::mesh::{Mesh, MeshError};
+use crate::metrics::Metrics;
 use crate::rate::KeyedLimiter;
 use crate::router::Router;
 use crate::tls::{Identity, TlsError};
@@ -16,7 +17,7 @@ use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,28 +31,14 @@ pub struct Shared {
     pub(crate) config: Config,
     /// The QUIC address clients are told to connect to.
     pub(crate) quic_addr: SocketAddr,
-    /// Live counters an operator (and a test) can read.
-    pub(crate) gauges: Gauges,
+    /// Counters and gauges for operators (`GET /metrics`) and tests.
+    pub(crate) metrics: Arc<Metrics>,
     /// Login attempts, by account.
     pub(crate) logins_by_account: KeyedLimiter<UserId>,
     /// Logins and registrations, by client address.
     pub(crate) logins_by_address: KeyedLimiter<IpAddr>,
     /// Connections, conversations and sessions open now.
     pub(crate) live: Live,
-}
-
-/// Counters of what the node is doing now and has done.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    /// Sessions that passed Hello since start.
-    pub sessions_opened: AtomicU64,
-    /// Entries pushed to devices and not yet acknowledged, over all live sessions. Bounded
-    /// by `push_window` per session, however slow the devices.
-    pub push_backlog: AtomicU64,
-    /// Chat messages refused for going over a connection's rate limit.
-    pub rate_limited: AtomicU64,
-    /// Conversation streams open now, over all connections.
-    pub open_conversations: AtomicU64,
 }
 
 /// Accounts or addresses tracked by a login limiter before it forgets them all.
@@ -133,7 +120,8 @@ impl Node {
         let reset_secret = secret(&data.join("secrets").join("stateless-reset.key"))?;
 
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
-        let (commit, commit_task) = GroupCommit::spawn(db.clone());
+        let metrics = Arc::new(Metrics::default());
+        let (commit, commit_task) = GroupCommit::spawn(db.clone(), metrics.clone());
         let inbox = Arc::new(Inbox::open(&db, commit)?);
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
@@ -178,6 +166,7 @@ impl Node {
                 directory.clone(),
                 config.limits.max_body_bytes,
                 mesh.clone(),
+                metrics.clone(),
             ),
             directory,
             tokens: TokenKey::new(&token_secret),
@@ -191,7 +180,7 @@ impl Node {
             ),
             config,
             quic_addr,
-            gauges: Gauges::default(),
+            metrics: metrics.clone(),
             live: Live::default(),
         });
         let mut mesh_tasks = Vec::new();
@@ -239,23 +228,23 @@ impl Node {
 
     /// Sessions that passed Hello since the node started.
     pub fn sessions_opened(&self) -> u64 {
-        self.shared.gauges.sessions_opened.load(Ordering::Relaxed)
+        self.shared.metrics.sessions_opened.load(Ordering::Relaxed)
     }
 
     /// Entries pushed to devices and not yet acknowledged, over all live sessions.
     pub fn push_backlog(&self) -> u64 {
-        self.shared.gauges.push_backlog.load(Ordering::Relaxed)
+        self.shared.metrics.push_backlog.load(Ordering::Relaxed)
     }
 
     /// Chat messages refused for going over a connection's rate limit since start.
     pub fn rate_limited(&self) -> u64 {
-        self.shared.gauges.rate_limited.load(Ordering::Relaxed)
+        self.shared.metrics.rate_limited.load(Ordering::Relaxed)
     }
 
     /// Conversation streams open now, over all connections.
     pub fn open_conversations(&self) -> u64 {
         self.shared
-            .gauges
+            .metrics
             .open_conversations
             .load(Ordering::Relaxed)
     }

@@ -9,9 +9,11 @@
 use crate::directory::Directory;
 use crate::inbox::{Appended, Idempotency, Inbox};
 use crate::mesh::Mesh;
+use crate::metrics::{MeshKind, Metrics};
 use quiver_proto::mesh::MeshOpen;
 use quiver_proto::{ClientMsgId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Where a user's inbox is.
@@ -29,6 +31,7 @@ pub struct Router {
     directory: Arc<dyn Directory>,
     max_body_bytes: usize,
     mesh: Option<Arc<Mesh>>,
+    metrics: Arc<Metrics>,
     /// Homes looked up so far: a home never changes, so this is never stale.
     homes: Mutex<HashMap<UserId, String>>,
 }
@@ -40,12 +43,14 @@ impl Router {
         directory: Arc<dyn Directory>,
         max_body_bytes: usize,
         mesh: Option<Arc<Mesh>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inbox,
             directory,
             max_body_bytes,
             mesh,
+            metrics,
             homes: Mutex::new(HashMap::new()),
         }
     }
@@ -53,6 +58,11 @@ impl Router {
     /// The inbox the router writes to.
     pub fn inbox(&self) -> &Arc<Inbox> {
         &self.inbox
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The mesh, in mesh mode.
@@ -127,9 +137,14 @@ impl Router {
             sent_at_ms,
             body,
         };
-        self.inbox
+        let appended = self
+            .inbox
             .append(to, from, kind, &Idempotency::Chat(from.clone(), id))
-            .map_err(storage_error)
+            .map_err(storage_error)?;
+        if appended.fresh {
+            self.metrics.chats_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(appended)
     }
 
     /// `owner`'s device has entry `seq`: if it is a chat, its sender gets DELIVERED
@@ -175,6 +190,7 @@ impl Router {
                     id,
                     seq,
                 };
+                self.metrics.mesh_request(MeshKind::Receipt);
                 mesh.receipt(&node, receipt).await
             }
             _ => self.store_receipt(&entry.peer, owner, kind, id, seq).await,
@@ -193,12 +209,14 @@ impl Router {
     ) -> Result<(), ErrorCode> {
         let receipt = EntryKind::Receipt { kind, id, seq };
         let idem = Idempotency::Receipt(reader.clone(), kind, seq);
-        self.inbox
+        let appended = self
+            .inbox
             .append(owner, reader, receipt, &idem)
-            .map_err(storage_error)?
-            .durable()
-            .await
             .map_err(storage_error)?;
+        if appended.fresh {
+            self.metrics.receipts_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        appended.durable().await.map_err(storage_error)?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::feed::{AckTasks, Feed};
 use crate::mesh::MAX_MESH_FRAME;
+use crate::metrics::MeshKind;
 use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
 use crate::node::Shared;
 use crate::rate::TokenBucket;
@@ -45,6 +46,7 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let Some(_address_slot) = shared.live.connections.take(&remote.ip(), limit) else {
         tracing::info!(%remote, "too many connections from this address");
         let code = ErrorCode::TooManyConnections;
+        shared.metrics.error(code);
         conn.close(varint(code), b"too many connections from this address");
         return;
     };
@@ -54,16 +56,18 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             Ok(hello) => hello,
             Err((code, message)) => {
                 tracing::info!(%code, %message, "hello refused");
+                shared.metrics.error(code);
                 conn.close(varint(code), message.as_bytes());
                 return;
             }
         };
         tracing::Span::current().record("user", session.user.as_str());
         shared
-            .gauges
+            .metrics
             .sessions_opened
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %session.device, cursor = %session.cursor, "session open");
+        let _open = Counted::new(&shared.metrics.sessions_open);
         // Logging out closes the device's live sessions through this entry.
         let _entry = shared
             .live
@@ -204,6 +208,7 @@ async fn open_feed(
 ) -> Result<(HomeFeed, Seq), ErrorCode> {
     match (shared.router.home(user).await?, shared.router.mesh()) {
         (Home::Peer(node), Some(mesh)) => {
+            shared.metrics.mesh_request(MeshKind::Attach);
             let (up, down, cursor) = mesh.attach(&node, user, device).await?;
             let home = HomeFeed::Remote {
                 up: tokio::sync::Mutex::new(up),
@@ -287,6 +292,7 @@ impl Session {
                     return Err("client finished its control stream".into());
                 }
                 Err(StreamEnd::Refused(code)) => {
+                    self.shared.metrics.error(code);
                     conn.close(varint(code), b"control stream protocol error");
                     return Err(format!("control stream: {code}"));
                 }
@@ -330,10 +336,11 @@ impl Session {
     /// One conversation stream: `Open`, then chats, appended here or relayed to the
     /// recipient's home node.
     async fn conversation(self: Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
-        let _counted = Counted::new(&self.shared.gauges.open_conversations);
+        let _counted = Counted::new(&self.shared.metrics.open_conversations);
         let limits = &self.shared.config.limits;
         let (tx, rx) = mpsc::channel(limits.send_pipeline);
-        let responder = tokio::spawn(respond(send, rx));
+        let metrics = self.shared.metrics.clone();
+        let responder = tokio::spawn(respond(send, rx, metrics));
         let mut reader = Reader::new(recv, ConversationPhase::default(), limits.max_frame_bytes);
         let conversations = &self.shared.live.conversations;
         let slot = conversations.take(&self.user, limits.max_conversations_per_user);
@@ -374,6 +381,7 @@ impl Session {
                     from: self.user.clone(),
                     to: peer.clone(),
                 };
+                self.shared.metrics.mesh_request(MeshKind::Conversation);
                 match mesh.open(&node, &open).await {
                     Ok(link) => self.relay(link, reader, tx).await,
                     Err(code) => Some(code),
@@ -455,7 +463,7 @@ impl Session {
         let allowed = bucket.try_take(Instant::now());
         if !allowed {
             self.shared
-                .gauges
+                .metrics
                 .rate_limited
                 .fetch_add(1, Ordering::Relaxed);
         }

@@ -8,5 +8,6 @@ mod hostile;
 mod limits;
 mod mesh;
 mod offline;
+mod ops;
 mod raw;
 mod rest;
