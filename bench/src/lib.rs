@@ -10,6 +10,7 @@
 //! while a receiver does not read), `idle` (memory per idle authenticated connection).
 
 pub mod cluster;
+pub mod mqtt;
 pub mod node;
 pub mod stats;
 pub mod workload;

@@ -19,6 +19,13 @@ struct Args {
     mode: Mode,
 }
 
+/// Baselines `pairs` can be compared with.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Compare {
+    /// mosquitto through rumqttc.
+    Mqtt,
+}
+
 #[derive(Subcommand)]
 enum Mode {
     /// P senders, each to its own receiver.
@@ -35,6 +42,10 @@ enum Mode {
         /// Messages per sender waiting for SENT at once.
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Also run the same workload against a local broker in the same run (`mqtt`:
+        /// mosquitto, QoS 1, persistent sessions), and report the ratio.
+        #[arg(long, value_enum)]
+        compare: Option<Compare>,
     },
     /// Cross-node vs same-node delivery in a mesh of two nodes and a private redis-server
     /// (needs `redis-server` on the PATH): `pairs` twice in one run.
@@ -117,7 +128,17 @@ async fn main() -> anyhow::Result<()> {
             messages,
             size,
             window,
-        } => workload::pairs(bench, pairs, messages, size, window).await?,
+            compare,
+        } => {
+            let quiver = workload::pairs(bench, pairs, messages, size, window).await?;
+            match compare {
+                None => quiver,
+                Some(Compare::Mqtt) => {
+                    let broker = quiver_bench::mqtt::pairs(pairs, messages, size, window).await?;
+                    workload::compared(quiver, broker)
+                }
+            }
+        }
         Mode::Hop {
             pairs,
             messages,

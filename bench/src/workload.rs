@@ -246,22 +246,22 @@ async fn send_all(
 
 /// What receivers saw.
 #[derive(Default)]
-struct Seen {
-    latencies_us: Vec<u64>,
-    per_sender: HashMap<UserId, StreamCheck>,
-    last_at: Option<Instant>,
+pub(crate) struct Seen {
+    pub(crate) latencies_us: Vec<u64>,
+    pub(crate) per_sender: HashMap<UserId, StreamCheck>,
+    pub(crate) last_at: Option<Instant>,
 }
 
 impl Seen {
     /// Adds another receiver's observations. In these workloads no two receivers hear
     /// from the same sender, so the per-sender checks never overlap.
-    fn merge(&mut self, other: Seen) {
+    pub(crate) fn merge(&mut self, other: Seen) {
         self.latencies_us.extend(other.latencies_us);
         self.per_sender.extend(other.per_sender);
         self.last_at = self.last_at.max(other.last_at);
     }
 
-    fn unique(&self) -> u64 {
+    pub(crate) fn unique(&self) -> u64 {
         self.per_sender.values().map(StreamCheck::unique).sum()
     }
 
@@ -300,7 +300,7 @@ fn drain(mut events: Events) {
     tokio::spawn(async move { while events.recv().await.is_some() {} });
 }
 
-fn delivery_report(
+pub(crate) fn delivery_report(
     mode: &str,
     params: Value,
     mut seen: Seen,
@@ -356,6 +356,32 @@ pub async fn pairs(
         receivers_at: 0,
     };
     run_pairs(bench, "pairs", spec).await
+}
+
+/// Puts a Quiver report and a baseline's from the same run side by side, with the ratios
+/// of throughput and latency (Quiver over baseline).
+pub fn compared(quiver: Report, baseline: Report) -> Report {
+    let get = |r: &Report, path: &[&str]| {
+        path.iter()
+            .fold(&r.json, |v, k| &v[*k])
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let ratio = |path: &[&str]| get(&quiver, path) / get(&baseline, path);
+    let throughput = ratio(&["messages_per_sec"]);
+    let json = json!({
+        "mode": "compare", "quiver": quiver.json, "baseline": baseline.json,
+        "ratio": {
+            "throughput": throughput,
+            "latency_p50": ratio(&["latency_ms", "p50"]),
+            "latency_p99": ratio(&["latency_ms", "p99"]),
+        },
+    });
+    let summary = format!(
+        "{}\n{}\nquiver/baseline throughput ratio: {throughput:.2}",
+        quiver.summary, baseline.summary
+    );
+    Report { json, summary }
 }
 
 /// `hop` (a mesh of two): the `pairs` workload three times in one run — every user on

@@ -1,0 +1,192 @@
+//! The baseline: the same `pairs` workload against a local mosquitto (MQTT 3.1.1, QoS 1,
+//! persistent sessions, one topic per receiver), through rumqttc, so every Quiver figure
+//! has its broker figure from the same run on the same machine.
+//!
+//! Mosquitto's QoS 1 means "the broker has it in memory": it writes its store to disk only
+//! on its autosave schedule, never per message. Quiver's SENT means "fsynced". The
+//! comparison is the one the project set itself; the difference in what the ack promises
+//! is part of reading it.
+
+use crate::cluster::free_port;
+use crate::workload::{delivery_report, Report, Seen};
+use anyhow::{bail, Context};
+use quiver_sdk::UserId;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long receivers wait for the last message before counting the rest as lost.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// A private mosquitto on a free loopback port, persistence on. Killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` (from the PATH or /usr/sbin) and waits until it accepts.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n\
+                 log_dest none\n",
+                dir.path().display()
+            ),
+        )?;
+        let binary = ["mosquitto", "/usr/sbin/mosquitto"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("-h").output().is_ok())
+            .context("mosquitto not found (apt-get install mosquitto)")?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not start on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn options(id: &str, port: u16, window: usize) -> MqttOptions {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(window.clamp(1, u16::MAX as usize) as u16)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    options
+}
+
+/// `pairs` against mosquitto: P publishers, each sending M messages of S bytes at QoS 1
+/// to its own receiver's topic, with at most W unacknowledged (MQTT inflight).
+pub async fn pairs(
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let broker = Mosquitto::start()?;
+    let epoch = Instant::now();
+    let now_us = move || epoch.elapsed().as_micros() as u64;
+    let mut receiving = Vec::new();
+    for i in 0..pairs {
+        let (client, mut events) =
+            AsyncClient::new(options(&format!("rcv{i:05}"), broker.port, window), 1024);
+        client
+            .subscribe(format!("q/rcv{i:05}"), QoS::AtLeastOnce)
+            .await?;
+        // Wait for SUBACK so nothing is published before the subscription exists.
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
+                break;
+            }
+        }
+        let sender = UserId::parse(&format!("snd{i:05}"))?;
+        receiving.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+            let check = seen.per_sender.entry(sender.clone()).or_default();
+            let mut unique = 0;
+            while unique < messages {
+                let Ok(event) = tokio::time::timeout_at(deadline, events.poll()).await else {
+                    break;
+                };
+                let Ok(Event::Incoming(Packet::Publish(publish))) = event else {
+                    continue;
+                };
+                let body = &publish.payload;
+                if body.len() < 16 {
+                    continue;
+                }
+                let index = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+                let sent = u64::from_be_bytes(body[8..16].try_into().expect("8 bytes"));
+                if check.record(index) {
+                    unique += 1;
+                    seen.latencies_us.push(now_us().saturating_sub(sent));
+                }
+                seen.last_at = Some(Instant::now());
+            }
+            drop(client);
+            seen
+        }));
+    }
+    let started = Instant::now();
+    let mut sending = Vec::new();
+    for i in 0..pairs {
+        let (client, mut events) =
+            AsyncClient::new(options(&format!("snd{i:05}"), broker.port, window), 1024);
+        let acked = Arc::new(tokio::sync::Notify::new());
+        let done = acked.clone();
+        // The event loop sends, receives PUBACKs and keeps at most `window` in flight.
+        let driver = tokio::spawn(async move {
+            let mut acks = 0;
+            while acks < messages {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow::anyhow!("publisher {i}: {e}")),
+                }
+            }
+            done.notify_one();
+            Ok(())
+        });
+        sending.push(tokio::spawn(async move {
+            for index in 0..messages {
+                let mut body = Vec::with_capacity(size.max(16));
+                body.extend_from_slice(&index.to_be_bytes());
+                body.extend_from_slice(&now_us().to_be_bytes());
+                body.resize(size.max(16), 0x5a);
+                client
+                    .publish(format!("q/rcv{i:05}"), QoS::AtLeastOnce, false, body)
+                    .await?;
+            }
+            acked.notified().await;
+            driver.await??;
+            anyhow::Ok(client)
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in sending {
+        clients.push(task.await??);
+    }
+    let mut seen = Seen::default();
+    for task in receiving {
+        seen.merge(task.await?);
+    }
+    drop(clients);
+    let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
+    Ok(delivery_report(
+        "pairs-mosquitto-qos1",
+        params,
+        seen,
+        pairs as u64 * messages,
+        started,
+    ))
+}
