@@ -21,6 +21,9 @@ pub const FRIENDS: &str = "/v1/friends";
 pub const LOGOUT: &str = "/v1/logout";
 /// `GET` — Prometheus text metrics (restrict it to operators at the proxy or firewall).
 pub const METRICS: &str = "/metrics";
+/// `GET` — readiness: 200 when the node can take new sessions (in a mesh: it is
+/// registered, so Redis answers), 503 otherwise.
+pub const READY: &str = "/v1/ready";
 /// `GET` — liveness.
 pub const HEALTH: &str = "/v1/health";
 

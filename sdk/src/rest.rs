@@ -132,6 +132,14 @@ impl Rest {
         Ok(response.text().await?)
     }
 
+    /// Whether the node can take new sessions now (`GET /v1/ready`).
+    pub async fn ready(&self) -> Result<(), RestError> {
+        let url = format!("{}{}", self.base, rest::READY);
+        self.call::<serde_json::Value>(self.http.get(url))
+            .await
+            .map(|_| ())
+    }
+
     /// Whether the node answers.
     pub async fn health(&self) -> Result<(), RestError> {
         let url = format!("{}{}", self.base, rest::HEALTH);

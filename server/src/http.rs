@@ -128,6 +128,7 @@ impl FromRequestParts<Arc<Shared>> for Authed {
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(rest::HEALTH, get(health))
+        .route(rest::READY, get(ready))
         .route(rest::METRICS, get(metrics))
         .route(rest::REGISTER, post(register))
         .route(rest::LOGIN, post(login))
@@ -138,6 +139,20 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::LOGOUT, post(logout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, Json<serde_json::Value>) {
+    let registered = shared
+        .router
+        .mesh()
+        .is_none_or(|mesh| mesh.registry().registered());
+    if registered {
+        (StatusCode::OK, Json(serde_json::json!({ "ready": true })))
+    } else {
+        let why = "not registered in the mesh: Redis does not answer";
+        let body = serde_json::json!({ "ready": false, "reason": why });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {

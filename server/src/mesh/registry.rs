@@ -45,6 +45,8 @@ pub struct Registry {
     /// Distinguishes this node's sessions; starts at the boot time, so a restarted node's
     /// epochs are new too.
     epoch: AtomicU64,
+    /// When the last heartbeat reached Redis.
+    last_beat: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn node_key(id: &str) -> String {
@@ -74,6 +76,7 @@ impl Registry {
             nodes: RwLock::new(HashMap::new()),
             clear_location: redis::Script::new(CLEAR_LOCATION),
             epoch: AtomicU64::new(boot),
+            last_beat: std::sync::Mutex::new(None),
         }
     }
 
@@ -104,7 +107,15 @@ impl Registry {
             .filter_map(|(id, value)| Some((id, parse_addrs(&value?)?)))
             .collect();
         *self.nodes.write().unwrap_or_else(|p| p.into_inner()) = live;
+        *self.last_beat.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Whether this node is registered now: its last heartbeat reached Redis less than a
+    /// registration lifetime ago.
+    pub fn registered(&self) -> bool {
+        let last = *self.last_beat.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_some_and(|at| at.elapsed() < self.ttl)
     }
 
     /// The cluster-wide secret `name`: the first node to ask stores `proposal`, every node

@@ -254,13 +254,22 @@ async fn friends_on_one_node_keep_chatting_while_redis_is_down() -> anyhow::Resu
     b.send(&alice.id, b"still here").await?;
     let got = messages(&mut a_events, 1).await?;
     assert_eq!(got[0].text(), "still here");
-    // What needs Redis fails cleanly meanwhile.
+    // What needs Redis fails cleanly meanwhile, and the node says it is not ready.
     let refused = cluster
         .n(1)
         .rest()
         .register("carol", "carol-password")
         .await;
     assert!(refused.is_err(), "registered without a directory");
+    let mut unready = false;
+    for _ in 0..50 {
+        if cluster.n(1).rest().ready().await.is_err() {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unready, "still ready seconds after Redis went away");
 
     // Redis comes back; the node reconnects by itself.
     cluster.redis.resume()?;
@@ -273,6 +282,7 @@ async fn friends_on_one_node_keep_chatting_while_redis_is_down() -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let carol = carol.expect("the node never got Redis back");
+    cluster.n(1).rest().ready().await?;
     cluster.n(1).befriend(&carol, &alice).await?;
     let friends = cluster
         .n(1)
