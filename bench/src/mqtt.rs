@@ -142,23 +142,28 @@ pub async fn pairs(
     for i in 0..pairs {
         let (client, mut events) =
             AsyncClient::new(options(&format!("snd{i:05}"), broker.port, window), 1024);
-        let acked = Arc::new(tokio::sync::Notify::new());
-        let done = acked.clone();
-        // The event loop sends, receives PUBACKs and keeps at most `window` in flight.
+        // The window as in Quiver's run: a message is stamped when it gets one of `window`
+        // places, and its PUBACK gives the place back.
+        let places = Arc::new(tokio::sync::Semaphore::new(window));
+        let returned = places.clone();
+        // The event loop sends, receives PUBACKs and keeps the connection.
         let driver = tokio::spawn(async move {
             let mut acks = 0;
             while acks < messages {
                 match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acks += 1;
+                        returned.add_permits(1);
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(anyhow::anyhow!("publisher {i}: {e}")),
                 }
             }
-            done.notify_one();
             Ok(())
         });
         sending.push(tokio::spawn(async move {
             for index in 0..messages {
+                places.acquire().await?.forget();
                 let mut body = Vec::with_capacity(size.max(16));
                 body.extend_from_slice(&index.to_be_bytes());
                 body.extend_from_slice(&now_us().to_be_bytes());
@@ -167,7 +172,6 @@ pub async fn pairs(
                     .publish(format!("q/rcv{i:05}"), QoS::AtLeastOnce, false, body)
                     .await?;
             }
-            acked.notified().await;
             driver.await??;
             anyhow::Ok(client)
         }));
