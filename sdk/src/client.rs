@@ -108,6 +108,10 @@ pub(crate) struct Inner {
     pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) closing: watch::Sender<bool>,
+    /// Woken when a conversation waits for the node to allow another stream.
+    pub(crate) stream_wanted: tokio::sync::Notify,
+    /// Conversations waiting for a stream now.
+    pub(crate) streams_waiting: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -167,10 +171,13 @@ impl Client {
             events,
             state: watch::channel(ConnectionState::Connecting).0,
             closing: watch::channel(false).0,
+            stream_wanted: tokio::sync::Notify::new(),
+            streams_waiting: std::sync::atomic::AtomicUsize::new(0),
         });
         let link = Link::start(&inner, first, 1);
         inner.set_link(Some(link.clone()));
         tokio::spawn(crate::driver::drive(inner.clone(), link));
+        tokio::spawn(close_idle_streams(Arc::downgrade(&inner)));
         let events = Events {
             rx,
             seen: inner.seen.clone(),
@@ -370,7 +377,21 @@ impl Inner {
         }
         let Some(link) = self.link() else { return };
         if queue.stream.as_ref().map(|s| s.link) != Some(link.id) {
-            let Ok((mut send, recv)) = link.conn.open_bi().await else {
+            let opening = link.conn.open_bi();
+            tokio::pin!(opening);
+            // At the node's stream limit this waits: have idle conversations make room.
+            let opened = match futures_now(&mut opening) {
+                Some(opened) => opened,
+                None => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.streams_waiting.fetch_add(1, Relaxed);
+                    self.stream_wanted.notify_one();
+                    let opened = opening.await;
+                    self.streams_waiting.fetch_sub(1, Relaxed);
+                    opened
+                }
+            };
+            let Ok((mut send, recv)) = opened else {
                 return;
             };
             let open = ConversationRequest::Open { peer: peer.clone() };
@@ -383,7 +404,7 @@ impl Inner {
             tokio::spawn(read_answers(
                 Arc::downgrade(self),
                 peer.clone(),
-                link.id,
+                (link.id, send.id()),
                 recv,
             ));
             queue.stream = Some(Stream {
@@ -396,6 +417,7 @@ impl Inner {
             pending,
             written,
             stream,
+            ..
         } = queue;
         let Some(stream) = stream else { return };
         while let Some(message) = pending.get_mut(*written) {
@@ -406,6 +428,7 @@ impl Inner {
             message.written_at = Some(Instant::now());
             *written += 1;
         }
+        queue.last_active = Some(Instant::now());
     }
 
     /// Writes every conversation's queue again (after a reconnect), or just the overdue
@@ -469,8 +492,56 @@ impl Inner {
     }
 }
 
+/// The future's output if it is ready now, without waiting.
+fn futures_now<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(future).poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Closes conversation streams that have nothing waiting: after
+/// `close_idle_streams_after` of quiet, or at once when another conversation waits for a
+/// stream. Runs until the client is gone.
+async fn close_idle_streams(inner: Weak<Inner>) {
+    loop {
+        let (quiet, urgent) = {
+            let Some(inner) = inner.upgrade() else { return };
+            let after = inner.options.close_idle_streams_after;
+            let tick = after.min(Duration::from_secs(1));
+            let waiting = || {
+                inner
+                    .streams_waiting
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+            };
+            let urgent = tokio::select! {
+                _ = tokio::time::sleep(tick) => waiting(),
+                _ = inner.stream_wanted.notified() => true,
+            };
+            (after, urgent)
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let queues: Vec<_> = lock(&inner.queues).values().cloned().collect();
+        let (now, after) = (Instant::now(), if urgent { Duration::ZERO } else { quiet });
+        for queue in queues {
+            // A queue busy flushing is not idle; it is looked at next time.
+            if let Ok(mut queue) = queue.try_lock() {
+                queue.close_if_idle(now, after);
+            }
+        }
+    }
+}
+
 /// Settles queued messages as the node answers on one conversation stream.
-async fn read_answers(inner: Weak<Inner>, peer: UserId, link: u64, mut recv: quinn::RecvStream) {
+async fn read_answers(
+    inner: Weak<Inner>,
+    peer: UserId,
+    which: (u64, quinn::StreamId),
+    mut recv: quinn::RecvStream,
+) {
     loop {
         let answer = crate::frames::read_frame::<ConversationResponse>(&mut recv).await;
         let Some(inner) = inner.upgrade() else { return };
@@ -488,14 +559,14 @@ async fn read_answers(inner: Weak<Inner>, peer: UserId, link: u64, mut recv: qui
                 queue.settle(id, Err(SendError::Rejected(code)))
             }
             Ok(Some(ConversationResponse::Error { code })) => {
-                queue.lose_stream(Some(link));
+                queue.lose_stream(Some(which));
                 if !code.is_retryable() {
                     queue.fail_all(SendError::StreamClosed(code));
                 }
                 return;
             }
             Ok(None) | Err(_) => {
-                queue.lose_stream(Some(link));
+                queue.lose_stream(Some(which));
                 return;
             }
         }

@@ -39,6 +39,11 @@ pub struct ConnectOptions {
     /// is also how fast a client waiting for SENT notices a node that died: the rewrite
     /// draws a stateless reset from the restarted node, or goes unanswered.
     pub resend_after: Duration,
+    /// A conversation stream with nothing waiting for `Sent` for this long is closed (the
+    /// node allows a connection only so many open streams); the next message opens a new
+    /// one. When a new conversation is waiting for a stream, streams with nothing waiting
+    /// are closed at once.
+    pub close_idle_streams_after: Duration,
 }
 
 impl ConnectOptions {
@@ -57,6 +62,7 @@ impl ConnectOptions {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             resend_after: Duration::from_secs(3),
+            close_idle_streams_after: Duration::from_secs(10),
         }
     }
 }

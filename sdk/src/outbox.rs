@@ -30,6 +30,14 @@ pub(crate) struct Stream {
     pub link: u64,
 }
 
+impl Stream {
+    /// Which stream of which connection this is: a conversation may have had several on
+    /// one connection (idle ones are closed and new ones opened).
+    pub fn key(&self) -> (u64, quinn::StreamId) {
+        (self.link, self.send.id())
+    }
+}
+
 /// One conversation's queue.
 #[derive(Default)]
 pub(crate) struct Queue {
@@ -37,6 +45,8 @@ pub(crate) struct Queue {
     /// How many of `pending` (from the front) were written to `stream`.
     pub written: usize,
     pub stream: Option<Stream>,
+    /// When a message was last written or answered.
+    pub last_active: Option<Instant>,
 }
 
 impl Queue {
@@ -60,6 +70,7 @@ impl Queue {
 
     /// Settles the message `id` with `outcome` and takes it out of the queue.
     pub fn settle(&mut self, id: ClientMsgId, outcome: Result<Seq, SendError>) {
+        self.last_active = Some(Instant::now());
         let Some(at) = self.pending.iter().position(|p| p.id == id) else {
             return; // an answer to a rewrite of something already settled
         };
@@ -73,10 +84,10 @@ impl Queue {
         }
     }
 
-    /// Forgets the stream (if it is the one of connection `link`, or any when `None`):
-    /// everything pending will be written again on the next one.
-    pub fn lose_stream(&mut self, link: Option<u64>) {
-        if link.is_none() || self.stream.as_ref().map(|s| s.link) == link {
+    /// Forgets the stream (if it is `which`, or any when `None`): everything pending
+    /// will be written again on the next one.
+    pub fn lose_stream(&mut self, which: Option<(u64, quinn::StreamId)>) {
+        if which.is_none() || self.stream.as_ref().map(Stream::key) == which {
             self.stream = None;
             self.written = 0;
         }
@@ -90,6 +101,25 @@ impl Queue {
             }
         }
         self.written = 0;
+    }
+
+    /// Closes the stream if nothing waits for an answer and it was quiet for `after` (or
+    /// at all, with `after` zero); returns whether it did.
+    pub fn close_if_idle(&mut self, now: Instant, after: Duration) -> bool {
+        let quiet = self
+            .last_active
+            .is_none_or(|t| now.duration_since(t) >= after);
+        if !self.pending.is_empty() || !quiet {
+            return false;
+        }
+        match self.stream.take() {
+            Some(mut stream) => {
+                // A clean end: the node answers what it has and ends its side too.
+                let _ = stream.send.finish();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether a written message has waited longer than `after` for its answer.

@@ -95,3 +95,43 @@ async fn conversations_per_user_are_capped_over_all_its_connections() -> anyhow:
     assert_eq!(got[1].text(), "one more");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_can_write_to_more_peers_than_its_stream_limit() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.limits.logins_per_minute_per_address = 10_000).await?;
+    let limit = node.node().config().limits.max_client_streams as usize;
+    let alice = node.user("alice").await?;
+    let mut friends = Vec::new();
+    for i in 0..limit + 6 {
+        let friend = node.user(&format!("friend{i:03}")).await?;
+        node.befriend(&alice, &friend).await?;
+        friends.push(friend);
+    }
+    // Streams idle long enough to be closed on their own only after the test is over:
+    // room is made because a new conversation waits for a stream.
+    let (a, _a_events) = node
+        .connect_with(&alice, |o| {
+            o.close_idle_streams_after = Duration::from_secs(600);
+        })
+        .await?;
+    for (i, friend) in friends.iter().enumerate() {
+        let sent = tokio::time::timeout(WAIT, a.send(&friend.id, format!("hi {i}").as_bytes()))
+            .await
+            .map_err(|_| anyhow::anyhow!("message {i} waits for a stream forever"))??;
+        assert_eq!(sent.seq.0, 1);
+        let open = node.open_conversations() as usize;
+        assert!(
+            open < limit,
+            "{open} conversation streams open (limit {limit})"
+        );
+    }
+    // The first friend gets a second message on a new stream, in order.
+    a.send(&friends[0].id, b"again").await?;
+    let (_f, mut f_events) = node.connect(&friends[0]).await?;
+    let got = messages(&mut f_events, 2).await?;
+    assert_eq!(
+        (got[0].text(), got[1].text()),
+        ("hi 0".into(), "again".into())
+    );
+    Ok(())
+}
