@@ -44,7 +44,8 @@ pids+=($!)
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 
 for n in 1 2 3; do
-  "$bin/quiver-server" --node-id "n$n" --data-dir "$dir/n$n" \
+  # One malloc arena: about 10 KiB less per idle connection (docs/PERFORMANCE.md).
+  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} "$bin/quiver-server" --node-id "n$n" --data-dir "$dir/n$n" \
     --quic-addr "127.0.0.1:443$n" --http-addr "127.0.0.1:844$n" \
     --redis-url "redis://127.0.0.1:$redis_port" --mesh-addr "127.0.0.1:543$n" \
     --cluster-ca "$dir/ca/ca.pem" \
