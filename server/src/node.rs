@@ -130,10 +130,11 @@ impl Node {
         let (directory, mesh): (Arc<dyn Directory>, _) = match &config.mesh {
             None => (Arc::new(SledDirectory::open(&db, &config.node_id)?), None),
             Some(mc) => {
-                let directory = RedisDirectory::connect(&mc.redis_url).await?;
+                // One multiplexed connection for the directory and the registry.
                 let redis = crate::directory::connect_redis(&mc.redis_url)
                     .await
                     .map_err(MeshError::from)?;
+                let directory = RedisDirectory::new(redis.clone());
                 let heartbeat = Duration::from_millis(mc.heartbeat_ms);
                 let advertised = mc.advertise_addr.unwrap_or(quic_addr);
                 let tls = identity.mesh(&mc.cluster_ca)?;

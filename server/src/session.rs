@@ -73,8 +73,9 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             .live
             .sessions
             .register(&session.user, session.device, &conn);
-        // Written once the feed runs, so the location never names a device that could
-        // still miss backlog; cleared only if no newer session of the device replaced it.
+        // Where the device is, for operators (nothing routes by it: the home node pushes
+        // through the feed opened in hello). Written once that feed is open; cleared only
+        // if no newer session of the device replaced it.
         let location = match shared.router.mesh() {
             Some(mesh) => {
                 let registry = mesh.registry();

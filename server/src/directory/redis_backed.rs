@@ -93,13 +93,18 @@ fn ordered(a: &UserId, b: &UserId) -> (UserId, UserId) {
 impl RedisDirectory {
     /// Connects to Redis at `url` (`redis://host:port/db`).
     pub async fn connect(url: &str) -> Result<Self, DirectoryError> {
-        Ok(Self {
-            redis: connect(url).await?,
+        Ok(Self::new(connect(url).await?))
+    }
+
+    /// The directory over an existing connection.
+    pub fn new(redis: ConnectionManager) -> Self {
+        Self {
+            redis,
             create_user: redis::Script::new(CREATE_USER),
             befriend: redis::Script::new(BEFRIEND),
             unfriend: redis::Script::new(UNFRIEND),
             friends_seen: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     fn conn(&self) -> ConnectionManager {
