@@ -47,6 +47,14 @@ pub enum MeshOpen {
         /// The device.
         device: DeviceId,
     },
+    /// `user` logged out one device (or all, when `device` is `None`) through the opening
+    /// node: close their sessions here. Answered with one [`ReceiptAnswer`] once done.
+    Logout {
+        /// The user.
+        user: UserId,
+        /// The device, or every device.
+        device: Option<DeviceId>,
+    },
 }
 
 /// The answer to [`MeshOpen::Receipt`].

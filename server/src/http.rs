@@ -330,6 +330,9 @@ async fn logout(
         .sessions
         .close(&me.user, device, code, b"logged out");
     tracing::debug!(closed, "sessions of logged-out devices closed");
+    if let Some(mesh) = shared.router.mesh() {
+        mesh.logout(&me.user, device).await;
+    }
     tracing::info!(user = %me.user, all = req.all_devices, "logged out");
     Ok(Json(serde_json::json!({ "logged_out": true })))
 }

@@ -166,7 +166,8 @@ impl Mesh {
         Ok((send, recv))
     }
 
-    /// Asks `node` to append a receipt to `owner`'s inbox; returns once it is durable.
+    /// Sends `node` a one-answer request (a receipt for `owner`'s inbox, which is durable
+    /// when this returns, or a logout); returns its answer.
     pub async fn receipt(&self, node: &str, receipt: MeshOpen) -> Result<(), ErrorCode> {
         let (mut send, mut recv) = self.open(node, &receipt).await?;
         let _ = send.finish();
@@ -174,6 +175,34 @@ impl Mesh {
             Ok(ReceiptAnswer::Stored) => Ok(()),
             Ok(ReceiptAnswer::Refused { code }) => Err(code),
             Err(e) => Err(unavailable(node, &e)),
+        }
+    }
+
+    /// Asks every other node where `user` has a live session (of `device`, or of any
+    /// device) to close it; returns once each has answered or failed.
+    pub async fn logout(&self, user: &UserId, device: Option<quiver_proto::DeviceId>) {
+        let nodes: std::collections::BTreeSet<String> = match self.registry.locations(user).await {
+            Ok(locations) => locations
+                .into_iter()
+                .filter(|(d, node)| {
+                    device.is_none_or(|device| device == *d) && *node != self.node_id
+                })
+                .map(|(_, node)| node)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "locations unknown; sessions elsewhere stay up");
+                return;
+            }
+        };
+        for node in nodes {
+            let request = MeshOpen::Logout {
+                user: user.clone(),
+                device,
+            };
+            // Same one-frame answer as a receipt.
+            if let Err(code) = self.receipt(&node, request).await {
+                tracing::warn!(%node, %code, "could not close sessions on a peer");
+            }
         }
     }
 

@@ -73,6 +73,17 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
             }
         }
         MeshOpen::Attach { user, device } => attach(shared, user, device, send, recv).await,
+        MeshOpen::Logout { user, device } => {
+            let code = crate::net::varint(ErrorCode::Unauthenticated);
+            let closed = shared
+                .live
+                .sessions
+                .close(&user, device, code, b"logged out");
+            tracing::debug!(%user, closed, "sessions of a device logged out elsewhere closed");
+            if write_frame(&mut send, &ReceiptAnswer::Stored).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
     }
 }
 

@@ -359,3 +359,32 @@ async fn the_redis_directory_keeps_the_friendship_rules() -> anyhow::Result<()> 
     assert!(!dir.has_device(&alice, device).await?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_the_devices_sessions_on_other_nodes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let bob = cluster.user(1, "bob").await?;
+    let phone = bob.new_device(cluster.n(1)).await?;
+    // Both devices connected to node 2, which is not their home.
+    let (_laptop, mut laptop_events) = cluster.n(2).connect(&bob).await?;
+    let (_phone, mut phone_events) = cluster.n(2).connect(&phone).await?;
+
+    // The laptop logs out through node 1; its session on node 2 ends, the phone's does not.
+    cluster.n(1).rest().logout(&bob.login.token, false).await?;
+    loop {
+        match next_any_event(&mut laptop_events).await? {
+            quiver_sdk::Event::Disconnected { reason } => {
+                assert!(reason.contains("Unauthenticated"), "{reason}");
+                break;
+            }
+            quiver_sdk::Event::Connection(_) => {}
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    assert_quiet(&mut phone_events, Duration::from_millis(500)).await?;
+    assert_eq!(
+        cluster.n(2).node().locations(&bob.id).await,
+        Some(vec![(phone.login.device, "n2".to_string())])
+    );
+    Ok(())
+}
