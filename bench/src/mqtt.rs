@@ -121,12 +121,13 @@ pub async fn pairs(
                 let Ok(Event::Incoming(Packet::Publish(publish))) = event else {
                     continue;
                 };
-                let body = &publish.payload;
-                if body.len() < 16 {
+                let Some((index, rest)) = publish.payload.split_first_chunk::<8>() else {
                     continue;
-                }
-                let index = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
-                let sent = u64::from_be_bytes(body[8..16].try_into().expect("8 bytes"));
+                };
+                let Some(sent) = rest.first_chunk::<8>() else {
+                    continue;
+                };
+                let (index, sent) = (u64::from_be_bytes(*index), u64::from_be_bytes(*sent));
                 if check.record(index) {
                     unique += 1;
                     seen.latencies_us.push(now_us().saturating_sub(sent));

@@ -46,6 +46,25 @@ pub enum ControlStep {
     Read(Seq),
 }
 
+impl ControlPhase {
+    /// A control stream whose `Hello` was already handled elsewhere (a node attaching a
+    /// device to its feed on the home node sends only acks and read marks).
+    pub fn greeted() -> Self {
+        Self { greeted: true }
+    }
+}
+
+impl From<ControlStep> for ControlRequest {
+    /// The frame that carries the step (to pass it on to another node).
+    fn from(step: ControlStep) -> Self {
+        match step {
+            ControlStep::Hello { version, token } => ControlRequest::Hello { version, token },
+            ControlStep::Ack(seq) => ControlRequest::Ack { seq },
+            ControlStep::Read(seq) => ControlRequest::Read { seq },
+        }
+    }
+}
+
 impl Phase for ControlPhase {
     type Frame = ControlRequest;
     type Step = ControlStep;
@@ -206,11 +225,10 @@ impl<P: Phase> Inbound<P> {
         let len = match self.len {
             Some(len) => len,
             None => {
-                let Some(header) = self.buf.get(..HEADER_LEN) else {
+                let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
                     return Ok(None);
                 };
-                let header = header.try_into().expect("a slice of HEADER_LEN");
-                let len = parse_header(header, self.max_frame).map_err(code_of)?;
+                let len = parse_header(*header, self.max_frame).map_err(code_of)?;
                 self.len = Some(len);
                 len
             }

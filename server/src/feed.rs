@@ -7,6 +7,7 @@
 //! go through here, so the rules are the same wherever the device is connected.
 
 use crate::node::Shared;
+use quiver_proto::stream::ControlStep;
 use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -85,28 +86,35 @@ impl Feed {
         self.acks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The device has entry `seq`. A new ack starts a task in `tasks` (DELIVERED, then the
-    /// cursor); the caller closes the device's connection if one fails, so the device
-    /// reconnects and acks again.
-    pub fn ack(self: &Arc<Self>, seq: Seq, tasks: &mut AckTasks) -> Result<(), Refusal> {
-        match self.begin_ack(seq) {
-            AckCheck::New => {
-                self.shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
-                tasks.spawn(self.clone().finish_ack(seq));
-                Ok(())
-            }
-            AckCheck::Repeat => Ok(()),
-            AckCheck::Invalid => Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed"))),
+    /// Handles an ack or read mark from the device (wherever it is connected). A new ack
+    /// starts a task in `tasks` (DELIVERED, then the cursor); the caller closes the
+    /// device's connection if one fails, so the device reconnects and acks again.
+    pub async fn handle(
+        self: &Arc<Self>,
+        step: ControlStep,
+        tasks: &mut AckTasks,
+    ) -> Result<(), Refusal> {
+        match step {
+            ControlStep::Ack(seq) => match self.begin_ack(seq) {
+                AckCheck::New => {
+                    self.shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(self.clone().finish_ack(seq));
+                    Ok(())
+                }
+                AckCheck::Repeat => Ok(()),
+                AckCheck::Invalid => {
+                    Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed")))
+                }
+            },
+            ControlStep::Read(seq) => self
+                .shared
+                .router
+                .read(&self.user, seq)
+                .await
+                .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
+            // The control phase lets one hello through, and the session took it.
+            ControlStep::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
         }
-    }
-
-    /// The user read the chat at `seq` of their inbox.
-    pub async fn read(&self, seq: Seq) -> Result<(), Refusal> {
-        self.shared
-            .router
-            .read(&self.user, seq)
-            .await
-            .map_err(|code| (code, format!("cannot mark seq {seq} read")))
     }
 
     fn begin_ack(&self, seq: Seq) -> AckCheck {

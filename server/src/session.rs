@@ -275,14 +275,8 @@ impl Session {
                     return Err(format!("could not record delivery: {code}"));
                 }
             }
-            let (request, seq) = match requests.next().await {
-                Ok(Some(ControlStep::Ack(seq))) => (ControlRequest::Ack { seq }, seq),
-                Ok(Some(ControlStep::Read(seq))) => (ControlRequest::Read { seq }, seq),
-                // The phase refuses a second hello itself; this arm only keeps the match whole.
-                Ok(Some(ControlStep::Hello { .. })) => {
-                    conn.close(varint(ErrorCode::UnexpectedFrame), b"hello twice");
-                    return Err("hello twice".into());
-                }
+            let step = match requests.next().await {
+                Ok(Some(step)) => step,
                 Ok(None) => {
                     // A polite goodbye: record the acks already received, then close.
                     while acking.join_next().await.is_some() {}
@@ -300,14 +294,11 @@ impl Session {
                 Err(StreamEnd::Failed(e)) => return Err(e),
             };
             let refused = match &self.home {
-                HomeFeed::Local(feed) => match request {
-                    ControlRequest::Read { .. } => feed.read(seq).await.err(),
-                    _ => feed.ack(seq, &mut acking).err(),
-                },
+                HomeFeed::Local(feed) => feed.handle(step, &mut acking).await.err(),
                 HomeFeed::Remote { up, .. } => {
                     // The home node checks it and answers refusals down the attachment.
                     let mut up = up.lock().await;
-                    if let Err(e) = write_frame(&mut up, &request).await {
+                    if let Err(e) = write_frame(&mut up, &ControlRequest::from(step)).await {
                         conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
                         return Err(format!("attachment failed: {e}"));
                     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{connect, FAST};
+use common::{befriend, connect, register, FAST};
 use quiver_bench::NodeProcess;
 use quiver_sdk::{Event, Rest, Seq, UserId};
 use std::path::Path;
@@ -24,13 +24,8 @@ async fn crash_and_recover() -> anyhow::Result<()> {
     let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0", FAST)?;
     let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
     let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
-    for user in ["alice", "bob"] {
-        rest.register(user, &format!("{user}-password")).await?;
-    }
-    let alice_token = rest.login("alice", "alice-password", None).await?.token;
-    let bob_token = rest.login("bob", "bob-password", None).await?.token;
-    rest.request_friend(&alice_token, "bob").await?;
-    rest.accept_friend(&bob_token, "alice").await?;
+    register(&rest, &["alice", "bob"]).await?;
+    befriend(&rest, "alice", "bob").await?;
 
     let (a, _a_events) = connect(&rest, node.quic, &ca, "alice").await?;
     let bob = UserId::parse("bob")?;

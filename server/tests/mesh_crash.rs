@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{connect, FAST};
+use common::{befriend, connect, register, FAST};
 use quiver_bench::cluster::{node_args, ClusterCa, RedisServer};
 use quiver_bench::NodeProcess;
 use quiver_sdk::{Event, Rest, Seq};
@@ -41,12 +41,9 @@ async fn kill_home_node() -> anyhow::Result<()> {
     let mut n2 = start(&ca, &redis, "n2", &n2_data)?;
     let rest1 = Rest::new(&format!("https://{}", n1.http), &ca_pem)?;
     let rest2 = Rest::new(&format!("https://{}", n2.http), &ca_pem)?;
-    rest1.register("alice", "alice-password").await?;
-    rest2.register("carol", "carol-password").await?;
-    let alice_token = rest1.login("alice", "alice-password", None).await?.token;
-    let carol_token = rest1.login("carol", "carol-password", None).await?.token;
-    rest1.request_friend(&alice_token, "carol").await?;
-    rest1.accept_friend(&carol_token, "alice").await?;
+    register(&rest1, &["alice"]).await?;
+    register(&rest2, &["carol"]).await?;
+    befriend(&rest1, "alice", "carol").await?;
 
     let (a, _a_events) = connect(&rest1, n1.quic, &ca_pem, "alice").await?;
     let carol = quiver_sdk::UserId::parse("carol")?;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{connect, FAST};
+use common::{befriend, connect, register, FAST};
 use quiver_bench::NodeProcess;
 use quiver_sdk::{Event, Rest, UserId};
 use std::path::Path;
@@ -18,13 +18,8 @@ async fn sigterm_closes_connections_with_a_code_flushes_and_exits() -> anyhow::R
     let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0", FAST)?;
     let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
     let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
-    for user in ["alice", "bob"] {
-        rest.register(user, &format!("{user}-password")).await?;
-    }
-    let alice = rest.login("alice", "alice-password", None).await?.token;
-    let bob = rest.login("bob", "bob-password", None).await?.token;
-    rest.request_friend(&alice, "bob").await?;
-    rest.accept_friend(&bob, "alice").await?;
+    register(&rest, &["alice", "bob"]).await?;
+    befriend(&rest, "alice", "bob").await?;
     let (a, a_events) = connect(&rest, node.quic, &ca, "alice").await?;
     let sent = a.send(&UserId::parse("bob")?, b"before the stop").await?;
     let conn = a.connection().expect("connected");

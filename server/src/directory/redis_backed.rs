@@ -214,7 +214,8 @@ impl Directory for RedisDirectory {
             }
         }
         loop {
-            let id = u64::from_be_bytes(new_key()?[..8].try_into().expect("8 of 32 bytes"));
+            let [a, b, c, d, e, f, g, h, ..] = new_key()?;
+            let id = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
             let added: i64 = self.conn().sadd(&devices, id).await?;
             if added == 1 {
                 return Ok(DeviceId(id));

@@ -4,12 +4,12 @@
 use super::MAX_MESH_FRAME;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::feed::{AckTasks, Feed};
-use crate::net::{read_frame, write_frame, FrameReadError, Reader};
+use crate::net::{read_frame, write_frame, Reader};
 use crate::node::Shared;
 use crate::router::Home;
 use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};
-use quiver_proto::stream::ConversationPhase;
-use quiver_proto::{ControlRequest, DeviceId, ErrorCode, UserId};
+use quiver_proto::stream::{ControlPhase, ConversationPhase};
+use quiver_proto::{DeviceId, ErrorCode, UserId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -122,7 +122,7 @@ async fn attach(
     user: UserId,
     device: DeviceId,
     send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
 ) {
     // Entries never exceed the push window; refusals wait for room (backpressure on the
     // peer's control frames), so this queue is bounded.
@@ -159,7 +159,7 @@ async fn attach(
     });
     let ended = tokio::select! {
         r = pushing => r,
-        r = control(&feed, &mut recv, &tx) => r,
+        r = control(&feed, recv, &tx) => r,
     };
     tracing::debug!(reason = ?ended.err(), "attachment ended");
     feed.close();
@@ -170,9 +170,10 @@ async fn attach(
 /// Acks and read marks from the device, through the peer.
 async fn control(
     feed: &Arc<Feed>,
-    recv: &mut quinn::RecvStream,
+    recv: quinn::RecvStream,
     tx: &mpsc::Sender<AttachDown>,
 ) -> Result<(), String> {
+    let mut requests = Reader::new(recv, ControlPhase::greeted(), MAX_MESH_FRAME);
     let mut acking = AckTasks::new();
     loop {
         while let Some(done) = acking.try_join_next() {
@@ -180,20 +181,15 @@ async fn control(
                 return Err(format!("could not record a delivery: {code}"));
             }
         }
-        let request = match read_frame::<ControlRequest>(recv, MAX_MESH_FRAME).await {
-            Ok(request) => request,
-            Err(FrameReadError::Finished) => {
+        let step = match requests.next().await {
+            Ok(Some(step)) => step,
+            Ok(None) => {
                 while acking.join_next().await.is_some() {}
                 return Ok(());
             }
             Err(e) => return Err(e.to_string()),
         };
-        let handled = match request {
-            ControlRequest::Ack { seq } => feed.ack(seq, &mut acking),
-            ControlRequest::Read { seq } => feed.read(seq).await,
-            ControlRequest::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
-        };
-        if let Err((code, message)) = handled {
+        if let Err((code, message)) = feed.handle(step, &mut acking).await {
             if tx.send(AttachDown::Error { code, message }).await.is_err() {
                 return Err("attachment writer ended".into());
             }

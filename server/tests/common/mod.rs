@@ -1,5 +1,6 @@
-//! What the process-level tests share: flags for a node that does not rate-limit, and an
-//! SDK client that logs in, loads its friends' keys and reconnects quickly.
+//! What the process-level tests share: flags for a node that does not rate-limit, users
+//! made friends over REST, and an SDK client that logs in, loads its friends' keys and
+//! reconnects quickly.
 
 use quiver_sdk::{Client, ConnectOptions, Events, FriendKey, Rest};
 use std::net::SocketAddr;
@@ -33,4 +34,22 @@ pub async fn connect(
     // written again after this long.
     options.resend_after = Duration::from_secs(1);
     Ok(Client::connect(options).await?)
+}
+
+/// Registers each user (password `{user}-password`) through `rest`, which makes it their
+/// home node.
+pub async fn register(rest: &Rest, users: &[&str]) -> anyhow::Result<()> {
+    for user in users {
+        rest.register(user, &format!("{user}-password")).await?;
+    }
+    Ok(())
+}
+
+/// Makes `a` and `b` (registered with [`register`]) friends.
+pub async fn befriend(rest: &Rest, a: &str, b: &str) -> anyhow::Result<()> {
+    let a_token = rest.login(a, &format!("{a}-password"), None).await?.token;
+    let b_token = rest.login(b, &format!("{b}-password"), None).await?.token;
+    rest.request_friend(&a_token, b).await?;
+    rest.accept_friend(&b_token, a).await?;
+    Ok(())
 }
