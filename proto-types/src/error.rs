@@ -39,6 +39,14 @@ pub enum ErrorCode {
     TooManyStreams = 13,
     /// The client's address has more connections open on the node than allowed.
     TooManyConnections = 14,
+    /// A file is above the node's maximum file size.
+    FileTooLarge = 15,
+    /// The upload would take the user over their storage quota.
+    QuotaExceeded = 16,
+    /// No such blob, or not one this user may read.
+    NotFound = 17,
+    /// The bytes do not match their hash (or, client side, a chunk does not authenticate).
+    Corrupt = 18,
 }
 
 impl ErrorCode {
@@ -65,6 +73,10 @@ impl ErrorCode {
             12 => RateLimited,
             13 => TooManyStreams,
             14 => TooManyConnections,
+            15 => FileTooLarge,
+            16 => QuotaExceeded,
+            17 => NotFound,
+            18 => Corrupt,
             _ => return None,
         })
     }
@@ -101,6 +113,7 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_u32(13), Some(ErrorCode::TooManyStreams));
         assert_eq!(ErrorCode::from_u32(14), Some(ErrorCode::TooManyConnections));
+        assert_eq!(ErrorCode::from_u32(18), Some(ErrorCode::Corrupt));
         assert_eq!(ErrorCode::from_u32(0), None);
     }
 }

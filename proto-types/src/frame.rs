@@ -96,6 +96,7 @@ mod tests {
             id: ClientMsgId(7),
             sent_at_ms: 1,
             body: vec![1, 2, 3],
+            file: None,
         };
         let bytes = encode_frame(&msg).unwrap();
         assert_eq!(
@@ -150,6 +151,7 @@ mod tests {
                 id: ClientMsgId(9),
                 sent_at_ms: 5,
                 body: vec![7; 40],
+                file: None,
             },
         };
         let base = encode_frame(&entry).unwrap();

@@ -10,6 +10,7 @@
 //!   length *before* allocating and never panics on any input.
 //! - [`messages`]: every message of protocol version 1, grouped by the stream it travels on.
 //! - [`error`]: [`ErrorCode`], the codes the node uses to reset streams and close connections.
+//! - [`files`]: file messages — blob ids, chunk sizes, the transfer streams' answers.
 //! - [`mesh`]: what nodes say to each other over their mutual-TLS links.
 //! - [`rest`]: JSON bodies and paths of the REST API.
 //! - [`stream`]: the node's per-stream state machines (bytes in, requests out).
@@ -21,11 +22,15 @@
 //!    then acks and read marks from the client.
 //! 2. **Conversation** — one client-opened bidirectional stream per peer: `Open`, then
 //!    `Chat` frames; the node answers `Sent` only once the entry is durable.
-//! 3. **Push** — one server-opened unidirectional stream per peer, carrying inbox
+//! 3. **File transfer** — a client-opened bidirectional stream per upload or download,
+//!    `Upload` or `Download` first, then raw sealed bytes ([`files`]). At lower priority
+//!    than chat, so a big file never holds a message up.
+//! 4. **Push** — one server-opened unidirectional stream per peer, carrying inbox
 //!    [`Entry`] frames in `seq` order. The client acknowledges them on the control stream.
 
 pub mod cursor;
 pub mod error;
+pub mod files;
 pub mod frame;
 pub mod ids;
 pub mod mesh;

@@ -5,6 +5,7 @@
 //! stream is for. The sender of a chat is named here, because the opening node took it from
 //! its own authenticated client session: peers trust each other, never clients.
 
+use crate::files::{BlobId, FileRef};
 use crate::{ClientMsgId, DeviceId, Entry, ErrorCode, ReceiptKind, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -55,9 +56,40 @@ pub enum MeshOpen {
         /// The device, or every device.
         device: Option<DeviceId>,
     },
+    /// `user` (homed on the receiving node) uploads a blob through the opening node. Then
+    /// the stream is exactly a client's upload stream after its first frame.
+    Upload {
+        /// The uploader, authenticated by the opening node.
+        user: UserId,
+        /// The blob.
+        blob: BlobId,
+        /// Its sealed size.
+        size: u64,
+    },
+    /// `user` downloads a blob that `owner` (homed on the receiving node) uploaded. Then
+    /// the stream is exactly a client's download stream after its first frame.
+    Download {
+        /// The reader, authenticated by the opening node.
+        user: UserId,
+        /// The uploader.
+        owner: UserId,
+        /// The blob.
+        blob: BlobId,
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// A file message from `owner` (homed on the receiving node) names `file`: check the
+    /// blob is theirs and complete, and keep it for the retention period. Answered with
+    /// one [`ReceiptAnswer`].
+    Retain {
+        /// The uploader and sender.
+        owner: UserId,
+        /// The blob and its size.
+        file: FileRef,
+    },
 }
 
-/// The answer to [`MeshOpen::Receipt`].
+/// The answer to [`MeshOpen::Receipt`], [`MeshOpen::Logout`] and [`MeshOpen::Retain`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReceiptAnswer {
     /// The receipt is durable (or was already there).

@@ -3,6 +3,7 @@
 //! Note what is *not* here: no client frame carries a sender. The node stamps the sender of
 //! every entry from the authenticated session, so there is nothing for a client to forge.
 
+use crate::files::{BlobId, FileRef};
 use crate::{ClientMsgId, DeviceId, ErrorCode, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +51,9 @@ pub enum ControlResponse {
     },
 }
 
-/// Client → node on a conversation stream.
+/// Client → node on a client-opened bidirectional stream after the control stream. The
+/// first frame says what the stream is: `Open` (a conversation: chats follow), `Upload` or
+/// `Download` (one file transfer, see [`crate::files`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConversationRequest {
     /// First frame: this stream carries messages to `peer`.
@@ -66,6 +69,25 @@ pub enum ConversationRequest {
         sent_at_ms: u64,
         /// Sealed body (nonce and ciphertext). The node never sees the plaintext.
         body: Vec<u8>,
+        /// The file this message carries, uploaded before by the sender; its sealed
+        /// description (name, type, hash) is the body.
+        file: Option<FileRef>,
+    },
+    /// First frame: this stream uploads the sealed blob `blob` of `size` bytes.
+    Upload {
+        /// SHA-256 of the sealed bytes.
+        blob: BlobId,
+        /// How many sealed bytes.
+        size: u64,
+    },
+    /// First frame: this stream downloads `blob`, which `owner` uploaded, from `offset` on.
+    Download {
+        /// The blob.
+        blob: BlobId,
+        /// Who uploaded it (the sender of the file message): it lives on their home node.
+        owner: UserId,
+        /// The first sealed byte wanted.
+        offset: u64,
     },
 }
 
@@ -115,6 +137,8 @@ pub enum EntryKind {
         sent_at_ms: u64,
         /// Sealed body.
         body: Vec<u8>,
+        /// The file the message carries, if any.
+        file: Option<FileRef>,
     },
     /// News about a message the owner sent to `peer`.
     Receipt {

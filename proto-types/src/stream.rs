@@ -10,6 +10,7 @@
 //! Because it is pure, it is what the `stream` fuzz target drives with arbitrary bytes in
 //! arbitrary chunks.
 
+use crate::files::{BlobId, FileRef};
 use crate::frame::{decode_payload, parse_header, FrameError, HEADER_LEN};
 use crate::{ClientMsgId, ControlRequest, ConversationRequest, ErrorCode, Seq, UserId};
 use serde::de::DeserializeOwned;
@@ -82,26 +83,41 @@ impl Phase for ControlPhase {
     }
 }
 
-/// A conversation stream: one `Open` naming the peer first, then chats to that peer.
+/// A client-opened stream after the control stream: one `Open` naming the peer first, then
+/// chats to that peer; or one `Upload` / `Download` and no frame after it (raw file bytes
+/// follow, which the node reads itself).
 #[derive(Debug, Default)]
 pub struct ConversationPhase {
-    peer: Option<UserId>,
+    state: StreamKind,
+}
+
+#[derive(Debug, Default)]
+enum StreamKind {
+    #[default]
+    Unknown,
+    Conversation(UserId),
+    Transfer,
 }
 
 impl ConversationPhase {
     /// A stream whose peer is already known (a node forwarding a conversation says whom
     /// it is for in its own opening frame).
     pub fn opened(peer: UserId) -> Self {
-        Self { peer: Some(peer) }
+        Self {
+            state: StreamKind::Conversation(peer),
+        }
     }
 
     /// The peer, once `Open` was read.
     pub fn peer(&self) -> Option<&UserId> {
-        self.peer.as_ref()
+        match &self.state {
+            StreamKind::Conversation(peer) => Some(peer),
+            _ => None,
+        }
     }
 }
 
-/// A request on a conversation stream, in an order the node accepts.
+/// A request on a client-opened stream, in an order the node accepts.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConversationStep {
     /// The first frame: chats on this stream go to `peer`.
@@ -114,6 +130,24 @@ pub enum ConversationStep {
         sent_at_ms: u64,
         /// Sealed body.
         body: Vec<u8>,
+        /// The file it carries.
+        file: Option<FileRef>,
+    },
+    /// The first frame: upload a blob; its bytes follow raw.
+    Upload {
+        /// The blob's SHA-256.
+        blob: BlobId,
+        /// Its sealed size.
+        size: u64,
+    },
+    /// The first frame: download a blob from `offset`.
+    Download {
+        /// The blob.
+        blob: BlobId,
+        /// Its uploader.
+        owner: UserId,
+        /// First byte wanted.
+        offset: u64,
     },
 }
 
@@ -122,22 +156,44 @@ impl Phase for ConversationPhase {
     type Step = ConversationStep;
 
     fn step(&mut self, frame: ConversationRequest) -> Result<ConversationStep, ErrorCode> {
-        match (&self.peer, frame) {
-            (None, ConversationRequest::Open { peer }) => {
-                self.peer = Some(peer.clone());
+        use ConversationRequest as R;
+        match (&self.state, frame) {
+            (StreamKind::Unknown, R::Open { peer }) => {
+                self.state = StreamKind::Conversation(peer.clone());
                 Ok(ConversationStep::Open(peer))
             }
+            (StreamKind::Unknown, R::Upload { blob, size }) => {
+                self.state = StreamKind::Transfer;
+                Ok(ConversationStep::Upload { blob, size })
+            }
             (
-                Some(_),
-                ConversationRequest::Chat {
+                StreamKind::Unknown,
+                R::Download {
+                    blob,
+                    owner,
+                    offset,
+                },
+            ) => {
+                self.state = StreamKind::Transfer;
+                Ok(ConversationStep::Download {
+                    blob,
+                    owner,
+                    offset,
+                })
+            }
+            (
+                StreamKind::Conversation(_),
+                R::Chat {
                     id,
                     sent_at_ms,
                     body,
+                    file,
                 },
             ) => Ok(ConversationStep::Chat {
                 id,
                 sent_at_ms,
                 body,
+                file,
             }),
             _ => Err(ErrorCode::UnexpectedFrame),
         }
@@ -267,7 +323,16 @@ pub fn exercise(data: &[u8]) {
             .count();
         assert!(opens <= 1, "one Open at most");
         if let Some(first) = steps.first() {
-            assert!(matches!(first, ConversationStep::Open(_)), "Open first");
+            let opening = matches!(
+                first,
+                ConversationStep::Open(_)
+                    | ConversationStep::Upload { .. }
+                    | ConversationStep::Download { .. }
+            );
+            assert!(opening, "Open, Upload or Download first");
+            if !matches!(first, ConversationStep::Open(_)) {
+                assert_eq!(steps.len(), 1, "nothing after a transfer's first frame");
+            }
         }
     });
     check(ControlPhase::default(), stream, seed, max, |steps| {
@@ -355,6 +420,7 @@ mod tests {
             id: ClientMsgId(n.into()),
             sent_at_ms: 0,
             body: vec![n; 3],
+            file: None,
         }
     }
 
@@ -444,7 +510,19 @@ mod tests {
             version: 1,
             token: "a.b".into(),
         };
-        let mut valid = bytes(&[ConversationRequest::Open { peer: bob }, chat(1), chat(2)]);
+        let mut valid = bytes(&[
+            ConversationRequest::Open { peer: bob.clone() },
+            chat(1),
+            chat(2),
+        ]);
+        let transfer = bytes(&[
+            ConversationRequest::Download {
+                blob: BlobId([7; 32]),
+                owner: bob,
+                offset: 9,
+            },
+            chat(3),
+        ]);
         let control: Vec<u8> = [hello, ControlRequest::Ack { seq: Seq(3) }]
             .iter()
             .flat_map(|f| encode_frame(f).unwrap())
@@ -456,7 +534,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for base in [std::mem::take(&mut valid), control] {
+        for base in [std::mem::take(&mut valid), control, transfer] {
             for cut in 0..=base.len() {
                 for seed in [0u8, 3, 200] {
                     let mut input = vec![seed];

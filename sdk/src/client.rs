@@ -12,16 +12,19 @@
 
 use crate::error::{ConnectError, SendError};
 use crate::event::{Ack, ConnectionState, Event, Events, Message, Receipt};
+use crate::files::{FileOffer, FileSent, Progress, Transfer, TransferReport};
 use crate::link::{handshake, ControlCommand, Link};
 pub use crate::options::ConnectOptions;
 use crate::outbox::{Queue, Stream};
 use crate::seal::{self, FriendKey};
+use quiver_proto::files::FileRef;
 use quiver_proto::{
     encode_frame, ClientMsgId, ControlRequest, ConversationRequest, ConversationResponse,
     CursorTracker, DeviceId, Entry, EntryKind, Seq, UserId,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -282,25 +285,50 @@ impl Client {
     ) -> Result<PendingSend, SendError> {
         let key = self
             .inner
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(to)
-            .cloned()
+            .key(to)
             .ok_or_else(|| SendError::NoKey(to.to_string()))?;
         let sealed = seal::seal(&key, &self.inner.user, to, id, body);
-        let chat = ConversationRequest::Chat {
-            id,
-            sent_at_ms: now_ms(),
-            body: sealed,
-        };
-        let frame = encode_frame(&chat).map_err(|_| SendError::Seal)?;
-        let (tx, rx) = oneshot::channel();
-        let queue = self.inner.queue(to);
-        let mut queue = queue.lock().await;
-        queue.push(id, frame, tx);
-        self.inner.flush(to, &mut queue).await;
-        Ok(PendingSend { id, answer: rx })
+        self.inner.enqueue_chat(to, id, sealed, None).await
+    }
+
+    /// Uploads the file at `path` and sends `to` a message that names it; resolves once
+    /// the message is durable (SENT). The file is sealed chunk by chunk with the
+    /// friendship key; its bytes travel on their own stream below chat, so messages sent
+    /// meanwhile are not held up. A lost connection resumes where the node stopped.
+    /// `on_progress` sees the sealed bytes the node has; cancel through
+    /// [`Transfer::canceller`].
+    pub fn send_file(
+        &self,
+        to: &UserId,
+        path: impl Into<PathBuf>,
+        media_type: &str,
+        on_progress: impl FnMut(Progress) + Send + 'static,
+    ) -> Transfer<FileSent> {
+        crate::files::send_file(
+            self.inner.clone(),
+            to.clone(),
+            path.into(),
+            media_type.to_owned(),
+            Box::new(on_progress),
+        )
+    }
+
+    /// Downloads a file from a message ([`Message::file`]) to `path`: chunk by chunk,
+    /// each opened and checked as it arrives, resuming from `<path>.part` after a lost
+    /// connection (or an earlier run), and renamed to `path` once the whole file matches
+    /// its hash.
+    pub fn download(
+        &self,
+        offer: &FileOffer,
+        path: impl Into<PathBuf>,
+        on_progress: impl FnMut(Progress) + Send + 'static,
+    ) -> Transfer<TransferReport> {
+        crate::files::download(
+            self.inner.clone(),
+            offer.clone(),
+            path.into(),
+            Box::new(on_progress),
+        )
     }
 
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
@@ -356,6 +384,38 @@ impl Inner {
 
     pub(crate) fn set_link(&self, link: Option<Arc<Link>>) {
         *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+    }
+
+    /// The friendship key with `friend`, if known.
+    pub(crate) fn key(&self, friend: &UserId) -> Option<FriendKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(friend)
+            .cloned()
+    }
+
+    /// Puts a sealed chat in `to`'s outbox queue and writes it if online.
+    pub(crate) async fn enqueue_chat(
+        self: &Arc<Self>,
+        to: &UserId,
+        id: ClientMsgId,
+        body: Vec<u8>,
+        file: Option<FileRef>,
+    ) -> Result<PendingSend, SendError> {
+        let chat = ConversationRequest::Chat {
+            id,
+            sent_at_ms: now_ms(),
+            body,
+            file,
+        };
+        let frame = encode_frame(&chat).map_err(|_| SendError::Seal)?;
+        let (tx, rx) = oneshot::channel();
+        let queue = self.queue(to);
+        let mut queue = queue.lock().await;
+        queue.push(id, frame, tx);
+        self.flush(to, &mut queue).await;
+        Ok(PendingSend { id, answer: rx })
     }
 
     fn queue(&self, peer: &UserId) -> Arc<tokio::sync::Mutex<Queue>> {
@@ -455,25 +515,28 @@ impl Inner {
                 id,
                 sent_at_ms,
                 body,
+                file,
             } => {
-                let key = self
-                    .keys
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&entry.peer)
-                    .cloned();
-                let opened = match key {
+                let opened = match self.key(&entry.peer) {
                     Some(key) => seal::open(&key, &entry.peer, &self.user, id, &body)
                         .map_err(|e| e.to_string()),
                     None => Err(format!("no friendship key for {}", entry.peer)),
                 };
+                let opened = opened.and_then(|body| {
+                    let Some(file) = file else {
+                        return Ok((body, None));
+                    };
+                    let offer = FileOffer::read(entry.peer.clone(), file, &body)?;
+                    Ok((body, Some(offer)))
+                });
                 match opened {
-                    Ok(body) => Event::Message(Message {
+                    Ok((body, file)) => Event::Message(Message {
                         from: entry.peer,
                         seq: entry.seq,
                         id,
                         sent_at_ms,
                         body,
+                        file,
                     }),
                     Err(reason) => Event::Undecryptable {
                         from: entry.peer,

@@ -4,6 +4,8 @@
 //! - [`Rest`]: accounts over HTTPS — register, log in, friend requests, friendship keys.
 //! - [`Client`]: one QUIC connection — send sealed messages and await SENT, receive
 //!   [`Event`]s (messages, DELIVERED / READ receipts), mark messages read.
+//! - files: [`Client::send_file`] and [`Client::download`] move files of any size on
+//!   their own streams, sealed chunk by chunk, resumable ([`files`]).
 //! - [`seal`]: XChaCha20-Poly1305 with the friendship key; the node only ever sees
 //!   ciphertext.
 //!
@@ -50,6 +52,7 @@ mod client;
 mod driver;
 mod error;
 mod event;
+pub mod files;
 mod frames;
 mod link;
 mod options;
@@ -61,7 +64,11 @@ pub mod tls;
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, RestError, SendError};
 pub use event::{ConnectionState, Event, Events, Message, Receipt};
+pub use files::{
+    Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
+};
 pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
+pub use quiver_proto::files::{BlobId, FileRef};
 pub use quiver_proto::{ClientMsgId, DeviceId, ErrorCode, ReceiptKind, Seq, UserId};
 pub use rest::Rest;
 pub use seal::FriendKey;

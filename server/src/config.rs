@@ -27,6 +27,8 @@ pub struct Config {
     pub storage_cache_bytes: u64,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
+    /// File messages: sizes, quotas, how long blobs are kept.
+    pub files: FileLimits,
     /// Mesh mode: join a cluster of nodes. Unset, the node runs alone.
     pub mesh: Option<MeshConfig>,
 }
@@ -105,6 +107,34 @@ pub struct Limits {
     pub logins_per_minute_per_address: u32,
 }
 
+/// File messages: what a user may store and for how long.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileLimits {
+    /// Largest file, in sealed bytes (the file plus 16 bytes per 64 KiB chunk).
+    pub max_file_bytes: u64,
+    /// Sealed bytes one user may keep on this node: their blobs and unfinished uploads.
+    pub quota_bytes: u64,
+    /// A blob stays at least this long after the last file message that names it.
+    pub retention_secs: u64,
+    /// An upload untouched this long, or a finished one that no message names, is removed.
+    pub upload_ttl_secs: u64,
+    /// How often the node looks for blobs and uploads to remove.
+    pub collect_every_secs: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 4 << 30,
+            quota_bytes: 16 << 30,
+            retention_secs: 30 * 24 * 3600,
+            upload_ttl_secs: 24 * 3600,
+            collect_every_secs: 600,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -117,6 +147,7 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             storage_cache_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
+            files: FileLimits::default(),
             mesh: None,
         }
     }
@@ -180,6 +211,11 @@ impl Config {
         {
             return Err(ConfigError::Limit(
                 "windows and stream counts must be positive",
+            ));
+        }
+        if self.files.collect_every_secs == 0 {
+            return Err(ConfigError::Limit(
+                "files.collect_every_secs must be positive",
             ));
         }
         if self.cert.is_some() != self.key.is_some() {

@@ -44,14 +44,19 @@ pub async fn append_chats(
                 id,
                 sent_at_ms,
                 body,
+                file,
             })) => {
-                let appended = router.chat(from, to, id, sent_at_ms, body).await;
+                let appended = router.chat(from, to, id, sent_at_ms, body, file).await;
                 if tx.send(Reply::Chat(id, appended)).await.is_err() {
                     return None;
                 }
             }
-            // The phase allows one Open, before any chat: the caller took it.
-            Ok(Some(ConversationStep::Open(_))) => return Some(ErrorCode::UnexpectedFrame),
+            // The phase allows one first frame, before any chat: the caller took it.
+            Ok(Some(
+                ConversationStep::Open(_)
+                | ConversationStep::Upload { .. }
+                | ConversationStep::Download { .. },
+            )) => return Some(ErrorCode::UnexpectedFrame),
             Ok(None) | Err(StreamEnd::Failed(_)) => return None,
             Err(StreamEnd::Refused(code)) => return Some(code),
         }

@@ -256,6 +256,7 @@ mod tests {
             id: quiver_proto::ClientMsgId(0),
             sent_at_ms: 0,
             body: vec![],
+            file: None,
         };
         Entry {
             seq: Seq(seq),

@@ -294,6 +294,7 @@ mod tests {
             id: ClientMsgId(n),
             sent_at_ms: 0,
             body: vec![n as u8],
+            file: None,
         }
     }
 

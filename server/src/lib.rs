@@ -15,6 +15,8 @@
 //! | [`live`] | what is connected now: caps per address and per user, sessions to close |
 //! | [`metrics`] | counters, gauges, the flush histogram; Prometheus text |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
+//! | [`files`] | upload and download streams, here or relayed to the owner's home node |
+//! | [`blobs`] | sealed file bytes on disk by SHA-256, quotas, collection |
 //! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
 //! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
@@ -32,11 +34,13 @@
 //! sender's inbox, which reaches the sender the same way.
 
 pub mod auth;
+pub mod blobs;
 pub mod commit;
 pub mod config;
 pub mod conversation;
 pub mod directory;
 pub mod feed;
+pub mod files;
 pub mod http;
 pub mod inbox;
 pub mod listener;
@@ -50,5 +54,5 @@ pub mod router;
 pub mod session;
 pub mod tls;
 
-pub use config::{Config, Limits};
+pub use config::{Config, FileLimits, Limits};
 pub use node::{Node, NodeError};

@@ -13,7 +13,7 @@ const FLUSH_BUCKETS: [f64; 10] = [
 ];
 
 /// Error codes are small numbers; one counter each (0 unused).
-const CODES: usize = 16;
+const CODES: usize = 32;
 
 /// What kind of request one node made to another.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +24,8 @@ pub enum MeshKind {
     Receipt = 1,
     /// A device attached to its feed on the peer.
     Attach = 2,
+    /// An upload or download relayed to the blob owner's home node.
+    File = 3,
 }
 
 /// Counters (`_total`, only grow) and gauges (go up and down) of one node.
@@ -48,8 +50,14 @@ pub struct Metrics {
     pub entries_pushed: AtomicU64,
     /// New acknowledgements from devices.
     pub acks: AtomicU64,
+    /// Sealed file bytes received into this node's blob store.
+    pub file_bytes_received: AtomicU64,
+    /// Sealed file bytes sent out of this node's blob store.
+    pub file_bytes_sent: AtomicU64,
+    /// Blobs and abandoned uploads removed by collection.
+    pub blobs_collected: AtomicU64,
     /// Requests this node made to mesh peers, by [`MeshKind`].
-    mesh_requests: [AtomicU64; 3],
+    mesh_requests: [AtomicU64; 4],
     /// Refusals and closes the node sent, by error code.
     errors: [AtomicU64; CODES],
     /// Storage flushes by duration: one count per bucket of [`FLUSH_BUCKETS`], then +Inf.
@@ -179,6 +187,24 @@ impl Metrics {
             get(&self.acks).to_string(),
         );
         one(
+            "quiver_file_bytes_received_total",
+            "counter",
+            "Sealed file bytes received into the blob store.",
+            get(&self.file_bytes_received).to_string(),
+        );
+        one(
+            "quiver_file_bytes_sent_total",
+            "counter",
+            "Sealed file bytes sent from the blob store.",
+            get(&self.file_bytes_sent).to_string(),
+        );
+        one(
+            "quiver_blobs_collected_total",
+            "counter",
+            "Blobs and abandoned uploads removed.",
+            get(&self.blobs_collected).to_string(),
+        );
+        one(
             "quiver_quic_connections",
             "gauge",
             "Client connections measured for the QUIC figures.",
@@ -215,7 +241,7 @@ impl Metrics {
         );
 
         let _ = writeln!(out, "# HELP quiver_mesh_requests_total Requests this node made to mesh peers.\n# TYPE quiver_mesh_requests_total counter");
-        for (kind, counter) in ["conversation", "receipt", "attach"]
+        for (kind, counter) in ["conversation", "receipt", "attach", "file"]
             .iter()
             .zip(&self.mesh_requests)
         {

@@ -97,6 +97,13 @@ impl<P: Phase> Reader<P> {
         }
     }
 
+    /// The stream itself, for a transfer whose bytes after the first frame are raw. Only
+    /// whole frames were read (never more than [`Inbound::wants`]), so nothing is lost.
+    pub fn into_recv(self) -> quinn::RecvStream {
+        debug_assert!(self.inbound.at_boundary());
+        self.recv
+    }
+
     /// Asks the client to stop sending on this stream, with `code`.
     pub fn stop(&mut self, code: ErrorCode) {
         let _ = self.recv.stop(varint(code));

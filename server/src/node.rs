@@ -1,6 +1,7 @@
 //! [`Node`]: starts every part of a node on its configuration, and stops them in order.
 
 use crate::auth::TokenKey;
+use crate::blobs::{BlobError, Blobs, Collected};
 use crate::commit::GroupCommit;
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
@@ -26,6 +27,8 @@ use tokio::task::JoinHandle;
 /// What the node's parts share.
 pub struct Shared {
     pub(crate) router: Router,
+    /// Sealed file bytes kept here.
+    pub(crate) blobs: Arc<Blobs>,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) tokens: TokenKey,
     pub(crate) config: Config,
@@ -79,6 +82,9 @@ pub enum NodeError {
     /// The mesh could not start.
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -98,6 +104,8 @@ pub struct Node {
     commit_task: JoinHandle<()>,
     /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
     mesh_tasks: Vec<JoinHandle<()>>,
+    /// Removes blobs nothing refers to, periodically.
+    collect_task: JoinHandle<()>,
     db: sled::Db,
     shared: Arc<Shared>,
 }
@@ -123,6 +131,7 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         let (commit, commit_task) = GroupCommit::spawn(db.clone(), metrics.clone());
         let inbox = Arc::new(Inbox::open(&db, commit)?);
+        let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
         let quic_addr = endpoint.local_addr().map_err(io("quic local address"))?;
@@ -164,11 +173,13 @@ impl Node {
         let shared = Arc::new(Shared {
             router: Router::new(
                 inbox,
+                blobs.clone(),
                 directory.clone(),
                 config.limits.max_body_bytes,
                 mesh.clone(),
                 metrics.clone(),
             ),
+            blobs,
             directory,
             tokens: TokenKey::new(&token_secret),
             logins_by_account: KeyedLimiter::per_minute(
@@ -192,6 +203,10 @@ impl Node {
             mesh_tasks.push(tokio::spawn(crate::mesh::heartbeat(mesh.clone(), period)));
             tracing::info!(node = %mesh.node_id(), mesh_addr = ?mesh.endpoint().local_addr(), "joined the mesh");
         }
+        let collect_task = tokio::spawn(collect_blobs(
+            Arc::downgrade(&shared),
+            Duration::from_secs(shared.config.files.collect_every_secs),
+        ));
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
@@ -207,6 +222,7 @@ impl Node {
             http_task,
             commit_task,
             mesh_tasks,
+            collect_task,
             db,
             shared,
         })
@@ -262,6 +278,17 @@ impl Node {
         mesh.registry().locations(user).await.ok()
     }
 
+    /// Removes blobs nothing refers to any more and abandoned uploads now (the node also
+    /// does it every `files.collect_every_secs`).
+    pub fn collect_blobs(&self) -> Result<Collected, BlobError> {
+        collect_now(&self.shared)
+    }
+
+    /// Sealed file bytes charged to `user`'s quota on this node.
+    pub fn file_usage(&self, user: &UserId) -> u64 {
+        self.shared.blobs.usage(user)
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config
@@ -279,6 +306,7 @@ impl Node {
         for task in &self.mesh_tasks {
             task.abort();
         }
+        self.collect_task.abort();
         self.endpoint.close(
             crate::net::varint(ErrorCode::ShuttingDown),
             b"node shutting down",
@@ -293,6 +321,33 @@ impl Node {
         // The flush task ends once the last inbox handle is gone.
         let _ = tokio::time::timeout(bound, self.commit_task).await;
         tracing::info!("node stopped");
+    }
+}
+
+fn collect_now(shared: &Shared) -> Result<Collected, BlobError> {
+    let collected = shared.blobs.collect(crate::blobs::now_ms())?;
+    let removed = collected.blobs + collected.uploads;
+    if removed > 0 {
+        tracing::info!(?collected, "removed unreferenced files");
+        shared
+            .metrics
+            .blobs_collected
+            .fetch_add(removed, Ordering::Relaxed);
+    }
+    Ok(collected)
+}
+
+/// Collects blobs every `period` while the node runs.
+async fn collect_blobs(shared: std::sync::Weak<Shared>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let outcome = tokio::task::spawn_blocking(move || collect_now(&shared)).await;
+        if let Ok(Err(e)) = outcome {
+            tracing::error!(error = %e, "collecting blobs failed");
+        }
     }
 }
 

@@ -6,10 +6,12 @@
 //! this node; in mesh mode a receipt for a user homed elsewhere goes over the mesh (chats
 //! for such users are relayed by the session, stream to stream).
 
+use crate::blobs::Blobs;
 use crate::directory::Directory;
 use crate::inbox::{Appended, Idempotency, Inbox};
 use crate::mesh::Mesh;
 use crate::metrics::{MeshKind, Metrics};
+use quiver_proto::files::FileRef;
 use quiver_proto::mesh::MeshOpen;
 use quiver_proto::{ClientMsgId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ pub enum Home {
 /// Routes chats and receipts into inboxes.
 pub struct Router {
     inbox: Arc<Inbox>,
+    blobs: Arc<Blobs>,
     directory: Arc<dyn Directory>,
     max_body_bytes: usize,
     mesh: Option<Arc<Mesh>>,
@@ -37,9 +40,10 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router over this node's inbox and directory, and the mesh in mesh mode.
+    /// A router over this node's inbox, blobs and directory, and the mesh in mesh mode.
     pub fn new(
         inbox: Arc<Inbox>,
+        blobs: Arc<Blobs>,
         directory: Arc<dyn Directory>,
         max_body_bytes: usize,
         mesh: Option<Arc<Mesh>>,
@@ -47,6 +51,7 @@ impl Router {
     ) -> Self {
         Self {
             inbox,
+            blobs,
             directory,
             max_body_bytes,
             mesh,
@@ -119,7 +124,8 @@ impl Router {
     }
 
     /// Appends a chat from `from` (taken from the session, never from the client) to `to`'s
-    /// inbox. The caller answers `Sent` only after [`Appended::durable`].
+    /// inbox. The caller answers `Sent` only after [`Appended::durable`]. A file the chat
+    /// carries must be a complete blob `from` uploaded; it is kept for the retention period.
     pub async fn chat(
         &self,
         from: &UserId,
@@ -127,15 +133,20 @@ impl Router {
         id: ClientMsgId,
         sent_at_ms: u64,
         body: Vec<u8>,
+        file: Option<FileRef>,
     ) -> Result<Appended, ErrorCode> {
         if body.len() > self.max_body_bytes {
             return Err(ErrorCode::BodyTooLarge);
         }
         self.check_friends(from, to).await?;
+        if let Some(file) = &file {
+            self.retain(from, file).await?;
+        }
         let kind = EntryKind::Chat {
             id,
             sent_at_ms,
             body,
+            file,
         };
         let appended = self
             .inbox
@@ -145,6 +156,20 @@ impl Router {
             self.metrics.chats_stored.fetch_add(1, Ordering::Relaxed);
         }
         Ok(appended)
+    }
+
+    /// Keeps `owner`'s blob for a file message, on `owner`'s home node (where they
+    /// uploaded it).
+    pub async fn retain(&self, owner: &UserId, file: &FileRef) -> Result<(), ErrorCode> {
+        match (self.home(owner).await?, &self.mesh) {
+            (Home::Peer(node), Some(mesh)) => {
+                let owner = owner.clone();
+                self.metrics.mesh_request(MeshKind::File);
+                mesh.ask(&node, MeshOpen::Retain { owner, file: *file })
+                    .await
+            }
+            _ => self.blobs.retain(owner, file),
+        }
     }
 
     /// `owner`'s device has entry `seq`: if it is a chat, its sender gets DELIVERED
@@ -191,7 +216,7 @@ impl Router {
                     seq,
                 };
                 self.metrics.mesh_request(MeshKind::Receipt);
-                mesh.receipt(&node, receipt).await
+                mesh.ask(&node, receipt).await
             }
             _ => self.store_receipt(&entry.peer, owner, kind, id, seq).await,
         }

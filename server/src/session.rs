@@ -320,33 +320,77 @@ impl Session {
         loop {
             let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
             while streams.try_join_next().is_some() {}
-            let span = tracing::debug_span!("conversation", stream = %send.id());
-            streams.spawn(self.clone().conversation(send, recv).instrument(span));
+            let span = tracing::debug_span!("stream", stream = %send.id());
+            streams.spawn(self.clone().stream(send, recv).instrument(span));
         }
     }
 
-    /// One conversation stream: `Open`, then chats, appended here or relayed to the
-    /// recipient's home node.
-    async fn conversation(self: Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
-        let _counted = Counted::new(&self.shared.metrics.open_conversations);
+    /// One client-opened stream: a conversation or a file transfer, by its first frame.
+    async fn stream(self: Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
         let limits = &self.shared.config.limits;
-        let (tx, rx) = mpsc::channel(limits.send_pipeline);
-        let metrics = self.shared.metrics.clone();
-        let responder = tokio::spawn(respond(send, rx, metrics));
         let mut reader = Reader::new(recv, ConversationPhase::default(), limits.max_frame_bytes);
         let conversations = &self.shared.live.conversations;
-        let slot = conversations.take(&self.user, limits.max_conversations_per_user);
-        let end = match slot {
-            None => Some(ErrorCode::TooManyStreams),
-            Some(_slot) => match reader.next().await {
-                Ok(Some(ConversationStep::Open(peer))) => self.open(&peer, &mut reader, &tx).await,
-                // The phase refuses a chat before Open.
-                Ok(Some(ConversationStep::Chat { .. })) => Some(ErrorCode::UnexpectedFrame),
-                Ok(None) | Err(StreamEnd::Failed(_)) => None,
-                Err(StreamEnd::Refused(code)) => Some(code),
-            },
+        let Some(_slot) = conversations.take(&self.user, limits.max_conversations_per_user) else {
+            return self
+                .refuse_stream(send, reader, ErrorCode::TooManyStreams)
+                .await;
         };
-        if let Some(code) = end {
+        let (shared, user) = (self.shared.clone(), self.user.clone());
+        match reader.next().await {
+            Ok(Some(ConversationStep::Open(peer))) => self.conversation(&peer, send, reader).await,
+            Ok(Some(ConversationStep::Upload { blob, size })) => {
+                let recv = reader.into_recv();
+                crate::files::upload(shared, user, blob, size, send, recv).await
+            }
+            Ok(Some(ConversationStep::Download {
+                blob,
+                owner,
+                offset,
+            })) => {
+                let recv = reader.into_recv();
+                crate::files::download(shared, user, owner, blob, offset, send, recv).await
+            }
+            // The phase refuses a chat before Open.
+            Ok(Some(ConversationStep::Chat { .. })) => {
+                self.refuse_stream(send, reader, ErrorCode::UnexpectedFrame)
+                    .await
+            }
+            Ok(None) | Err(StreamEnd::Failed(_)) => {}
+            Err(StreamEnd::Refused(code)) => self.refuse_stream(send, reader, code).await,
+        }
+    }
+
+    /// Closes a stream before it became anything, with `code`.
+    async fn refuse_stream(
+        &self,
+        mut send: quinn::SendStream,
+        mut reader: Reader<ConversationPhase>,
+        code: ErrorCode,
+    ) {
+        tracing::debug!(%code, "closing stream");
+        self.shared.metrics.error(code);
+        reader.stop(code);
+        if write_frame(&mut send, &ConversationResponse::Error { code })
+            .await
+            .is_ok()
+        {
+            let _ = send.finish();
+        }
+    }
+
+    /// One conversation stream after `Open`: chats appended here or relayed to the
+    /// recipient's home node.
+    async fn conversation(
+        &self,
+        peer: &UserId,
+        send: quinn::SendStream,
+        mut reader: Reader<ConversationPhase>,
+    ) {
+        let _counted = Counted::new(&self.shared.metrics.open_conversations);
+        let (tx, rx) = mpsc::channel(self.shared.config.limits.send_pipeline);
+        let metrics = self.shared.metrics.clone();
+        let responder = tokio::spawn(respond(send, rx, metrics));
+        if let Some(code) = self.open(peer, &mut reader, &tx).await {
             tracing::debug!(%code, "closing conversation stream");
             reader.stop(code);
             let _ = tx.send(Reply::Close(code)).await;
@@ -426,18 +470,24 @@ impl Session {
                     id,
                     sent_at_ms,
                     body,
+                    file,
                 })) => {
                     let chat = ConversationRequest::Chat {
                         id,
                         sent_at_ms,
                         body,
+                        file,
                     };
                     if write_frame(&mut up, &chat).await.is_err() {
                         answers.abort();
                         return Some(ErrorCode::Unavailable);
                     }
                 }
-                Ok(Some(ConversationStep::Open(_))) => break Some(ErrorCode::UnexpectedFrame),
+                Ok(Some(
+                    ConversationStep::Open(_)
+                    | ConversationStep::Upload { .. }
+                    | ConversationStep::Download { .. },
+                )) => break Some(ErrorCode::UnexpectedFrame),
                 Ok(None) | Err(StreamEnd::Failed(_)) => break None,
                 Err(StreamEnd::Refused(code)) => break Some(code),
             }

@@ -167,9 +167,9 @@ impl Mesh {
     }
 
     /// Sends `node` a one-answer request (a receipt for `owner`'s inbox, which is durable
-    /// when this returns, or a logout); returns its answer.
-    pub async fn receipt(&self, node: &str, receipt: MeshOpen) -> Result<(), ErrorCode> {
-        let (mut send, mut recv) = self.open(node, &receipt).await?;
+    /// when this returns, a logout, or keeping a blob); returns its answer.
+    pub async fn ask(&self, node: &str, request: MeshOpen) -> Result<(), ErrorCode> {
+        let (mut send, mut recv) = self.open(node, &request).await?;
         let _ = send.finish();
         match read_frame(&mut recv, MAX_MESH_FRAME).await {
             Ok(ReceiptAnswer::Stored) => Ok(()),
@@ -200,7 +200,7 @@ impl Mesh {
                 device,
             };
             // Same one-frame answer as a receipt.
-            if let Err(code) = self.receipt(&node, request).await {
+            if let Err(code) = self.ask(&node, request).await {
                 tracing::warn!(%node, %code, "could not close sessions on a peer");
             }
         }

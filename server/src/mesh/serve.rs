@@ -73,6 +73,28 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
             }
         }
         MeshOpen::Attach { user, device } => attach(shared, user, device, send, recv).await,
+        MeshOpen::Upload { user, blob, size } => {
+            crate::files::upload(shared, user, blob, size, send, recv).await
+        }
+        MeshOpen::Download {
+            user,
+            owner,
+            blob,
+            offset,
+        } => crate::files::download(shared, user, owner, blob, offset, send, recv).await,
+        MeshOpen::Retain { owner, file } => {
+            let kept = match shared.router.home(&owner).await {
+                Ok(Home::Here) => shared.blobs.retain(&owner, &file),
+                Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
+            };
+            let answer = match kept {
+                Ok(()) => ReceiptAnswer::Stored,
+                Err(code) => ReceiptAnswer::Refused { code },
+            };
+            if write_frame(&mut send, &answer).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared

@@ -85,6 +85,7 @@ async fn the_sender_is_stamped_from_the_session_never_from_the_client() -> anyho
         id,
         sent_at_ms: 0,
         body: forged,
+        file: None,
     })?)
     .await?;
     let sent: ConversationResponse = raw::read_one(&mut recv).await?;
@@ -233,6 +234,7 @@ async fn malformed_and_oversize_frames_close_only_their_stream() -> anyhow::Resu
         id: ClientMsgId(1),
         sent_at_ms: 0,
         body: vec![1],
+        file: None,
     };
     send.write_all(&encode_frame(&chat)?).await?;
     let answers: Vec<ConversationResponse> = raw::read_all(&mut recv).await?;
@@ -525,6 +527,7 @@ async fn a_replayed_chat_frame_is_stored_once() -> anyhow::Result<()> {
         id: ClientMsgId(5),
         sent_at_ms: 0,
         body: vec![0; 48],
+        file: None,
     };
     let mut seqs = Vec::new();
     // The same bytes, twice on one stream and once more on another.

@@ -3,6 +3,7 @@
 
 mod chat;
 mod faults;
+mod files;
 mod friends;
 mod hostile;
 mod limits;

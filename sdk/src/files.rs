@@ -1,0 +1,685 @@
+//! File messages, client side: seal a file chunk by chunk, upload it (resuming where the
+//! node stopped after a lost connection), send the message that names it, and download
+//! and open one (resuming from the chunks already on disk).
+//!
+//! ## Sealing
+//! Chunk `i` of a file whose plaintext SHA-256 is `h` is sealed with XChaCha20-Poly1305
+//! under the friendship key, nonce `h[..16] ‖ i` and associated data `h ‖ size ‖ i`. The
+//! nonce is derived, not random, so the sealed bytes (and so the blob id) of a file are
+//! the same every time: an upload can resume after the app restarts, and the same file
+//! sent twice in a friendship is stored once. Reuse is safe: a nonce repeats only for the
+//! same `h`, so for the same plaintext. The node learns when the same file is sent twice
+//! in one friendship, and nothing else. The associated data ties every chunk to its place:
+//! reordered, truncated or altered chunks do not open.
+
+use crate::client::Inner;
+use crate::error::SendError;
+use crate::link::Link;
+use crate::seal::FriendKey;
+use crate::Sent;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use quiver_proto::files::{
+    chunk_count, sealed_len, BlobId, FileRef, FileResponse, CHUNK_LEN, SEALED_CHUNK_LEN,
+};
+use quiver_proto::{ClientMsgId, ConversationRequest, ErrorCode, UserId};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// File bytes go out below chat: QUIC sends higher-priority streams' data first.
+const FILE_PRIORITY: i32 = -1;
+
+/// How long to wait before trying a transfer again on a connection that looked alive.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What a file message says about its file, sealed as the message body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The file's name (no folders).
+    pub name: String,
+    /// Its media type, such as `image/jpeg`.
+    pub media_type: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+}
+
+/// A file someone sent you: what it is and where to fetch it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileOffer {
+    /// The sender, who uploaded it.
+    pub from: UserId,
+    /// Name, type, size and hash, as the sender sealed them.
+    pub info: FileInfo,
+    /// The blob on the node.
+    pub file: FileRef,
+}
+
+impl FileOffer {
+    /// Reads the sealed description of a file message (already opened).
+    pub(crate) fn read(from: UserId, file: FileRef, body: &[u8]) -> Result<Self, String> {
+        let info: FileInfo = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        if sealed_len(info.size) != file.size {
+            return Err("the file's size does not match its description".into());
+        }
+        Ok(Self { from, info, file })
+    }
+}
+
+/// How far a transfer is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Sealed bytes the node has (upload) or this device has (download).
+    pub done: u64,
+    /// Sealed bytes in all.
+    pub total: u64,
+}
+
+/// What a finished transfer cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferReport {
+    /// Sealed bytes of the file.
+    pub size: u64,
+    /// Sealed bytes that crossed the network, over every attempt.
+    pub sent_or_received: u64,
+    /// Where each attempt started (sealed offset): `[0]` for one clean run; a resume
+    /// after a lost connection starts where the last attempt stopped.
+    pub starts: Vec<u64>,
+}
+
+/// A file uploaded and its message sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSent {
+    /// The message, durable on the node.
+    pub sent: Sent,
+    /// What the recipient will download.
+    pub file: FileRef,
+    /// The upload.
+    pub report: TransferReport,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FileError {
+    /// Reading or writing the local file failed.
+    #[error("file: {0}")]
+    Io(String),
+    /// No friendship key for that user.
+    #[error("no friendship key for {0}")]
+    NoKey(String),
+    /// The node refused the transfer (too large, over quota, not found).
+    #[error("refused by node: {0}")]
+    Refused(ErrorCode),
+    /// A chunk did not open or the whole file does not match its hash: it was altered on
+    /// the node or on the way. Nothing of it is kept.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    /// The app cancelled it.
+    #[error("cancelled")]
+    Cancelled,
+    /// The client was closed.
+    #[error("client closed")]
+    Closed,
+    /// The file's message was not sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+fn io(e: impl std::fmt::Display) -> FileError {
+    FileError::Io(e.to_string())
+}
+
+/// A transfer running in the background: await it for the outcome, or cancel it.
+pub struct Transfer<T> {
+    task: tokio::task::JoinHandle<Result<T, FileError>>,
+    cancel: Cancel,
+}
+
+impl<T> Transfer<T> {
+    /// A handle that cancels the transfer (from anywhere, any time).
+    pub fn canceller(&self) -> Cancel {
+        self.cancel.clone()
+    }
+}
+
+impl<T> std::future::Future for Transfer<T> {
+    type Output = Result<T, FileError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or(Err(FileError::Cancelled)))
+    }
+}
+
+/// Cancels a [`Transfer`]. What was transferred stays, so a new transfer of the same file
+/// resumes from it.
+#[derive(Clone)]
+pub struct Cancel(Arc<watch::Sender<bool>>);
+
+impl Cancel {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+
+    /// Stops the transfer; it ends with [`FileError::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Called with each step of a transfer.
+pub type OnProgress = Box<dyn FnMut(Progress) + Send>;
+
+/// One attempt's end: try again on the next connection, or stop.
+enum Attempt {
+    Retry(String),
+    Fail(FileError),
+}
+
+impl From<FileError> for Attempt {
+    fn from(e: FileError) -> Self {
+        Attempt::Fail(e)
+    }
+}
+
+/// A node's refusal: retryable ones are tried again.
+fn refused(code: ErrorCode) -> Attempt {
+    if code.is_retryable() {
+        Attempt::Retry(code.to_string())
+    } else {
+        Attempt::Fail(FileError::Refused(code))
+    }
+}
+
+fn chunk_nonce(sha256: &[u8; 32], index: u64) -> XNonce {
+    let mut nonce = [0u8; 24];
+    nonce[..16].copy_from_slice(&sha256[..16]);
+    nonce[16..].copy_from_slice(&index.to_be_bytes());
+    nonce.into()
+}
+
+fn chunk_aad(info: &FileInfo, index: u64) -> Vec<u8> {
+    let mut aad = b"quiver/1 file".to_vec();
+    aad.extend_from_slice(&info.sha256);
+    aad.extend_from_slice(&info.size.to_be_bytes());
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad
+}
+
+/// Seals chunk `index` of the file described by `info`.
+pub fn seal_chunk(key: &FriendKey, info: &FileInfo, index: u64, plain: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let aad = chunk_aad(info, index);
+    let payload = Payload {
+        msg: plain,
+        aad: &aad,
+    };
+    cipher
+        .encrypt(&chunk_nonce(&info.sha256, index), payload)
+        .expect("encrypting into a Vec cannot fail")
+}
+
+/// Opens chunk `index`; `None` if it was altered, moved or sealed with another key.
+pub fn open_chunk(key: &FriendKey, info: &FileInfo, index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
+    let cipher = XChaCha20Poly1305::new((&key.0).into());
+    let aad = chunk_aad(info, index);
+    let payload = Payload {
+        msg: sealed,
+        aad: &aad,
+    };
+    cipher
+        .decrypt(&chunk_nonce(&info.sha256, index), payload)
+        .ok()
+}
+
+/// Plaintext length of chunk `index` of a file of `size` bytes.
+fn plain_len(size: u64, index: u64) -> usize {
+    let start = index * CHUNK_LEN as u64;
+    (size.saturating_sub(start)).min(CHUNK_LEN as u64) as usize
+}
+
+/// Reads chunk `index` of `file`.
+async fn read_chunk(
+    file: &mut tokio::fs::File,
+    size: u64,
+    index: u64,
+) -> Result<Vec<u8>, FileError> {
+    let mut plain = vec![0u8; plain_len(size, index)];
+    file.seek(std::io::SeekFrom::Start(index * CHUNK_LEN as u64))
+        .await
+        .map_err(io)?;
+    file.read_exact(&mut plain).await.map_err(io)?;
+    Ok(plain)
+}
+
+/// Describes the file at `path` and computes its blob id: one pass to hash the
+/// plaintext, one to seal and hash the sealed bytes. Blocking.
+fn prepare(
+    path: &Path,
+    media_type: &str,
+    key: &FriendKey,
+) -> Result<(FileInfo, FileRef), FileError> {
+    use std::io::Read;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut plain = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; CHUNK_LEN];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        plain.update(&buf[..n]);
+        size += n as u64;
+    }
+    let info = FileInfo {
+        name,
+        media_type: media_type.to_owned(),
+        size,
+        sha256: digest(plain),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut sealed = ring::digest::Context::new(&ring::digest::SHA256);
+    for index in 0..chunk_count(size) {
+        let len = plain_len(size, index);
+        file.read_exact(&mut buf[..len]).map_err(io)?;
+        sealed.update(&seal_chunk(key, &info, index, &buf[..len]));
+    }
+    let file = FileRef {
+        blob: BlobId(digest(sealed)),
+        size: sealed_len(size),
+    };
+    Ok((info, file))
+}
+
+fn digest(context: ring::digest::Context) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// Waits for a live connection.
+async fn online(inner: &Arc<Inner>, cancel: &Cancel) -> Result<Arc<Link>, FileError> {
+    let mut state = inner.state.subscribe();
+    loop {
+        if cancel.cancelled() {
+            return Err(FileError::Cancelled);
+        }
+        if *inner.closing.borrow() {
+            return Err(FileError::Closed);
+        }
+        if let Some(link) = inner.link() {
+            if link.conn.close_reason().is_none() {
+                return Ok(link);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), state.changed()).await;
+    }
+}
+
+/// Ends an attempt that will be tried again: says why, and pauses a little.
+async fn pause(why: String) {
+    tracing::debug!(%why, "transfer interrupted; resuming");
+    tokio::time::sleep(RETRY_PAUSE).await;
+}
+
+/// Uploads the file at `path` and sends `to` the message that names it.
+pub(crate) fn send_file(
+    inner: Arc<Inner>,
+    to: UserId,
+    path: PathBuf,
+    media_type: String,
+    mut on_progress: OnProgress,
+) -> Transfer<FileSent> {
+    let cancel = Cancel::new();
+    let canceller = cancel.clone();
+    let task = tokio::spawn(async move {
+        let key = inner
+            .key(&to)
+            .ok_or_else(|| FileError::NoKey(to.to_string()))?;
+        let (info, file) = {
+            let (path, key) = (path.clone(), key.clone());
+            tokio::task::spawn_blocking(move || prepare(&path, &media_type, &key))
+                .await
+                .map_err(io)??
+        };
+        let mut report = TransferReport {
+            size: file.size,
+            ..TransferReport::default()
+        };
+        loop {
+            let link = online(&inner, &cancel).await?;
+            let attempt = upload_once(
+                link,
+                &path,
+                &key,
+                &info,
+                file,
+                &cancel,
+                &mut report,
+                &mut on_progress,
+            );
+            match attempt.await {
+                Ok(()) => break,
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => pause(why).await,
+            }
+        }
+        if cancel.cancelled() {
+            return Err(FileError::Cancelled);
+        }
+        let id = ClientMsgId(crate::client::random_u128());
+        let body = postcard::to_stdvec(&info).map_err(io)?;
+        let sealed = crate::seal::seal(&key, &inner.user, &to, id, &body);
+        let sent = inner
+            .enqueue_chat(&to, id, sealed, Some(file))
+            .await?
+            .await?;
+        Ok(FileSent { sent, file, report })
+    });
+    Transfer {
+        task,
+        cancel: canceller,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_once(
+    link: Arc<Link>,
+    path: &Path,
+    key: &FriendKey,
+    info: &FileInfo,
+    file: FileRef,
+    cancel: &Cancel,
+    report: &mut TransferReport,
+    on_progress: &mut OnProgress,
+) -> Result<(), Attempt> {
+    let lost = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
+    let (mut send, mut recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
+    let _ = send.set_priority(FILE_PRIORITY);
+    let upload = ConversationRequest::Upload {
+        blob: file.blob,
+        size: file.size,
+    };
+    crate::frames::write_frame(&mut send, &upload)
+        .await
+        .map_err(|e| lost(&e))?;
+    let offset = match crate::frames::read_frame::<FileResponse>(&mut recv).await {
+        Ok(Some(FileResponse::Ready { offset, .. })) if offset <= file.size => offset,
+        Ok(Some(FileResponse::Error { code, .. })) => return Err(refused(code)),
+        Ok(_) => return Err(Attempt::Fail(FileError::Refused(ErrorCode::Malformed))),
+        Err(e) => return Err(lost(&e)),
+    };
+    report.starts.push(offset);
+    on_progress(Progress {
+        done: offset,
+        total: file.size,
+    });
+    let mut plain_file = tokio::fs::File::open(path).await.map_err(io)?;
+    let first = offset / SEALED_CHUNK_LEN as u64;
+    for index in first..chunk_count(info.size) {
+        if cancel.cancelled() {
+            let _ = send.reset(0u32.into());
+            return Err(Attempt::Fail(FileError::Cancelled));
+        }
+        let plain = read_chunk(&mut plain_file, info.size, index).await?;
+        let sealed = seal_chunk(key, info, index, &plain);
+        let start = index * SEALED_CHUNK_LEN as u64;
+        let skip = offset.saturating_sub(start) as usize;
+        send.write_all(&sealed[skip..])
+            .await
+            .map_err(|e| lost(&e))?;
+        report.sent_or_received += (sealed.len() - skip) as u64;
+        on_progress(Progress {
+            done: start + sealed.len() as u64,
+            total: file.size,
+        });
+    }
+    send.finish().map_err(|e| lost(&e))?;
+    match crate::frames::read_frame::<FileResponse>(&mut recv).await {
+        Ok(Some(FileResponse::Stored)) => Ok(()),
+        Ok(Some(FileResponse::Error { code, .. })) => Err(refused(code)),
+        Ok(_) => Err(Attempt::Fail(FileError::Refused(ErrorCode::Malformed))),
+        Err(e) => Err(lost(&e)),
+    }
+}
+
+/// Downloads `offer` to `path`, resuming from `<path>.part` if an earlier download left
+/// one, and checks the whole file's hash before it takes the name `path`.
+pub(crate) fn download(
+    inner: Arc<Inner>,
+    offer: FileOffer,
+    path: PathBuf,
+    mut on_progress: OnProgress,
+) -> Transfer<TransferReport> {
+    let cancel = Cancel::new();
+    let canceller = cancel.clone();
+    let task = tokio::spawn(async move {
+        let key = inner
+            .key(&offer.from)
+            .ok_or_else(|| FileError::NoKey(offer.from.to_string()))?;
+        let part = part_path(&path);
+        let mut report = TransferReport {
+            size: offer.file.size,
+            ..TransferReport::default()
+        };
+        loop {
+            let link = online(&inner, &cancel).await?;
+            let attempt = download_once(
+                link,
+                &part,
+                &key,
+                &offer,
+                &cancel,
+                &mut report,
+                &mut on_progress,
+            );
+            match attempt.await {
+                Ok(()) => break,
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => pause(why).await,
+            }
+        }
+        let (len, sha256) = {
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || hash_file(&part))
+                .await
+                .map_err(io)??
+        };
+        if (len, sha256) != (offer.info.size, offer.info.sha256) {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(FileError::Corrupt(
+                "the file does not match its hash".into(),
+            ));
+        }
+        tokio::fs::rename(&part, &path).await.map_err(io)?;
+        Ok(report)
+    });
+    Transfer {
+        task,
+        cancel: canceller,
+    }
+}
+
+/// Where a download collects its chunks until the file is whole.
+pub fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+async fn download_once(
+    link: Arc<Link>,
+    part: &Path,
+    key: &FriendKey,
+    offer: &FileOffer,
+    cancel: &Cancel,
+    report: &mut TransferReport,
+    on_progress: &mut OnProgress,
+) -> Result<(), Attempt> {
+    let lost = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
+    let info = &offer.info;
+    let chunks = chunk_count(info.size);
+    // Whole chunks already here: a torn last write is cut off and fetched again.
+    let mut out = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(part)
+        .await
+        .map_err(io)?;
+    let have = out.metadata().await.map_err(io)?.len().min(info.size);
+    let mut index = have / CHUNK_LEN as u64;
+    if index >= chunks && have == info.size && info.size > 0 {
+        return Ok(());
+    }
+    out.set_len(index * CHUNK_LEN as u64).await.map_err(io)?;
+    let offset = index * SEALED_CHUNK_LEN as u64;
+    let (mut send, mut recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
+    let request = ConversationRequest::Download {
+        blob: offer.file.blob,
+        owner: offer.from.clone(),
+        offset,
+    };
+    crate::frames::write_frame(&mut send, &request)
+        .await
+        .map_err(|e| lost(&e))?;
+    let _ = send.finish();
+    match crate::frames::read_frame::<FileResponse>(&mut recv).await {
+        Ok(Some(FileResponse::Ready { offset: at, size }))
+            if (at, size) == (offset, offer.file.size) => {}
+        Ok(Some(FileResponse::Error { code, .. })) => return Err(refused(code)),
+        Ok(_) => return Err(Attempt::Fail(FileError::Refused(ErrorCode::Malformed))),
+        Err(e) => return Err(lost(&e)),
+    }
+    report.starts.push(offset);
+    let mut buf = Vec::with_capacity(SEALED_CHUNK_LEN);
+    while index < chunks {
+        if cancel.cancelled() {
+            let _ = recv.stop(0u32.into());
+            return Err(Attempt::Fail(FileError::Cancelled));
+        }
+        let want = plain_len(info.size, index) + quiver_proto::files::TAG_LEN;
+        while buf.len() < want {
+            match recv.read_chunk(want - buf.len(), true).await {
+                Ok(Some(chunk)) => {
+                    report.sent_or_received += chunk.bytes.len() as u64;
+                    buf.extend_from_slice(&chunk.bytes);
+                }
+                Ok(None) => return Err(Attempt::Retry("the node ended the download early".into())),
+                Err(e) => {
+                    out.flush().await.map_err(io)?;
+                    return Err(lost(&e));
+                }
+            }
+        }
+        let Some(plain) = open_chunk(key, info, index, &buf) else {
+            drop(out);
+            let _ = tokio::fs::remove_file(part).await;
+            return Err(Attempt::Fail(FileError::Corrupt(format!(
+                "chunk {index} does not authenticate"
+            ))));
+        };
+        out.write_all(&plain).await.map_err(io)?;
+        buf.clear();
+        index += 1;
+        on_progress(Progress {
+            done: (index * SEALED_CHUNK_LEN as u64).min(offer.file.size),
+            total: offer.file.size,
+        });
+    }
+    out.flush().await.map_err(io)?;
+    out.sync_all().await.map_err(io)?;
+    Ok(())
+}
+
+/// Length and SHA-256 of a file. Blocking.
+fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), FileError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok((len, digest(hash)));
+        }
+        hash.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_open_only_in_their_place_and_seal_the_same_every_time() {
+        let key = FriendKey([3; 32]);
+        let info = FileInfo {
+            name: "a.bin".into(),
+            media_type: "application/octet-stream".into(),
+            size: 10,
+            sha256: [9; 32],
+        };
+        let sealed = seal_chunk(&key, &info, 0, b"0123456789");
+        assert_eq!(sealed, seal_chunk(&key, &info, 0, b"0123456789"));
+        assert_eq!(sealed.len(), 10 + 16);
+        assert_eq!(open_chunk(&key, &info, 0, &sealed).unwrap(), b"0123456789");
+        assert!(open_chunk(&key, &info, 1, &sealed).is_none(), "moved");
+        let mut altered = sealed.clone();
+        altered[4] ^= 1;
+        assert!(open_chunk(&key, &info, 0, &altered).is_none(), "altered");
+        let truncated = FileInfo {
+            size: 5,
+            ..info.clone()
+        };
+        assert!(open_chunk(&key, &truncated, 0, &sealed).is_none(), "size");
+        assert!(
+            open_chunk(&FriendKey([4; 32]), &info, 0, &sealed).is_none(),
+            "key"
+        );
+    }
+
+    #[test]
+    fn a_prepared_file_names_its_sealed_bytes() {
+        let dir = std::env::temp_dir().join(format!("quiver-prepare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        let data: Vec<u8> = (0..CHUNK_LEN * 2 + 100).map(|i| i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let key = FriendKey([1; 32]);
+        let (info, file) = prepare(&path, "x/y", &key).unwrap();
+        assert_eq!(info.size, data.len() as u64);
+        assert_eq!(file.size, data.len() as u64 + 3 * 16);
+        let mut sealed = Vec::new();
+        for (i, chunk) in data.chunks(CHUNK_LEN).enumerate() {
+            sealed.extend(seal_chunk(&key, &info, i as u64, chunk));
+        }
+        let id = ring::digest::digest(&ring::digest::SHA256, &sealed);
+        assert_eq!(file.blob.0, id.as_ref());
+        assert_eq!(
+            prepare(&path, "x/y", &key).unwrap(),
+            (info, file),
+            "deterministic"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,340 @@
+//! File transfer streams: an upload into this node's blob store, a download out of it, or
+//! either relayed byte for byte to the home node of the user whose blob it is.
+//!
+//! A client's stream and a peer node's forwarded stream are served by the same functions:
+//! after the first frame the protocol is the same ([`quiver_proto::files`]).
+
+use crate::blobs::UploadStart;
+use crate::metrics::MeshKind;
+use crate::net::{varint, write_frame};
+use crate::node::Shared;
+use crate::router::Home;
+use quiver_proto::files::{BlobId, FileResponse};
+use quiver_proto::mesh::MeshOpen;
+use quiver_proto::{ErrorCode, UserId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// File bytes go out below chat: QUIC sends higher-priority streams' data first.
+const FILE_PRIORITY: i32 = -1;
+
+/// Bytes read from disk or written to it at a time.
+const IO_CHUNK: usize = 256 * 1024;
+
+/// Serves `user`'s upload of `blob` here, or relays it to `user`'s home node.
+pub async fn upload(
+    shared: Arc<Shared>,
+    user: UserId,
+    blob: BlobId,
+    size: u64,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    match shared.router.home(&user).await {
+        Ok(Home::Peer(node)) => {
+            let open = MeshOpen::Upload { user, blob, size };
+            relay(&shared, &node, open, send, recv).await
+        }
+        Ok(Home::Here) => store(&shared, &user, blob, size, send, recv).await,
+        Err(code) => {
+            refuse(
+                &shared,
+                send,
+                Some(recv),
+                code,
+                "the user's home is unknown",
+            )
+            .await
+        }
+    }
+}
+
+/// Serves `user`'s download of `owner`'s `blob` from `offset`, here or from `owner`'s home.
+pub async fn download(
+    shared: Arc<Shared>,
+    user: UserId,
+    owner: UserId,
+    blob: BlobId,
+    offset: u64,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    match shared.router.home(&owner).await {
+        Ok(Home::Peer(node)) => {
+            let open = MeshOpen::Download {
+                user,
+                owner,
+                blob,
+                offset,
+            };
+            relay(&shared, &node, open, send, recv).await
+        }
+        Ok(Home::Here) => serve(&shared, &user, &owner, blob, offset, send).await,
+        // Unknown owner: the same answer as an unknown blob.
+        Err(_) => {
+            refuse(
+                &shared,
+                send,
+                Some(recv),
+                ErrorCode::NotFound,
+                "no such file",
+            )
+            .await
+        }
+    }
+}
+
+/// Writes the upload's bytes to the blob store, then checks and keeps them.
+async fn store(
+    shared: &Arc<Shared>,
+    user: &UserId,
+    blob: BlobId,
+    size: u64,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let blobs = &shared.blobs;
+    let claim = blobs.claim(user, blob).await;
+    let (offset, path) = match blobs.begin_upload(user, blob, size, &claim) {
+        Ok(UploadStart::Complete) => (size, None),
+        Ok(UploadStart::Partial { offset, path }) => (offset, Some(path)),
+        Err(code) => {
+            let why = match code {
+                ErrorCode::FileTooLarge => "the file is over the node's maximum size",
+                ErrorCode::QuotaExceeded => "the file would go over your storage quota",
+                _ => "the upload was refused",
+            };
+            return refuse(shared, send, Some(recv), code, why).await;
+        }
+    };
+    tracing::debug!(%user, %blob, offset, size, "upload");
+    if write_frame(&mut send, &FileResponse::Ready { offset, size })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut file = match &path {
+        Some(path) => match tokio::fs::OpenOptions::new().append(true).open(path).await {
+            Ok(file) => Some(tokio::io::BufWriter::with_capacity(IO_CHUNK, file)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a partial upload");
+                return refuse(shared, send, Some(recv), ErrorCode::Unavailable, "storage").await;
+            }
+        },
+        None => None,
+    };
+    let mut have = offset;
+    loop {
+        let chunk = tokio::select! {
+            chunk = recv.read_chunk(IO_CHUNK, true) => chunk,
+            _ = claim.superseded() => {
+                // A newer stream of the same client resumes it; what is here is kept.
+                if let Some(file) = &mut file {
+                    let _ = file.flush().await;
+                }
+                let _ = recv.stop(varint(ErrorCode::Unavailable));
+                return;
+            }
+        };
+        let bytes = match chunk {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => break,
+            Err(_) => {
+                // The client went away: keep what arrived, for the resume.
+                if let Some(file) = &mut file {
+                    let _ = file.flush().await;
+                }
+                return;
+            }
+        };
+        let over = have + bytes.len() as u64 > size;
+        let written = match &mut file {
+            Some(file) if !over => file.write_all(&bytes).await.is_ok(),
+            _ => false,
+        };
+        if !written {
+            let code = if over {
+                ErrorCode::Malformed
+            } else {
+                ErrorCode::Unavailable
+            };
+            if let Some(file) = &mut file {
+                let _ = file.flush().await;
+            }
+            return refuse(shared, send, Some(recv), code, "more bytes than announced").await;
+        }
+        have += bytes.len() as u64;
+        shared
+            .metrics
+            .file_bytes_received
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+    if let Some(file) = &mut file {
+        if file.flush().await.is_err() {
+            return refuse(shared, send, None, ErrorCode::Unavailable, "storage").await;
+        }
+    }
+    if have < size {
+        return refuse(
+            shared,
+            send,
+            None,
+            ErrorCode::Malformed,
+            "fewer bytes than announced",
+        )
+        .await;
+    }
+    let answer = match &path {
+        None => Ok(()),
+        Some(_) => blobs.finish_upload(user, blob, size, &claim).await,
+    };
+    drop(claim);
+    match answer {
+        Ok(()) => {
+            if write_frame(&mut send, &FileResponse::Stored).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Err(code) => refuse(shared, send, None, code, "the bytes do not match their id").await,
+    }
+}
+
+/// Sends `owner`'s blob from `offset` to `user`, who must be `owner` or a friend.
+async fn serve(
+    shared: &Arc<Shared>,
+    user: &UserId,
+    owner: &UserId,
+    blob: BlobId,
+    offset: u64,
+    mut send: quinn::SendStream,
+) {
+    let allowed = user == owner || shared.router.check_friends(user, owner).await.is_ok();
+    let found = match allowed {
+        true => shared.blobs.find(owner, &blob),
+        false => Err(ErrorCode::NotFound),
+    };
+    let (path, size) = match found {
+        Ok(found) if offset <= found.1 => found,
+        Ok(_) => {
+            return refuse(
+                shared,
+                send,
+                None,
+                ErrorCode::Malformed,
+                "offset past the end",
+            )
+            .await
+        }
+        Err(code) => return refuse(shared, send, None, code, "no such file").await,
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        // Collected between the lookup and the open.
+        Err(_) => return refuse(shared, send, None, ErrorCode::NotFound, "no such file").await,
+    };
+    let _ = send.set_priority(FILE_PRIORITY);
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err()
+        || write_frame(&mut send, &FileResponse::Ready { offset, size })
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let mut buf = vec![0u8; IO_CHUNK];
+    let mut left = size - offset;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match file.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => {
+                tracing::error!(%blob, "blob shorter than its size");
+                let _ = send.reset(varint(ErrorCode::Internal));
+                return;
+            }
+            Ok(n) => n,
+        };
+        if send.write_all(&buf[..n]).await.is_err() {
+            return; // the reader went away; it resumes from what it has
+        }
+        left -= n as u64;
+        shared
+            .metrics
+            .file_bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+    let _ = send.finish();
+}
+
+/// Passes a transfer on to `node` and its bytes both ways, untouched.
+async fn relay(
+    shared: &Arc<Shared>,
+    node: &str,
+    open: MeshOpen,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let Some(mesh) = shared.router.mesh() else {
+        return refuse(shared, send, Some(recv), ErrorCode::Unavailable, "no mesh").await;
+    };
+    shared.metrics.mesh_request(MeshKind::File);
+    let (up, down) = match mesh.open(node, &open).await {
+        Ok(link) => link,
+        Err(code) => {
+            return refuse(
+                shared,
+                send,
+                Some(recv),
+                code,
+                "the home node is unreachable",
+            )
+            .await
+        }
+    };
+    let _ = send.set_priority(FILE_PRIORITY);
+    tokio::join!(pump(recv, up), pump(down, send));
+}
+
+/// Copies one direction of a relayed stream; a failure on one side resets the other, so
+/// both ends see the transfer broken rather than complete.
+async fn pump(mut from: quinn::RecvStream, mut to: quinn::SendStream) {
+    loop {
+        match from.read_chunk(IO_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                if to.write_chunk(chunk.bytes).await.is_err() {
+                    let _ = from.stop(varint(ErrorCode::Unavailable));
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = to.finish();
+                return;
+            }
+            Err(_) => {
+                let _ = to.reset(varint(ErrorCode::Unavailable));
+                return;
+            }
+        }
+    }
+}
+
+/// Refuses a transfer with one `Error` frame and closes the stream.
+async fn refuse(
+    shared: &Arc<Shared>,
+    mut send: quinn::SendStream,
+    recv: Option<quinn::RecvStream>,
+    code: ErrorCode,
+    message: &str,
+) {
+    shared.metrics.error(code);
+    if let Some(mut recv) = recv {
+        let _ = recv.stop(varint(code));
+    }
+    let error = FileResponse::Error {
+        code,
+        message: message.into(),
+    };
+    if write_frame(&mut send, &error).await.is_ok() {
+        let _ = send.finish();
+    }
+}

@@ -1,0 +1,478 @@
+//! File messages end to end: a 256 MiB file while chat goes on, resumed uploads and
+//! downloads, offline recipients, quotas and sizes, corruption, and collection.
+
+use anyhow::{bail, Context};
+use quiver_proto::files::{sealed_len, BlobId, FileResponse};
+use quiver_proto::{encode_frame, ConversationRequest, ErrorCode};
+use quiver_sdk::{Client, Event, Events, FileError, FileOffer, ReceiptKind, Seq};
+use quiver_tests::{files_below, next_event, TestNode, TestUser, WAIT};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Writes `len` bytes of a seeded pseudo-random stream to `path`.
+pub fn random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, data)?;
+    Ok(())
+}
+
+/// The next message that carries a file.
+pub async fn next_file(events: &mut Events) -> anyhow::Result<(Seq, FileOffer)> {
+    loop {
+        match next_event(events).await? {
+            Event::Message(m) => {
+                if let Some(file) = m.file {
+                    return Ok((m.seq, file));
+                }
+            }
+            Event::Receipt(_) => {}
+            other => bail!("unexpected event {other:?}"),
+        }
+    }
+}
+
+fn same_bytes(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
+}
+
+struct Pair {
+    node: TestNode,
+    alice: TestUser,
+    bob: TestUser,
+    dir: tempfile::TempDir,
+}
+
+async fn pair_with(adjust: impl FnOnce(&mut quiver_server::Config)) -> anyhow::Result<Pair> {
+    let node = TestNode::start_with(adjust).await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    node.befriend(&alice, &bob).await?;
+    Ok(Pair {
+        node,
+        alice,
+        bob,
+        dir: tempfile::tempdir()?,
+    })
+}
+
+/// How often the chat next to a transfer sends: a brisk conversation, not a flood.
+const CHAT_PACE: Duration = Duration::from_millis(20);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Sends one chat and waits for its SENT and its DELIVERED; returns both latencies.
+async fn one_chat(
+    alice: &Client,
+    bob_id: &quiver_sdk::UserId,
+    receipts: &mut mpsc::UnboundedReceiver<(Seq, ReceiptKind, Instant)>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let sent = alice.send(bob_id, b"still here").await?;
+    let sent_after = started.elapsed();
+    loop {
+        let (seq, kind, at) = tokio::time::timeout(WAIT, receipts.recv())
+            .await?
+            .context("receipts ended")?;
+        if seq == sent.seq && kind == ReceiptKind::Delivered {
+            return Ok((sent_after, at - started));
+        }
+    }
+}
+
+fn summary(label: &str, mut sent: Vec<Duration>, mut delivered: Vec<Duration>) -> String {
+    sent.sort();
+    delivered.sort();
+    format!(
+        "{label}: {} chats, SENT p50 {:.2?} p99 {:.2?}; DELIVERED p50 {:.2?} p99 {:.2?}",
+        sent.len(),
+        percentile(&sent, 0.5),
+        percentile(&sent, 0.99),
+        percentile(&delivered, 0.5),
+        percentile(&delivered, 0.99),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_file_arrives_whole_while_chat_in_the_same_pair_keeps_flowing(
+) -> anyhow::Result<()> {
+    let p = pair_with(|c| c.files.max_file_bytes = 1 << 30).await?;
+    let source = p.dir.path().join("big.bin");
+    let len = 256 << 20;
+    random_file(&source, len, 256)?;
+    let (alice, mut alice_events) = p.node.connect(&p.alice).await?;
+    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+
+    // Alice's receipts, time-stamped as they arrive.
+    let (receipt_tx, mut receipts) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = alice_events.recv().await {
+            if let Event::Receipt(r) = event {
+                let _ = receipt_tx.send((r.seq, r.kind, Instant::now()));
+            }
+        }
+    });
+    // Bob takes every message (which acknowledges it) and hands files over.
+    let (offer_tx, mut offers) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = bob_events.recv().await {
+            if let Event::Message(m) = event {
+                if let Some(file) = m.file {
+                    let _ = offer_tx.send(file);
+                }
+            }
+        }
+    });
+
+    let (mut idle_sent, mut idle_delivered) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
+        idle_sent.push(s);
+        idle_delivered.push(d);
+    }
+
+    let uploading = Arc::new(AtomicBool::new(true));
+    let started = Instant::now();
+    let transfer = alice.send_file(&p.bob.id, &source, "application/octet-stream", |_| {});
+    let upload = {
+        let uploading = uploading.clone();
+        tokio::spawn(async move {
+            let outcome = transfer.await;
+            uploading.store(false, Ordering::SeqCst);
+            outcome
+        })
+    };
+    // Chat while the upload runs; only chats whose DELIVERED came before the upload
+    // finished count as "during".
+    let (mut busy_sent, mut busy_delivered) = (Vec::new(), Vec::new());
+    while uploading.load(Ordering::SeqCst) {
+        tokio::time::sleep(CHAT_PACE).await;
+        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
+        if uploading.load(Ordering::SeqCst) {
+            busy_sent.push(s);
+            busy_delivered.push(d);
+        }
+    }
+    let sent = upload.await??;
+    let upload_time = started.elapsed();
+    assert_eq!(sent.file.size, sealed_len(len as u64));
+    assert_eq!(sent.report.starts, [0], "one clean run");
+    assert!(
+        busy_sent.len() >= 10,
+        "chat kept flowing during the upload: only {} chats got SENT and DELIVERED",
+        busy_sent.len()
+    );
+
+    let offer = tokio::time::timeout(WAIT, offers.recv())
+        .await?
+        .context("bob's events ended")?;
+    assert_eq!(offer.info.name, "big.bin");
+    assert_eq!(offer.info.size, len as u64);
+    let target = p.dir.path().join("received.bin");
+    let started = Instant::now();
+    let download = bob.download(&offer, &target, |_| {});
+    let (mut down_sent, mut down_delivered) = (Vec::new(), Vec::new());
+    let download = tokio::spawn(download);
+    while !download.is_finished() {
+        tokio::time::sleep(CHAT_PACE).await;
+        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
+        down_sent.push(s);
+        down_delivered.push(d);
+    }
+    let report = download.await??;
+    let download_time = started.elapsed();
+    assert_eq!(report.starts, [0]);
+    assert!(same_bytes(&source, &target)?, "byte-identical");
+
+    let mib = len as f64 / (1 << 20) as f64;
+    println!(
+        "256 MiB: upload {:.1} MB/s ({upload_time:.2?}), download {:.1} MB/s ({download_time:.2?})",
+        mib / upload_time.as_secs_f64(),
+        mib / download_time.as_secs_f64(),
+    );
+    println!("{}", summary("idle", idle_sent, idle_delivered));
+    println!("{}", summary("during upload", busy_sent, busy_delivered));
+    println!("{}", summary("during download", down_sent, down_delivered));
+    Ok(())
+}
+
+/// Closes the client's connection (as a lost network would) once a transfer passes
+/// `fraction` of its bytes, once.
+fn cut_at(client: &Client, fraction: f64) -> impl FnMut(quiver_sdk::Progress) + Send + 'static {
+    let client = client.clone();
+    let mut cut = false;
+    move |progress| {
+        if !cut && progress.done as f64 > progress.total as f64 * fraction {
+            cut = true;
+            if let Some(conn) = client.connection() {
+                conn.close(0u32.into(), b"test: network lost");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_downloads_resume_after_a_lost_connection() -> anyhow::Result<()> {
+    let p = pair_with(|_| {}).await?;
+    let source = p.dir.path().join("photo.jpg");
+    let len = 12 << 20;
+    random_file(&source, len, 7)?;
+    let (alice, _alice_events) = p.node.connect(&p.alice).await?;
+    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+
+    let sent = alice
+        .send_file(&p.bob.id, &source, "image/jpeg", cut_at(&alice, 0.4))
+        .await?;
+    let size = sent.file.size;
+    let starts = &sent.report.starts;
+    assert_eq!(starts.len(), 2, "one resume: {starts:?}");
+    assert!(
+        starts[1] > size * 3 / 10,
+        "resumed from {} of {size}, not from zero",
+        starts[1]
+    );
+    assert!(
+        sent.report.sent_or_received < size + size / 4,
+        "sent {} bytes for a file of {size}",
+        sent.report.sent_or_received
+    );
+
+    let (_, offer) = next_file(&mut bob_events).await?;
+    assert_eq!(offer.info.media_type, "image/jpeg");
+    let target = p.dir.path().join("photo-received.jpg");
+    let report = bob.download(&offer, &target, cut_at(&bob, 0.5)).await?;
+    assert_eq!(report.starts.len(), 2, "one resume: {:?}", report.starts);
+    assert!(report.starts[1] > size * 4 / 10, "{:?}", report.starts);
+    assert!(
+        report.sent_or_received < size + size / 4,
+        "received {} bytes for a file of {size}",
+        report.sent_or_received
+    );
+    assert!(same_bytes(&source, &target)?);
+    assert!(!quiver_sdk::files::part_path(&target).exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_sent_while_the_recipient_is_offline_arrives_when_it_connects() -> anyhow::Result<()>
+{
+    let p = pair_with(|_| {}).await?;
+    let source = p.dir.path().join("notes.txt");
+    random_file(&source, 300_000, 11)?;
+    let (alice, _alice_events) = p.node.connect(&p.alice).await?;
+    let sent = alice
+        .send_file(&p.bob.id, &source, "text/plain", |_| {})
+        .await?;
+    alice.close().await;
+
+    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+    let (seq, offer) = next_file(&mut bob_events).await?;
+    assert_eq!(seq, sent.sent.seq);
+    let target = p.dir.path().join("notes-received.txt");
+    bob.download(&offer, &target, |_| {}).await?;
+    assert!(same_bytes(&source, &target)?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn over_size_and_over_quota_are_refused_before_any_byte_is_stored() -> anyhow::Result<()> {
+    let p = pair_with(|c| {
+        c.files.max_file_bytes = 1 << 20;
+        c.files.quota_bytes = 2 << 20;
+    })
+    .await?;
+    let (alice, _events) = p.node.connect(&p.alice).await?;
+    let partial = p.node.data_dir().join("blobs").join("partial");
+    let big = p.dir.path().join("big.bin");
+    random_file(&big, 1 << 20, 1)?; // 1 MiB plaintext is over 1 MiB sealed
+    let refused = alice.send_file(&p.bob.id, &big, "x/y", |_| {}).await;
+    assert_eq!(
+        refused.err(),
+        Some(FileError::Refused(ErrorCode::FileTooLarge))
+    );
+    assert!(files_below(&partial).is_empty(), "nothing stored");
+    assert_eq!(p.node.node().file_usage(&p.alice.id), 0);
+
+    for seed in [2, 3] {
+        let file = p.dir.path().join(format!("ok-{seed}.bin"));
+        random_file(&file, 900 << 10, seed)?;
+        alice.send_file(&p.bob.id, &file, "x/y", |_| {}).await?;
+    }
+    let used = p.node.node().file_usage(&p.alice.id);
+    assert_eq!(used, 2 * sealed_len(900 << 10));
+    let third = p.dir.path().join("third.bin");
+    random_file(&third, 900 << 10, 4)?;
+    let refused = alice.send_file(&p.bob.id, &third, "x/y", |_| {}).await;
+    assert_eq!(
+        refused.err(),
+        Some(FileError::Refused(ErrorCode::QuotaExceeded))
+    );
+    assert!(files_below(&partial).is_empty(), "nothing stored");
+    assert_eq!(p.node.node().file_usage(&p.alice.id), used);
+    Ok(())
+}
+
+/// The blob file of `blob` in the node's store.
+fn blob_path(node: &TestNode, blob: &BlobId) -> PathBuf {
+    node.data_dir().join("blobs").join(blob.to_hex())
+}
+
+#[tokio::test]
+async fn a_corrupted_chunk_is_detected_on_download_and_on_upload() -> anyhow::Result<()> {
+    let p = pair_with(|_| {}).await?;
+    let source = p.dir.path().join("doc.pdf");
+    random_file(&source, 1 << 20, 5)?;
+    let (alice, _alice_events) = p.node.connect(&p.alice).await?;
+    let sent = alice
+        .send_file(&p.bob.id, &source, "application/pdf", |_| {})
+        .await?;
+
+    // Flip one byte of the stored blob, in chunk 3.
+    let stored = blob_path(&p.node, &sent.file.blob);
+    let mut bytes = std::fs::read(&stored)?;
+    bytes[3 * quiver_proto::files::SEALED_CHUNK_LEN + 100] ^= 0x40;
+    std::fs::write(&stored, &bytes)?;
+
+    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+    let (_, offer) = next_file(&mut bob_events).await?;
+    let target = p.dir.path().join("doc-received.pdf");
+    let outcome = bob.download(&offer, &target, |_| {}).await;
+    match outcome {
+        Err(FileError::Corrupt(why)) => assert!(why.contains("chunk 3"), "{why}"),
+        other => bail!("expected a corrupt chunk, got {other:?}"),
+    }
+    assert!(!target.exists());
+    assert!(!quiver_sdk::files::part_path(&target).exists());
+
+    // Upload bytes that do not match the id they claim: refused, nothing kept.
+    let (conn, _control, _recv, _) = crate::raw::hello(&p.node, &p.alice.login.token).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let data = vec![9u8; 5000];
+    let claimed = BlobId([1; 32]);
+    let upload = ConversationRequest::Upload {
+        blob: claimed,
+        size: data.len() as u64,
+    };
+    send.write_all(&encode_frame(&upload)?).await?;
+    let ready: FileResponse = crate::raw::read_one(&mut recv).await?;
+    assert_eq!(
+        ready,
+        FileResponse::Ready {
+            offset: 0,
+            size: 5000
+        }
+    );
+    send.write_all(&data).await?;
+    send.finish()?;
+    let answer: FileResponse = crate::raw::read_one(&mut recv).await?;
+    assert!(
+        matches!(
+            answer,
+            FileResponse::Error {
+                code: ErrorCode::Corrupt,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert!(!blob_path(&p.node, &claimed).exists());
+    let partial = p.node.data_dir().join("blobs").join("partial");
+    assert!(files_below(&partial).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_friends_of_the_sender_can_download_and_unreferenced_blobs_are_collected(
+) -> anyhow::Result<()> {
+    let p = pair_with(|c| {
+        c.files.retention_secs = 1;
+        c.files.upload_ttl_secs = 1;
+    })
+    .await?;
+    let carol = p.node.user("carol").await?;
+    let source = p.dir.path().join("a.bin");
+    random_file(&source, 100_000, 9)?;
+    let (alice, _alice_events) = p.node.connect(&p.alice).await?;
+    let sent = alice.send_file(&p.bob.id, &source, "x/y", |_| {}).await?;
+    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+    let (_, offer) = next_file(&mut bob_events).await?;
+
+    // Carol is not Alice's friend: the blob does not exist for her.
+    let (carol_client, _carol_events) = p.node.connect(&carol).await?;
+    carol_client.set_key(p.alice.id.clone(), quiver_sdk::FriendKey([0; 32]));
+    let target = p.dir.path().join("carol.bin");
+    let outcome = carol_client.download(&offer, &target, |_| {}).await;
+    assert_eq!(outcome.err(), Some(FileError::Refused(ErrorCode::NotFound)));
+
+    // Referred to by a message younger than the retention: kept.
+    assert_eq!(p.node.node().collect_blobs()?.blobs, 0);
+    assert!(blob_path(&p.node, &sent.file.blob).exists());
+    // An upload nobody finishes: a raw stream that sends half and stops.
+    let (conn, _control, _recv, _) = crate::raw::hello(&p.node, &p.alice.login.token).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let upload = ConversationRequest::Upload {
+        blob: BlobId([2; 32]),
+        size: 4000,
+    };
+    send.write_all(&encode_frame(&upload)?).await?;
+    let _ready: FileResponse = crate::raw::read_one(&mut recv).await?;
+    send.write_all(&[1u8; 2000]).await?;
+    conn.close(0u32.into(), b"gone");
+    let usage = p.node.node().file_usage(&p.alice.id);
+    assert_eq!(usage, sent.file.size + 4000);
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let collected = p.node.node().collect_blobs()?;
+    assert_eq!(
+        (collected.blobs, collected.uploads),
+        (1, 1),
+        "{collected:?}"
+    );
+    assert_eq!(p.node.node().file_usage(&p.alice.id), 0, "quota given back");
+    assert!(!blob_path(&p.node, &sent.file.blob).exists());
+    let target = p.dir.path().join("late.bin");
+    let outcome = bob.download(&offer, &target, |_| {}).await;
+    assert_eq!(outcome.err(), Some(FileError::Refused(ErrorCode::NotFound)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_upload_stops_and_a_new_one_resumes_it() -> anyhow::Result<()> {
+    let p = pair_with(|_| {}).await?;
+    let source = p.dir.path().join("video.mp4");
+    random_file(&source, 6 << 20, 3)?;
+    let (alice, _events) = p.node.connect(&p.alice).await?;
+    let (cancel_tx, cancel_rx) = std::sync::mpsc::channel::<quiver_sdk::Cancel>();
+    let mut cancelled = false;
+    let transfer = alice.send_file(&p.bob.id, &source, "video/mp4", move |progress| {
+        if !cancelled && progress.done > progress.total / 2 {
+            if let Ok(cancel) = cancel_rx.try_recv() {
+                cancel.cancel();
+                cancelled = true;
+            }
+        }
+    });
+    cancel_tx.send(transfer.canceller())?;
+    assert_eq!(transfer.await.err(), Some(FileError::Cancelled));
+    let sent = alice
+        .send_file(&p.bob.id, &source, "video/mp4", |_| {})
+        .await?;
+    assert!(
+        sent.report.starts[0] > 0,
+        "the second upload resumed the first: {:?}",
+        sent.report.starts
+    );
+    Ok(())
+}
