@@ -7,9 +7,12 @@
 //!
 //! Modes: `pairs` (P senders each to its own receiver), `fanin` (many senders to one
 //! receiver), `offline` (a backlog drained by a connecting device), `stalled` (node memory
-//! while a receiver does not read), `idle` (memory per idle authenticated connection).
+//! while a receiver does not read), `idle` (memory per idle authenticated connection),
+//! `file` (a file up and down, with chat latency next to it), `hop` (mesh), and `pairs
+//! --compare mqtt` (the same against mosquitto).
 
 pub mod cluster;
+pub mod files;
 pub mod mqtt;
 pub mod node;
 pub mod stats;

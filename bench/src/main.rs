@@ -102,6 +102,16 @@ enum Mode {
         #[arg(long, default_value_t = 256)]
         window: usize,
     },
+    /// One file from Alice to Bob, up and down, with a paced chat in the same pair next to
+    /// each transfer (and alone first, as the baseline).
+    File {
+        /// File size in MiB.
+        #[arg(long, default_value_t = 256)]
+        mib: usize,
+        /// Milliseconds between chats.
+        #[arg(long, default_value_t = 20)]
+        chat_every_ms: u64,
+    },
     /// C idle authenticated connections: node memory per connection.
     Idle {
         /// Connections (each client has its own UDP socket: mind `ulimit -n`).
@@ -162,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
             window,
         } => workload::stalled(bench, messages, size, window).await?,
         Mode::Idle { connections } => workload::idle(bench, connections).await?,
+        Mode::File { mib, chat_every_ms } => {
+            let pace = std::time::Duration::from_millis(chat_every_ms);
+            quiver_bench::files::file(bench, mib, pace).await?
+        }
     };
     println!("{}", report.json);
     eprintln!("{}", report.summary);
