@@ -11,6 +11,9 @@
 //! quiver --profile /tmp/alice send bob "hello"
 //! quiver --profile /tmp/bob listen --count 1 --read
 //! quiver --profile /tmp/bob chat alice
+//! quiver --profile /tmp/alice send-file bob ./photo.jpg --type image/jpeg
+//! quiver --profile /tmp/bob listen --count 1          # {"event":"file","id":3,...}
+//! quiver --profile /tmp/bob get-file 3 ./photo.jpg
 //! ```
 
 mod profile;
@@ -68,6 +71,25 @@ enum Cmd {
     Chat {
         /// The friend.
         with: String,
+    },
+    /// Send a file; prints it once uploaded and its message is durable (SENT). Run it
+    /// again after an interruption: it resumes where the node stopped.
+    SendFile {
+        /// The friend to send to.
+        to: String,
+        /// The file.
+        path: PathBuf,
+        /// Its media type.
+        #[arg(long = "type", default_value = "application/octet-stream")]
+        media_type: String,
+    },
+    /// Download a file that `listen` showed (by its `id`), check its SHA-256 and save it.
+    /// Run it again after an interruption: it resumes from `<path>.part`.
+    GetFile {
+        /// The `id` that `listen` printed for the file.
+        id: u64,
+        /// Where to save it.
+        path: PathBuf,
     },
 }
 
@@ -195,13 +217,69 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             let limit = timeout
                 .map(Duration::from_secs_f64)
                 .unwrap_or(Duration::MAX);
-            let listening = listen(&client, events, count, read);
+            let listening = listen(&client, events, count, read, &mut profile.files);
             let outcome = tokio::time::timeout(limit, listening)
                 .await
                 .unwrap_or(Ok(()));
             profile.cursor = client.cursor().0;
             client.close().await;
             outcome?;
+        }
+        Cmd::SendFile {
+            to,
+            path,
+            media_type,
+        } => {
+            let to = UserId::parse(&to)?;
+            if !profile.keys.contains_key(to.as_str()) {
+                profile.refresh_keys().await?;
+            }
+            let (client, _events) = connect(profile).await?;
+            let bar = progress_bar(&format!("sending {}", path.display()));
+            let shown = bar.clone();
+            let transfer = client.send_file(&to, &path, &media_type, move |p| {
+                shown.set_length(p.total);
+                shown.set_position(p.done);
+            });
+            let sent = transfer.await;
+            bar.finish_and_clear();
+            let sent = sent?;
+            println!(
+                "{}",
+                json!({
+                    "event": "file_sent", "to": to, "seq": sent.sent.seq.0,
+                    "id": sent.sent.id.to_string(), "blob": sent.file.blob.to_hex(),
+                    "sealed_bytes": sent.file.size, "resumed_from": sent.report.starts.first(),
+                })
+            );
+            client.close().await;
+        }
+        Cmd::GetFile { id, path } => {
+            let offer = profile
+                .files
+                .get(&id)
+                .with_context(|| format!("no file {id} here: `quiver listen` shows files"))?
+                .offer()?;
+            profile.refresh_keys().await?;
+            let (client, _events) = connect(profile).await?;
+            let bar = progress_bar(&format!("receiving {}", offer.info.name));
+            let shown = bar.clone();
+            let transfer = client.download(&offer, &path, move |p| {
+                shown.set_length(p.total);
+                shown.set_position(p.done);
+            });
+            let report = transfer.await;
+            bar.finish_and_clear();
+            let report = report?;
+            println!(
+                "{}",
+                json!({
+                    "event": "file_saved", "path": path, "name": offer.info.name,
+                    "size": offer.info.size, "sha256": profile::hex(&offer.info.sha256),
+                    "verified": true, "resumed_from": report.starts.first(),
+                })
+            );
+            client.close().await;
         }
         Cmd::Chat { with } => {
             let with = UserId::parse(&with)?;
@@ -281,6 +359,19 @@ async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
     Ok(Client::connect(options).await?)
 }
 
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(message.to_owned());
+    bar
+}
+
 fn receipt_kind(kind: ReceiptKind) -> &'static str {
     match kind {
         ReceiptKind::Delivered => "delivered",
@@ -291,10 +382,18 @@ fn receipt_kind(kind: ReceiptKind) -> &'static str {
 /// One event as a JSON line.
 fn event_json(event: &Event) -> serde_json::Value {
     match event {
-        Event::Message(m) => json!({
-            "event": "message", "from": m.from, "seq": m.seq.0, "id": m.id.to_string(),
-            "sent_at_ms": m.sent_at_ms, "text": m.text(),
-        }),
+        Event::Message(m) => match &m.file {
+            Some(file) => json!({
+                "event": "file", "from": m.from, "seq": m.seq.0, "id": m.seq.0,
+                "sent_at_ms": m.sent_at_ms, "name": file.info.name,
+                "type": file.info.media_type, "size": file.info.size,
+                "sha256": profile::hex(&file.info.sha256),
+            }),
+            None => json!({
+                "event": "message", "from": m.from, "seq": m.seq.0, "id": m.id.to_string(),
+                "sent_at_ms": m.sent_at_ms, "text": m.text(),
+            }),
+        },
         Event::Receipt(r) => json!({
             "event": "receipt", "kind": receipt_kind(r.kind), "peer": r.peer, "seq": r.seq.0,
             "id": r.id.to_string(),
@@ -317,6 +416,7 @@ async fn listen(
     mut events: Events,
     count: Option<usize>,
     read: bool,
+    files: &mut std::collections::BTreeMap<u64, profile::SavedFile>,
 ) -> anyhow::Result<()> {
     let mut shown = 0;
     while count.is_none_or(|n| shown < n) {
@@ -331,6 +431,10 @@ async fn listen(
         println!("{}", event_json(&event));
         match &event {
             Event::Message(m) => {
+                if let Some(file) = &m.file {
+                    // `get-file <seq>` finds it here.
+                    files.insert(m.seq.0, profile::SavedFile::from(file));
+                }
                 if read {
                     client.mark_read(m.seq)?;
                 }
@@ -365,7 +469,10 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
             }
             event = events.recv() => match event {
                 Some(Event::Message(m)) => {
-                    println!("[{}] {}", m.from, m.text());
+                    match &m.file {
+                        Some(f) => println!("[{}] sent a file: {} ({} bytes) — `quiver get-file {} <path>` after `quiver listen`", m.from, f.info.name, f.info.size, m.seq),
+                        None => println!("[{}] {}", m.from, m.text()),
+                    }
                     if m.from == *with {
                         client.mark_read(m.seq)?;
                     }

@@ -2,7 +2,7 @@
 //! listening cursor, kept between runs of the `quiver` command (`profile.json`).
 
 use anyhow::{bail, Context};
-use quiver_sdk::{FriendKey, Rest, Seq, UserId};
+use quiver_sdk::{BlobId, FileInfo, FileOffer, FileRef, FriendKey, Rest, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,67 @@ pub struct Profile {
     /// Everything up to this seq was shown by `listen` or `chat`.
     #[serde(default)]
     pub cursor: u64,
+    /// Files that `listen` showed, by the seq of their message, for `get-file`.
+    #[serde(default)]
+    pub files: BTreeMap<u64, SavedFile>,
+}
+
+/// A file message as kept in the profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedFile {
+    /// The sender.
+    pub from: String,
+    /// File name.
+    pub name: String,
+    /// Media type.
+    pub media_type: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Plaintext SHA-256, hex.
+    pub sha256: String,
+    /// The blob id, hex.
+    pub blob: String,
+    /// Sealed size.
+    pub sealed_size: u64,
+}
+
+impl From<&FileOffer> for SavedFile {
+    fn from(offer: &FileOffer) -> Self {
+        Self {
+            from: offer.from.to_string(),
+            name: offer.info.name.clone(),
+            media_type: offer.info.media_type.clone(),
+            size: offer.info.size,
+            sha256: hex(&offer.info.sha256),
+            blob: offer.file.blob.to_hex(),
+            sealed_size: offer.file.size,
+        }
+    }
+}
+
+impl SavedFile {
+    /// The offer to download.
+    pub fn offer(&self) -> anyhow::Result<FileOffer> {
+        let bad = || anyhow::anyhow!("the profile's record of {} is damaged", self.name);
+        Ok(FileOffer {
+            from: UserId::parse(&self.from)?,
+            info: FileInfo {
+                name: self.name.clone(),
+                media_type: self.media_type.clone(),
+                size: self.size,
+                sha256: quiver_sdk::key_from_hex(&self.sha256).ok_or_else(bad)?,
+            },
+            file: FileRef {
+                blob: BlobId::from_hex(&self.blob).ok_or_else(bad)?,
+                size: self.sealed_size,
+            },
+        })
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Profile {

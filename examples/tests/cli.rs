@@ -1,4 +1,5 @@
-//! The `quiver` command against a real node: register, login, friends, send, listen.
+//! The `quiver` command against a real node: register, login, friends, send, listen,
+//! chat, send-file and get-file.
 
 use serde_json::Value;
 use std::io::Write;
@@ -107,6 +108,27 @@ async fn two_profiles_chat_through_the_cli() {
             (got[0]["from"].as_str(), got[0]["text"].as_str()),
             (Some("bob"), Some("typed by a person"))
         );
+
+        // A file: send-file, listen shows it with an id, get-file saves it checked.
+        let source = alice.join("report.txt");
+        let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(&source, &content).unwrap();
+        let path = source.to_str().unwrap();
+        let sent = quiver(&alice, &["send-file", "bob", path, "--type", "text/plain"]);
+        assert_eq!(sent[0]["event"], "file_sent");
+        // First the DELIVERED of Bob's typed line, then the file.
+        let shown = quiver(&bob, &["listen", "--count", "2", "--timeout", "20"]);
+        let shown: Vec<_> = shown.into_iter().filter(|e| e["event"] == "file").collect();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert_eq!(shown[0]["name"], "report.txt");
+        assert_eq!(shown[0]["type"], "text/plain");
+        assert_eq!(shown[0]["size"], content.len());
+        let id = shown[0]["id"].to_string();
+        let target = bob.join("report-copy.txt");
+        let saved = quiver(&bob, &["get-file", &id, target.to_str().unwrap()]);
+        assert_eq!(saved[0]["event"], "file_saved");
+        assert_eq!(saved[0]["verified"], true);
+        assert_eq!(std::fs::read(&target).unwrap(), content);
     });
     steps.await.unwrap();
     node.shutdown().await;
