@@ -388,3 +388,36 @@ async fn logging_out_closes_the_devices_sessions_on_other_nodes() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_crosses_the_mesh_to_a_recipient_who_was_offline() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    cluster.n(1).befriend(&alice, &bob).await?;
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("trip.jpg");
+    crate::files::random_file(&source, 3 << 20, 21)?;
+    let blob_on = |node: usize, blob: &quiver_sdk::BlobId| {
+        let path = cluster.n(node).data_dir().join("blobs").join(blob.to_hex());
+        path.exists()
+    };
+
+    // Alice is connected away from home (n3): her upload is relayed to n1, her home,
+    // where her files live.
+    let (a, _a_events) = cluster.n(3).connect(&alice).await?;
+    let sent = a.send_file(&bob.id, &source, "image/jpeg", |_| {}).await?;
+    assert!(blob_on(1, &sent.file.blob), "stored on the owner's home");
+    assert!(!blob_on(3, &sent.file.blob) && !blob_on(2, &sent.file.blob));
+    assert_eq!(cluster.n(1).node().file_usage(&alice.id), sent.file.size);
+
+    // Bob was offline. He connects to his home, n2, which fetches the file from n1.
+    let (b, mut b_events) = cluster.n(2).connect(&bob).await?;
+    let (seq, offer) = crate::files::next_file(&mut b_events).await?;
+    assert_eq!(seq, sent.sent.seq);
+    let target = dir.path().join("trip-received.jpg");
+    b.download(&offer, &target, |_| {}).await?;
+    assert_eq!(std::fs::read(&source)?, std::fs::read(&target)?);
+    assert!(!blob_on(2, &sent.file.blob), "passed through, not copied");
+    Ok(())
+}
