@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use quiver_proto::files::{sealed_len, BlobId, FileResponse};
-use quiver_proto::{encode_frame, ConversationRequest, ErrorCode};
+use quiver_proto::{encode_frame, ConversationRequest, ConversationResponse, ErrorCode};
 use quiver_sdk::{Client, Event, Events, FileError, FileOffer, ReceiptKind, Seq};
 use quiver_tests::{files_below, next_event, TestNode, TestUser, WAIT};
 use std::path::{Path, PathBuf};
@@ -474,5 +474,80 @@ async fn a_cancelled_upload_stops_and_a_new_one_resumes_it() -> anyhow::Result<(
         "the second upload resumed the first: {:?}",
         sent.report.starts
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_transfers_close_only_their_stream_and_foreign_blobs_cannot_be_named(
+) -> anyhow::Result<()> {
+    let p = pair_with(|_| {}).await?;
+    let carol = p.node.user("carol").await?;
+    p.node.befriend(&carol, &p.bob).await?;
+    let source = p.dir.path().join("mine.bin");
+    random_file(&source, 50_000, 13)?;
+    let (alice, _alice_events) = p.node.connect(&p.alice).await?;
+    let sent = alice.send_file(&p.bob.id, &source, "x/y", |_| {}).await?;
+
+    let (conn, _control, _recv, _) = crate::raw::hello(&p.node, &carol.login.token).await?;
+    let refused = |answer: &FileResponse, want: ErrorCode| matches!(answer, FileResponse::Error { code, .. } if *code == want);
+    // More bytes than announced.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let upload = ConversationRequest::Upload {
+        blob: BlobId([3; 32]),
+        size: 100,
+    };
+    send.write_all(&encode_frame(&upload)?).await?;
+    let _ready: FileResponse = crate::raw::read_one(&mut recv).await?;
+    let _ = send.write_all(&[0u8; 5000]).await;
+    let answer: FileResponse = crate::raw::read_one(&mut recv).await?;
+    assert!(refused(&answer, ErrorCode::Malformed), "{answer:?}");
+    // A download past the end, and one of a blob that is not there (Bob may read
+    // Alice's files; Carol may not, so for her the blob does not exist at all).
+    let (bob_conn, _control, _recv, _) = crate::raw::hello(&p.node, &p.bob.login.token).await?;
+    for (conn, blob, offset, want) in [
+        (
+            &bob_conn,
+            sent.file.blob,
+            sent.file.size + 1,
+            ErrorCode::Malformed,
+        ),
+        (&bob_conn, BlobId([4; 32]), 0, ErrorCode::NotFound),
+        (&conn, sent.file.blob, 0, ErrorCode::NotFound),
+    ] {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let download = ConversationRequest::Download {
+            blob,
+            owner: p.alice.id.clone(),
+            offset,
+        };
+        send.write_all(&encode_frame(&download)?).await?;
+        let answer: FileResponse = crate::raw::read_one(&mut recv).await?;
+        assert!(refused(&answer, want), "{answer:?}");
+    }
+    // Carol names Alice's blob as a file of her own: refused, nothing stored.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let open = ConversationRequest::Open {
+        peer: p.bob.id.clone(),
+    };
+    let chat = ConversationRequest::Chat {
+        id: quiver_sdk::ClientMsgId(77),
+        sent_at_ms: 0,
+        body: vec![1; 40],
+        file: Some(sent.file),
+    };
+    send.write_all(&encode_frame(&open)?).await?;
+    send.write_all(&encode_frame(&chat)?).await?;
+    let answer: ConversationResponse = crate::raw::read_one(&mut recv).await?;
+    assert_eq!(
+        answer,
+        ConversationResponse::Rejected {
+            id: quiver_sdk::ClientMsgId(77),
+            code: ErrorCode::NotFound
+        }
+    );
+    // The connection and the node are fine.
+    let again = alice.send(&p.bob.id, b"still fine").await?;
+    assert!(again.seq > sent.sent.seq);
+    assert!(conn.close_reason().is_none());
     Ok(())
 }
