@@ -178,6 +178,12 @@ impl Cancel {
     fn cancelled(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// Resolves once cancelled.
+    async fn wait(&self) {
+        let mut cancelled = self.0.subscribe();
+        let _ = cancelled.wait_for(|c| *c).await;
+    }
 }
 
 /// Called with each step of a transfer.
@@ -443,9 +449,14 @@ async fn upload_once(
         let sealed = seal_chunk(key, info, index, &plain);
         let start = index * SEALED_CHUNK_LEN as u64;
         let skip = offset.saturating_sub(start) as usize;
-        send.write_all(&sealed[skip..])
-            .await
-            .map_err(|e| lost(&e))?;
+        // A stalled network must not keep a cancel waiting.
+        tokio::select! {
+            wrote = send.write_all(&sealed[skip..]) => wrote.map_err(|e| lost(&e))?,
+            _ = cancel.wait() => {
+                let _ = send.reset(0u32.into());
+                return Err(Attempt::Fail(FileError::Cancelled));
+            }
+        }
         report.sent_or_received += (sealed.len() - skip) as u64;
         on_progress(Progress {
             done: start + sealed.len() as u64,
@@ -577,7 +588,15 @@ async fn download_once(
         }
         let want = plain_len(info.size, index) + quiver_proto::files::TAG_LEN;
         while buf.len() < want {
-            match recv.read_chunk(want - buf.len(), true).await {
+            let chunk = tokio::select! {
+                chunk = recv.read_chunk(want - buf.len(), true) => chunk,
+                _ = cancel.wait() => {
+                    let _ = recv.stop(0u32.into());
+                    out.flush().await.map_err(io)?;
+                    return Err(Attempt::Fail(FileError::Cancelled));
+                }
+            };
+            match chunk {
                 Ok(Some(chunk)) => {
                     report.sent_or_received += chunk.bytes.len() as u64;
                     buf.extend_from_slice(&chunk.bytes);

@@ -67,8 +67,8 @@ pub use event::{ConnectionState, Event, Events, Message, Receipt};
 pub use files::{
     Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
 };
-pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
 pub use quiver_proto::files::{BlobId, FileRef};
+pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
 pub use quiver_proto::{ClientMsgId, DeviceId, ErrorCode, ReceiptKind, Seq, UserId};
 pub use rest::Rest;
 pub use seal::FriendKey;

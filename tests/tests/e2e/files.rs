@@ -551,3 +551,59 @@ async fn bad_transfers_close_only_their_stream_and_foreign_blobs_cannot_be_named
     assert!(conn.close_reason().is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_resumes_an_upload_the_node_still_holds_for_a_vanished_one(
+) -> anyhow::Result<()> {
+    use quiver_tests::relay::{Faults, Relay};
+    let p = pair_with(|_| {}).await?;
+    let source = p.dir.path().join("voice.ogg");
+    random_file(&source, 6 << 20, 17)?;
+    let relay = Arc::new(Relay::start(p.node.quic_addr(), Faults::default()).await?);
+    let addr = relay.addr();
+    let (phone, _events) = p.node.connect_with(&p.alice, |o| o.addr = addr).await?;
+    // At 40 % the phone's network goes dark for good, and the app is killed: nothing
+    // tells the node, whose connection (and upload) stays up until its idle timeout.
+    let dark = relay.clone();
+    let (went_dark, dark_now) = tokio::sync::oneshot::channel();
+    let mut went_dark = Some(went_dark);
+    let transfer = phone.send_file(&p.bob.id, &source, "audio/ogg", move |progress| {
+        if progress.done > progress.total * 4 / 10 {
+            if let Some(tell) = went_dark.take() {
+                dark.set_blackhole(true);
+                let _ = tell.send(progress.done);
+            }
+        }
+    });
+    let cancel = transfer.canceller();
+    let cut_at = tokio::time::timeout(WAIT, dark_now).await??;
+    cancel.cancel();
+    let cancelled = tokio::time::timeout(WAIT, transfer).await?;
+    assert_eq!(
+        cancelled.err(),
+        Some(FileError::Cancelled),
+        "cancel is not stuck"
+    );
+    drop(phone);
+
+    // The app starts again on another network and sends the same file: the node hands
+    // the old upload over and it resumes, long before the old connection times out.
+    let (again, _events) = p.node.connect(&p.alice).await?;
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        again.send_file(&p.bob.id, &source, "audio/ogg", |_| {}),
+    )
+    .await??;
+    let starts = &sent.report.starts;
+    assert!(
+        starts[0] > 0 && starts[0] <= cut_at,
+        "resumed from {starts:?} (cut at {cut_at})"
+    );
+    let stored = p
+        .node
+        .data_dir()
+        .join("blobs")
+        .join(sent.file.blob.to_hex());
+    assert_eq!(std::fs::metadata(stored)?.len(), sent.file.size);
+    Ok(())
+}
