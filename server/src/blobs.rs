@@ -279,15 +279,12 @@ impl Blobs {
             if meta.size != size {
                 return Ok(Err(ErrorCode::Malformed));
             }
-            if !meta.owners.contains(user) {
-                // The same sealed bytes, uploaded before: one copy, kept on the first
-                // uploader's quota.
-                let mut meta = meta;
-                meta.owners.push(user.clone());
-                meta.keep_until_ms = meta.keep_until_ms.max(now_ms() + self.upload_ttl_ms());
-                self.meta.insert(blob.0, encode(&meta))?;
+            if meta.owners.contains(user) {
+                return Ok(Ok(UploadStart::Complete));
             }
-            return Ok(Ok(UploadStart::Complete));
+            // The same sealed bytes from someone else: this user must still send them
+            // (knowing an id is not having the file). Once they match, they become a
+            // co-owner of the one copy, which stays on the first uploader's quota.
         }
         let key = upload_key(user, &blob);
         let path = self.partial_path(user, &blob);
@@ -382,7 +379,7 @@ impl Blobs {
         let target = self.blob_path(&blob);
         let keep_until_ms = now_ms() + self.upload_ttl_ms();
         let meta = match self.meta.get(blob.0)?.and_then(|v| decode::<BlobMeta>(&v)) {
-            // Someone else completed the same bytes meanwhile: keep theirs.
+            // Someone else uploaded the same bytes before: keep one copy, on their quota.
             Some(mut meta) => {
                 self.drop_upload(user, &blob, size)?;
                 if !meta.owners.contains(user) {
@@ -588,6 +585,36 @@ mod tests {
         assert_eq!((collected.blobs, collected.bytes), (1, 60));
         assert_eq!(blobs.usage(&alice), 0);
         assert_eq!(blobs.find(&alice, &blob), Err(ErrorCode::NotFound));
+    }
+
+    #[tokio::test]
+    async fn the_same_bytes_are_kept_once_but_each_uploader_must_send_them() {
+        let (dir, blobs) = store(FileLimits::default());
+        let [alice, bob] = ["alice", "bob"].map(|n| UserId::parse(n).unwrap());
+        let bytes = vec![5u8; 30];
+        let blob = id_of(&bytes);
+        for user in [&alice, &bob] {
+            let claim = blobs.claim(user, blob).await;
+            let start = blobs.begin_upload(user, blob, 30, &claim).unwrap();
+            let UploadStart::Partial { offset: 0, path } = start else {
+                panic!("{user} must send the bytes, known id or not: {start:?}")
+            };
+            std::fs::write(&path, &bytes).unwrap();
+            blobs.finish_upload(user, blob, 30, &claim).await.unwrap();
+            drop(claim);
+            let claim = blobs.claim(user, blob).await;
+            let again = blobs.begin_upload(user, blob, 30, &claim).unwrap();
+            assert_eq!(again, UploadStart::Complete, "{user} has it now");
+        }
+        assert_eq!((blobs.usage(&alice), blobs.usage(&bob)), (30, 0));
+        let file = FileRef { blob, size: 30 };
+        blobs.retain(&bob, &file).unwrap();
+        let stored = dir.path().join("blobs").join(blob.to_hex());
+        assert!(stored.exists());
+        assert!(std::fs::read_dir(dir.path().join("blobs/partial"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[tokio::test]
