@@ -114,9 +114,14 @@ enum Mode {
     },
     /// C idle authenticated connections: node memory per connection.
     Idle {
-        /// Connections (each client has its own UDP socket: mind `ulimit -n`).
+        /// Connections (each SDK client has its own UDP socket: mind `ulimit -n`).
         #[arg(long, default_value_t = 2000)]
         connections: usize,
+        /// Make the connections without the SDK, all on one client UDP socket: QUIC
+        /// handshake, Hello, Welcome, as the SDK does. For more connections than this
+        /// process may open files.
+        #[arg(long)]
+        one_socket: bool,
     },
 }
 
@@ -171,7 +176,10 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
         } => workload::stalled(bench, messages, size, window).await?,
-        Mode::Idle { connections } => workload::idle(bench, connections).await?,
+        Mode::Idle {
+            connections,
+            one_socket,
+        } => workload::idle(bench, connections, one_socket).await?,
         Mode::File { mib, chat_every_ms } => {
             let pace = std::time::Duration::from_millis(chat_every_ms);
             quiver_bench::files::file(bench, mib, pace).await?

@@ -39,6 +39,18 @@ pub struct Bench {
     _dir: tempfile::TempDir,
 }
 
+/// An authenticated connection made without the SDK (see [`Bench::hello`]); held, not
+/// used: the session lasts as long as it.
+#[allow(dead_code)]
+pub struct RawSession(quinn::Connection, quinn::SendStream, quinn::RecvStream);
+
+/// An idle client of the `idle` workload.
+#[allow(dead_code)] // held, not used: the connection lives as long as it
+enum Idler {
+    Sdk((Client, Events)),
+    Raw(RawSession),
+}
+
 /// Every simulated user logs in from loopback, and the point is to find the node's own
 /// limits: lift the per-address login limit and the per-connection send rate.
 const UNLIMITED: [&str; 8] = [
@@ -164,6 +176,40 @@ impl Bench {
             options.keys.insert(friend.user, FriendKey(key));
         }
         Ok(Client::connect(options).await?)
+    }
+
+    /// One client endpoint (one UDP socket) for many raw connections.
+    pub fn one_socket(&self) -> anyhow::Result<quinn::Endpoint> {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let keep_alive = Duration::from_secs(15);
+        let config = quiver_sdk::tls::quic_config(&self.ca, keep_alive, Duration::from_secs(60))
+            .map_err(anyhow::Error::msg)?;
+        endpoint.set_default_client_config(config);
+        Ok(endpoint)
+    }
+
+    /// A raw connection on `endpoint` that says Hello and waits for Welcome, as the SDK
+    /// does, and keeps its control stream open.
+    pub async fn hello(
+        &self,
+        endpoint: &quinn::Endpoint,
+        login: &LoginResponse,
+    ) -> anyhow::Result<RawSession> {
+        let conn = endpoint.connect(self.node.quic, "127.0.0.1")?.await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let hello = quiver_proto::ControlRequest::Hello {
+            version: quiver_proto::PROTOCOL_VERSION,
+            token: login.token.clone(),
+        };
+        send.write_all(&quiver_proto::encode_frame(&hello)?).await?;
+        let mut header = [0u8; 4];
+        recv.read_exact(&mut header).await?;
+        let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+        recv.read_exact(&mut payload).await?;
+        match quiver_proto::decode_payload(&payload)? {
+            quiver_proto::ControlResponse::Welcome { .. } => Ok(RawSession(conn, send, recv)),
+            other => anyhow::bail!("no welcome: {other:?}"),
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -605,32 +651,56 @@ pub async fn stalled(
 }
 
 /// `idle`: C authenticated connections that do nothing; node memory before and after.
-pub async fn idle(bench: Arc<Bench>, connections: usize) -> anyhow::Result<Report> {
+pub async fn idle(
+    bench: Arc<Bench>,
+    connections: usize,
+    one_socket: bool,
+) -> anyhow::Result<Report> {
     let login = bench.users(&["idler".into()]).await?.remove(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = bench.node.rss_bytes()?;
-    let mut clients = Vec::with_capacity(connections);
     let limit = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
+    let shared = match one_socket {
+        true => Some(bench.one_socket()?),
+        false => None,
+    };
     for _ in 0..connections {
         let (bench, login, limit) = (bench.clone(), login.clone(), limit.clone());
+        let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await?;
-            bench.connect(&login).await
+            match shared {
+                Some(endpoint) => bench.hello(&endpoint, &login).await.map(Idler::Raw),
+                None => bench.connect(&login).await.map(Idler::Sdk),
+            }
         }));
     }
+    let mut clients = Vec::with_capacity(connections);
     for task in tasks {
         clients.push(task.await??);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = bench.node.rss_bytes()?;
     let per = after.saturating_sub(before) as f64 / connections as f64;
+    // The node's own count: every connection is a live session.
+    let metrics = bench.rest.metrics().await?;
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("quiver_sessions_open "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .context("quiver_sessions_open in /metrics")?;
+    anyhow::ensure!(
+        open == connections,
+        "the node has {open} sessions open, not {connections}"
+    );
     let json = json!({
-        "mode": "idle", "params": { "connections": connections },
+        "mode": "idle", "params": { "connections": connections, "one_socket": one_socket },
         "rss_before": before, "rss_after": after, "bytes_per_connection": per,
+        "sessions_open": open,
     });
     let summary = format!(
-        "idle {connections} connections: node RSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per connection",
+        "idle {connections} connections ({open} sessions open on the node): node RSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per connection",
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
         per / 1024.0
