@@ -607,3 +607,33 @@ async fn a_new_client_resumes_an_upload_the_node_still_holds_for_a_vanished_one(
     assert_eq!(std::fs::metadata(stored)?.len(), sent.file.size);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_node_stores_files_as_ciphertext_only() -> anyhow::Result<()> {
+    let p = pair_with(|_| {}).await?;
+    let secret = "the eagle lands at midnight, bring the blue umbrella. ";
+    let name = "operation-blue-umbrella.txt";
+    let source = p.dir.path().join(name);
+    std::fs::write(&source, secret.repeat(5000))?;
+    let (alice, _events) = p.node.connect(&p.alice).await?;
+    let sent = alice
+        .send_file(&p.bob.id, &source, "text/plain", |_| {})
+        .await?;
+    let data_dir = p.node.data_dir().to_path_buf();
+    drop(alice);
+    let _kept = p.node.shutdown_keeping_data().await;
+    let mut saw_blob = false;
+    for file in files_below(&data_dir) {
+        let bytes = std::fs::read(&file)?;
+        for needle in [secret.as_bytes(), name.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "plaintext found in {}",
+                file.display()
+            );
+        }
+        saw_blob |= file.ends_with(sent.file.blob.to_hex());
+    }
+    assert!(saw_blob, "the scan read the blob itself");
+    Ok(())
+}
