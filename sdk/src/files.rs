@@ -340,10 +340,48 @@ async fn online(inner: &Arc<Inner>, cancel: &Cancel) -> Result<Arc<Link>, FileEr
     }
 }
 
-/// Ends an attempt that will be tried again: says why, and pauses a little.
-async fn pause(why: String) {
-    tracing::debug!(%why, "transfer interrupted; resuming");
-    tokio::time::sleep(RETRY_PAUSE).await;
+/// What every attempt of one transfer shares.
+struct Job {
+    /// Upload: the file read. Download: the `.part` file written.
+    local: PathBuf,
+    /// Who uploaded the blob (whose home node keeps it).
+    owner: UserId,
+    key: FriendKey,
+    info: FileInfo,
+    file: FileRef,
+    cancel: Cancel,
+    report: TransferReport,
+    on_progress: OnProgress,
+}
+
+impl Job {
+    fn progress(&mut self, done: u64) {
+        let total = self.file.size;
+        (self.on_progress)(Progress { done, total });
+    }
+}
+
+type AttemptFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Attempt>> + Send + 'a>>;
+
+/// Runs `attempt` on each new connection until it finishes, fails for good or is
+/// cancelled; an interrupted attempt is tried again after a short pause.
+async fn until_done(
+    inner: &Arc<Inner>,
+    job: &mut Job,
+    attempt: for<'a> fn(Arc<Link>, &'a mut Job) -> AttemptFuture<'a>,
+) -> Result<(), FileError> {
+    loop {
+        let link = online(inner, &job.cancel).await?;
+        match attempt(link, job).await {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Fail(e)) => return Err(e),
+            Err(Attempt::Retry(why)) => {
+                tracing::debug!(%why, "transfer interrupted; resuming");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
 }
 
 /// Uploads the file at `path` and sends `to` the message that names it.
@@ -352,7 +390,7 @@ pub(crate) fn send_file(
     to: UserId,
     path: PathBuf,
     media_type: String,
-    mut on_progress: OnProgress,
+    on_progress: OnProgress,
 ) -> Transfer<FileSent> {
     let cancel = Cancel::new();
     let canceller = cancel.clone();
@@ -366,31 +404,29 @@ pub(crate) fn send_file(
                 .await
                 .map_err(io)??
         };
-        let mut report = TransferReport {
-            size: file.size,
-            ..TransferReport::default()
+        let mut job = Job {
+            local: path,
+            owner: inner.user.clone(),
+            key,
+            info,
+            file,
+            cancel,
+            report: TransferReport {
+                size: file.size,
+                ..TransferReport::default()
+            },
+            on_progress,
         };
-        loop {
-            let link = online(&inner, &cancel).await?;
-            let attempt = upload_once(
-                link,
-                &path,
-                &key,
-                &info,
-                file,
-                &cancel,
-                &mut report,
-                &mut on_progress,
-            );
-            match attempt.await {
-                Ok(()) => break,
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => pause(why).await,
-            }
-        }
-        if cancel.cancelled() {
+        until_done(&inner, &mut job, |link, job| {
+            Box::pin(upload_once(link, job))
+        })
+        .await?;
+        if job.cancel.cancelled() {
             return Err(FileError::Cancelled);
         }
+        let Job {
+            key, info, report, ..
+        } = job;
         let id = ClientMsgId(crate::client::random_u128());
         let body = postcard::to_stdvec(&info).map_err(io)?;
         let sealed = crate::seal::seal(&key, &inner.user, &to, id, &body);
@@ -406,17 +442,9 @@ pub(crate) fn send_file(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn upload_once(
-    link: Arc<Link>,
-    path: &Path,
-    key: &FriendKey,
-    info: &FileInfo,
-    file: FileRef,
-    cancel: &Cancel,
-    report: &mut TransferReport,
-    on_progress: &mut OnProgress,
-) -> Result<(), Attempt> {
+/// One upload attempt: asks the node where to start, sends the rest, waits for `Stored`.
+async fn upload_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
+    let file = job.file;
     let lost = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
     let (mut send, mut recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
     let _ = send.set_priority(FILE_PRIORITY);
@@ -433,35 +461,26 @@ async fn upload_once(
         Ok(_) => return Err(Attempt::Fail(FileError::Refused(ErrorCode::Malformed))),
         Err(e) => return Err(lost(&e)),
     };
-    report.starts.push(offset);
-    on_progress(Progress {
-        done: offset,
-        total: file.size,
-    });
-    let mut plain_file = tokio::fs::File::open(path).await.map_err(io)?;
-    let first = offset / SEALED_CHUNK_LEN as u64;
-    for index in first..chunk_count(info.size) {
-        if cancel.cancelled() {
-            let _ = send.reset(0u32.into());
-            return Err(Attempt::Fail(FileError::Cancelled));
-        }
-        let plain = read_chunk(&mut plain_file, info.size, index).await?;
-        let sealed = seal_chunk(key, info, index, &plain);
+    job.report.starts.push(offset);
+    job.progress(offset);
+    let mut plain_file = tokio::fs::File::open(&job.local).await.map_err(io)?;
+    let size = job.info.size;
+    for index in offset / SEALED_CHUNK_LEN as u64..chunk_count(size) {
+        let plain = read_chunk(&mut plain_file, size, index).await?;
+        let sealed = seal_chunk(&job.key, &job.info, index, &plain);
         let start = index * SEALED_CHUNK_LEN as u64;
         let skip = offset.saturating_sub(start) as usize;
         // A stalled network must not keep a cancel waiting.
         tokio::select! {
-            wrote = send.write_all(&sealed[skip..]) => wrote.map_err(|e| lost(&e))?,
-            _ = cancel.wait() => {
+            biased;
+            _ = job.cancel.wait() => {
                 let _ = send.reset(0u32.into());
                 return Err(Attempt::Fail(FileError::Cancelled));
             }
+            wrote = send.write_all(&sealed[skip..]) => wrote.map_err(|e| lost(&e))?,
         }
-        report.sent_or_received += (sealed.len() - skip) as u64;
-        on_progress(Progress {
-            done: start + sealed.len() as u64,
-            total: file.size,
-        });
+        job.report.sent_or_received += (sealed.len() - skip) as u64;
+        job.progress(start + sealed.len() as u64);
     }
     send.finish().map_err(|e| lost(&e))?;
     match crate::frames::read_frame::<FileResponse>(&mut recv).await {
@@ -478,7 +497,7 @@ pub(crate) fn download(
     inner: Arc<Inner>,
     offer: FileOffer,
     path: PathBuf,
-    mut on_progress: OnProgress,
+    on_progress: OnProgress,
 ) -> Transfer<TransferReport> {
     let cancel = Cancel::new();
     let canceller = cancel.clone();
@@ -487,27 +506,23 @@ pub(crate) fn download(
             .key(&offer.from)
             .ok_or_else(|| FileError::NoKey(offer.from.to_string()))?;
         let part = part_path(&path);
-        let mut report = TransferReport {
-            size: offer.file.size,
-            ..TransferReport::default()
+        let mut job = Job {
+            local: part.clone(),
+            owner: offer.from.clone(),
+            key,
+            info: offer.info.clone(),
+            file: offer.file,
+            cancel,
+            report: TransferReport {
+                size: offer.file.size,
+                ..TransferReport::default()
+            },
+            on_progress,
         };
-        loop {
-            let link = online(&inner, &cancel).await?;
-            let attempt = download_once(
-                link,
-                &part,
-                &key,
-                &offer,
-                &cancel,
-                &mut report,
-                &mut on_progress,
-            );
-            match attempt.await {
-                Ok(()) => break,
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => pause(why).await,
-            }
-        }
+        until_done(&inner, &mut job, |link, job| {
+            Box::pin(download_once(link, job))
+        })
+        .await?;
         let (len, sha256) = {
             let part = part.clone();
             tokio::task::spawn_blocking(move || hash_file(&part))
@@ -521,7 +536,7 @@ pub(crate) fn download(
             ));
         }
         tokio::fs::rename(&part, &path).await.map_err(io)?;
-        Ok(report)
+        Ok(job.report)
     });
     Transfer {
         task,
@@ -536,36 +551,30 @@ pub fn part_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-async fn download_once(
-    link: Arc<Link>,
-    part: &Path,
-    key: &FriendKey,
-    offer: &FileOffer,
-    cancel: &Cancel,
-    report: &mut TransferReport,
-    on_progress: &mut OnProgress,
-) -> Result<(), Attempt> {
+/// One download attempt: from the whole chunks already in the `.part` file on, each
+/// chunk opened (checked) before it is written.
+async fn download_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     let lost = |e: &dyn std::fmt::Display| Attempt::Retry(e.to_string());
-    let info = &offer.info;
-    let chunks = chunk_count(info.size);
+    let (size, sealed_size) = (job.info.size, job.file.size);
+    let chunks = chunk_count(size);
     // Whole chunks already here: a torn last write is cut off and fetched again.
     let mut out = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(part)
+        .open(&job.local)
         .await
         .map_err(io)?;
-    let have = out.metadata().await.map_err(io)?.len().min(info.size);
+    let have = out.metadata().await.map_err(io)?.len().min(size);
     let mut index = have / CHUNK_LEN as u64;
-    if index >= chunks && have == info.size && info.size > 0 {
+    if index >= chunks && have == size && size > 0 {
         return Ok(());
     }
     out.set_len(index * CHUNK_LEN as u64).await.map_err(io)?;
     let offset = index * SEALED_CHUNK_LEN as u64;
     let (mut send, mut recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
     let request = ConversationRequest::Download {
-        blob: offer.file.blob,
-        owner: offer.from.clone(),
+        blob: job.file.blob,
+        owner: job.owner.clone(),
         offset,
     };
     crate::frames::write_frame(&mut send, &request)
@@ -574,31 +583,28 @@ async fn download_once(
     let _ = send.finish();
     match crate::frames::read_frame::<FileResponse>(&mut recv).await {
         Ok(Some(FileResponse::Ready { offset: at, size }))
-            if (at, size) == (offset, offer.file.size) => {}
+            if (at, size) == (offset, sealed_size) => {}
         Ok(Some(FileResponse::Error { code, .. })) => return Err(refused(code)),
         Ok(_) => return Err(Attempt::Fail(FileError::Refused(ErrorCode::Malformed))),
         Err(e) => return Err(lost(&e)),
     }
-    report.starts.push(offset);
+    job.report.starts.push(offset);
     let mut buf = Vec::with_capacity(SEALED_CHUNK_LEN);
     while index < chunks {
-        if cancel.cancelled() {
-            let _ = recv.stop(0u32.into());
-            return Err(Attempt::Fail(FileError::Cancelled));
-        }
-        let want = plain_len(info.size, index) + quiver_proto::files::TAG_LEN;
+        let want = plain_len(size, index) + quiver_proto::files::TAG_LEN;
         while buf.len() < want {
             let chunk = tokio::select! {
-                chunk = recv.read_chunk(want - buf.len(), true) => chunk,
-                _ = cancel.wait() => {
+                biased;
+                _ = job.cancel.wait() => {
                     let _ = recv.stop(0u32.into());
                     out.flush().await.map_err(io)?;
                     return Err(Attempt::Fail(FileError::Cancelled));
                 }
+                chunk = recv.read_chunk(want - buf.len(), true) => chunk,
             };
             match chunk {
                 Ok(Some(chunk)) => {
-                    report.sent_or_received += chunk.bytes.len() as u64;
+                    job.report.sent_or_received += chunk.bytes.len() as u64;
                     buf.extend_from_slice(&chunk.bytes);
                 }
                 Ok(None) => return Err(Attempt::Retry("the node ended the download early".into())),
@@ -608,9 +614,9 @@ async fn download_once(
                 }
             }
         }
-        let Some(plain) = open_chunk(key, info, index, &buf) else {
+        let Some(plain) = open_chunk(&job.key, &job.info, index, &buf) else {
             drop(out);
-            let _ = tokio::fs::remove_file(part).await;
+            let _ = tokio::fs::remove_file(&job.local).await;
             return Err(Attempt::Fail(FileError::Corrupt(format!(
                 "chunk {index} does not authenticate"
             ))));
@@ -618,10 +624,7 @@ async fn download_once(
         out.write_all(&plain).await.map_err(io)?;
         buf.clear();
         index += 1;
-        on_progress(Progress {
-            done: (index * SEALED_CHUNK_LEN as u64).min(offer.file.size),
-            total: offer.file.size,
-        });
+        job.progress((index * SEALED_CHUNK_LEN as u64).min(sealed_size));
     }
     out.flush().await.map_err(io)?;
     out.sync_all().await.map_err(io)?;
