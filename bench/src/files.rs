@@ -5,7 +5,7 @@
 use crate::stats::percentile;
 use crate::workload::{Bench, Report};
 use anyhow::{bail, Context};
-use quiver_sdk::{Client, Event, ReceiptKind, Seq, UserId};
+use quiver_sdk::{Client, Event, Events, FileOffer, ReceiptKind, Seq, UserId};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,18 +13,51 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Receipts as they reach the sender, time-stamped.
-type Receipts = mpsc::UnboundedReceiver<(Seq, ReceiptKind, Instant)>;
+pub type Receipts = mpsc::UnboundedReceiver<(Seq, ReceiptKind, Instant)>;
+
+/// Takes every event of a sender and passes its receipts on, time-stamped.
+pub fn receipts_of(mut events: Events) -> Receipts {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Event::Receipt(r) = event {
+                let _ = tx.send((r.seq, r.kind, Instant::now()));
+            }
+        }
+    });
+    rx
+}
+
+/// Takes every event of a recipient (which acknowledges it) and passes files on.
+pub fn offers_of(mut events: Events) -> mpsc::UnboundedReceiver<FileOffer> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Event::Message(m) = event {
+                if let Some(file) = m.file {
+                    let _ = tx.send(file);
+                }
+            }
+        }
+    });
+    rx
+}
 
 /// SENT and DELIVERED latencies of paced chats, in microseconds.
 #[derive(Default)]
-struct Chat {
+pub struct Chat {
     sent: Vec<u64>,
     delivered: Vec<u64>,
 }
 
 impl Chat {
+    /// How many chats were measured.
+    pub fn count(&self) -> usize {
+        self.sent.len()
+    }
+
     /// Sends one chat; records when SENT and DELIVERED came.
-    async fn one(
+    pub async fn one(
         &mut self,
         alice: &Client,
         bob: &UserId,
@@ -43,7 +76,8 @@ impl Chat {
         }
     }
 
-    fn figures(mut self) -> serde_json::Value {
+    /// p50, p99 and max of SENT and DELIVERED, in ms.
+    pub fn figures(mut self) -> serde_json::Value {
         self.sent.sort_unstable();
         self.delivered.sort_unstable();
         let ms = |v: &[u64], p: f64| percentile(v, p) as f64 / 1000.0;
@@ -57,7 +91,7 @@ impl Chat {
 
 /// Runs `transfer` with a chat every `pace` next to it; the chat's figures and the
 /// transfer's outcome and duration.
-async fn beside<T: Send + 'static>(
+pub async fn beside<T: Send + 'static>(
     transfer: impl std::future::Future<Output = T> + Send + 'static,
     pace: Duration,
     alice: &Client,
@@ -92,27 +126,11 @@ fn random_file(path: &Path, len: usize) -> anyhow::Result<()> {
 pub async fn file(bench: Arc<Bench>, mib: usize, pace: Duration) -> anyhow::Result<Report> {
     let logins = bench.users(&["alice".into(), "bob".into()]).await?;
     bench.befriend(&logins[0], &logins[1]).await?;
-    let (alice, mut alice_events) = bench.connect(&logins[0]).await?;
-    let (bob, mut bob_events) = bench.connect(&logins[1]).await?;
+    let (alice, alice_events) = bench.connect(&logins[0]).await?;
+    let (bob, bob_events) = bench.connect(&logins[1]).await?;
     let bob_id = logins[1].user.clone();
-    let (receipt_tx, mut receipts) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = alice_events.recv().await {
-            if let Event::Receipt(r) = event {
-                let _ = receipt_tx.send((r.seq, r.kind, Instant::now()));
-            }
-        }
-    });
-    let (offer_tx, mut offers) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = bob_events.recv().await {
-            if let Event::Message(m) = event {
-                if let Some(file) = m.file {
-                    let _ = offer_tx.send(file);
-                }
-            }
-        }
-    });
+    let mut receipts = receipts_of(alice_events);
+    let mut offers = offers_of(bob_events);
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("file.bin");
     let target = dir.path().join("received.bin");

@@ -4,13 +4,11 @@
 use anyhow::{bail, Context};
 use quiver_proto::files::{sealed_len, BlobId, FileResponse};
 use quiver_proto::{encode_frame, ConversationRequest, ConversationResponse, ErrorCode};
-use quiver_sdk::{Client, Event, Events, FileError, FileOffer, ReceiptKind, Seq};
+use quiver_sdk::{Client, Event, Events, FileError, FileOffer, Seq};
 use quiver_tests::{files_below, next_event, TestNode, TestUser, WAIT};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 /// Writes `len` bytes of a seeded pseudo-random stream to `path`.
 pub fn random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
@@ -69,110 +67,33 @@ async fn pair_with(adjust: impl FnOnce(&mut quiver_server::Config)) -> anyhow::R
 /// How often the chat next to a transfer sends: a brisk conversation, not a flood.
 const CHAT_PACE: Duration = Duration::from_millis(20);
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Sends one chat and waits for its SENT and its DELIVERED; returns both latencies.
-async fn one_chat(
-    alice: &Client,
-    bob_id: &quiver_sdk::UserId,
-    receipts: &mut mpsc::UnboundedReceiver<(Seq, ReceiptKind, Instant)>,
-) -> anyhow::Result<(Duration, Duration)> {
-    let started = Instant::now();
-    let sent = alice.send(bob_id, b"still here").await?;
-    let sent_after = started.elapsed();
-    loop {
-        let (seq, kind, at) = tokio::time::timeout(WAIT, receipts.recv())
-            .await?
-            .context("receipts ended")?;
-        if seq == sent.seq && kind == ReceiptKind::Delivered {
-            return Ok((sent_after, at - started));
-        }
-    }
-}
-
-fn summary(label: &str, mut sent: Vec<Duration>, mut delivered: Vec<Duration>) -> String {
-    sent.sort();
-    delivered.sort();
-    format!(
-        "{label}: {} chats, SENT p50 {:.2?} p99 {:.2?}; DELIVERED p50 {:.2?} p99 {:.2?}",
-        sent.len(),
-        percentile(&sent, 0.5),
-        percentile(&sent, 0.99),
-        percentile(&delivered, 0.5),
-        percentile(&delivered, 0.99),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_256_mib_file_arrives_whole_while_chat_in_the_same_pair_keeps_flowing(
 ) -> anyhow::Result<()> {
+    use quiver_bench::files::{beside, offers_of, receipts_of, Chat};
     let p = pair_with(|c| c.files.max_file_bytes = 1 << 30).await?;
     let source = p.dir.path().join("big.bin");
     let len = 256 << 20;
     random_file(&source, len, 256)?;
-    let (alice, mut alice_events) = p.node.connect(&p.alice).await?;
-    let (bob, mut bob_events) = p.node.connect(&p.bob).await?;
+    let (alice, alice_events) = p.node.connect(&p.alice).await?;
+    let (bob, bob_events) = p.node.connect(&p.bob).await?;
+    let mut receipts = receipts_of(alice_events);
+    let mut offers = offers_of(bob_events);
 
-    // Alice's receipts, time-stamped as they arrive.
-    let (receipt_tx, mut receipts) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = alice_events.recv().await {
-            if let Event::Receipt(r) = event {
-                let _ = receipt_tx.send((r.seq, r.kind, Instant::now()));
-            }
-        }
-    });
-    // Bob takes every message (which acknowledges it) and hands files over.
-    let (offer_tx, mut offers) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(event) = bob_events.recv().await {
-            if let Event::Message(m) = event {
-                if let Some(file) = m.file {
-                    let _ = offer_tx.send(file);
-                }
-            }
-        }
-    });
-
-    let (mut idle_sent, mut idle_delivered) = (Vec::new(), Vec::new());
+    let mut idle = Chat::default();
     for _ in 0..50 {
-        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
-        idle_sent.push(s);
-        idle_delivered.push(d);
+        idle.one(&alice, &p.bob.id, &mut receipts).await?;
     }
-
-    let uploading = Arc::new(AtomicBool::new(true));
-    let started = Instant::now();
-    let transfer = alice.send_file(&p.bob.id, &source, "application/octet-stream", |_| {});
-    let upload = {
-        let uploading = uploading.clone();
-        tokio::spawn(async move {
-            let outcome = transfer.await;
-            uploading.store(false, Ordering::SeqCst);
-            outcome
-        })
-    };
-    // Chat while the upload runs; only chats whose DELIVERED came before the upload
-    // finished count as "during".
-    let (mut busy_sent, mut busy_delivered) = (Vec::new(), Vec::new());
-    while uploading.load(Ordering::SeqCst) {
-        tokio::time::sleep(CHAT_PACE).await;
-        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
-        if uploading.load(Ordering::SeqCst) {
-            busy_sent.push(s);
-            busy_delivered.push(d);
-        }
-    }
-    let sent = upload.await??;
-    let upload_time = started.elapsed();
+    let upload = alice.send_file(&p.bob.id, &source, "application/octet-stream", |_| {});
+    let (during_upload, sent, upload_time) =
+        beside(upload, CHAT_PACE, &alice, &p.bob.id, &mut receipts).await?;
+    let sent = sent?;
     assert_eq!(sent.file.size, sealed_len(len as u64));
     assert_eq!(sent.report.starts, [0], "one clean run");
     assert!(
-        busy_sent.len() >= 10,
+        during_upload.count() >= 10,
         "chat kept flowing during the upload: only {} chats got SENT and DELIVERED",
-        busy_sent.len()
+        during_upload.count()
     );
 
     let offer = tokio::time::timeout(WAIT, offers.recv())
@@ -181,30 +102,21 @@ async fn a_256_mib_file_arrives_whole_while_chat_in_the_same_pair_keeps_flowing(
     assert_eq!(offer.info.name, "big.bin");
     assert_eq!(offer.info.size, len as u64);
     let target = p.dir.path().join("received.bin");
-    let started = Instant::now();
     let download = bob.download(&offer, &target, |_| {});
-    let (mut down_sent, mut down_delivered) = (Vec::new(), Vec::new());
-    let download = tokio::spawn(download);
-    while !download.is_finished() {
-        tokio::time::sleep(CHAT_PACE).await;
-        let (s, d) = one_chat(&alice, &p.bob.id, &mut receipts).await?;
-        down_sent.push(s);
-        down_delivered.push(d);
-    }
-    let report = download.await??;
-    let download_time = started.elapsed();
-    assert_eq!(report.starts, [0]);
+    let (during_download, report, download_time) =
+        beside(download, CHAT_PACE, &alice, &p.bob.id, &mut receipts).await?;
+    assert_eq!(report?.starts, [0]);
     assert!(same_bytes(&source, &target)?, "byte-identical");
 
     let mib = len as f64 / (1 << 20) as f64;
     println!(
-        "256 MiB: upload {:.1} MB/s ({upload_time:.2?}), download {:.1} MB/s ({download_time:.2?})",
+        "256 MiB: upload {:.1} MiB/s ({upload_time:.2?}), download {:.1} MiB/s ({download_time:.2?})",
         mib / upload_time.as_secs_f64(),
         mib / download_time.as_secs_f64(),
     );
-    println!("{}", summary("idle", idle_sent, idle_delivered));
-    println!("{}", summary("during upload", busy_sent, busy_delivered));
-    println!("{}", summary("during download", down_sent, down_delivered));
+    println!("chat idle: {}", idle.figures());
+    println!("chat during upload: {}", during_upload.figures());
+    println!("chat during download: {}", during_download.figures());
     Ok(())
 }
 
