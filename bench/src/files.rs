@@ -109,8 +109,10 @@ pub async fn beside<T: Send + 'static>(
     Ok((chat, outcome, started.elapsed()))
 }
 
-fn random_file(path: &Path, len: usize) -> anyhow::Result<()> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+/// Writes `len` bytes of a seeded pseudo-random stream to `path` (seeds give different
+/// files).
+pub fn random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut data = Vec::with_capacity(len + 8);
     while data.len() < len {
         state ^= state << 13;
@@ -134,7 +136,7 @@ pub async fn file(bench: Arc<Bench>, mib: usize, pace: Duration) -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("file.bin");
     let target = dir.path().join("received.bin");
-    random_file(&source, mib << 20)?;
+    random_file(&source, mib << 20, 1)?;
 
     let mut idle = Chat::default();
     for _ in 0..200 {

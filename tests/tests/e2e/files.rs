@@ -10,20 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Writes `len` bytes of a seeded pseudo-random stream to `path`.
-pub fn random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data)?;
-    Ok(())
-}
+pub use quiver_bench::files::random_file;
 
 /// The next message that carries a file.
 pub async fn next_file(events: &mut Events) -> anyhow::Result<(Seq, FileOffer)> {
