@@ -236,12 +236,7 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             }
             let (client, _events) = connect(profile).await?;
             let bar = progress_bar(&format!("sending {}", path.display()));
-            let shown = bar.clone();
-            let transfer = client.send_file(&to, &path, &media_type, move |p| {
-                shown.set_length(p.total);
-                shown.set_position(p.done);
-            });
-            let sent = transfer.await;
+            let sent = client.send_file(&to, &path, &media_type, shows(&bar)).await;
             bar.finish_and_clear();
             let sent = sent?;
             println!(
@@ -263,12 +258,7 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             profile.refresh_keys().await?;
             let (client, _events) = connect(profile).await?;
             let bar = progress_bar(&format!("receiving {}", offer.info.name));
-            let shown = bar.clone();
-            let transfer = client.download(&offer, &path, move |p| {
-                shown.set_length(p.total);
-                shown.set_position(p.done);
-            });
-            let report = transfer.await;
+            let report = client.download(&offer, &path, shows(&bar)).await;
             bar.finish_and_clear();
             let report = report?;
             println!(
@@ -370,6 +360,15 @@ fn progress_bar(message: &str) -> indicatif::ProgressBar {
     bar.set_style(style);
     bar.set_message(message.to_owned());
     bar
+}
+
+/// A progress callback that moves `bar`.
+fn shows(bar: &indicatif::ProgressBar) -> impl FnMut(quiver_sdk::Progress) + Send + 'static {
+    let bar = bar.clone();
+    move |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    }
 }
 
 fn receipt_kind(kind: ReceiptKind) -> &'static str {
