@@ -116,7 +116,12 @@ async fn store(
         return;
     }
     let mut file = match &path {
-        Some(path) => match tokio::fs::OpenOptions::new().append(true).open(path).await {
+        Some(path) => match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+        {
             Ok(file) => Some(tokio::io::BufWriter::with_capacity(IO_CHUNK, file)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot open a partial upload");
