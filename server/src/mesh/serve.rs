@@ -42,7 +42,7 @@ async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
     streams.shutdown().await;
 }
 
-async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
     let first = match read_frame::<MeshOpen>(&mut recv, MAX_MESH_FRAME).await {
         Ok(first) => first,
         Err(e) => {
@@ -64,13 +64,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
                 Ok(Home::Here) => router.store_receipt(&owner, &reader, kind, id, seq).await,
                 Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
             };
-            let answer = match stored {
-                Ok(()) => ReceiptAnswer::Stored,
-                Err(code) => ReceiptAnswer::Refused { code },
-            };
-            if write_frame(&mut send, &answer).await.is_ok() {
-                let _ = send.finish();
-            }
+            answer(send, stored).await
         }
         MeshOpen::Attach { user, device } => attach(shared, user, device, send, recv).await,
         MeshOpen::Upload { user, blob, size } => {
@@ -87,13 +81,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
                 Ok(Home::Here) => shared.blobs.retain(&owner, &file),
                 Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
             };
-            let answer = match kept {
-                Ok(()) => ReceiptAnswer::Stored,
-                Err(code) => ReceiptAnswer::Refused { code },
-            };
-            if write_frame(&mut send, &answer).await.is_ok() {
-                let _ = send.finish();
-            }
+            answer(send, kept).await
         }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
@@ -102,10 +90,19 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
                 .sessions
                 .close(&user, device, code, b"logged out");
             tracing::debug!(%user, closed, "sessions of a device logged out elsewhere closed");
-            if write_frame(&mut send, &ReceiptAnswer::Stored).await.is_ok() {
-                let _ = send.finish();
-            }
+            answer(send, Ok(())).await
         }
+    }
+}
+
+/// Writes the one answer of a one-answer request (receipt, logout, retain) and ends.
+async fn answer(mut send: quinn::SendStream, outcome: Result<(), ErrorCode>) {
+    let answer = match outcome {
+        Ok(()) => ReceiptAnswer::Stored,
+        Err(code) => ReceiptAnswer::Refused { code },
+    };
+    if write_frame(&mut send, &answer).await.is_ok() {
+        let _ = send.finish();
     }
 }
 
