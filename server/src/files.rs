@@ -71,14 +71,19 @@ pub async fn download(
             relay(&shared, &node, open, send, recv).await
         }
         Ok(Home::Here) => serve(&shared, &user, &owner, blob, offset, send).await,
-        // Unknown owner: the same answer as an unknown blob.
-        Err(_) => {
+        // An unknown owner gets the same answer as an unknown blob; a directory that does
+        // not answer now (Unavailable) is worth a retry.
+        Err(ErrorCode::NotFriends) => {
+            let code = ErrorCode::NotFound;
+            refuse(&shared, send, Some(recv), code, "no such file").await
+        }
+        Err(code) => {
             refuse(
                 &shared,
                 send,
                 Some(recv),
-                ErrorCode::NotFound,
-                "no such file",
+                code,
+                "the owner's node is unknown",
             )
             .await
         }
