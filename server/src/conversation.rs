@@ -51,12 +51,8 @@ pub async fn append_chats(
                     return None;
                 }
             }
-            // The phase allows one first frame, before any chat: the caller took it.
-            Ok(Some(
-                ConversationStep::Open(_)
-                | ConversationStep::Upload { .. }
-                | ConversationStep::Download { .. },
-            )) => return Some(ErrorCode::UnexpectedFrame),
+            // Any other step is a first frame: the phase allows one, and the caller took it.
+            Ok(Some(_)) => return Some(ErrorCode::UnexpectedFrame),
             Ok(None) | Err(StreamEnd::Failed(_)) => return None,
             Err(StreamEnd::Refused(code)) => return Some(code),
         }

@@ -483,11 +483,8 @@ impl Session {
                         return Some(ErrorCode::Unavailable);
                     }
                 }
-                Ok(Some(
-                    ConversationStep::Open(_)
-                    | ConversationStep::Upload { .. }
-                    | ConversationStep::Download { .. },
-                )) => break Some(ErrorCode::UnexpectedFrame),
+                // A first frame again; the phase refuses it before it gets here.
+                Ok(Some(_)) => break Some(ErrorCode::UnexpectedFrame),
                 Ok(None) | Err(StreamEnd::Failed(_)) => break None,
                 Err(StreamEnd::Refused(code)) => break Some(code),
             }
