@@ -26,15 +26,23 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one on a free port and waits until it answers PING.
+    /// Starts one on a free port and waits until it answers. A port found free can be
+    /// taken by another process (another test's Redis) before this one binds it; then
+    /// it tries another.
     pub fn start() -> anyhow::Result<Self> {
-        let mut server = Self {
-            child: None,
-            port: free_port()?,
-            dir: tempfile::tempdir()?,
-        };
-        server.resume()?;
-        Ok(server)
+        let mut last = None;
+        for _ in 0..5 {
+            let mut server = Self {
+                child: None,
+                port: free_port()?,
+                dir: tempfile::tempdir()?,
+            };
+            match server.resume() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
     /// `redis://127.0.0.1:{port}`.
@@ -75,25 +83,54 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .context("starting redis-server (apt-get install redis-server)")?;
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            // Another server on the port answers too: only our own process counts.
+            if self.answered_by(pid) {
                 return Ok(());
+            }
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    bail!("redis-server on port {} exited: {status}", self.port);
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.kill();
         bail!("redis-server on port {} did not answer", self.port)
     }
 
-    fn ping(&self) -> bool {
+    /// Whether the server on the port answers and is the process `pid`.
+    fn answered_by(&self, pid: u32) -> bool {
         let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
-        let mut reply = [0u8; 7];
-        tcp.write_all(b"PING\r\n").is_ok()
-            && tcp.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+        if tcp.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        // A bulk string: `$<len>\r\n`, then the text.
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = tcp.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            let whole = text.split_once("\r\n").is_some_and(|(head, body)| {
+                head.strip_prefix('$')
+                    .and_then(|len| len.parse::<usize>().ok())
+                    .is_some_and(|len| body.len() >= len)
+            });
+            if whole {
+                return text.contains(&format!("process_id:{pid}\r\n"));
+            }
+        }
+        false
     }
 }
 
