@@ -250,7 +250,7 @@ async fn login(
     tracing::info!(%user, %device, "logged in");
     // Normally a device connects to its user's home node: one hop less for everything.
     let quic_addr = match (shared.router.home(&user).await, shared.router.mesh()) {
-        (Ok(Home::Peer(node)), Some(mesh)) => mesh.registry().node(&node).map(|n| n.client),
+        (Ok(Home::Peer(node)), Some(mesh)) => mesh.registry().lookup(&node).await.map(|n| n.client),
         _ => None,
     };
     Ok(Json(rest::LoginResponse {

@@ -134,7 +134,7 @@ impl Mesh {
         if let Some(conn) = link.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(conn.clone());
         }
-        let Some(addrs) = self.registry.node(node) else {
+        let Some(addrs) = self.registry.lookup(node).await else {
             tracing::debug!(node, "peer not registered");
             return Err(ErrorCode::Unavailable);
         };

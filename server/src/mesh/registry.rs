@@ -157,6 +157,21 @@ impl Registry {
             .copied()
     }
 
+    /// A node's addresses: from the last heartbeat's reading, or, for a node that joined
+    /// since, straight from Redis.
+    pub async fn lookup(&self, id: &str) -> Option<NodeAddrs> {
+        if let Some(addrs) = self.node(id) {
+            return Some(addrs);
+        }
+        let mut conn = self.redis.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(node_key(id))
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        parse_addrs(&value?)
+    }
+
     /// Records that `device` of `user` is connected here; returns the value to clear later.
     pub async fn set_location(&self, user: &UserId, device: DeviceId) -> Option<String> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
