@@ -124,8 +124,14 @@ pub fn random_file(path: &Path, len: usize, seed: u64) -> anyhow::Result<()> {
     Ok(std::fs::write(path, data)?)
 }
 
-/// One file of `mib` MiB, with a chat every `pace` next to it.
-pub async fn file(bench: Arc<Bench>, mib: usize, pace: Duration) -> anyhow::Result<Report> {
+/// One file of `mib` MiB, with a chat every `pace` next to it; the file and its copy go in
+/// a temporary folder under `dir` (the system's when `None`).
+pub async fn file(
+    bench: Arc<Bench>,
+    mib: usize,
+    pace: Duration,
+    dir: Option<&Path>,
+) -> anyhow::Result<Report> {
     let logins = bench.users(&["alice".into(), "bob".into()]).await?;
     bench.befriend(&logins[0], &logins[1]).await?;
     let (alice, alice_events) = bench.connect(&logins[0]).await?;
@@ -133,7 +139,10 @@ pub async fn file(bench: Arc<Bench>, mib: usize, pace: Duration) -> anyhow::Resu
     let bob_id = logins[1].user.clone();
     let mut receipts = receipts_of(alice_events);
     let mut offers = offers_of(bob_events);
-    let dir = tempfile::tempdir()?;
+    let dir = match dir {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
     let source = dir.path().join("file.bin");
     let target = dir.path().join("received.bin");
     random_file(&source, mib << 20, 1)?;

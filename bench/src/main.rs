@@ -111,6 +111,10 @@ enum Mode {
         /// Milliseconds between chats.
         #[arg(long, default_value_t = 20)]
         chat_every_ms: u64,
+        /// Where the file and its downloaded copy go (a temporary folder inside it), to
+        /// keep them off the node's disk; the system's temporary folder by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// C idle authenticated connections: node memory per connection.
     Idle {
@@ -180,9 +184,13 @@ async fn main() -> anyhow::Result<()> {
             connections,
             one_socket,
         } => workload::idle(bench, connections, one_socket).await?,
-        Mode::File { mib, chat_every_ms } => {
+        Mode::File {
+            mib,
+            chat_every_ms,
+            dir,
+        } => {
             let pace = std::time::Duration::from_millis(chat_every_ms);
-            quiver_bench::files::file(bench, mib, pace).await?
+            quiver_bench::files::file(bench, mib, pace, dir.as_deref()).await?
         }
     };
     println!("{}", report.json);
