@@ -151,6 +151,36 @@ pub enum ConversationStep {
     },
 }
 
+impl From<ConversationStep> for ConversationRequest {
+    /// The frame that carries the step (to pass it on to another node).
+    fn from(step: ConversationStep) -> Self {
+        match step {
+            ConversationStep::Open(peer) => ConversationRequest::Open { peer },
+            ConversationStep::Chat {
+                id,
+                sent_at_ms,
+                body,
+                file,
+            } => ConversationRequest::Chat {
+                id,
+                sent_at_ms,
+                body,
+                file,
+            },
+            ConversationStep::Upload { blob, size } => ConversationRequest::Upload { blob, size },
+            ConversationStep::Download {
+                blob,
+                owner,
+                offset,
+            } => ConversationRequest::Download {
+                blob,
+                owner,
+                offset,
+            },
+        }
+    }
+}
+
 impl Phase for ConversationPhase {
     type Frame = ConversationRequest;
     type Step = ConversationStep;
@@ -445,6 +475,22 @@ mod tests {
             assert_eq!(steps[0], ConversationStep::Open(bob.clone()));
             assert!(s.at_boundary());
             assert_eq!(s.phase().peer(), Some(&bob));
+        }
+    }
+
+    #[test]
+    fn steps_turn_back_into_the_frames_they_came_from() {
+        let frames = [
+            ConversationRequest::Open {
+                peer: UserId::parse("bob").unwrap(),
+            },
+            chat(4),
+        ];
+        let mut s = Inbound::new(ConversationPhase::default(), 1024);
+        s.feed(&bytes(&frames));
+        for frame in frames {
+            let step = s.next_step().unwrap().unwrap();
+            assert_eq!(ConversationRequest::from(step), frame);
         }
     }
 

@@ -187,11 +187,6 @@ impl Blobs {
         })
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &FileLimits {
-        &self.limits
-    }
-
     fn blob_path(&self, blob: &BlobId) -> PathBuf {
         self.dir.join(blob.to_hex())
     }

@@ -466,19 +466,11 @@ impl Session {
                 Ok(Some(ConversationStep::Chat { .. })) if !self.take_send_token() => {
                     break Some(ErrorCode::RateLimited);
                 }
-                Ok(Some(ConversationStep::Chat {
-                    id,
-                    sent_at_ms,
-                    body,
-                    file,
-                })) => {
-                    let chat = ConversationRequest::Chat {
-                        id,
-                        sent_at_ms,
-                        body,
-                        file,
-                    };
-                    if write_frame(&mut up, &chat).await.is_err() {
+                Ok(Some(chat @ ConversationStep::Chat { .. })) => {
+                    if write_frame(&mut up, &ConversationRequest::from(chat))
+                        .await
+                        .is_err()
+                    {
                         answers.abort();
                         return Some(ErrorCode::Unavailable);
                     }
