@@ -74,10 +74,10 @@ pub fn decode_frame<T: DeserializeOwned>(
     buf: &[u8],
     max: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(header) = buf.get(..HEADER_LEN) else {
+    let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let len = parse_header(header.try_into().expect("slice of HEADER_LEN"), max)?;
+    let len = parse_header(*header, max)?;
     let Some(payload) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
         return Ok(None);
     };
