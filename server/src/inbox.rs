@@ -2,8 +2,15 @@
 //! device.
 //!
 //! This is the narrow storage interface DESIGN.md asks for; everything sled-specific lives
-//! here and in [`crate::commit`]. An append and its idempotency record go into one sled
-//! batch, so after a crash either both exist or neither does.
+//! here and in [`crate::commit`].
+//!
+//! An append is two plain sled inserts: the idempotency record, then the entry. Not a sled
+//! batch: sled 0.34 writes out its log buffer twice for every batch (`pin_log` rolls it
+//! before and after) to mark where a batch starts, which made batches cost as much as
+//! everything else an append does (docs/PERFORMANCE.md). sled recovers its log up to the
+//! contiguous tip, so after a crash an entry never survives without the record written
+//! before it; the record may survive without its entry, so a record counts only when the
+//! entry it names is the same message (see [`Idempotency::names`]).
 //!
 //! Two heads per user: `head` (last appended) and the *durable* head (last flushed), which
 //! is published on a `watch` channel. Pushers read only up to the durable head, so a device
@@ -41,6 +48,26 @@ pub enum Idempotency {
     Chat(UserId, ClientMsgId),
     /// A receipt, by the message's reader and the message's `seq` in the reader's inbox.
     Receipt(UserId, ReceiptKind, Seq),
+}
+
+impl Idempotency {
+    /// Whether `entry` is the append this key stands for.
+    fn names(&self, entry: &Entry) -> bool {
+        match (self, &entry.kind) {
+            (Idempotency::Chat(from, id), EntryKind::Chat { id: stored, .. }) => {
+                *from == entry.peer && id == stored
+            }
+            (
+                Idempotency::Receipt(reader, kind, seq),
+                EntryKind::Receipt {
+                    kind: stored_kind,
+                    seq: stored_seq,
+                    ..
+                },
+            ) => *reader == entry.peer && kind == stored_kind && seq == stored_seq,
+            _ => false,
+        }
+    }
 }
 
 const SHARDS: usize = 16;
@@ -183,8 +210,8 @@ impl Inbox {
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             let state = self.owner(&mut owners, owner)?;
-            if let Some(seq) = self.tree.get(&dedupe)? {
-                (seq_from(&seq)?, false, state.durable.clone())
+            if let Some(seq) = self.earlier(owner, &dedupe, idem)? {
+                (seq, false, state.durable.clone())
             } else {
                 let seq = state.head.next();
                 let entry = Entry {
@@ -194,10 +221,9 @@ impl Inbox {
                 };
                 let value =
                     postcard::to_stdvec(&entry).map_err(|e| InboxError::Storage(e.to_string()))?;
-                let mut batch = sled::Batch::default();
-                batch.insert(entry_key(owner, seq), value);
-                batch.insert(dedupe, &seq.0.to_be_bytes());
-                self.tree.apply_batch(batch)?;
+                // Record first: see the module doc for why this order is crash-safe.
+                self.tree.insert(dedupe, &seq.0.to_be_bytes())?;
+                self.tree.insert(entry_key(owner, seq), value)?;
                 state.head = seq;
                 (seq, true, state.durable.clone())
             }
@@ -220,6 +246,24 @@ impl Inbox {
             fresh,
             durable: rx,
         })
+    }
+
+    /// The `seq` of an earlier append of the same message, if its entry is there. A record
+    /// whose entry a crash took (or whose `seq` a later append reused) does not count.
+    fn earlier(
+        &self,
+        owner: &UserId,
+        dedupe: &[u8],
+        idem: &Idempotency,
+    ) -> Result<Option<Seq>, InboxError> {
+        let Some(seq) = self.tree.get(dedupe)? else {
+            return Ok(None);
+        };
+        let seq = seq_from(&seq)?;
+        Ok(self
+            .get(owner, seq)?
+            .filter(|entry| idem.names(entry))
+            .map(|_| seq))
     }
 
     /// Watches `owner`'s durable head: the highest `seq` that is safe to push.
@@ -342,6 +386,57 @@ mod tests {
             [Seq(1), Seq(2)]
         );
         assert!(inbox.read(&alice, Seq(1), Seq(10), 10).unwrap().is_empty());
+    }
+
+    /// The state a crash can leave between an append's two inserts: the idempotency record
+    /// is on disk, the entry is not (and its `seq` went to another message since).
+    #[tokio::test]
+    async fn a_record_whose_entry_is_missing_or_another_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (inbox, _task) = open(&db).unwrap();
+        let (bob, alice) = (user("bob"), user("alice"));
+        let tree = db.open_tree("inbox").unwrap();
+        let lost = Idempotency::Chat(alice.clone(), ClientMsgId(7));
+        tree.insert(dedupe_key(&bob, &lost), &1u64.to_be_bytes())
+            .unwrap();
+        let reused = Idempotency::Receipt(alice.clone(), ReceiptKind::Read, Seq(5));
+        tree.insert(dedupe_key(&bob, &reused), &2u64.to_be_bytes())
+            .unwrap();
+
+        let first = inbox.append(&bob, &alice, chat(7), &lost).unwrap();
+        assert!(first.fresh, "a record without its entry was taken for one");
+        assert_eq!(first.durable().await.unwrap(), Seq(1));
+        let other = Idempotency::Chat(alice.clone(), ClientMsgId(8));
+        let second = inbox.append(&bob, &alice, chat(8), &other).unwrap();
+        assert_eq!(second.durable().await.unwrap(), Seq(2));
+
+        // Seq 2 is now another message: the stale record pointing there does not count.
+        let receipt = EntryKind::Receipt {
+            kind: ReceiptKind::Read,
+            id: ClientMsgId(1),
+            seq: Seq(5),
+        };
+        let third = inbox
+            .append(&bob, &alice, receipt.clone(), &reused)
+            .unwrap();
+        assert!(third.fresh);
+        assert_eq!(third.durable().await.unwrap(), Seq(3));
+
+        // And the records now in place find their entries.
+        let retry = inbox.append(&bob, &alice, chat(7), &lost).unwrap();
+        assert!(!retry.fresh);
+        assert_eq!(retry.durable().await.unwrap(), Seq(1));
+        let retry = inbox.append(&bob, &alice, receipt, &reused).unwrap();
+        assert!(!retry.fresh);
+        assert_eq!(retry.durable().await.unwrap(), Seq(3));
+        let seqs: Vec<_> = inbox
+            .read(&bob, Seq(1), Seq(10), 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [Seq(1), Seq(2), Seq(3)]);
     }
 
     #[tokio::test]
