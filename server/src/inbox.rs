@@ -210,10 +210,29 @@ impl Inbox {
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             let state = self.owner(&mut owners, owner)?;
-            if let Some(seq) = self.earlier(owner, &dedupe, idem)? {
-                (seq, false, state.durable.clone())
+            let seq = state.head.next();
+            // Record first: see the module doc for why this order is crash-safe. One
+            // compare-and-swap both looks for an earlier append and records this one.
+            let record = seq.0.to_be_bytes();
+            let earlier = match self
+                .tree
+                .compare_and_swap(&dedupe, None::<&[u8]>, Some(&record))?
+            {
+                Ok(()) => None,
+                Err(taken) => {
+                    let earlier = match taken.current {
+                        Some(current) => self.named(owner, seq_from(&current)?, idem)?,
+                        None => None,
+                    };
+                    if earlier.is_none() {
+                        self.tree.insert(&dedupe, &record)?;
+                    }
+                    earlier
+                }
+            };
+            if let Some(earlier) = earlier {
+                (earlier, false, state.durable.clone())
             } else {
-                let seq = state.head.next();
                 let entry = Entry {
                     seq,
                     peer: peer.clone(),
@@ -221,8 +240,6 @@ impl Inbox {
                 };
                 let value =
                     postcard::to_stdvec(&entry).map_err(|e| InboxError::Storage(e.to_string()))?;
-                // Record first: see the module doc for why this order is crash-safe.
-                self.tree.insert(dedupe, &seq.0.to_be_bytes())?;
                 self.tree.insert(entry_key(owner, seq), value)?;
                 state.head = seq;
                 (seq, true, state.durable.clone())
@@ -248,18 +265,14 @@ impl Inbox {
         })
     }
 
-    /// The `seq` of an earlier append of the same message, if its entry is there. A record
-    /// whose entry a crash took (or whose `seq` a later append reused) does not count.
-    fn earlier(
+    /// `seq`, if the entry there is the append `idem` stands for. A record whose entry a
+    /// crash took (or whose `seq` a later append reused) does not count.
+    fn named(
         &self,
         owner: &UserId,
-        dedupe: &[u8],
+        seq: Seq,
         idem: &Idempotency,
     ) -> Result<Option<Seq>, InboxError> {
-        let Some(seq) = self.tree.get(dedupe)? else {
-            return Ok(None);
-        };
-        let seq = seq_from(&seq)?;
         Ok(self
             .get(owner, seq)?
             .filter(|entry| idem.names(entry))
