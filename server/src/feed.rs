@@ -6,10 +6,12 @@
 //! it through a mesh attachment ([`crate::mesh`]). Either way acks, read marks and pushes
 //! go through here, so the rules are the same wherever the device is connected.
 
+use crate::inbox::Inbox;
 use crate::node::Shared;
+use crate::router::Pushed;
 use quiver_proto::stream::ControlStep;
 use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -41,6 +43,8 @@ struct Acks {
     pushed: Seq,
     /// Acks whose DELIVERED receipt is being written.
     in_progress: HashSet<Seq>,
+    /// What was pushed and is not acknowledged yet (at most a window of it).
+    unacked: HashMap<Seq, Pushed>,
     /// The feed has ended and taken its share out of the push-backlog gauge.
     closed: bool,
 }
@@ -62,18 +66,26 @@ impl Feed {
         device: DeviceId,
     ) -> Result<Arc<Feed>, crate::inbox::InboxError> {
         let start = shared.router.inbox().cursor(&user, device)?;
+        let cursor_tx = watch::channel(start).0;
         let acks = Acks {
             tracker: CursorTracker::new(start),
             pushed: start,
             in_progress: HashSet::new(),
+            unacked: HashMap::new(),
             closed: false,
         };
+        tokio::spawn(save_cursor(
+            shared.router.inbox().clone(),
+            user.clone(),
+            device,
+            cursor_tx.subscribe(),
+        ));
         Ok(Arc::new(Feed {
             shared,
             user,
             device,
             acks: Mutex::new(acks),
-            cursor_tx: watch::channel(start).0,
+            cursor_tx,
         }))
     }
 
@@ -130,7 +142,11 @@ impl Feed {
 
     /// Records DELIVERED for the sender, then moves this device's cursor.
     async fn finish_ack(self: Arc<Self>, seq: Seq) -> Result<(), ErrorCode> {
-        self.shared.router.delivered(&self.user, seq).await?;
+        let pushed = self.acks().unacked.remove(&seq);
+        self.shared
+            .router
+            .delivered(&self.user, seq, pushed)
+            .await?;
         self.record_ack(seq);
         Ok(())
     }
@@ -150,11 +166,7 @@ impl Feed {
                     .push_backlog
                     .fetch_sub(acked, Ordering::Relaxed);
             }
-            // Under the lock, so cursor writes reach sled in order.
-            let inbox = self.shared.router.inbox();
-            if let Err(e) = inbox.set_cursor(&self.user, self.device, cursor) {
-                tracing::warn!(error = %e, "cursor not saved");
-            }
+            // Under the lock, so the cursor only moves up; `save_cursor` writes it.
             self.cursor_tx.send_replace(cursor);
         }
     }
@@ -169,6 +181,11 @@ impl Feed {
             .fetch_sub(unacked, Ordering::Relaxed);
         // An ack task still finishing must not subtract again.
         acks.closed = true;
+        // The last word on the cursor, before the session (and a shutdown's flush) ends.
+        let inbox = self.shared.router.inbox();
+        if let Err(e) = inbox.set_cursor(&self.user, self.device, acks.tracker.cursor()) {
+            tracing::warn!(error = %e, "cursor not saved");
+        }
     }
 
     /// Hands the inbox from the cursor on to `deliver`, in `seq` order, within the window,
@@ -205,6 +222,8 @@ impl Feed {
                 // gauge, so the gauge never dips below zero.
                 let mut acks = self.acks();
                 let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
+                acks.unacked
+                    .extend(entries.iter().map(|e| (e.seq, Pushed::of(e))));
                 self.shared
                     .metrics
                     .push_backlog
@@ -227,6 +246,23 @@ impl Feed {
                 .entries_pushed
                 .fetch_add(pushed, Ordering::Relaxed);
             next = last.next();
+        }
+    }
+}
+
+/// Writes a device's cursor as it moves. One write covers however many acks arrived
+/// while the one before it ran; ends with the feed. A write lost in a crash only means
+/// redelivery from an older cursor, which the SDK drops by `seq` and acknowledges again.
+async fn save_cursor(
+    inbox: Arc<Inbox>,
+    user: UserId,
+    device: DeviceId,
+    mut cursor: watch::Receiver<Seq>,
+) {
+    while cursor.changed().await.is_ok() {
+        let seq = *cursor.borrow_and_update();
+        if let Err(e) = inbox.set_cursor(&user, device, seq) {
+            tracing::warn!(error = %e, "cursor not saved");
         }
     }
 }

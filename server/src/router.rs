@@ -174,9 +174,24 @@ impl Router {
 
     /// `owner`'s device has entry `seq`: if it is a chat, its sender gets DELIVERED
     /// (once, however many devices acknowledge). Returns when the receipt is durable.
-    pub async fn delivered(&self, owner: &UserId, seq: Seq) -> Result<(), ErrorCode> {
-        self.receipt(owner, seq, ReceiptKind::Delivered, false)
-            .await
+    /// `pushed` is what the feed remembers of the entry, to spare reading it back.
+    pub async fn delivered(
+        &self,
+        owner: &UserId,
+        seq: Seq,
+        pushed: Option<Pushed>,
+    ) -> Result<(), ErrorCode> {
+        match pushed {
+            Some(Pushed::Chat { from, id }) => {
+                self.send_receipt(owner, seq, ReceiptKind::Delivered, from, id)
+                    .await
+            }
+            Some(Pushed::Receipt) => Ok(()),
+            None => {
+                self.receipt(owner, seq, ReceiptKind::Delivered, false)
+                    .await
+            }
+        }
     }
 
     /// `owner` read the chat at `seq`: its sender gets READ. Reading implies having it,
@@ -206,10 +221,23 @@ impl Router {
                 Ok(())
             };
         };
-        match (self.home(&entry.peer).await?, &self.mesh) {
+        self.send_receipt(owner, seq, kind, entry.peer, id).await
+    }
+
+    /// Gets receipt `kind` for the chat `seq` of `owner`'s inbox, `id` from `from`, to
+    /// `from`'s home node and waits until it is durable there.
+    async fn send_receipt(
+        &self,
+        owner: &UserId,
+        seq: Seq,
+        kind: ReceiptKind,
+        from: UserId,
+        id: ClientMsgId,
+    ) -> Result<(), ErrorCode> {
+        match (self.home(&from).await?, &self.mesh) {
             (Home::Peer(node), Some(mesh)) => {
                 let receipt = MeshOpen::Receipt {
-                    owner: entry.peer,
+                    owner: from,
                     reader: owner.clone(),
                     kind,
                     id,
@@ -218,7 +246,7 @@ impl Router {
                 self.metrics.mesh_request(MeshKind::Receipt);
                 mesh.ask(&node, receipt).await
             }
-            _ => self.store_receipt(&entry.peer, owner, kind, id, seq).await,
+            _ => self.store_receipt(&from, owner, kind, id, seq).await,
         }
     }
 
@@ -243,6 +271,33 @@ impl Router {
         }
         appended.durable().await.map_err(storage_error)?;
         Ok(())
+    }
+}
+
+/// What a feed remembers of an entry it pushed, until the device acknowledges it.
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    /// A chat `id` from `from`: its ack earns `from` a DELIVERED.
+    Chat {
+        /// The sender.
+        from: UserId,
+        /// The sender's id for it.
+        id: ClientMsgId,
+    },
+    /// A receipt: its ack moves the cursor, nothing more.
+    Receipt,
+}
+
+impl Pushed {
+    /// What to remember of `entry`.
+    pub fn of(entry: &quiver_proto::Entry) -> Self {
+        match &entry.kind {
+            EntryKind::Chat { id, .. } => Pushed::Chat {
+                from: entry.peer.clone(),
+                id: *id,
+            },
+            EntryKind::Receipt { .. } => Pushed::Receipt,
+        }
     }
 }
 
