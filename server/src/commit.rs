@@ -1,7 +1,7 @@
 //! Group commit: many writers, one fsync.
 //!
-//! A writer inserts into sled (fast, not yet durable) and then asks [`GroupCommit`] to call
-//! it back once a flush that *started after its insert* has finished. One task runs
+//! A writer appends (fast, not yet durable) and then asks [`GroupCommit`] to call it back
+//! once a flush that *started after its append* has finished. One task runs
 //! flushes back to back; every request that arrived while a flush was running rides on the
 //! next one. Under load, N concurrent senders cost one fsync, not N.
 
@@ -22,8 +22,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flush task for `db`. The task ends when every handle is dropped.
-    pub fn spawn(db: sled::Db, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
+    /// Starts the flush task, which makes writes durable with `flush`. The task ends when
+    /// every handle is dropped.
+    pub fn spawn(
+        flush: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+        metrics: Arc<Metrics>,
+    ) -> (Self, JoinHandle<()>) {
         let (requests, rx) = mpsc::unbounded_channel();
         let flushes = Arc::new(AtomicU64::new(0));
         (
@@ -31,7 +35,7 @@ impl GroupCommit {
                 requests,
                 flushes: flushes.clone(),
             },
-            tokio::spawn(run(db, rx, flushes, metrics)),
+            tokio::spawn(run(Arc::new(flush), rx, flushes, metrics)),
         )
     }
 
@@ -52,16 +56,16 @@ impl GroupCommit {
 const MAX_BATCH: usize = 4096;
 
 async fn run(
-    db: sled::Db,
+    flush: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
     mut rx: mpsc::UnboundedReceiver<OnDurable>,
     flushes: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let db = db.clone();
+        let flush = flush.clone();
         let started = std::time::Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || db.flush()).await;
+        let outcome = tokio::task::spawn_blocking(move || flush()).await;
         metrics.flush(started.elapsed());
         flushes.fetch_add(1, Ordering::Relaxed);
         let outcome = match outcome {
@@ -86,7 +90,11 @@ mod tests {
     async fn concurrent_writers_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let (commit, _task) = GroupCommit::spawn(db.clone(), Arc::default());
+        let flushed = db.clone();
+        let (commit, _task) = GroupCommit::spawn(
+            move || flushed.flush().map(drop).map_err(std::io::Error::other),
+            Arc::default(),
+        );
         let writers = 200;
         let mut done = Vec::new();
         for i in 0u32..writers {

@@ -1,33 +1,37 @@
-//! The inbox: one append-only log per user in sled, keyed by `seq`, plus one cursor per
-//! device.
+//! The inbox: one append-only log per user, keyed by `seq`, plus one cursor per device.
 //!
-//! This is the narrow storage interface DESIGN.md asks for; everything sled-specific lives
-//! here and in [`crate::commit`].
+//! This is the narrow storage interface DESIGN.md asks for. Entries of every user go to
+//! one file ([`crate::log`]): one checksummed record per entry, written at once, made
+//! durable by group commit ([`crate::commit`]). The index — where each user's entry
+//! `seq` is, and which message each idempotency key already names — is in memory, rebuilt
+//! by reading the file when the node starts. Device cursors stay in sled (a cursor write
+//! is allowed to be lost; it only means redelivery).
 //!
-//! An append is two plain sled inserts: the idempotency record, then the entry. Not a sled
-//! batch: sled 0.34 writes out its log buffer twice for every batch (`pin_log` rolls it
-//! before and after) to mark where a batch starts, which made batches cost as much as
-//! everything else an append does (docs/PERFORMANCE.md). sled recovers its log up to the
-//! contiguous tip, so after a crash an entry never survives without the record written
-//! before it; the record may survive without its entry, so a record counts only when the
-//! entry it names is the same message (see [`Idempotency::names`]).
+//! Why not sled for entries: an append was an entry and an idempotency record in sled, and
+//! sled's tree (a node split every 8 appends, each writing both halves to its log) took
+//! about half of the node's CPU under load (docs/PERFORMANCE.md). Here an append is one
+//! `pwrite`, and the record *is* the idempotency record: an entry names its own key
+//! ([`Idempotency::of`]), so after a crash a key never outlives its entry or the reverse.
 //!
-//! Two heads per user: `head` (last appended) and the *durable* head (last flushed), which
+//! Two heads per user: `head` (last appended) and the *durable* head (last synced), which
 //! is published on a `watch` channel. Pushers read only up to the durable head, so a device
 //! never sees an entry that a crash could take back (and whose `seq` would then be reused).
 
 use crate::commit::GroupCommit;
+use crate::log::{Log, Place};
+use crate::metrics::Metrics;
 use quiver_proto::{ClientMsgId, DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 
 /// What can go wrong in the inbox.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum InboxError {
-    /// sled failed, or the flush did.
+    /// The log file, its sync or sled (cursors) failed.
     #[error("inbox storage: {0}")]
     Storage(String),
     /// A stored value does not decode.
@@ -41,6 +45,15 @@ impl From<sled::Error> for InboxError {
     }
 }
 
+impl From<std::io::Error> for InboxError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData => InboxError::Corrupt(e.to_string()),
+            _ => InboxError::Storage(e.to_string()),
+        }
+    }
+}
+
 /// What makes two appends "the same message": a retry must find the first one's `seq`.
 #[derive(Debug, Clone)]
 pub enum Idempotency {
@@ -51,44 +64,101 @@ pub enum Idempotency {
 }
 
 impl Idempotency {
-    /// Whether `entry` is the append this key stands for.
-    fn names(&self, entry: &Entry) -> bool {
-        match (self, &entry.kind) {
-            (Idempotency::Chat(from, id), EntryKind::Chat { id: stored, .. }) => {
-                *from == entry.peer && id == stored
+    /// The key `entry` was appended under.
+    pub fn of(entry: &Entry) -> Self {
+        match &entry.kind {
+            EntryKind::Chat { id, .. } => Idempotency::Chat(entry.peer.clone(), *id),
+            EntryKind::Receipt { kind, seq, .. } => {
+                Idempotency::Receipt(entry.peer.clone(), *kind, *seq)
             }
-            (
-                Idempotency::Receipt(reader, kind, seq),
-                EntryKind::Receipt {
-                    kind: stored_kind,
-                    seq: stored_seq,
-                    ..
-                },
-            ) => *reader == entry.peer && kind == stored_kind && seq == stored_seq,
-            _ => false,
         }
+    }
+
+    /// A 128-bit digest (SHA-256, cut): what the index keeps instead of the whole key.
+    /// Cryptographic, so a sender cannot pick message ids that collide with another's.
+    fn digest(&self) -> u128 {
+        let mut key = Vec::with_capacity(64);
+        match self {
+            Idempotency::Chat(from, id) => {
+                key.push(b'c');
+                push_name(&mut key, from);
+                key.extend_from_slice(&id.0.to_be_bytes());
+            }
+            Idempotency::Receipt(from, kind, seq) => {
+                key.push(match kind {
+                    ReceiptKind::Delivered => b'D',
+                    ReceiptKind::Read => b'R',
+                });
+                push_name(&mut key, from);
+                key.extend_from_slice(&seq.0.to_be_bytes());
+            }
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, &key);
+        let (head, _) = digest
+            .as_ref()
+            .split_first_chunk::<16>()
+            .unwrap_or((&[0; 16], &[]));
+        u128::from_be_bytes(*head)
     }
 }
 
-const SHARDS: usize = 16;
-const ENTRY: u8 = b'e';
-const DEDUPE: u8 = b'd';
+fn push_name(key: &mut Vec<u8>, user: &UserId) {
+    let name = user.as_str().as_bytes();
+    key.push(name.len() as u8);
+    key.extend_from_slice(name);
+}
 
-/// Per-user state kept in memory while the node runs.
+const SHARDS: usize = 16;
+
+/// One user's index.
 struct Owner {
-    head: Seq,
+    /// Where entry `seq` is: `places[seq - 1]`; `None` for a `seq` the log lacks.
+    places: Vec<Option<Place>>,
+    /// Idempotency digests of the appends so far.
+    appended: HashMap<u128, Seq>,
     durable: watch::Sender<Seq>,
+}
+
+impl Owner {
+    fn new() -> Self {
+        Owner {
+            places: Vec::new(),
+            appended: HashMap::new(),
+            durable: watch::channel(Seq(0)).0,
+        }
+    }
+
+    fn head(&self) -> Seq {
+        Seq(self.places.len() as u64)
+    }
+
+    fn place(&self, seq: Seq) -> Option<Place> {
+        let index = usize::try_from(seq.0.checked_sub(1)?).ok()?;
+        self.places.get(index).copied().flatten()
+    }
+
+    /// Indexes `entry` at `place`, as appended or as read back from the log.
+    fn index(&mut self, entry: &Entry, place: Place) {
+        let index = entry.seq.0.saturating_sub(1) as usize;
+        if self.places.len() <= index {
+            self.places.resize(index + 1, None);
+        }
+        self.places[index] = Some(place);
+        self.appended
+            .insert(Idempotency::of(entry).digest(), entry.seq);
+    }
 }
 
 /// Per-user logs and device cursors.
 pub struct Inbox {
-    tree: sled::Tree,
+    log: Arc<Log>,
+    /// Also holds sled's lock on the data folder, so no second node opens the log.
     cursors: sled::Tree,
     owners: [Mutex<HashMap<UserId, Owner>>; SHARDS],
     commit: GroupCommit,
 }
 
-/// An append that is in sled but maybe not yet on disk.
+/// An append that is in the log but maybe not yet on disk.
 pub struct Appended {
     /// The entry's position.
     pub seq: Seq,
@@ -108,43 +178,12 @@ impl Appended {
     }
 }
 
-fn user_prefix(tag: u8, user: &UserId) -> Vec<u8> {
-    let name = user.as_str().as_bytes();
+fn cursor_key(owner: &UserId, device: DeviceId) -> Vec<u8> {
+    let name = owner.as_str().as_bytes();
     let mut key = Vec::with_capacity(name.len() + 10);
-    key.push(tag);
+    key.push(b'c');
     key.push(name.len() as u8);
     key.extend_from_slice(name);
-    key
-}
-
-fn entry_key(user: &UserId, seq: Seq) -> Vec<u8> {
-    let mut key = user_prefix(ENTRY, user);
-    key.extend_from_slice(&seq.0.to_be_bytes());
-    key
-}
-
-fn dedupe_key(owner: &UserId, idem: &Idempotency) -> Vec<u8> {
-    let mut key = user_prefix(DEDUPE, owner);
-    match idem {
-        Idempotency::Chat(from, id) => {
-            key.push(b'c');
-            key.extend_from_slice(&user_prefix(0, from));
-            key.extend_from_slice(&id.0.to_be_bytes());
-        }
-        Idempotency::Receipt(from, kind, seq) => {
-            key.push(match kind {
-                ReceiptKind::Delivered => b'D',
-                ReceiptKind::Read => b'R',
-            });
-            key.extend_from_slice(&user_prefix(0, from));
-            key.extend_from_slice(&seq.0.to_be_bytes());
-        }
-    }
-    key
-}
-
-fn cursor_key(owner: &UserId, device: DeviceId) -> Vec<u8> {
-    let mut key = user_prefix(b'c', owner);
     key.extend_from_slice(&device.0.to_be_bytes());
     key
 }
@@ -156,45 +195,89 @@ fn seq_from(bytes: &[u8]) -> Result<Seq, InboxError> {
     Ok(Seq(u64::from_be_bytes(raw)))
 }
 
+fn encode(owner: &UserId, entry: &Entry) -> Result<Vec<u8>, InboxError> {
+    postcard::to_stdvec(&(owner, entry)).map_err(|e| InboxError::Storage(e.to_string()))
+}
+
+fn decode(bytes: &[u8]) -> Result<(UserId, Entry), InboxError> {
+    postcard::from_bytes(bytes).map_err(|e| InboxError::Corrupt(e.to_string()))
+}
+
 impl Inbox {
-    /// Opens the inbox trees in `db`; appends become durable through `commit`.
-    pub fn open(db: &sled::Db, commit: GroupCommit) -> Result<Self, InboxError> {
-        Ok(Self {
-            tree: db.open_tree("inbox")?,
+    /// Opens the log at `path` (reading it to build the index) and the cursors in `db`,
+    /// and starts the group-commit task that makes appends durable. Entries an older node
+    /// kept in sled are moved into the log first.
+    pub fn open(
+        db: &sled::Db,
+        path: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), InboxError> {
+        let mut owners: [HashMap<UserId, Owner>; SHARDS] = std::array::from_fn(|_| HashMap::new());
+        let (log, opened) = Log::open(path, |place, payload| {
+            let (owner, entry) = decode(payload)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            owners[shard_of(&owner)]
+                .entry(owner)
+                .or_insert_with(Owner::new)
+                .index(&entry, place);
+            Ok(())
+        })?;
+        for owner in owners.iter_mut().flat_map(|shard| shard.values_mut()) {
+            owner.durable.send_replace(owner.head());
+        }
+        tracing::info!(records = opened.records, cut = opened.cut, "inbox log read");
+        let log = Arc::new(log);
+        let synced = log.clone();
+        let (commit, task) = GroupCommit::spawn(move || synced.sync(), metrics);
+        let inbox = Arc::new(Self {
+            log,
             cursors: db.open_tree("cursors")?,
-            owners: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            owners: owners.map(Mutex::new),
             commit,
-        })
+        });
+        inbox.adopt_sled_entries(db)?;
+        Ok((inbox, task))
+    }
+
+    /// Moves entries an older node kept in sled's `inbox` tree into the log, then drops the
+    /// tree. Safe to repeat after a crash: a `seq` the log has already is skipped.
+    fn adopt_sled_entries(&self, db: &sled::Db) -> Result<(), InboxError> {
+        const OLD_TREE: &[u8] = b"inbox";
+        if !db.tree_names().iter().any(|name| name == OLD_TREE) {
+            return Ok(());
+        }
+        let old = db.open_tree(OLD_TREE)?;
+        let mut adopted = 0u64;
+        for item in old.scan_prefix([b'e']) {
+            let (key, value) = item?;
+            let entry: Entry = postcard::from_bytes(&value)
+                .map_err(|e| InboxError::Corrupt(format!("old inbox entry: {e}")))?;
+            let owner = key
+                .get(2..2 + usize::from(*key.get(1).unwrap_or(&0)))
+                .and_then(|name| std::str::from_utf8(name).ok())
+                .and_then(|name| UserId::parse(name).ok())
+                .ok_or_else(|| InboxError::Corrupt("old inbox key".into()))?;
+            let mut owners = self.shard(&owner);
+            let state = owners.entry(owner.clone()).or_insert_with(Owner::new);
+            if state.place(entry.seq).is_some() {
+                continue;
+            }
+            let place = self.log.append(&encode(&owner, &entry)?)?;
+            state.index(&entry, place);
+            state.durable.send_replace(state.head());
+            adopted += 1;
+        }
+        self.log.sync()?;
+        db.drop_tree(OLD_TREE)?;
+        db.flush()?;
+        tracing::info!(adopted, "moved inbox entries from sled into the log");
+        Ok(())
     }
 
     fn shard(&self, owner: &UserId) -> std::sync::MutexGuard<'_, HashMap<UserId, Owner>> {
-        let mut h = DefaultHasher::new();
-        owner.hash(&mut h);
-        let shard = &self.owners[h.finish() as usize % SHARDS];
-        shard.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Loads a user's state on first use. Everything already stored is durable: appends
-    /// made since the node started went through [`Inbox::append`], which created the state.
-    fn owner<'a>(
-        &self,
-        owners: &'a mut HashMap<UserId, Owner>,
-        user: &UserId,
-    ) -> Result<&'a mut Owner, InboxError> {
-        if !owners.contains_key(user) {
-            let head = match self.tree.scan_prefix(user_prefix(ENTRY, user)).next_back() {
-                Some(item) => decode(&item?.1)?.seq,
-                None => Seq(0),
-            };
-            owners.insert(
-                user.clone(),
-                Owner {
-                    head,
-                    durable: watch::channel(head).0,
-                },
-            );
-        }
-        Ok(owners.get_mut(user).expect("inserted above"))
+        self.owners[shard_of(owner)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends an entry to `owner`'s log, or finds the earlier append with the same
@@ -206,43 +289,28 @@ impl Inbox {
         kind: EntryKind,
         idem: &Idempotency,
     ) -> Result<Appended, InboxError> {
-        let dedupe = dedupe_key(owner, idem);
+        let digest = idem.digest();
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
-            let state = self.owner(&mut owners, owner)?;
-            let seq = state.head.next();
-            // Record first: see the module doc for why this order is crash-safe. One
-            // compare-and-swap both looks for an earlier append and records this one.
-            let record = seq.0.to_be_bytes();
-            let earlier = match self
-                .tree
-                .compare_and_swap(&dedupe, None::<&[u8]>, Some(&record))?
-            {
-                Ok(()) => None,
-                Err(taken) => {
-                    let earlier = match taken.current {
-                        Some(current) => self.named(owner, seq_from(&current)?, idem)?,
-                        None => None,
-                    };
-                    if earlier.is_none() {
-                        self.tree.insert(&dedupe, &record)?;
-                    }
-                    earlier
-                }
+            if !owners.contains_key(owner) {
+                owners.insert(owner.clone(), Owner::new());
+            }
+            let Some(state) = owners.get_mut(owner) else {
+                return Err(InboxError::Storage("owner vanished".into()));
             };
-            if let Some(earlier) = earlier {
-                (earlier, false, state.durable.clone())
-            } else {
-                let entry = Entry {
-                    seq,
-                    peer: peer.clone(),
-                    kind,
-                };
-                let value =
-                    postcard::to_stdvec(&entry).map_err(|e| InboxError::Storage(e.to_string()))?;
-                self.tree.insert(entry_key(owner, seq), value)?;
-                state.head = seq;
-                (seq, true, state.durable.clone())
+            match state.appended.get(&digest) {
+                Some(&seq) => (seq, false, state.durable.clone()),
+                None => {
+                    let entry = Entry {
+                        seq: state.head().next(),
+                        peer: peer.clone(),
+                        kind,
+                    };
+                    // Under the shard lock: one user's records go to the log in `seq` order.
+                    let place = self.log.append(&encode(owner, &entry)?)?;
+                    state.index(&entry, place);
+                    (entry.seq, true, state.durable.clone())
+                }
             }
         };
         let (tx, rx) = oneshot::channel();
@@ -265,24 +333,11 @@ impl Inbox {
         })
     }
 
-    /// `seq`, if the entry there is the append `idem` stands for. A record whose entry a
-    /// crash took (or whose `seq` a later append reused) does not count.
-    fn named(
-        &self,
-        owner: &UserId,
-        seq: Seq,
-        idem: &Idempotency,
-    ) -> Result<Option<Seq>, InboxError> {
-        Ok(self
-            .get(owner, seq)?
-            .filter(|entry| idem.names(entry))
-            .map(|_| seq))
-    }
-
     /// Watches `owner`'s durable head: the highest `seq` that is safe to push.
     pub fn subscribe(&self, owner: &UserId) -> Result<watch::Receiver<Seq>, InboxError> {
         let mut owners = self.shard(owner);
-        Ok(self.owner(&mut owners, owner)?.durable.subscribe())
+        let state = owners.entry(owner.clone()).or_insert_with(Owner::new);
+        Ok(state.durable.subscribe())
     }
 
     /// Entries of `owner` from `from` through `to`, in order, at most `limit` of them.
@@ -293,19 +348,37 @@ impl Inbox {
         to: Seq,
         limit: usize,
     ) -> Result<Vec<Entry>, InboxError> {
-        self.tree
-            .range(entry_key(owner, from)..=entry_key(owner, to))
-            .take(limit)
-            .map(|item| decode(&item?.1))
+        let places: Vec<(Seq, Place)> = {
+            let owners = self.shard(owner);
+            let Some(state) = owners.get(owner) else {
+                return Ok(Vec::new());
+            };
+            let to = to.min(state.head());
+            (from.0.max(1)..=to.0)
+                .filter_map(|seq| state.place(Seq(seq)).map(|place| (Seq(seq), place)))
+                .take(limit)
+                .collect()
+        };
+        places
+            .into_iter()
+            .map(|(seq, place)| self.entry_at(owner, seq, place))
             .collect()
     }
 
     /// One entry of `owner`'s log.
     pub fn get(&self, owner: &UserId, seq: Seq) -> Result<Option<Entry>, InboxError> {
-        self.tree
-            .get(entry_key(owner, seq))?
-            .map(|v| decode(&v))
-            .transpose()
+        let place = self.shard(owner).get(owner).and_then(|s| s.place(seq));
+        place.map(|p| self.entry_at(owner, seq, p)).transpose()
+    }
+
+    fn entry_at(&self, owner: &UserId, seq: Seq, place: Place) -> Result<Entry, InboxError> {
+        let (stored_owner, entry) = decode(&self.log.read(place)?)?;
+        if stored_owner != *owner || entry.seq != seq {
+            return Err(InboxError::Corrupt(format!(
+                "index of {owner} at {seq} names another record"
+            )));
+        }
+        Ok(entry)
     }
 
     /// The device's cursor: every entry up to it was acknowledged by the device.
@@ -328,14 +401,18 @@ impl Inbox {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Entry, InboxError> {
-    postcard::from_bytes(bytes).map_err(|e| InboxError::Corrupt(e.to_string()))
+fn shard_of(owner: &UserId) -> usize {
+    let mut h = DefaultHasher::new();
+    owner.hash(&mut h);
+    h.finish() as usize % SHARDS
 }
 
-/// An inbox and its flush task, for tests and for the node.
-pub fn open(db: &sled::Db) -> Result<(Arc<Inbox>, tokio::task::JoinHandle<()>), InboxError> {
-    let (commit, task) = GroupCommit::spawn(db.clone(), Arc::default());
-    Ok((Arc::new(Inbox::open(db, commit)?), task))
+/// An inbox at `<dir>/inbox.log` with its cursors in `db`, and its flush task; for tests.
+pub fn open(
+    db: &sled::Db,
+    dir: &Path,
+) -> Result<(Arc<Inbox>, tokio::task::JoinHandle<()>), InboxError> {
+    Inbox::open(db, &dir.join("inbox.log"), Arc::default())
 }
 
 #[cfg(test)]
@@ -358,8 +435,8 @@ mod tests {
     #[tokio::test]
     async fn appends_are_ordered_idempotent_and_published_when_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let (inbox, _task) = open(&db).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (inbox, _task) = open(&db, dir.path()).unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
         let mut durable = inbox.subscribe(&bob).unwrap();
         assert_eq!(*durable.borrow_and_update(), Seq(0));
@@ -398,67 +475,24 @@ mod tests {
             entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
             [Seq(1), Seq(2)]
         );
+        assert_eq!(inbox.get(&bob, Seq(2)).unwrap().unwrap(), entries[1]);
+        assert!(inbox.get(&bob, Seq(3)).unwrap().is_none());
         assert!(inbox.read(&alice, Seq(1), Seq(10), 10).unwrap().is_empty());
     }
 
-    /// The state a crash can leave between an append's two inserts: the idempotency record
-    /// is on disk, the entry is not (and its `seq` went to another message since).
     #[tokio::test]
-    async fn a_record_whose_entry_is_missing_or_another_does_not_count() {
+    async fn heads_keys_and_cursors_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let (inbox, _task) = open(&db).unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
-        let tree = db.open_tree("inbox").unwrap();
-        let lost = Idempotency::Chat(alice.clone(), ClientMsgId(7));
-        tree.insert(dedupe_key(&bob, &lost), &1u64.to_be_bytes())
-            .unwrap();
-        let reused = Idempotency::Receipt(alice.clone(), ReceiptKind::Read, Seq(5));
-        tree.insert(dedupe_key(&bob, &reused), &2u64.to_be_bytes())
-            .unwrap();
-
-        let first = inbox.append(&bob, &alice, chat(7), &lost).unwrap();
-        assert!(first.fresh, "a record without its entry was taken for one");
-        assert_eq!(first.durable().await.unwrap(), Seq(1));
-        let other = Idempotency::Chat(alice.clone(), ClientMsgId(8));
-        let second = inbox.append(&bob, &alice, chat(8), &other).unwrap();
-        assert_eq!(second.durable().await.unwrap(), Seq(2));
-
-        // Seq 2 is now another message: the stale record pointing there does not count.
         let receipt = EntryKind::Receipt {
-            kind: ReceiptKind::Read,
+            kind: ReceiptKind::Delivered,
             id: ClientMsgId(1),
-            seq: Seq(5),
+            seq: Seq(4),
         };
-        let third = inbox
-            .append(&bob, &alice, receipt.clone(), &reused)
-            .unwrap();
-        assert!(third.fresh);
-        assert_eq!(third.durable().await.unwrap(), Seq(3));
-
-        // And the records now in place find their entries.
-        let retry = inbox.append(&bob, &alice, chat(7), &lost).unwrap();
-        assert!(!retry.fresh);
-        assert_eq!(retry.durable().await.unwrap(), Seq(1));
-        let retry = inbox.append(&bob, &alice, receipt, &reused).unwrap();
-        assert!(!retry.fresh);
-        assert_eq!(retry.durable().await.unwrap(), Seq(3));
-        let seqs: Vec<_> = inbox
-            .read(&bob, Seq(1), Seq(10), 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, [Seq(1), Seq(2), Seq(3)]);
-    }
-
-    #[tokio::test]
-    async fn heads_and_cursors_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (bob, alice) = (user("bob"), user("alice"));
+        let receipt_key = Idempotency::Receipt(bob.clone(), ReceiptKind::Delivered, Seq(4));
         {
-            let db = sled::open(dir.path()).unwrap();
-            let (inbox, task) = open(&db).unwrap();
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let (inbox, task) = open(&db, dir.path()).unwrap();
             for n in 1..=3 {
                 let idem = Idempotency::Chat(alice.clone(), ClientMsgId(n));
                 inbox
@@ -468,15 +502,35 @@ mod tests {
                     .await
                     .unwrap();
             }
+            inbox
+                .append(&alice, &bob, receipt.clone(), &receipt_key)
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
             inbox.set_cursor(&bob, DeviceId(9), Seq(2)).unwrap();
             db.flush().unwrap();
             drop(inbox);
             task.await.unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
-        let (inbox, _task) = open(&db).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (inbox, _task) = open(&db, dir.path()).unwrap();
         assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(3));
+        assert_eq!(*inbox.subscribe(&alice).unwrap().borrow(), Seq(1));
         assert_eq!(inbox.cursor(&bob, DeviceId(9)).unwrap(), Seq(2));
+        // Retries after the restart find the appends from before it.
+        let retry = inbox
+            .append(
+                &bob,
+                &alice,
+                chat(2),
+                &Idempotency::Chat(alice.clone(), ClientMsgId(2)),
+            )
+            .unwrap();
+        assert!(!retry.fresh);
+        assert_eq!(retry.seq, Seq(2));
+        let retry = inbox.append(&alice, &bob, receipt, &receipt_key).unwrap();
+        assert_eq!((retry.fresh, retry.seq), (false, Seq(1)));
         let idem = Idempotency::Chat(alice.clone(), ClientMsgId(4));
         let seq = inbox
             .append(&bob, &alice, chat(4), &idem)
@@ -485,5 +539,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seq, Seq(4));
+        let bodies: Vec<_> = inbox
+            .read(&bob, Seq(1), Seq(9), 9)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(bodies, [chat(1), chat(2), chat(3), chat(4)]);
+    }
+
+    /// A data folder from before the log: entries in sled's `inbox` tree, keyed
+    /// `e ‖ name length ‖ name ‖ seq`, with idempotency records beside them.
+    #[tokio::test]
+    async fn entries_an_older_node_kept_in_sled_move_into_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bob, alice) = (user("bob"), user("alice"));
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let old = db.open_tree("inbox").unwrap();
+            for n in 1..=2u64 {
+                let entry = Entry {
+                    seq: Seq(n),
+                    peer: alice.clone(),
+                    kind: chat(u128::from(n)),
+                };
+                let mut key = vec![b'e', 3];
+                key.extend_from_slice(b"bob");
+                key.extend_from_slice(&n.to_be_bytes());
+                old.insert(key, postcard::to_stdvec(&entry).unwrap())
+                    .unwrap();
+            }
+            old.insert(b"d\x03bobcsomething", &1u64.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        for _ in 0..2 {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let (inbox, task) = open(&db, dir.path()).unwrap();
+            assert!(!db.tree_names().iter().any(|n| n == b"inbox"));
+            assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(2));
+            let kinds: Vec<_> = inbox
+                .read(&bob, Seq(1), Seq(9), 9)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect();
+            assert_eq!(kinds, [chat(1), chat(2)]);
+            let retry = inbox
+                .append(
+                    &bob,
+                    &alice,
+                    chat(2),
+                    &Idempotency::Chat(alice.clone(), ClientMsgId(2)),
+                )
+                .unwrap();
+            assert_eq!((retry.fresh, retry.seq), (false, Seq(2)));
+            drop(inbox);
+            task.await.unwrap();
+        }
     }
 }

@@ -17,7 +17,8 @@
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
 //! | [`files`] | upload and download streams, here or relayed to the owner's home node |
 //! | [`blobs`] | sealed file bytes on disk by SHA-256, quotas, collection |
-//! | [`inbox`] | per-user logs in sled, device cursors, durable heads |
+//! | [`inbox`] | per-user logs and their index, device cursors, durable heads |
+//! | [`log`] | the inbox log file: checksummed records, torn tails cut on open |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
 //! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
 //! | [`http`] | the REST API (axum over HTTPS) |
@@ -45,6 +46,7 @@ pub mod http;
 pub mod inbox;
 pub mod listener;
 pub mod live;
+pub mod log;
 pub mod mesh;
 pub mod metrics;
 pub mod net;

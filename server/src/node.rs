@@ -2,7 +2,6 @@
 
 use crate::auth::TokenKey;
 use crate::blobs::{BlobError, Blobs, Collected};
-use crate::commit::GroupCommit;
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
 use crate::inbox::{Inbox, InboxError};
@@ -129,8 +128,7 @@ impl Node {
 
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let metrics = Arc::new(Metrics::default());
-        let (commit, commit_task) = GroupCommit::spawn(db.clone(), metrics.clone());
-        let inbox = Arc::new(Inbox::open(&db, commit)?);
+        let (inbox, commit_task) = Inbox::open(&db, &data.join("inbox.log"), metrics.clone())?;
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;

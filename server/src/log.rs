@@ -1,0 +1,275 @@
+//! The inbox log file: one append-only file of framed, checksummed records.
+//!
+//! A record is `length (u32 LE) ‖ CRC-32 of the payload (u32 LE) ‖ payload`, written with
+//! one `pwrite` at the end of the file. [`Log::sync`] makes everything written so far
+//! durable (`fdatasync`); the inbox calls it through group commit. Opening the file scans
+//! it and keeps the longest prefix of whole records whose checksums hold: a crash can
+//! tear the tail (a record half written, or later pages written and earlier ones not),
+//! and that tail was never synced, so never acknowledged. It is cut off.
+//!
+//! The log knows nothing of what a payload means; [`crate::inbox`] does.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+const HEADER: usize = 8;
+/// Largest payload a record may carry; a length above it marks a torn or foreign tail.
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Where a record is: what [`Log::append`] returns and [`Log::read`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    offset: u64,
+    len: u32,
+}
+
+/// The open log file.
+pub struct Log {
+    file: File,
+    /// The end of the last whole record; the next one goes there.
+    end: Mutex<u64>,
+}
+
+/// What opening found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Opened {
+    /// Whole records kept.
+    pub records: u64,
+    /// Bytes cut off the end (a torn tail).
+    pub cut: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log at `path`, hands every whole record to `each` in order
+    /// and cuts off whatever follows the last one.
+    pub fn open(
+        path: &Path,
+        mut each: impl FnMut(Place, &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<(Log, Opened)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let (mut end, mut records) = (0u64, 0u64);
+        let mut payload = Vec::new();
+        loop {
+            let mut header = [0u8; HEADER];
+            if reader.read_exact(&mut header).is_err() {
+                break;
+            }
+            let (len, crc) = split_header(header);
+            if len > MAX_PAYLOAD || end + (HEADER + len) as u64 > size {
+                break;
+            }
+            payload.resize(len, 0);
+            if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+                break;
+            }
+            let place = Place {
+                offset: end,
+                len: len as u32,
+            };
+            each(place, &payload)?;
+            end += (HEADER + len) as u64;
+            records += 1;
+        }
+        drop(reader);
+        let cut = size - end;
+        if cut > 0 {
+            let kept = keep_cut(&file, path, end, cut)?;
+            tracing::warn!(path = %path.display(), kept_at = %kept.display(), at = end, cut, "cut a torn or damaged tail off the inbox log");
+            file.set_len(end)?;
+            file.sync_all()?;
+        }
+        if let Some(dir) = path.parent() {
+            // A new file's name must survive a crash too.
+            File::open(dir)?.sync_all()?;
+        }
+        Ok((
+            Log {
+                file,
+                end: Mutex::new(end),
+            },
+            Opened { records, cut },
+        ))
+    }
+
+    /// Appends one record (not yet durable: see [`Log::sync`]).
+    pub fn append(&self, payload: &[u8]) -> std::io::Result<Place> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "record too large",
+            ));
+        }
+        let mut record = Vec::with_capacity(HEADER + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        record.extend_from_slice(payload);
+        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        // A failed write leaves `end` where it was: the next record overwrites the debris.
+        self.file.write_all_at(&record, *end)?;
+        let place = Place {
+            offset: *end,
+            len: payload.len() as u32,
+        };
+        *end += record.len() as u64;
+        Ok(place)
+    }
+
+    /// Reads back the payload at `place`, checking its checksum.
+    pub fn read(&self, place: Place) -> std::io::Result<Vec<u8>> {
+        let mut record = vec![0u8; HEADER + place.len as usize];
+        self.file.read_exact_at(&mut record, place.offset)?;
+        let Some((header, payload)) = record.split_first_chunk::<HEADER>() else {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        };
+        let (len, crc) = split_header(*header);
+        if len != place.len as usize || crc32fast::hash(payload) != crc {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("inbox log record at {} does not check", place.offset),
+            ));
+        }
+        record.drain(..HEADER);
+        Ok(record)
+    }
+
+    /// Makes every record appended so far durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Bytes of whole records.
+    pub fn len(&self) -> u64 {
+        *self.end.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Copies the `cut` bytes from `at` to `<path>.cut-<unix seconds>` before they are cut off.
+/// After a crash they are a torn write nobody was told of; after damage in the middle of
+/// the file they hold acknowledged records, and an operator may want them back.
+fn keep_cut(file: &File, path: &Path, at: u64, cut: u64) -> std::io::Result<std::path::PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".cut-{secs}"));
+    let kept = std::path::PathBuf::from(name);
+    let mut source = file.try_clone()?;
+    source.seek(SeekFrom::Start(at))?;
+    let mut copy = File::create(&kept)?;
+    std::io::copy(&mut source.take(cut), &mut copy)?;
+    copy.sync_all()?;
+    Ok(kept)
+}
+
+fn split_header(header: [u8; HEADER]) -> (usize, u32) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+    (
+        u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reopen(path: &Path) -> (Log, Opened, Vec<Vec<u8>>) {
+        let mut seen = Vec::new();
+        let (log, opened) = Log::open(path, |_, p| {
+            seen.push(p.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        (log, opened, seen)
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.log");
+        let (log, opened, seen) = reopen(&path);
+        assert_eq!((opened, seen.len()), (Opened::default(), 0));
+        let places: Vec<Place> = (0..3u8)
+            .map(|n| log.append(&vec![n; 10 + n as usize]).unwrap())
+            .collect();
+        assert_eq!(log.read(places[1]).unwrap(), vec![1u8; 11]);
+        log.sync().unwrap();
+        let whole = log.len();
+        drop(log);
+
+        let (log, opened, seen) = reopen(&path);
+        assert_eq!(opened, Opened { records: 3, cut: 0 });
+        assert_eq!(seen, [vec![0u8; 10], vec![1u8; 11], vec![2u8; 12]]);
+        // Half a record at the end, as a crash mid-write leaves it.
+        let torn = log.append(&[7u8; 100]).unwrap();
+        drop(log);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(torn.offset + 50).unwrap();
+        drop(file);
+
+        let (log, opened, seen) = reopen(&path);
+        assert_eq!(
+            opened,
+            Opened {
+                records: 3,
+                cut: 50
+            }
+        );
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("inbox.log.cut-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "the cut bytes are kept aside");
+        assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap().len(), 50);
+        assert_eq!(seen.len(), 3);
+        assert_eq!(log.len(), whole);
+        // The next record goes where the torn one was, and is read back whole.
+        let next = log.append(b"after the cut").unwrap();
+        assert_eq!(next.offset, whole);
+        drop(log);
+        let (_, opened, seen) = reopen(&path);
+        assert_eq!(opened.records, 4);
+        assert_eq!(seen[3], b"after the cut");
+    }
+
+    #[test]
+    fn a_damaged_record_ends_the_log_there_and_is_refused_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.log");
+        let (log, _, _) = reopen(&path);
+        let first = log.append(b"first").unwrap();
+        let second = log.append(b"second").unwrap();
+        log.append(b"third").unwrap();
+        // One byte of the second payload flipped: later pages written, an earlier one not.
+        let at = second.offset + HEADER as u64 + 2;
+        let mut byte = [0u8];
+        log.file.read_exact_at(&mut byte, at).unwrap();
+        log.file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+        assert_eq!(
+            log.read(second).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        assert_eq!(log.read(first).unwrap(), b"first");
+        drop(log);
+        let (log, opened, seen) = reopen(&path);
+        assert_eq!(seen, [b"first".to_vec()]);
+        assert_eq!(opened.records, 1);
+        assert_eq!(log.len(), second.offset);
+    }
+}
