@@ -264,10 +264,15 @@ impl Inbox {
             }
             let place = self.log.append(&encode(&owner, &entry)?)?;
             state.index(&entry, place);
-            state.durable.send_replace(state.head());
             adopted += 1;
         }
         self.log.sync()?;
+        for shard in &self.owners {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for owner in shard.values() {
+                owner.durable.send_replace(owner.head());
+            }
+        }
         db.drop_tree(OLD_TREE)?;
         db.flush()?;
         tracing::info!(adopted, "moved inbox entries from sled into the log");
@@ -340,7 +345,7 @@ impl Inbox {
         Ok(state.durable.subscribe())
     }
 
-    /// Entries of `owner` from `from` through `to`, in order, at most `limit` of them.
+    /// Durable entries of `owner` from `from` through `to`, in order, at most `limit`.
     pub fn read(
         &self,
         owner: &UserId,
@@ -353,7 +358,8 @@ impl Inbox {
             let Some(state) = owners.get(owner) else {
                 return Ok(Vec::new());
             };
-            let to = to.min(state.head());
+            // Only durable entries: the rest may not be in the file yet.
+            let to = to.min(*state.durable.borrow());
             (from.0.max(1)..=to.0)
                 .filter_map(|seq| state.place(Seq(seq)).map(|place| (Seq(seq), place)))
                 .take(limit)
@@ -365,9 +371,13 @@ impl Inbox {
             .collect()
     }
 
-    /// One entry of `owner`'s log.
+    /// One durable entry of `owner`'s log.
     pub fn get(&self, owner: &UserId, seq: Seq) -> Result<Option<Entry>, InboxError> {
-        let place = self.shard(owner).get(owner).and_then(|s| s.place(seq));
+        let place = self
+            .shard(owner)
+            .get(owner)
+            .filter(|s| seq <= *s.durable.borrow())
+            .and_then(|s| s.place(seq));
         place.map(|p| self.entry_at(owner, seq, p)).transpose()
     }
 

@@ -1,8 +1,8 @@
 //! The inbox log file: one append-only file of framed, checksummed records.
 //!
-//! A record is `length (u32 LE) ‖ CRC-32 of the payload (u32 LE) ‖ payload`, written with
-//! one `pwrite` at the end of the file. [`Log::sync`] makes everything written so far
-//! durable (`fdatasync`); the inbox calls it through group commit. Opening the file scans
+//! A record is `length (u32 LE) ‖ CRC-32 of the payload (u32 LE) ‖ payload`. Appends
+//! collect in memory; [`Log::sync`] writes all of them with one `pwrite` at the end of the
+//! file and makes them durable (`fdatasync`); the inbox calls it through group commit. Opening the file scans
 //! it and keeps the longest prefix of whole records whose checksums hold: a crash can
 //! tear the tail (a record half written, or later pages written and earlier ones not),
 //! and that tail was never synced, so never acknowledged. It is cut off.
@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const HEADER: usize = 8;
@@ -29,8 +30,18 @@ pub struct Place {
 /// The open log file.
 pub struct Log {
     file: File,
-    /// The end of the last whole record; the next one goes there.
-    end: Mutex<u64>,
+    tail: Mutex<Tail>,
+    /// Held while [`Log::sync`] writes and syncs, so the file grows in order.
+    writing: Mutex<()>,
+    /// Bytes of whole records in the file; what [`Log::read`] may read.
+    written: AtomicU64,
+}
+
+/// Appended records not yet written to the file.
+struct Tail {
+    /// Where `pending` starts in the file.
+    at: u64,
+    pending: Vec<u8>,
 }
 
 /// What opening found.
@@ -86,8 +97,10 @@ impl Log {
             let kept = keep_cut(&file, path, end, cut)?;
             tracing::warn!(path = %path.display(), kept_at = %kept.display(), at = end, cut, "cut a torn or damaged tail off the inbox log");
             file.set_len(end)?;
-            file.sync_all()?;
         }
+        // What a crashed process wrote may be in the page cache only; what is indexed
+        // now counts as durable, so make it so.
+        file.sync_all()?;
         if let Some(dir) = path.parent() {
             // A new file's name must survive a crash too.
             File::open(dir)?.sync_all()?;
@@ -95,13 +108,23 @@ impl Log {
         Ok((
             Log {
                 file,
-                end: Mutex::new(end),
+                tail: Mutex::new(Tail {
+                    at: end,
+                    pending: Vec::new(),
+                }),
+                writing: Mutex::new(()),
+                written: AtomicU64::new(end),
             },
             Opened { records, cut },
         ))
     }
 
-    /// Appends one record (not yet durable: see [`Log::sync`]).
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one record to memory; [`Log::sync`] writes it and makes it durable, and
+    /// only then can it be read back.
     pub fn append(&self, payload: &[u8]) -> std::io::Result<Place> {
         if payload.len() > MAX_PAYLOAD {
             return Err(std::io::Error::new(
@@ -109,23 +132,54 @@ impl Log {
                 "record too large",
             ));
         }
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        record.extend_from_slice(payload);
-        let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
-        // A failed write leaves `end` where it was: the next record overwrites the debris.
-        self.file.write_all_at(&record, *end)?;
+        let mut tail = self.tail();
         let place = Place {
-            offset: *end,
+            offset: tail.at + tail.pending.len() as u64,
             len: payload.len() as u32,
         };
-        *end += record.len() as u64;
+        tail.pending
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        tail.pending
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        tail.pending.extend_from_slice(payload);
         Ok(place)
     }
 
-    /// Reads back the payload at `place`, checking its checksum.
+    /// Writes every record appended so far to the file, in one write, and makes it
+    /// durable (`fdatasync`). On failure the records stay in memory for the next call,
+    /// so the file never gets a gap.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, records) = {
+            let mut tail = self.tail();
+            let records = std::mem::take(&mut tail.pending);
+            let at = tail.at;
+            tail.at += records.len() as u64;
+            (at, records)
+        };
+        if let Err(e) = self.file.write_all_at(&records, at) {
+            let mut tail = self.tail();
+            let mut back = records;
+            back.append(&mut tail.pending);
+            tail.pending = back;
+            tail.at = at;
+            return Err(e);
+        }
+        self.written
+            .store(at + records.len() as u64, Ordering::Release);
+        self.file.sync_data()
+    }
+
+    /// Reads back the payload at `place`, checking its checksum. A record not yet written
+    /// by [`Log::sync`] cannot be read.
     pub fn read(&self, place: Place) -> std::io::Result<Vec<u8>> {
+        let end = place.offset + (HEADER as u64) + u64::from(place.len);
+        if end > self.written.load(Ordering::Acquire) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "record not written yet",
+            ));
+        }
         let mut record = vec![0u8; HEADER + place.len as usize];
         self.file.read_exact_at(&mut record, place.offset)?;
         let Some((header, payload)) = record.split_first_chunk::<HEADER>() else {
@@ -142,14 +196,10 @@ impl Log {
         Ok(record)
     }
 
-    /// Makes every record appended so far durable.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
-
-    /// Bytes of whole records.
+    /// Bytes of whole records, written or not.
     pub fn len(&self) -> u64 {
-        *self.end.lock().unwrap_or_else(|p| p.into_inner())
+        let tail = self.tail();
+        tail.at + tail.pending.len() as u64
     }
 
     /// Whether the log holds no record.
@@ -207,9 +257,16 @@ mod tests {
         let places: Vec<Place> = (0..3u8)
             .map(|n| log.append(&vec![n; 10 + n as usize]).unwrap())
             .collect();
-        assert_eq!(log.read(places[1]).unwrap(), vec![1u8; 11]);
+        // Appended, not yet written: not readable, and not in the file.
+        assert_eq!(
+            log.read(places[1]).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         log.sync().unwrap();
+        assert_eq!(log.read(places[1]).unwrap(), vec![1u8; 11]);
         let whole = log.len();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
         drop(log);
 
         let (log, opened, seen) = reopen(&path);
@@ -217,6 +274,7 @@ mod tests {
         assert_eq!(seen, [vec![0u8; 10], vec![1u8; 11], vec![2u8; 12]]);
         // Half a record at the end, as a crash mid-write leaves it.
         let torn = log.append(&[7u8; 100]).unwrap();
+        log.sync().unwrap();
         drop(log);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(torn.offset + 50).unwrap();
@@ -242,6 +300,7 @@ mod tests {
         // The next record goes where the torn one was, and is read back whole.
         let next = log.append(b"after the cut").unwrap();
         assert_eq!(next.offset, whole);
+        log.sync().unwrap();
         drop(log);
         let (_, opened, seen) = reopen(&path);
         assert_eq!(opened.records, 4);
@@ -256,6 +315,7 @@ mod tests {
         let first = log.append(b"first").unwrap();
         let second = log.append(b"second").unwrap();
         log.append(b"third").unwrap();
+        log.sync().unwrap();
         // One byte of the second payload flipped: later pages written, an earlier one not.
         let at = second.offset + HEADER as u64 + 2;
         let mut byte = [0u8];
