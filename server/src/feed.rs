@@ -20,6 +20,10 @@ use tokio::task::JoinSet;
 /// Entries read from the inbox per step of the push loop.
 const PUSH_BATCH: usize = 128;
 
+/// Least time between two writes of one device's cursor: under load a device acks
+/// thousands of entries a second, and one write stands for all of them.
+const CURSOR_SAVE_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A refused ack or read mark, for the device.
 pub type Refusal = (ErrorCode, String);
 
@@ -250,9 +254,10 @@ impl Feed {
     }
 }
 
-/// Writes a device's cursor as it moves. One write covers however many acks arrived
-/// while the one before it ran; ends with the feed. A write lost in a crash only means
-/// redelivery from an older cursor, which the SDK drops by `seq` and acknowledges again.
+/// Writes a device's cursor as it moves, at most once per [`CURSOR_SAVE_GAP`]: one write
+/// covers every ack of the gap. Ends with the feed, whose close writes the last cursor.
+/// A write lost in a crash only means redelivery from an older cursor, which the SDK
+/// drops by `seq` and acknowledges again.
 async fn save_cursor(
     inbox: Arc<Inbox>,
     user: UserId,
@@ -264,6 +269,7 @@ async fn save_cursor(
         if let Err(e) = inbox.set_cursor(&user, device, seq) {
             tracing::warn!(error = %e, "cursor not saved");
         }
+        tokio::time::sleep(CURSOR_SAVE_GAP).await;
     }
 }
 
