@@ -83,8 +83,27 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             }
             None => None,
         };
+        // A logout removes the device, then closes the sessions it can see (here, and
+        // where the device's location says). One that checked its token before the removal
+        // but was not yet visible must see the removal now.
+        let revoked = matches!(
+            shared
+                .directory
+                .has_device(&session.user, session.device)
+                .await,
+            Ok(false)
+        );
+        if revoked {
+            let code = ErrorCode::Unauthenticated;
+            shared.metrics.error(code);
+            conn.close(varint(code), b"logged out");
+        }
         let session = Arc::new(session);
-        let reason = session.clone().serve(&conn, send, control).await;
+        let reason = if revoked {
+            "logged out while connecting".to_string()
+        } else {
+            session.clone().serve(&conn, send, control).await
+        };
         if let (Some(mesh), Some(location)) = (shared.router.mesh(), location) {
             let registry = mesh.registry();
             registry

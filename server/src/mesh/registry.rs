@@ -208,13 +208,17 @@ impl Registry {
         user: &UserId,
     ) -> Result<Vec<(DeviceId, String)>, redis::RedisError> {
         let all: HashMap<u64, String> = self.redis.clone().hgetall(location_key(user)).await?;
-        let mut live: Vec<_> = all
-            .into_iter()
-            .filter_map(|(device, value)| {
-                let node = value.split(' ').next()?.to_string();
-                self.node(&node).map(|_| (DeviceId(device), node))
-            })
-            .collect();
+        let mut live = Vec::with_capacity(all.len());
+        for (device, value) in all {
+            let Some(node) = value.split(' ').next() else {
+                continue;
+            };
+            // `lookup`, not the view of the last heartbeat: a node that joined since is
+            // live too (its devices must hear of a logout).
+            if self.lookup(node).await.is_some() {
+                live.push((DeviceId(device), node.to_string()));
+            }
+        }
         live.sort();
         Ok(live)
     }
