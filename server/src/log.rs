@@ -9,12 +9,13 @@
 //!
 //! The log knows nothing of what a payload means; [`crate::inbox`] does.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
@@ -35,7 +36,13 @@ pub struct Log {
     writing: Mutex<()>,
     /// Bytes of whole records in the file; what [`Log::read`] may read.
     written: AtomicU64,
+    /// The last batches written, newest last: the push loops read what was just synced,
+    /// and find it here without a `pread`.
+    recent: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
 }
+
+/// Most bytes of [`Log::recent`] batches kept.
+const RECENT_BYTES: usize = 8 << 20;
 
 /// Appended records not yet written to the file.
 struct Tail {
@@ -114,6 +121,7 @@ impl Log {
                 }),
                 writing: Mutex::new(()),
                 written: AtomicU64::new(end),
+                recent: Mutex::new(VecDeque::new()),
             },
             Opened { records, cut },
         ))
@@ -152,7 +160,8 @@ impl Log {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let (at, records) = {
             let mut tail = self.tail();
-            let records = std::mem::take(&mut tail.pending);
+            let capacity = tail.pending.len();
+            let records = std::mem::replace(&mut tail.pending, Vec::with_capacity(capacity));
             let at = tail.at;
             tail.at += records.len() as u64;
             (at, records)
@@ -165,9 +174,34 @@ impl Log {
             tail.at = at;
             return Err(e);
         }
-        self.written
-            .store(at + records.len() as u64, Ordering::Release);
+        let written = at + records.len() as u64;
+        self.remember(at, records);
+        self.written.store(written, Ordering::Release);
         self.file.sync_data()
+    }
+
+    fn remember(&self, at: u64, records: Vec<u8>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back((at, Arc::new(records)));
+        let mut kept: usize = recent.iter().map(|(_, batch)| batch.len()).sum();
+        while kept > RECENT_BYTES && recent.len() > 1 {
+            if let Some((_, old)) = recent.pop_front() {
+                kept -= old.len();
+            }
+        }
+    }
+
+    /// The payload at `place` if it is in a recent batch.
+    fn recent(&self, place: Place) -> Option<Vec<u8>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, batch) = recent
+            .iter()
+            .rev()
+            .find(|(at, batch)| (*at..*at + batch.len() as u64).contains(&place.offset))?;
+        let start = usize::try_from(place.offset - at).ok()? + HEADER;
+        batch
+            .get(start..start + place.len as usize)
+            .map(<[u8]>::to_vec)
     }
 
     /// Reads back the payload at `place`, checking its checksum. A record not yet written
@@ -179,6 +213,9 @@ impl Log {
                 std::io::ErrorKind::WouldBlock,
                 "record not written yet",
             ));
+        }
+        if let Some(payload) = self.recent(place) {
+            return Ok(payload);
         }
         let mut record = vec![0u8; HEADER + place.len as usize];
         self.file.read_exact_at(&mut record, place.offset)?;
@@ -316,6 +353,11 @@ mod tests {
         let second = log.append(b"second").unwrap();
         log.append(b"third").unwrap();
         log.sync().unwrap();
+        assert_eq!(log.read(second).unwrap(), b"second", "from memory");
+        drop(log);
+        // Reopened: nothing recent in memory, reads go to the file.
+        let (log, opened, _) = reopen(&path);
+        assert_eq!(opened.records, 3);
         // One byte of the second payload flipped: later pages written, an earlier one not.
         let at = second.offset + HEADER as u64 + 2;
         let mut byte = [0u8];

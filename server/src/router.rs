@@ -244,7 +244,9 @@ impl Router {
                     seq,
                 };
                 self.metrics.mesh_request(MeshKind::Receipt);
-                mesh.ask(&node, receipt).await
+                // Boxed: every ack's task carries this future, and the mesh branch is the
+                // large and rare one.
+                Box::pin(mesh.ask(&node, receipt)).await
             }
             _ => self.store_receipt(&from, owner, kind, id, seq).await,
         }
