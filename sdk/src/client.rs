@@ -130,9 +130,9 @@ fn now_ms() -> u64 {
 }
 
 pub(crate) fn random_u128() -> u128 {
-    use chacha20poly1305::aead::rand_core::RngCore;
+    use rand::Rng;
     let mut bytes = [0u8; 16];
-    chacha20poly1305::aead::OsRng.fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     u128::from_be_bytes(bytes)
 }
 
