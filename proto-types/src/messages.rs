@@ -68,6 +68,7 @@ pub enum ConversationRequest {
         /// Sender's clock when the message was written, milliseconds since the Unix epoch.
         sent_at_ms: u64,
         /// Sealed body (nonce and ciphertext). The node never sees the plaintext.
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
         /// The file this message carries, uploaded before by the sender; its sealed
         /// description (name, type, hash) is the body.
@@ -136,6 +137,7 @@ pub enum EntryKind {
         /// Sender's clock at writing, milliseconds since the Unix epoch.
         sent_at_ms: u64,
         /// Sealed body.
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
         /// The file the message carries, if any.
         file: Option<FileRef>,
@@ -158,4 +160,46 @@ pub enum ReceiptKind {
     Delivered,
     /// The recipient's app reported it read.
     Read,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `EntryKind` as it was before bodies were (de)serialized as bytes: a plain
+    /// `Vec<u8>`, which postcard writes as a sequence of `u8`.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum OldKind {
+        Chat {
+            id: ClientMsgId,
+            sent_at_ms: u64,
+            body: Vec<u8>,
+            file: Option<FileRef>,
+        },
+    }
+
+    /// Bodies as bytes are a memcpy instead of a call per byte, and on the wire (and in
+    /// stored inbox logs) they are the very same bytes as before: old and new read each
+    /// other.
+    #[test]
+    fn bodies_as_bytes_keep_the_wire_format() {
+        let body: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let new = EntryKind::Chat {
+            id: ClientMsgId(7),
+            sent_at_ms: 1_700_000_000_000,
+            body: body.clone(),
+            file: None,
+        };
+        let old = OldKind::Chat {
+            id: ClientMsgId(7),
+            sent_at_ms: 1_700_000_000_000,
+            body,
+            file: None,
+        };
+        let new_bytes = postcard::to_stdvec(&new).unwrap();
+        assert_eq!(new_bytes, postcard::to_stdvec(&old).unwrap());
+        assert_eq!(postcard::from_bytes::<OldKind>(&new_bytes).unwrap(), old);
+        let old_bytes = postcard::to_stdvec(&old).unwrap();
+        assert_eq!(postcard::from_bytes::<EntryKind>(&old_bytes).unwrap(), new);
+    }
 }
