@@ -89,6 +89,10 @@ enum Mode {
         /// Messages waiting for SENT at once while filling the backlog.
         #[arg(long, default_value_t = 256)]
         window: usize,
+        /// Restart the node (SIGTERM, then start it on the same data) between filling
+        /// and draining, and report how long it took to serve again.
+        #[arg(long)]
+        restart: bool,
     },
     /// N messages at a receiver that never reads: node memory before and after.
     Stalled {
@@ -174,7 +178,8 @@ async fn main() -> anyhow::Result<()> {
             messages,
             size,
             window,
-        } => workload::offline(bench, messages, size, window).await?,
+            restart,
+        } => workload::offline(bench, messages, size, window, restart).await?,
         Mode::Stalled {
             messages,
             size,

@@ -578,6 +578,7 @@ pub async fn offline(
     messages: u64,
     size: usize,
     window: usize,
+    restart: bool,
 ) -> anyhow::Result<Report> {
     let logins = bench
         .users(&["offsender".into(), "offreceiver".into()])
@@ -591,6 +592,13 @@ pub async fn offline(
     send_numbered(bench.clone(), sender, to, messages, size, window).await?;
     let fill_seconds = filled.elapsed().as_secs_f64();
     let fill_growth = bench.node.rss_bytes()?.saturating_sub(rss_before_fill);
+    let restarted = if restart {
+        let node = bench.clone();
+        let took = tokio::task::spawn_blocking(move || node.node.restart()).await??;
+        Some((took, bench.node.rss_bytes()?))
+    } else {
+        None
+    };
     let started = Instant::now();
     let (receiver, events) = bench.connect(&logins[1]).await?;
     let seen = receive_numbered(bench.clone(), events, messages).await;
@@ -606,6 +614,17 @@ pub async fn offline(
         report.summary,
         fill_growth as f64 / 1048576.0
     );
+    if let Some((took, rss)) = restarted {
+        // The new process read the whole inbox log before it served.
+        report.json["restart_seconds"] = json!(took.as_secs_f64());
+        report.json["rss_after_restart"] = json!(rss);
+        report.summary = format!(
+            "{}; restarted in {:.2}s, node RSS then {:.1} MiB",
+            report.summary,
+            took.as_secs_f64(),
+            rss as f64 / 1048576.0
+        );
+    }
     Ok(report)
 }
 

@@ -21,7 +21,7 @@ async fn crash_and_recover() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("node");
     let binary = Path::new(env!("CARGO_BIN_EXE_quiver-server"));
-    let mut node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0", FAST)?;
+    let node = NodeProcess::start(binary, &data, "127.0.0.1:0", "127.0.0.1:0", FAST)?;
     let ca = std::fs::read_to_string(data.join("certs/ca.pem"))?;
     let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
     register(&rest, &["alice", "bob"]).await?;

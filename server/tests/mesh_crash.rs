@@ -38,7 +38,7 @@ async fn kill_home_node() -> anyhow::Result<()> {
     let ca_pem = ca.ca_pem()?;
     let n1 = start(&ca, &redis, "n1", &dir.path().join("n1"))?;
     let n2_data = dir.path().join("n2");
-    let mut n2 = start(&ca, &redis, "n2", &n2_data)?;
+    let n2 = start(&ca, &redis, "n2", &n2_data)?;
     let rest1 = Rest::new(&format!("https://{}", n1.http), &ca_pem)?;
     let rest2 = Rest::new(&format!("https://{}", n2.http), &ca_pem)?;
     register(&rest1, &["alice"]).await?;
