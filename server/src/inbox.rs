@@ -11,7 +11,8 @@
 //! sled's tree (a node split every 8 appends, each writing both halves to its log) took
 //! about half of the node's CPU under load (docs/PERFORMANCE.md). Here an append is one
 //! `pwrite`, and the record *is* the idempotency record: an entry names its own key
-//! ([`Idempotency::of`]), so after a crash a key never outlives its entry or the reverse.
+//! (a chat's sender and id, a receipt's reader, kind and `seq`), so after a crash a key
+//! never outlives its entry or the reverse.
 //!
 //! Two heads per user: `head` (last appended) and the *durable* head (last synced), which
 //! is published on a `watch` channel. Pushers read only up to the durable head, so a device
@@ -54,9 +55,10 @@ impl From<std::io::Error> for InboxError {
     }
 }
 
-/// What makes two appends "the same message": a retry must find the first one's `seq`.
+/// What makes two appends "the same message", so that a retry finds the first one's
+/// `seq`. It follows from the entry itself, so the index and the log cannot disagree.
 #[derive(Debug, Clone)]
-pub enum Idempotency {
+enum Idempotency {
     /// A chat, by its sender and the sender's message id.
     Chat(UserId, ClientMsgId),
     /// A receipt, by the message's reader and the message's `seq` in the reader's inbox.
@@ -64,13 +66,11 @@ pub enum Idempotency {
 }
 
 impl Idempotency {
-    /// The key `entry` was appended under.
-    pub fn of(entry: &Entry) -> Self {
-        match &entry.kind {
-            EntryKind::Chat { id, .. } => Idempotency::Chat(entry.peer.clone(), *id),
-            EntryKind::Receipt { kind, seq, .. } => {
-                Idempotency::Receipt(entry.peer.clone(), *kind, *seq)
-            }
+    /// The key of an entry from `peer` of `kind`.
+    fn of(peer: &UserId, kind: &EntryKind) -> Self {
+        match kind {
+            EntryKind::Chat { id, .. } => Idempotency::Chat(peer.clone(), *id),
+            EntryKind::Receipt { kind, seq, .. } => Idempotency::Receipt(peer.clone(), *kind, *seq),
         }
     }
 
@@ -144,8 +144,10 @@ impl Owner {
             self.places.resize(index + 1, None);
         }
         self.places[index] = Some(place);
-        self.appended
-            .insert(Idempotency::of(entry).digest(), entry.seq);
+        self.appended.insert(
+            Idempotency::of(&entry.peer, &entry.kind).digest(),
+            entry.seq,
+        );
     }
 }
 
@@ -285,16 +287,16 @@ impl Inbox {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends an entry to `owner`'s log, or finds the earlier append with the same
-    /// idempotency key. Either way the returned [`Appended`] resolves once it is durable.
+    /// Appends an entry from `peer` to `owner`'s log, or finds the earlier append of the
+    /// same message (a chat: same sender and id; a receipt: same reader, kind and `seq`).
+    /// Either way the returned [`Appended`] resolves once it is durable.
     pub fn append(
         &self,
         owner: &UserId,
         peer: &UserId,
         kind: EntryKind,
-        idem: &Idempotency,
     ) -> Result<Appended, InboxError> {
-        let digest = idem.digest();
+        let digest = Idempotency::of(peer, &kind).digest();
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             if !owners.contains_key(owner) {
@@ -451,30 +453,13 @@ mod tests {
         let mut durable = inbox.subscribe(&bob).unwrap();
         assert_eq!(*durable.borrow_and_update(), Seq(0));
 
-        let first = inbox.append(
-            &bob,
-            &alice,
-            chat(1),
-            &Idempotency::Chat(alice.clone(), ClientMsgId(1)),
-        );
+        let first = inbox.append(&bob, &alice, chat(1));
         let first = first.unwrap().durable().await.unwrap();
-        let second = inbox.append(
-            &bob,
-            &alice,
-            chat(2),
-            &Idempotency::Chat(alice.clone(), ClientMsgId(2)),
-        );
+        let second = inbox.append(&bob, &alice, chat(2));
         let second = second.unwrap();
         assert!(second.fresh);
         let second = second.durable().await.unwrap();
-        let retry = inbox
-            .append(
-                &bob,
-                &alice,
-                chat(1),
-                &Idempotency::Chat(alice.clone(), ClientMsgId(1)),
-            )
-            .unwrap();
+        let retry = inbox.append(&bob, &alice, chat(1)).unwrap();
         assert!(!retry.fresh);
         assert_eq!(retry.durable().await.unwrap(), first);
         assert_eq!((first, second), (Seq(1), Seq(2)));
@@ -488,6 +473,27 @@ mod tests {
         assert_eq!(inbox.get(&bob, Seq(2)).unwrap().unwrap(), entries[1]);
         assert!(inbox.get(&bob, Seq(3)).unwrap().is_none());
         assert!(inbox.read(&alice, Seq(1), Seq(10), 10).unwrap().is_empty());
+
+        // The same id from another sender, and receipts of two kinds for one message,
+        // are different messages.
+        let carol = user("carol");
+        let from_carol = inbox.append(&bob, &carol, chat(1)).unwrap();
+        assert_eq!((from_carol.fresh, from_carol.seq), (true, Seq(3)));
+        let receipt = |kind| EntryKind::Receipt {
+            kind,
+            id: ClientMsgId(1),
+            seq: Seq(1),
+        };
+        let delivered = inbox.append(&alice, &bob, receipt(ReceiptKind::Delivered));
+        let read = inbox.append(&alice, &bob, receipt(ReceiptKind::Read));
+        assert_eq!(
+            (delivered.unwrap().seq, read.unwrap().seq),
+            (Seq(1), Seq(2))
+        );
+        let again = inbox
+            .append(&alice, &bob, receipt(ReceiptKind::Read))
+            .unwrap();
+        assert_eq!((again.fresh, again.seq), (false, Seq(2)));
     }
 
     #[tokio::test]
@@ -499,21 +505,19 @@ mod tests {
             id: ClientMsgId(1),
             seq: Seq(4),
         };
-        let receipt_key = Idempotency::Receipt(bob.clone(), ReceiptKind::Delivered, Seq(4));
         {
             let db = sled::open(dir.path().join("db")).unwrap();
             let (inbox, task) = open(&db, dir.path()).unwrap();
             for n in 1..=3 {
-                let idem = Idempotency::Chat(alice.clone(), ClientMsgId(n));
                 inbox
-                    .append(&bob, &alice, chat(n), &idem)
+                    .append(&bob, &alice, chat(n))
                     .unwrap()
                     .durable()
                     .await
                     .unwrap();
             }
             inbox
-                .append(&alice, &bob, receipt.clone(), &receipt_key)
+                .append(&alice, &bob, receipt.clone())
                 .unwrap()
                 .durable()
                 .await
@@ -529,21 +533,13 @@ mod tests {
         assert_eq!(*inbox.subscribe(&alice).unwrap().borrow(), Seq(1));
         assert_eq!(inbox.cursor(&bob, DeviceId(9)).unwrap(), Seq(2));
         // Retries after the restart find the appends from before it.
-        let retry = inbox
-            .append(
-                &bob,
-                &alice,
-                chat(2),
-                &Idempotency::Chat(alice.clone(), ClientMsgId(2)),
-            )
-            .unwrap();
+        let retry = inbox.append(&bob, &alice, chat(2)).unwrap();
         assert!(!retry.fresh);
         assert_eq!(retry.seq, Seq(2));
-        let retry = inbox.append(&alice, &bob, receipt, &receipt_key).unwrap();
+        let retry = inbox.append(&alice, &bob, receipt).unwrap();
         assert_eq!((retry.fresh, retry.seq), (false, Seq(1)));
-        let idem = Idempotency::Chat(alice.clone(), ClientMsgId(4));
         let seq = inbox
-            .append(&bob, &alice, chat(4), &idem)
+            .append(&bob, &alice, chat(4))
             .unwrap()
             .durable()
             .await
@@ -595,14 +591,7 @@ mod tests {
                 .map(|e| e.kind)
                 .collect();
             assert_eq!(kinds, [chat(1), chat(2)]);
-            let retry = inbox
-                .append(
-                    &bob,
-                    &alice,
-                    chat(2),
-                    &Idempotency::Chat(alice.clone(), ClientMsgId(2)),
-                )
-                .unwrap();
+            let retry = inbox.append(&bob, &alice, chat(2)).unwrap();
             assert_eq!((retry.fresh, retry.seq), (false, Seq(2)));
             drop(inbox);
             task.await.unwrap();

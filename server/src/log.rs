@@ -1,11 +1,16 @@
 //! The inbox log file: one append-only file of framed, checksummed records.
 //!
 //! A record is `length (u32 LE) ‖ CRC-32 of the payload (u32 LE) ‖ payload`. Appends
-//! collect in memory; [`Log::sync`] writes all of them with one `pwrite` at the end of the
-//! file and makes them durable (`fdatasync`); the inbox calls it through group commit. Opening the file scans
-//! it and keeps the longest prefix of whole records whose checksums hold: a crash can
-//! tear the tail (a record half written, or later pages written and earlier ones not),
-//! and that tail was never synced, so never acknowledged. It is cut off.
+//! collect in memory; [`Log::sync`] writes all of them with one `pwrite` at the end of
+//! the file and makes them durable (`fdatasync`); the inbox calls it through group
+//! commit. Opening the file reads it and keeps the longest prefix of whole records whose
+//! checksums hold: a crash can tear the tail (a record half written, or later pages
+//! written and earlier ones not), and that tail was never synced, so never acknowledged.
+//! It is cut off (and kept aside, in case it was damage instead).
+//!
+//! A failed `fdatasync` is final: Linux may have dropped the dirty pages it could not
+//! write, so a later sync that succeeds would prove nothing about them. Every later sync
+//! fails too, the node stops acknowledging, and a restart reads what really is on disk.
 //!
 //! The log knows nothing of what a payload means; [`crate::inbox`] does.
 
@@ -14,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const HEADER: usize = 8;
@@ -36,6 +41,8 @@ pub struct Log {
     writing: Mutex<()>,
     /// Bytes of whole records in the file; what [`Log::read`] may read.
     written: AtomicU64,
+    /// An `fdatasync` failed: see the module doc.
+    failed: AtomicBool,
     /// The last batches written, newest last: the push loops read what was just synced,
     /// and find it here without a `pread`.
     recent: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
@@ -121,6 +128,7 @@ impl Log {
                 }),
                 writing: Mutex::new(()),
                 written: AtomicU64::new(end),
+                failed: AtomicBool::new(false),
                 recent: Mutex::new(VecDeque::new()),
             },
             Opened { records, cut },
@@ -158,6 +166,11 @@ impl Log {
     /// so the file never gets a gap.
     pub fn sync(&self) -> std::io::Result<()> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "an earlier fdatasync of the inbox log failed; restart the node",
+            ));
+        }
         let (at, records) = {
             let mut tail = self.tail();
             let capacity = tail.pending.len();
@@ -177,7 +190,12 @@ impl Log {
         let written = at + records.len() as u64;
         self.remember(at, records);
         self.written.store(written, Ordering::Release);
-        self.file.sync_data()
+        let synced = self.file.sync_data();
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "fdatasync of the inbox log failed; no more appends will be acknowledged");
+            self.failed.store(true, Ordering::Release);
+        }
+        synced
     }
 
     fn remember(&self, at: u64, records: Vec<u8>) {

@@ -8,7 +8,7 @@
 
 use crate::blobs::Blobs;
 use crate::directory::Directory;
-use crate::inbox::{Appended, Idempotency, Inbox};
+use crate::inbox::{Appended, Inbox};
 use crate::mesh::Mesh;
 use crate::metrics::{MeshKind, Metrics};
 use quiver_proto::files::FileRef;
@@ -148,10 +148,7 @@ impl Router {
             body,
             file,
         };
-        let appended = self
-            .inbox
-            .append(to, from, kind, &Idempotency::Chat(from.clone(), id))
-            .map_err(storage_error)?;
+        let appended = self.inbox.append(to, from, kind).map_err(storage_error)?;
         if appended.fresh {
             self.metrics.chats_stored.fetch_add(1, Ordering::Relaxed);
         }
@@ -263,10 +260,9 @@ impl Router {
         seq: Seq,
     ) -> Result<(), ErrorCode> {
         let receipt = EntryKind::Receipt { kind, id, seq };
-        let idem = Idempotency::Receipt(reader.clone(), kind, seq);
         let appended = self
             .inbox
-            .append(owner, reader, receipt, &idem)
+            .append(owner, reader, receipt)
             .map_err(storage_error)?;
         if appended.fresh {
             self.metrics.receipts_stored.fetch_add(1, Ordering::Relaxed);
