@@ -421,3 +421,33 @@ async fn a_file_crosses_the_mesh_to_a_recipient_who_was_offline() -> anyhow::Res
     assert!(!blob_on(2, &sent.file.blob), "passed through, not copied");
     Ok(())
 }
+
+/// A node learns of the others at its heartbeat; a logout made right after another node
+/// joined must still find the devices connected there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_on_a_node_that_joined_after_the_last_heartbeat_count() -> anyhow::Result<()> {
+    use quiver_server::mesh::{NodeAddrs, Registry};
+    let redis = quiver_tests::mesh::RedisServer::start()?;
+    let url = redis.url();
+    let connect = || quiver_server::directory::connect_redis(&url);
+    let addrs = |port| NodeAddrs {
+        mesh: ([127, 0, 0, 1], port).into(),
+        client: ([127, 0, 0, 1], port + 1).into(),
+    };
+    let beat = Duration::from_secs(60);
+    let n1 = Registry::new(connect().await?, "n1", addrs(7000), beat);
+    n1.heartbeat().await?;
+    // n2 joins after n1's last look at the node set.
+    let n2 = Registry::new(connect().await?, "n2", addrs(7100), beat);
+    n2.heartbeat().await?;
+    assert!(n1.node("n2").is_none(), "n1 has not reread the nodes yet");
+    let bob = quiver_sdk::UserId::parse("bob")?;
+    n2.set_location(&bob, quiver_sdk::DeviceId(5))
+        .await
+        .expect("location written");
+    assert_eq!(
+        n1.locations(&bob).await?,
+        [(quiver_sdk::DeviceId(5), "n2".to_string())]
+    );
+    Ok(())
+}
