@@ -21,7 +21,7 @@
 use crate::commit::GroupCommit;
 use crate::log::{Log, Place};
 use crate::metrics::Metrics;
-use quiver_proto::{ClientMsgId, DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
+use quiver_proto::{DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -56,56 +56,35 @@ impl From<std::io::Error> for InboxError {
 }
 
 /// What makes two appends "the same message", so that a retry finds the first one's
-/// `seq`. It follows from the entry itself, so the index and the log cannot disagree.
-#[derive(Debug, Clone)]
-enum Idempotency {
-    /// A chat, by its sender and the sender's message id.
-    Chat(UserId, ClientMsgId),
-    /// A receipt, by the message's reader and the message's `seq` in the reader's inbox.
-    Receipt(UserId, ReceiptKind, Seq),
-}
-
-impl Idempotency {
-    /// The key of an entry from `peer` of `kind`.
-    fn of(peer: &UserId, kind: &EntryKind) -> Self {
-        match kind {
-            EntryKind::Chat { id, .. } => Idempotency::Chat(peer.clone(), *id),
-            EntryKind::Receipt { kind, seq, .. } => Idempotency::Receipt(peer.clone(), *kind, *seq),
-        }
-    }
-
-    /// A 128-bit digest (SHA-256, cut): what the index keeps instead of the whole key.
-    /// Cryptographic, so a sender cannot pick message ids that collide with another's.
-    fn digest(&self) -> u128 {
-        let mut key = Vec::with_capacity(64);
-        match self {
-            Idempotency::Chat(from, id) => {
-                key.push(b'c');
-                push_name(&mut key, from);
-                key.extend_from_slice(&id.0.to_be_bytes());
-            }
-            Idempotency::Receipt(from, kind, seq) => {
-                key.push(match kind {
-                    ReceiptKind::Delivered => b'D',
-                    ReceiptKind::Read => b'R',
-                });
-                push_name(&mut key, from);
-                key.extend_from_slice(&seq.0.to_be_bytes());
-            }
-        }
-        let digest = ring::digest::digest(&ring::digest::SHA256, &key);
-        let (head, _) = digest
-            .as_ref()
-            .split_first_chunk::<16>()
-            .unwrap_or((&[0; 16], &[]));
-        u128::from_be_bytes(*head)
-    }
-}
-
-fn push_name(key: &mut Vec<u8>, user: &UserId) {
-    let name = user.as_str().as_bytes();
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
+/// `seq`: a chat's sender and id, a receipt's reader, kind and `seq`. It follows from the
+/// entry itself, so the index and the log cannot disagree. The index keeps a 128-bit
+/// digest of it (SHA-256, cut): cryptographic, so a sender cannot pick message ids that
+/// collide with another's.
+fn idempotency_digest(peer: &UserId, kind: &EntryKind) -> u128 {
+    let (tag, number) = match kind {
+        EntryKind::Chat { id, .. } => (b'c', id.0),
+        EntryKind::Receipt {
+            kind: ReceiptKind::Delivered,
+            seq,
+            ..
+        } => (b'D', u128::from(seq.0)),
+        EntryKind::Receipt {
+            kind: ReceiptKind::Read,
+            seq,
+            ..
+        } => (b'R', u128::from(seq.0)),
+    };
+    let name = peer.as_str().as_bytes();
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    sha.update(&[tag, name.len() as u8]);
+    sha.update(name);
+    sha.update(&number.to_be_bytes());
+    let digest = sha.finish();
+    let (head, _) = digest
+        .as_ref()
+        .split_first_chunk::<16>()
+        .unwrap_or((&[0; 16], &[]));
+    u128::from_be_bytes(*head)
 }
 
 const SHARDS: usize = 16;
@@ -137,17 +116,20 @@ impl Owner {
         self.places.get(index).copied().flatten()
     }
 
-    /// Indexes `entry` at `place`, as appended or as read back from the log.
+    /// Indexes `entry` at `place`, as read back from the log.
     fn index(&mut self, entry: &Entry, place: Place) {
-        let index = entry.seq.0.saturating_sub(1) as usize;
+        let digest = idempotency_digest(&entry.peer, &entry.kind);
+        self.index_digest(entry.seq, place, digest);
+    }
+
+    /// Indexes the entry `seq`, whose idempotency digest is `digest`, at `place`.
+    fn index_digest(&mut self, seq: Seq, place: Place, digest: u128) {
+        let index = seq.0.saturating_sub(1) as usize;
         if self.places.len() <= index {
             self.places.resize(index + 1, None);
         }
         self.places[index] = Some(place);
-        self.appended.insert(
-            Idempotency::of(&entry.peer, &entry.kind).digest(),
-            entry.seq,
-        );
+        self.appended.insert(digest, seq);
     }
 }
 
@@ -199,6 +181,13 @@ fn seq_from(bytes: &[u8]) -> Result<Seq, InboxError> {
 
 fn encode(owner: &UserId, entry: &Entry) -> Result<Vec<u8>, InboxError> {
     postcard::to_stdvec(&(owner, entry)).map_err(|e| InboxError::Storage(e.to_string()))
+}
+
+/// Writes the record of `entry` in `owner`'s log at the end of `tail`.
+fn encode_into(owner: &UserId, entry: &Entry, tail: &mut Vec<u8>) -> std::io::Result<()> {
+    postcard::to_io(&(owner, entry), tail)
+        .map(drop)
+        .map_err(std::io::Error::other)
 }
 
 fn decode(bytes: &[u8]) -> Result<(UserId, Entry), InboxError> {
@@ -296,7 +285,7 @@ impl Inbox {
         peer: &UserId,
         kind: EntryKind,
     ) -> Result<Appended, InboxError> {
-        let digest = Idempotency::of(peer, &kind).digest();
+        let digest = idempotency_digest(peer, &kind);
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             if !owners.contains_key(owner) {
@@ -314,8 +303,10 @@ impl Inbox {
                         kind,
                     };
                     // Under the shard lock: one user's records go to the log in `seq` order.
-                    let place = self.log.append(&encode(owner, &entry)?)?;
-                    state.index(&entry, place);
+                    let place = self
+                        .log
+                        .append_with(|tail| encode_into(owner, &entry, tail))?;
+                    state.index_digest(entry.seq, place, digest);
                     (entry.seq, true, state.durable.clone())
                 }
             }
@@ -384,7 +375,7 @@ impl Inbox {
     }
 
     fn entry_at(&self, owner: &UserId, seq: Seq, place: Place) -> Result<Entry, InboxError> {
-        let (stored_owner, entry) = decode(&self.log.read(place)?)?;
+        let (stored_owner, entry) = self.log.read_with(place, decode)??;
         if stored_owner != *owner || entry.seq != seq {
             return Err(InboxError::Corrupt(format!(
                 "index of {owner} at {seq} names another record"
@@ -430,9 +421,22 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_proto::ClientMsgId;
 
     fn user(name: &str) -> UserId {
         UserId::parse(name).unwrap()
+    }
+
+    /// Opens sled at `path`, waiting while a handle dropped just before lets go of its lock
+    /// (sled's flusher thread ends on its own time; the node retries the same way).
+    fn sled_at(path: &Path) -> sled::Db {
+        for _ in 0..100 {
+            if let Ok(db) = sled::open(path) {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        sled::open(path).unwrap()
     }
 
     fn chat(n: u128) -> EntryKind {
@@ -447,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn appends_are_ordered_idempotent_and_published_when_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = sled_at(&dir.path().join("db"));
         let (inbox, _task) = open(&db, dir.path()).unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
         let mut durable = inbox.subscribe(&bob).unwrap();
@@ -506,7 +510,7 @@ mod tests {
             seq: Seq(4),
         };
         {
-            let db = sled::open(dir.path().join("db")).unwrap();
+            let db = sled_at(&dir.path().join("db"));
             let (inbox, task) = open(&db, dir.path()).unwrap();
             for n in 1..=3 {
                 inbox
@@ -527,7 +531,7 @@ mod tests {
             drop(inbox);
             task.await.unwrap();
         }
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = sled_at(&dir.path().join("db"));
         let (inbox, _task) = open(&db, dir.path()).unwrap();
         assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(3));
         assert_eq!(*inbox.subscribe(&alice).unwrap().borrow(), Seq(1));
@@ -561,7 +565,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
         {
-            let db = sled::open(dir.path().join("db")).unwrap();
+            let db = sled_at(&dir.path().join("db"));
             let old = db.open_tree("inbox").unwrap();
             for n in 1..=2u64 {
                 let entry = Entry {
@@ -579,8 +583,10 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
+        // One sled handle for both opens: reopening sled itself right after dropping it can
+        // find its lock still held by its flusher thread (the node retries; see node.rs).
+        let db = sled_at(&dir.path().join("db"));
         for _ in 0..2 {
-            let db = sled::open(dir.path().join("db")).unwrap();
             let (inbox, task) = open(&db, dir.path()).unwrap();
             assert!(!db.tree_names().iter().any(|n| n == b"inbox"));
             assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(2));

@@ -20,7 +20,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
@@ -45,7 +45,7 @@ pub struct Log {
     failed: AtomicBool,
     /// The last batches written, newest last: the push loops read what was just synced,
     /// and find it here without a `pread`.
-    recent: Mutex<Recent>,
+    recent: RwLock<Recent>,
 }
 
 /// [`Log::recent`]: batches by where they start, and their bytes in all.
@@ -139,7 +139,7 @@ impl Log {
                 writing: Mutex::new(()),
                 written: AtomicU64::new(end),
                 failed: AtomicBool::new(false),
-                recent: Mutex::default(),
+                recent: RwLock::default(),
             },
             Opened { records, cut },
         ))
@@ -152,23 +152,42 @@ impl Log {
     /// Appends one record to memory; [`Log::sync`] writes it and makes it durable, and
     /// only then can it be read back.
     pub fn append(&self, payload: &[u8]) -> std::io::Result<Place> {
-        if payload.len() > MAX_PAYLOAD {
+        self.append_with(|tail| {
+            tail.extend_from_slice(payload);
+            Ok(())
+        })
+    }
+
+    /// Like [`Log::append`], but `write` adds the payload to the end of the tail itself,
+    /// saving a buffer and a copy per record.
+    pub fn append_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<Place> {
+        let mut tail = self.tail();
+        let start = tail.pending.len();
+        tail.pending.extend_from_slice(&[0; HEADER]);
+        let written = write(&mut tail.pending);
+        let len = tail.pending.len() - start - HEADER;
+        if let Err(e) = written {
+            tail.pending.truncate(start);
+            return Err(e);
+        }
+        if len > MAX_PAYLOAD {
+            tail.pending.truncate(start);
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "record too large",
             ));
         }
-        let mut tail = self.tail();
-        let place = Place {
-            offset: tail.at + tail.pending.len() as u64,
-            len: payload.len() as u32,
-        };
-        tail.pending
-            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        tail.pending
-            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        tail.pending.extend_from_slice(payload);
-        Ok(place)
+        let (header, payload) = tail.pending[start..].split_at_mut(HEADER);
+        let crc = crc32fast::hash(payload);
+        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc.to_le_bytes());
+        Ok(Place {
+            offset: tail.at + start as u64,
+            len: len as u32,
+        })
     }
 
     /// Writes every record appended so far to the file, in one write, and makes it
@@ -208,8 +227,8 @@ impl Log {
         synced
     }
 
-    fn recent_batches(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    fn recent_batches(&self) -> std::sync::RwLockWriteGuard<'_, Recent> {
+        self.recent.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An empty buffer for the next tail, at least `capacity` bytes if it must be made.
@@ -233,23 +252,34 @@ impl Log {
         }
     }
 
-    /// The payload at `place` if it is in a recent batch.
-    fn recent(&self, place: Place) -> Option<Vec<u8>> {
-        let recent = self.recent_batches();
+    /// `read` of the payload at `place`, if it is in a recent batch; else `read` back.
+    fn recent<R, F: FnOnce(&[u8]) -> R>(&self, place: Place, read: F) -> Result<R, F> {
+        let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
         // Batches are in file order: the one that may hold `place` starts at or before it.
         let after = recent
             .batches
             .partition_point(|(at, _)| *at <= place.offset);
-        let (at, batch) = recent.batches.get(after.checked_sub(1)?)?;
-        let start = usize::try_from(place.offset - at).ok()? + HEADER;
-        batch
-            .get(start..start + place.len as usize)
-            .map(<[u8]>::to_vec)
+        let Some((at, batch)) = after.checked_sub(1).and_then(|i| recent.batches.get(i)) else {
+            return Err(read);
+        };
+        let start = usize::try_from(place.offset - at)
+            .unwrap_or(usize::MAX)
+            .saturating_add(HEADER);
+        match batch.get(start..start.saturating_add(place.len as usize)) {
+            Some(payload) => Ok(read(payload)),
+            None => Err(read),
+        }
     }
 
     /// Reads back the payload at `place`, checking its checksum. A record not yet written
     /// by [`Log::sync`] cannot be read.
     pub fn read(&self, place: Place) -> std::io::Result<Vec<u8>> {
+        self.read_with(place, <[u8]>::to_vec)
+    }
+
+    /// Like [`Log::read`], but hands the payload to `read` where it lies, without copying
+    /// it out of memory first.
+    pub fn read_with<R>(&self, place: Place, read: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
         let end = place.offset + (HEADER as u64) + u64::from(place.len);
         if end > self.written.load(Ordering::Acquire) {
             return Err(std::io::Error::new(
@@ -257,9 +287,10 @@ impl Log {
                 "record not written yet",
             ));
         }
-        if let Some(payload) = self.recent(place) {
-            return Ok(payload);
-        }
+        let read = match self.recent(place, read) {
+            Ok(found) => return Ok(found),
+            Err(read) => read,
+        };
         let mut record = vec![0u8; HEADER + place.len as usize];
         self.file.read_exact_at(&mut record, place.offset)?;
         let Some((header, payload)) = record.split_first_chunk::<HEADER>() else {
@@ -272,8 +303,7 @@ impl Log {
                 format!("inbox log record at {} does not check", place.offset),
             ));
         }
-        record.drain(..HEADER);
-        Ok(record)
+        Ok(read(payload))
     }
 
     /// Bytes of whole records, written or not.
@@ -409,11 +439,12 @@ mod tests {
         for (n, place) in places.iter().enumerate() {
             assert_eq!(log.read(*place).unwrap(), record(n), "record {n}");
         }
+        let in_memory = |place| log.recent(place, |_: &[u8]| ()).is_ok();
         assert!(
-            log.recent(places[0]).is_none(),
+            !in_memory(places[0]),
             "the first batch is read from the file"
         );
-        assert!(log.recent(places[places.len() - 1]).is_some());
+        assert!(in_memory(places[places.len() - 1]));
     }
 
     #[test]
