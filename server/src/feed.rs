@@ -114,7 +114,14 @@ impl Feed {
             ControlStep::Ack(seq) => match self.begin_ack(seq) {
                 AckCheck::New => {
                     self.shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(self.clone().finish_ack(seq));
+                    let pushed = self.acks().unacked.remove(&seq);
+                    match pushed {
+                        // A receipt's ack owes nobody a receipt: nothing to wait for.
+                        Some(Pushed::Receipt) => self.record_ack(seq),
+                        pushed => {
+                            tasks.spawn(self.clone().finish_ack(seq, pushed));
+                        }
+                    }
                     Ok(())
                 }
                 AckCheck::Repeat => Ok(()),
@@ -144,9 +151,13 @@ impl Feed {
         }
     }
 
-    /// Records DELIVERED for the sender, then moves this device's cursor.
-    async fn finish_ack(self: Arc<Self>, seq: Seq) -> Result<(), ErrorCode> {
-        let pushed = self.acks().unacked.remove(&seq);
+    /// Records DELIVERED for the sender, then moves this device's cursor. `pushed` is
+    /// what the feed remembered of the entry, if anything.
+    async fn finish_ack(
+        self: Arc<Self>,
+        seq: Seq,
+        pushed: Option<Pushed>,
+    ) -> Result<(), ErrorCode> {
         self.shared
             .router
             .delivered(&self.user, seq, pushed)
