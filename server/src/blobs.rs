@@ -4,8 +4,8 @@
 //! Layout under `<data_dir>/blobs`: one file per complete blob (`<hex id>`), and one file
 //! per upload in progress (`partial/<user>-<hex id>`), which grows as bytes arrive and is
 //! checked against its id before it becomes a blob. Metadata lives in sled:
-//! - `blobs`: id → [`BlobMeta`] (size, uploaders, kept until);
-//! - `uploads`: user and id → [`UploadMeta`] (size, last touched);
+//! - `blobs`: id → `BlobMeta` (size, uploaders, kept until);
+//! - `uploads`: user and id → `UploadMeta` (size, last touched);
 //! - `usage`: user → bytes charged to their quota (their blobs and their uploads).
 //!
 //! A blob is referred to by each file message that names it, for `retention_secs` after

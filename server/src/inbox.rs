@@ -179,10 +179,6 @@ fn seq_from(bytes: &[u8]) -> Result<Seq, InboxError> {
     Ok(Seq(u64::from_be_bytes(raw)))
 }
 
-fn encode(owner: &UserId, entry: &Entry) -> Result<Vec<u8>, InboxError> {
-    postcard::to_stdvec(&(owner, entry)).map_err(|e| InboxError::Storage(e.to_string()))
-}
-
 /// Writes the record of `entry` in `owner`'s log at the end of `tail`.
 fn encode_into(owner: &UserId, entry: &Entry, tail: &mut Vec<u8>) -> std::io::Result<()> {
     postcard::to_io(&(owner, entry), tail)
@@ -253,7 +249,9 @@ impl Inbox {
             if state.place(entry.seq).is_some() {
                 continue;
             }
-            let place = self.log.append(&encode(&owner, &entry)?)?;
+            let place = self
+                .log
+                .append_with(|tail| encode_into(&owner, &entry, tail))?;
             state.index(&entry, place);
             adopted += 1;
         }

@@ -26,7 +26,7 @@ const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
 pub const MAX_PAYLOAD: usize = 64 << 20;
 
-/// Where a record is: what [`Log::append`] returns and [`Log::read`] takes.
+/// Where a record is: what [`Log::append_with`] returns and [`Log::read_with`] takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
     offset: u64,
@@ -39,7 +39,7 @@ pub struct Log {
     tail: Mutex<Tail>,
     /// Held while [`Log::sync`] writes and syncs, so the file grows in order.
     writing: Mutex<()>,
-    /// Bytes of whole records in the file; what [`Log::read`] may read.
+    /// Bytes of whole records in the file; what [`Log::read_with`] may read.
     written: AtomicU64,
     /// An `fdatasync` failed: see the module doc.
     failed: AtomicBool,
@@ -149,17 +149,18 @@ impl Log {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends one record to memory; [`Log::sync`] writes it and makes it durable, and
-    /// only then can it be read back.
-    pub fn append(&self, payload: &[u8]) -> std::io::Result<Place> {
+    /// [`Log::append_with`] of a payload at hand.
+    #[cfg(test)]
+    fn append(&self, payload: &[u8]) -> std::io::Result<Place> {
         self.append_with(|tail| {
             tail.extend_from_slice(payload);
             Ok(())
         })
     }
 
-    /// Like [`Log::append`], but `write` adds the payload to the end of the tail itself,
-    /// saving a buffer and a copy per record.
+    /// Appends one record to memory, its payload written by `write` at the end of the
+    /// tail; [`Log::sync`] writes it to the file and makes it durable, and only then can
+    /// it be read back.
     pub fn append_with(
         &self,
         write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
@@ -273,12 +274,14 @@ impl Log {
 
     /// Reads back the payload at `place`, checking its checksum. A record not yet written
     /// by [`Log::sync`] cannot be read.
-    pub fn read(&self, place: Place) -> std::io::Result<Vec<u8>> {
+    #[cfg(test)]
+    fn read(&self, place: Place) -> std::io::Result<Vec<u8>> {
         self.read_with(place, <[u8]>::to_vec)
     }
 
-    /// Like [`Log::read`], but hands the payload to `read` where it lies, without copying
-    /// it out of memory first.
+    /// Hands the payload at `place`, its checksum checked, to `read` where it lies: in a
+    /// recent batch in memory, or read from the file. A record not yet written by
+    /// [`Log::sync`] cannot be read.
     pub fn read_with<R>(&self, place: Place, read: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
         let end = place.offset + (HEADER as u64) + u64::from(place.len);
         if end > self.written.load(Ordering::Acquire) {
@@ -307,14 +310,10 @@ impl Log {
     }
 
     /// Bytes of whole records, written or not.
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    fn len(&self) -> u64 {
         let tail = self.tail();
         tail.at + tail.pending.len() as u64
-    }
-
-    /// Whether the log holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
