@@ -9,8 +9,9 @@
 //!
 //! Why not sled for entries: an append was an entry and an idempotency record in sled, and
 //! sled's tree (a node split every 8 appends, each writing both halves to its log) took
-//! about half of the node's CPU under load (docs/PERFORMANCE.md). Here an append is one
-//! `pwrite`, and the record *is* the idempotency record: an entry names its own key
+//! about half of the node's CPU under load (docs/PERFORMANCE.md). Here an append adds a
+//! record to the log's tail in memory (the group commit writes the tail with one `pwrite`
+//! and syncs it), and the record *is* the idempotency record: an entry names its own key
 //! (a chat's sender and id, a receipt's reader, kind and `seq`), so after a crash a key
 //! never outlives its entry or the reverse.
 //!
