@@ -133,9 +133,19 @@ impl TestNode {
     /// Stops the node gracefully (connections are closed) and starts it again on the same
     /// data folder. Addresses change; tokens stay valid (the key is in the folder).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(|_| Ok(())).await
+    }
+
+    /// [`TestNode::restart`], running `between` on the data folder while the node is down
+    /// (to damage or inspect what it stored).
+    pub async fn restart_after(
+        &mut self,
+        between: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         if let Some(node) = self.node.take() {
             node.shutdown().await;
         }
+        between(&self.config.data_dir)?;
         self.node = Some(
             Node::start(self.config.clone())
                 .await

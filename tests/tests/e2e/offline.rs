@@ -106,6 +106,62 @@ async fn nothing_is_lost_or_duplicated_across_a_node_restart() -> anyhow::Result
     Ok(())
 }
 
+/// What a crash in the middle of a write leaves at the end of the inbox log: a record
+/// header and part of its payload. The node cuts it off (keeping the bytes aside), serves
+/// every acknowledged message once, and appends after the cut, where a later start finds it.
+#[tokio::test]
+async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledged_is_lost(
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        sent.push(a.send(&bob.id, format!("m{i}").as_bytes()).await?);
+    }
+    drop(a);
+    node.restart_after(|data| {
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("inbox.log"))?;
+        // A header promising 100 bytes, then 10 of them.
+        log.write_all(&100u32.to_le_bytes())?;
+        log.write_all(&[0; 4])?;
+        log.write_all(&[7; 10])?;
+        Ok(())
+    })
+    .await?;
+    let kept: Vec<_> = std::fs::read_dir(node.data_dir())?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("inbox.log.cut-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "the torn bytes are kept aside");
+    assert_eq!(kept[0].metadata()?.len(), 18);
+
+    let (a, _a_events) = node.connect(&alice).await?;
+    let after = a.send(&bob.id, b"after the cut").await?;
+    assert_eq!(after.seq.0, sent.last().unwrap().seq.0 + 1);
+    drop(a);
+    node.restart().await?;
+    let (_b, mut b_events) = node.connect(&bob).await?;
+    let got = messages(&mut b_events, 21).await?;
+    sent.push(after);
+    assert_eq!(
+        got.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        sent.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        "every acknowledged message once, in order, the one after the cut too"
+    );
+    assert_eq!(got.last().unwrap().text(), "after the cut");
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn messages_sent_while_the_node_restarts_between_send_and_receive_arrive_once(
 ) -> anyhow::Result<()> {
