@@ -106,6 +106,22 @@ async fn nothing_is_lost_or_duplicated_across_a_node_restart() -> anyhow::Result
     Ok(())
 }
 
+/// A node where Alice, a friend of Bob's, sent him `count` messages (`m0`, `m1`, …), each
+/// SENT, and went away; Bob has not connected.
+async fn alice_sends_bob(
+    count: usize,
+) -> anyhow::Result<(TestNode, TestUser, TestUser, Vec<quiver_sdk::Sent>)> {
+    let node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let mut sent = Vec::new();
+    for i in 0..count {
+        sent.push(a.send(&bob.id, format!("m{i}").as_bytes()).await?);
+    }
+    Ok((node, alice, bob, sent))
+}
+
 /// What a crash in the middle of a write leaves at the end of the inbox log: a record
 /// header and part of its payload. The node cuts it off (keeping the bytes aside), serves
 /// every acknowledged message once, and appends after the cut, where a later start finds it.
@@ -113,15 +129,7 @@ async fn nothing_is_lost_or_duplicated_across_a_node_restart() -> anyhow::Result
 async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledged_is_lost(
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut node = TestNode::start().await?;
-    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
-    node.befriend(&alice, &bob).await?;
-    let (a, _a_events) = node.connect(&alice).await?;
-    let mut sent = Vec::new();
-    for i in 0..20 {
-        sent.push(a.send(&bob.id, format!("m{i}").as_bytes()).await?);
-    }
-    drop(a);
+    let (mut node, alice, bob, mut sent) = alice_sends_bob(20).await?;
     node.restart_after(|data| {
         let mut log = std::fs::OpenOptions::new()
             .append(true)
@@ -165,15 +173,7 @@ async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledg
 #[tokio::test]
 async fn messages_sent_while_the_node_restarts_between_send_and_receive_arrive_once(
 ) -> anyhow::Result<()> {
-    let mut node = TestNode::start().await?;
-    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
-    node.befriend(&alice, &bob).await?;
-    let (a, _a_events) = node.connect(&alice).await?;
-    let mut sent = Vec::new();
-    for i in 0..25 {
-        sent.push(a.send(&bob.id, format!("m{i}").as_bytes()).await?);
-    }
-    drop(a);
+    let (mut node, _alice, bob, sent) = alice_sends_bob(25).await?;
     node.restart().await?;
     // No cursor from the SDK: the node's own record must be enough.
     let (_b, mut b_events) = node.connect(&bob).await?;
