@@ -2,6 +2,7 @@
 //! break connection migration), transport limits sized for chat, and the accept loop.
 
 use crate::config::Limits;
+use crate::credit::StreamCredit;
 use crate::node::Shared;
 use crate::tls::{Identity, TlsError};
 use std::net::SocketAddr;
@@ -21,7 +22,12 @@ pub fn endpoint(
 ) -> Result<quinn::Endpoint, ListenerError> {
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_concurrent_bidi_streams(limits.max_client_streams.into())
+        // A new connection is offered a few streams; its session offers more as they are used.
+        .max_concurrent_bidi_streams(
+            StreamCredit::client(limits.max_client_streams)
+                .offered()
+                .into(),
+        )
         // Clients never open unidirectional streams; pushes go the other way.
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window(limits.stream_receive_window.into())

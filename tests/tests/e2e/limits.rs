@@ -1,6 +1,8 @@
 //! Caps on what one address or one user can hold open, and logging out ending the
 //! device's live sessions. Each over-the-limit client gets its code; others carry on.
 
+use crate::raw;
+use quiver_proto::{encode_frame, ClientMsgId, ConversationRequest, ConversationResponse};
 use quiver_sdk::{ErrorCode, Event, SendError};
 use quiver_tests::*;
 use std::time::Duration;
@@ -133,5 +135,78 @@ async fn a_client_can_write_to_more_peers_than_its_stream_limit() -> anyhow::Res
         (got[0].text(), got[1].text()),
         ("hi 0".into(), "again".into())
     );
+    Ok(())
+}
+
+/// Whether opening one more stream on `conn` waits for the node to offer it (an offered
+/// stream opens at once, without a round trip).
+async fn not_offered(conn: &quinn::Connection) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), conn.open_bi())
+        .await
+        .is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_offered_a_few_streams_and_more_as_it_uses_them() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let limit = node.node().config().limits.max_client_streams as usize;
+    let first = quiver_server::credit::FIRST_CLIENT_OFFER as usize;
+    assert!(first < limit, "the test needs room to grow");
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (conn, _control_send, _control_recv, _) = raw::hello(&node, &alice.login.token).await?;
+
+    // Opened but unused streams: the node has not seen them, so the offer stays small.
+    let mut held = Vec::new();
+    for _ in 1..first {
+        held.push(conn.open_bi().await?);
+    }
+    assert!(
+        not_offered(&conn).await,
+        "more than {first} streams offered"
+    );
+
+    // Used, they make the offer grow; conversations held open all at once reach the limit.
+    let open = encode_frame(&ConversationRequest::Open {
+        peer: bob.id.clone(),
+    })?;
+    for (send, _) in &mut held {
+        send.write_all(&open).await?;
+    }
+    while held.len() < limit - 1 {
+        let (mut send, recv) = tokio::time::timeout(WAIT, conn.open_bi())
+            .await
+            .map_err(|_| anyhow::anyhow!("stream {} was never offered", held.len() + 1))??;
+        send.write_all(&open).await?;
+        held.push((send, recv));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.open_conversations() < held.len() as u64 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "conversations not served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        not_offered(&conn).await,
+        "more than {limit} streams offered"
+    );
+
+    // Every one of them carries a chat to its end.
+    for (i, (send, recv)) in held.iter_mut().enumerate() {
+        let chat = ConversationRequest::Chat {
+            id: ClientMsgId(i as u128 + 1),
+            sent_at_ms: 1,
+            body: format!("on stream {i}").into_bytes(),
+            file: None,
+        };
+        send.write_all(&encode_frame(&chat)?).await?;
+        let sent: ConversationResponse = raw::read_one(recv).await?;
+        assert!(
+            matches!(sent, ConversationResponse::Sent { .. }),
+            "{sent:?}"
+        );
+    }
     Ok(())
 }
