@@ -58,12 +58,19 @@ pub enum MeshError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// The transport of mesh links: many streams (one per remote conversation and per remote
-/// device), quick to notice a dead peer.
-fn transport() -> Arc<quinn::TransportConfig> {
+/// Streams a node may have open on its link to a peer, at most: one per remote
+/// conversation and per remote device.
+pub(crate) const MAX_LINK_STREAMS: u32 = 100_000;
+
+/// Streams a new link is offered; the receiving side offers more as they are used.
+pub(crate) const FIRST_LINK_OFFER: u32 = 1024;
+
+/// The transport of mesh links: `offer` streams the peer may open (only the dialing side
+/// opens them), quick to notice a dead peer.
+fn transport(offer: u32) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_concurrent_bidi_streams(100_000u32.into())
+        .max_concurrent_bidi_streams(offer.into())
         .max_concurrent_uni_streams(0u32.into())
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("3 s fits")));
@@ -89,9 +96,9 @@ impl Mesh {
         let client_crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls.1).map_err(quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(transport());
+        server.transport_config(transport(FIRST_LINK_OFFER));
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(transport());
+        client.transport_config(transport(0));
         let mut endpoint = quinn::Endpoint::server(server, mesh_addr).map_err(MeshError::Bind)?;
         endpoint.set_default_client_config(client);
         let own = NodeAddrs {

@@ -3,6 +3,7 @@
 
 use super::MAX_MESH_FRAME;
 use crate::conversation::{append_chats, respond, Reply};
+use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
 use crate::net::{read_frame, write_frame, Reader};
 use crate::node::Shared;
@@ -35,8 +36,15 @@ async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
     };
     tracing::info!(%remote, "mesh peer connected");
     let mut streams = JoinSet::new();
+    let mut credit = StreamCredit::new(super::FIRST_LINK_OFFER, super::MAX_LINK_STREAMS);
     while let Ok((send, recv)) = conn.accept_bi().await {
         while streams.try_join_next().is_some() {}
+        let open = u32::try_from(streams.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if let Some(offer) = credit.grow(open) {
+            conn.set_max_concurrent_bi_streams(offer.into());
+        }
         streams.spawn(stream(send, recv, shared.clone()));
     }
     streams.shutdown().await;
