@@ -129,10 +129,9 @@ impl Feed {
                     Err((ErrorCode::InvalidSeq, format!("seq {seq} was not pushed")))
                 }
             },
-            ControlStep::Read(seq) => self
-                .shared
-                .router
-                .read(&self.user, seq)
+            // Boxed: read marks are rare, and unboxed this future would be most of the
+            // size of every session's control loop, idle or not.
+            ControlStep::Read(seq) => Box::pin(self.shared.router.read(&self.user, seq))
                 .await
                 .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
             // The control phase lets one hello through, and the session took it.
