@@ -289,17 +289,22 @@ impl Session {
     ) -> Result<(), String> {
         let mut acking = AckTasks::new();
         loop {
-            while let Some(done) = acking.try_join_next() {
-                if let Ok(Err(code)) = done {
-                    conn.close(varint(code), b"could not record delivery");
-                    return Err(format!("could not record delivery: {code}"));
+            // Reader::next is cancel-safe: a frame half read when an ack finishes is kept.
+            let next = tokio::select! {
+                Some(done) = acking.next() => {
+                    if let Err(code) = done {
+                        conn.close(varint(code), b"could not record delivery");
+                        return Err(format!("could not record delivery: {code}"));
+                    }
+                    continue;
                 }
-            }
-            let step = match requests.next().await {
+                next = requests.next() => next,
+            };
+            let step = match next {
                 Ok(Some(step)) => step,
                 Ok(None) => {
                     // A polite goodbye: record the acks already received, then close.
-                    while acking.join_next().await.is_some() {}
+                    acking.finish().await;
                     if let HomeFeed::Remote { up, .. } = &self.home {
                         let _ = up.lock().await.finish();
                     }

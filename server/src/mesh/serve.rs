@@ -203,15 +203,19 @@ async fn control(
     let mut requests = Reader::new(recv, ControlPhase::greeted(), MAX_MESH_FRAME);
     let mut acking = AckTasks::new();
     loop {
-        while let Some(done) = acking.try_join_next() {
-            if let Ok(Err(code)) = done {
-                return Err(format!("could not record a delivery: {code}"));
+        let next = tokio::select! {
+            Some(done) = acking.next() => {
+                if let Err(code) = done {
+                    return Err(format!("could not record a delivery: {code}"));
+                }
+                continue;
             }
-        }
-        let step = match requests.next().await {
+            next = requests.next() => next,
+        };
+        let step = match next {
             Ok(Some(step)) => step,
             Ok(None) => {
-                while acking.join_next().await.is_some() {}
+                acking.finish().await;
                 return Ok(());
             }
             Err(e) => return Err(e.to_string()),
