@@ -1,4 +1,5 @@
-//! How many bidirectional streams a client connection is offered at once.
+//! How many bidirectional streams a peer may open at once (a client, or a mesh node on
+//! its link), and the accept loop that offers more as they are used.
 //!
 //! quinn sets aside table space for every stream the peer may open, the moment it may
 //! open it: 5.4 KB of every client connection at 64 streams, idle or not, and 5.5 MB of
@@ -6,6 +7,9 @@
 //! [`FIRST_CLIENT_OFFER`]: its control stream and a few conversations), and the offer
 //! doubles, up to its ceiling, whenever half of it is in use. It grows before the peer
 //! runs out, so a peer that opens streams one by one never waits for one.
+
+use std::future::Future;
+use tokio::task::JoinSet;
 
 /// Streams offered to a new client connection (including its control stream).
 pub const FIRST_CLIENT_OFFER: u32 = 8;
@@ -43,6 +47,36 @@ impl StreamCredit {
         }
         self.offered = self.offered.saturating_mul(2).min(self.max);
         Some(self.offered)
+    }
+}
+
+impl StreamCredit {
+    /// Accepts `conn`'s bidirectional streams until the connection ends (returning why),
+    /// each served by the task `serve` makes for it in `streams`, and grows the offer as
+    /// they are used. `held` streams are open besides (a session's control stream).
+    pub async fn accept<F>(
+        mut self,
+        conn: &quinn::Connection,
+        held: u32,
+        streams: &mut JoinSet<()>,
+        mut serve: impl FnMut(quinn::SendStream, quinn::RecvStream) -> F,
+    ) -> quinn::ConnectionError
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(stream) => stream,
+                Err(e) => return e,
+            };
+            while streams.try_join_next().is_some() {}
+            let served = u32::try_from(streams.len()).unwrap_or(u32::MAX);
+            // Open now: those held, those served, and this one.
+            if let Some(offer) = self.grow(served.saturating_add(held).saturating_add(1)) {
+                conn.set_max_concurrent_bi_streams(offer.into());
+            }
+            streams.spawn(serve(send, recv));
+        }
     }
 }
 

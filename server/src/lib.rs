@@ -9,7 +9,7 @@
 //! | [`tls`] | certificates and rustls configurations |
 //! | [`listener`] | the QUIC endpoint and its accept loop |
 //! | [`session`] | one client connection: hello, control, conversations, pushes |
-//! | [`credit`] | how many streams a client connection is offered, growing with use |
+//! | [`credit`] | how many streams a client or mesh peer is offered, growing with use |
 //! | [`feed`] | one device's cursor, acks and push window, on its user's home node |
 //! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
 //! | [`router`] | where a chat or receipt goes (home nodes); the only writer of inboxes |

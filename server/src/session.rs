@@ -342,20 +342,14 @@ impl Session {
 
     async fn accept_conversations(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), String> {
         let mut streams = JoinSet::new();
-        let mut credit = StreamCredit::client(self.shared.config.limits.max_client_streams);
-        loop {
-            let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-            while streams.try_join_next().is_some() {}
-            // Open now: the control stream, the conversations, and this one.
-            let open = u32::try_from(streams.len())
-                .unwrap_or(u32::MAX)
-                .saturating_add(2);
-            if let Some(offer) = credit.grow(open) {
-                conn.set_max_concurrent_bi_streams(offer.into());
-            }
-            let span = tracing::debug_span!("stream", stream = %send.id());
-            streams.spawn(self.clone().stream(send, recv).instrument(span));
-        }
+        let credit = StreamCredit::client(self.shared.config.limits.max_client_streams);
+        let ended = credit
+            .accept(conn, 1, &mut streams, |send, recv| {
+                let span = tracing::debug_span!("stream", stream = %send.id());
+                self.clone().stream(send, recv).instrument(span)
+            })
+            .await;
+        Err(ended.to_string())
     }
 
     /// One client-opened stream: a conversation or a file transfer, by its first frame.

@@ -36,17 +36,13 @@ async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
     };
     tracing::info!(%remote, "mesh peer connected");
     let mut streams = JoinSet::new();
-    let mut credit = StreamCredit::new(super::FIRST_LINK_OFFER, super::MAX_LINK_STREAMS);
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        while streams.try_join_next().is_some() {}
-        let open = u32::try_from(streams.len())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1);
-        if let Some(offer) = credit.grow(open) {
-            conn.set_max_concurrent_bi_streams(offer.into());
-        }
-        streams.spawn(stream(send, recv, shared.clone()));
-    }
+    let credit = StreamCredit::new(super::FIRST_LINK_OFFER, super::MAX_LINK_STREAMS);
+    let ended = credit
+        .accept(&conn, 0, &mut streams, |send, recv| {
+            stream(send, recv, shared.clone())
+        })
+        .await;
+    tracing::info!(%remote, reason = %ended, "mesh peer gone");
     streams.shutdown().await;
 }
 
