@@ -8,14 +8,16 @@
 //! Modes: `pairs` (P senders each to its own receiver), `fanin` (many senders to one
 //! receiver), `offline` (a backlog drained by a connecting device), `stalled` (node memory
 //! while a receiver does not read), `idle` (memory per idle authenticated connection),
-//! `file` (a file up and down, with chat latency next to it), `hop` (mesh), and `pairs
-//! --compare mqtt` (the same against mosquitto).
+//! `file` (a file up and down, with chat latency next to it), `hop` (mesh), `pairs
+//! --compare mqtt` (the same against mosquitto), and `table` (the standard runs as the
+//! Markdown table of `docs/PERFORMANCE.md`).
 
 pub mod cluster;
 pub mod files;
 pub mod mqtt;
 pub mod node;
 pub mod stats;
+pub mod table;
 pub mod workload;
 
 pub use node::NodeProcess;

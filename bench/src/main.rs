@@ -120,6 +120,9 @@ enum Mode {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The standard runs, each on a fresh node, as one Markdown table (stdout; the JSON
+    /// of every run and the summaries go to stderr). A few minutes.
+    Table,
     /// C idle authenticated connections: node memory per connection.
     Idle {
         /// Connections (each SDK client has its own UDP socket: mind `ulimit -n`).
@@ -141,6 +144,12 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("quiver-server"),
     };
     let bench = match args.mode {
+        Mode::Table => {
+            let table = quiver_bench::table::table(&server_bin).await?;
+            eprintln!("{}", table.json);
+            println!("{}", table.summary);
+            return Ok(());
+        }
         Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
         _ => Bench::start(&server_bin).context("starting the node")?,
     };
@@ -197,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             let pace = std::time::Duration::from_millis(chat_every_ms);
             quiver_bench::files::file(bench, mib, pace, dir.as_deref()).await?
         }
+        Mode::Table => anyhow::bail!("the table starts its own nodes"),
     };
     println!("{}", report.json);
     eprintln!("{}", report.summary);

@@ -1,0 +1,221 @@
+//! `table`: the standard runs, one after another, each on a fresh node (and a fresh
+//! mosquitto where there is a baseline), printed as one Markdown table — the
+//! performance table of `docs/PERFORMANCE.md`, made by one command.
+//!
+//! Rows: the chat workload of the performance targets against mosquitto; how throughput
+//! goes with the number of connections and with message size (against mosquitto too);
+//! one message in flight (latency); many senders to one receiver; an offline backlog;
+//! memory per idle connection.
+
+use crate::workload::{self, Bench, Report};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A `pairs` run of the table, with its mosquitto baseline.
+struct PairsRow {
+    label: &'static str,
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+}
+
+const PAIRS_ROWS: [PairsRow; 6] = [
+    PairsRow {
+        label: "chat load (the target)",
+        pairs: 50,
+        messages: 4000,
+        size: 100,
+        window: 64,
+    },
+    PairsRow {
+        label: "fewer connections",
+        pairs: 10,
+        messages: 20_000,
+        size: 100,
+        window: 64,
+    },
+    PairsRow {
+        label: "more connections",
+        pairs: 200,
+        messages: 1000,
+        size: 100,
+        window: 64,
+    },
+    PairsRow {
+        label: "larger messages",
+        pairs: 50,
+        messages: 1000,
+        size: 1000,
+        window: 64,
+    },
+    PairsRow {
+        label: "much larger messages",
+        pairs: 50,
+        messages: 500,
+        size: 10_000,
+        window: 64,
+    },
+    PairsRow {
+        label: "one message in flight (latency)",
+        pairs: 1,
+        messages: 3000,
+        size: 100,
+        window: 1,
+    },
+];
+
+/// Runs every row and returns the table (Markdown) and all reports (JSON).
+pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
+    let mut lines = vec![
+        format!("Machine: {}.", machine()),
+        String::new(),
+        "| run | parameters | Quiver | mosquitto 2 QoS 1 | Quiver / mosquitto |".to_string(),
+        "| --- | --- | --- | --- | --- |".to_string(),
+    ];
+    let mut all = Vec::new();
+    for row in &PAIRS_ROWS {
+        let fresh = Arc::new(Bench::start(server_bin)?);
+        let quiver = workload::pairs(fresh, row.pairs, row.messages, row.size, row.window).await?;
+        let broker = crate::mqtt::pairs(row.pairs, row.messages, row.size, row.window).await?;
+        eprintln!("{}\n{}", quiver.summary, broker.summary);
+        let report = workload::compared(quiver, broker);
+        let json = &report.json;
+        lines.push(format!(
+            "| {} | `pairs --pairs {} --messages {} --size {} --window {}` | {} | {} | {:.2} |",
+            row.label,
+            row.pairs,
+            row.messages,
+            row.size,
+            row.window,
+            delivery(&json["quiver"]),
+            delivery(&json["baseline"]),
+            number(&json["ratio"]["throughput"]),
+        ));
+        all.push(report.json);
+    }
+
+    let fresh = Arc::new(Bench::start(server_bin)?);
+    let fanin = workload::fanin(fresh, 50, 400, 100, 64).await?;
+    eprintln!("{}", fanin.summary);
+    lines.push(format!(
+        "| many senders, one receiver | `fanin --senders 50 --messages 400` | {} | | |",
+        delivery(&fanin.json)
+    ));
+    all.push(fanin.json);
+
+    let fresh = Arc::new(Bench::start(server_bin)?);
+    let offline = workload::offline(fresh, 100_000, 100, 256, false).await?;
+    eprintln!("{}", offline.summary);
+    lines.push(format!(
+        "| offline backlog drained | `offline --messages 100000` | {} | | |",
+        delivery(&offline.json)
+    ));
+    all.push(offline.json);
+
+    for connections in [1000, 4000] {
+        let fresh = Arc::new(Bench::start(server_bin)?);
+        let idle = workload::idle(fresh, connections, true).await?;
+        eprintln!("{}", idle.summary);
+        lines.push(format!(
+            "| idle connections | `idle --connections {connections} --one-socket` | {:.1} KiB per connection | | |",
+            number(&idle.json["bytes_per_connection"]) / 1024.0
+        ));
+        all.push(idle.json);
+    }
+    lines.push(String::new());
+    lines.push(
+        "Every Quiver message is durable on the node (fdatasync) before its SENT. Every run \
+         counts lost, duplicated and reordered messages; a cell says so if there were any."
+            .to_string(),
+    );
+    Ok(Report {
+        json: Value::Array(all),
+        summary: lines.join("\n"),
+    })
+}
+
+/// "65,051 msg/s; p50 31 ms, p99 135 ms" from a delivery report; fails the table (by
+/// saying so in the cell) if anything was lost, duplicated or reordered.
+fn delivery(json: &Value) -> String {
+    let faults = ["lost", "duplicated", "reordered"]
+        .iter()
+        .map(|k| json[*k].as_u64().unwrap_or(u64::MAX))
+        .sum::<u64>();
+    let rate = number(&json["messages_per_sec"]);
+    let cell = format!(
+        "{} msg/s; p50 {}, p99 {}",
+        thousands(rate),
+        millis(number(&json["latency_ms"]["p50"])),
+        millis(number(&json["latency_ms"]["p99"])),
+    );
+    match faults {
+        0 => cell,
+        _ => format!("{cell}; **lost/duplicated/reordered: {faults}**"),
+    }
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn millis(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// 65051.3 → "65,051".
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Cores and CPU model, from the OS.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores, {model}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(thousands(65051.3), "65,051");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1_000_000.0), "1,000,000");
+        assert_eq!(millis(0.764), "0.76 ms");
+        assert_eq!(millis(135.2), "135 ms");
+    }
+
+    #[test]
+    fn a_run_that_lost_anything_says_so_in_its_cell() {
+        let clean = json!({"messages_per_sec": 1000.0, "latency_ms": {"p50": 1.0, "p99": 2.0},
+            "lost": 0, "duplicated": 0, "reordered": 0});
+        assert_eq!(delivery(&clean), "1,000 msg/s; p50 1.00 ms, p99 2.00 ms");
+        let mut lossy = clean.clone();
+        lossy["lost"] = json!(3);
+        assert!(delivery(&lossy).ends_with("**lost/duplicated/reordered: 3**"));
+    }
+}
