@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,10 +28,19 @@ const HEADER: usize = 8;
 pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// Where a record is: what [`Log::append_with`] returns and [`Log::read_with`] takes.
+/// Its offset in the file, plus one: an index holds one per stored entry, and the niche
+/// makes `Option<Place>` 8 bytes. The length is in the record's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
-    offset: u64,
-    len: u32,
+pub struct Place(NonZeroU64);
+
+impl Place {
+    fn at(offset: u64) -> Self {
+        Self(NonZeroU64::MIN.saturating_add(offset))
+    }
+
+    fn offset(self) -> u64 {
+        self.0.get() - 1
+    }
 }
 
 /// The open log file.
@@ -107,11 +117,7 @@ impl Log {
             if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
                 break;
             }
-            let place = Place {
-                offset: end,
-                len: len as u32,
-            };
-            each(place, &payload)?;
+            each(Place::at(end), &payload)?;
             end += (HEADER + len) as u64;
             records += 1;
         }
@@ -185,10 +191,7 @@ impl Log {
         let crc = crc32fast::hash(payload);
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&crc.to_le_bytes());
-        Ok(Place {
-            offset: tail.at + start as u64,
-            len: len as u32,
-        })
+        Ok(Place::at(tail.at + start as u64))
     }
 
     /// Writes every record appended so far to the file, in one write, and makes it
@@ -256,17 +259,19 @@ impl Log {
     /// `read` of the payload at `place`, if it is in a recent batch; else `read` back.
     fn recent<R, F: FnOnce(&[u8]) -> R>(&self, place: Place, read: F) -> Result<R, F> {
         let recent = self.recent.read().unwrap_or_else(|p| p.into_inner());
+        let offset = place.offset();
         // Batches are in file order: the one that may hold `place` starts at or before it.
-        let after = recent
-            .batches
-            .partition_point(|(at, _)| *at <= place.offset);
+        let after = recent.batches.partition_point(|(at, _)| *at <= offset);
         let Some((at, batch)) = after.checked_sub(1).and_then(|i| recent.batches.get(i)) else {
             return Err(read);
         };
-        let start = usize::try_from(place.offset - at)
-            .unwrap_or(usize::MAX)
-            .saturating_add(HEADER);
-        match batch.get(start..start.saturating_add(place.len as usize)) {
+        let start = usize::try_from(offset - at).unwrap_or(usize::MAX);
+        let record = batch.get(start..).unwrap_or_default();
+        let Some((header, rest)) = record.split_first_chunk::<HEADER>() else {
+            return Err(read);
+        };
+        let (len, _) = split_header(*header);
+        match rest.get(..len) {
             Some(payload) => Ok(read(payload)),
             None => Err(read),
         }
@@ -283,8 +288,10 @@ impl Log {
     /// recent batch in memory, or read from the file. A record not yet written by
     /// [`Log::sync`] cannot be read.
     pub fn read_with<R>(&self, place: Place, read: impl FnOnce(&[u8]) -> R) -> std::io::Result<R> {
-        let end = place.offset + (HEADER as u64) + u64::from(place.len);
-        if end > self.written.load(Ordering::Acquire) {
+        let offset = place.offset();
+        let written = self.written.load(Ordering::Acquire);
+        // Whole records are written at once: one that starts below `written` is there.
+        if offset >= written {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WouldBlock,
                 "record not written yet",
@@ -294,19 +301,25 @@ impl Log {
             Ok(found) => return Ok(found),
             Err(read) => read,
         };
-        let mut record = vec![0u8; HEADER + place.len as usize];
-        self.file.read_exact_at(&mut record, place.offset)?;
-        let Some((header, payload)) = record.split_first_chunk::<HEADER>() else {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        };
-        let (len, crc) = split_header(*header);
-        if len != place.len as usize || crc32fast::hash(payload) != crc {
-            return Err(std::io::Error::new(
+        let damaged = || {
+            std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("inbox log record at {} does not check", place.offset),
-            ));
+                format!("inbox log record at {offset} does not check"),
+            )
+        };
+        let mut header = [0u8; HEADER];
+        self.file.read_exact_at(&mut header, offset)?;
+        let (len, crc) = split_header(header);
+        let start = offset + HEADER as u64;
+        if len > MAX_PAYLOAD || start + len as u64 > written {
+            return Err(damaged());
         }
-        Ok(read(payload))
+        let mut payload = vec![0u8; len];
+        self.file.read_exact_at(&mut payload, start)?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(damaged());
+        }
+        Ok(read(&payload))
     }
 
     /// Bytes of whole records, written or not.
@@ -358,6 +371,13 @@ mod tests {
     }
 
     #[test]
+    fn an_index_slot_for_a_place_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Place>>(), 8);
+        assert_eq!(Place::at(0).offset(), 0);
+        assert_eq!(Place::at(1 << 50).offset(), 1 << 50);
+    }
+
+    #[test]
     fn records_come_back_in_order_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox.log");
@@ -386,7 +406,7 @@ mod tests {
         log.sync().unwrap();
         drop(log);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(torn.offset + 50).unwrap();
+        file.set_len(torn.offset() + 50).unwrap();
         drop(file);
 
         let (log, opened, seen) = reopen(&path);
@@ -408,7 +428,7 @@ mod tests {
         assert_eq!(log.len(), whole);
         // The next record goes where the torn one was, and is read back whole.
         let next = log.append(b"after the cut").unwrap();
-        assert_eq!(next.offset, whole);
+        assert_eq!(next.offset(), whole);
         log.sync().unwrap();
         drop(log);
         let (_, opened, seen) = reopen(&path);
@@ -461,7 +481,7 @@ mod tests {
         let (log, opened, _) = reopen(&path);
         assert_eq!(opened.records, 3);
         // One byte of the second payload flipped: later pages written, an earlier one not.
-        let at = second.offset + HEADER as u64 + 2;
+        let at = second.offset() + HEADER as u64 + 2;
         let mut byte = [0u8];
         log.file.read_exact_at(&mut byte, at).unwrap();
         log.file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
@@ -474,6 +494,6 @@ mod tests {
         let (log, opened, seen) = reopen(&path);
         assert_eq!(seen, [b"first".to_vec()]);
         assert_eq!(opened.records, 1);
-        assert_eq!(log.len(), second.offset);
+        assert_eq!(log.len(), second.offset());
     }
 }
