@@ -14,10 +14,29 @@ use tokio::task::JoinHandle;
 /// Called once with the outcome of the flush that covers the request.
 pub type OnDurable = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// How soon a request needs its flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Flush as soon as the flush running now (if any) is done: someone waits for it.
+    Now,
+    /// The next flush will do, or one within [`SOON`] if nothing urgent comes: a receipt,
+    /// whose only waiter is a device's cursor.
+    Soon,
+}
+
+/// How long a flush that only a few [`Urgency::Soon`] requests asked for waits for an
+/// urgent one to share it (tokio's timers round it up to the next millisecond). In a one-to-one chat
+/// the DELIVERED of one message and the next message then share one fsync, instead of
+/// the message waiting behind the receipt's.
+pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A batch of this many [`Urgency::Soon`] requests is flushed without waiting.
+const SOON_CROWD: usize = 16;
+
 /// Handle to the flush task. Cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
-    requests: mpsc::UnboundedSender<OnDurable>,
+    requests: mpsc::UnboundedSender<(Urgency, OnDurable)>,
     flushes: Arc<AtomicU64>,
 }
 
@@ -44,9 +63,10 @@ impl GroupCommit {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    /// Calls `then` after everything written before this call is on disk (or failed to be).
-    pub fn then(&self, then: OnDurable) {
-        if let Err(mpsc::error::SendError(then)) = self.requests.send(then) {
+    /// Calls `then` after everything written before this call is on disk (or failed to be),
+    /// by a flush as soon as `urgency` asks.
+    pub fn then(&self, urgency: Urgency, then: OnDurable) {
+        if let Err(mpsc::error::SendError((_, then))) = self.requests.send((urgency, then)) {
             then(Err("storage is shutting down".into()));
         }
     }
@@ -57,12 +77,24 @@ const MAX_BATCH: usize = 4096;
 
 async fn run(
     flush: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
-    mut rx: mpsc::UnboundedReceiver<OnDurable>,
+    mut rx: mpsc::UnboundedReceiver<(Urgency, OnDurable)>,
     flushes: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A few receipts wait for company; a crowd of them (a device draining a backlog,
+        // whose window moves only as its receipts are durable) goes at once.
+        if batch.len() < SOON_CROWD && batch.iter().all(|(urgency, _)| *urgency == Urgency::Soon) {
+            let deadline = tokio::time::Instant::now() + SOON;
+            while let Ok(Some(request)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                let urgent = request.0 == Urgency::Now;
+                batch.push(request);
+                if urgent || batch.len() >= SOON_CROWD {
+                    break;
+                }
+            }
+        }
         let flush = flush.clone();
         let started = std::time::Instant::now();
         let outcome = tokio::task::spawn_blocking(move || flush()).await;
@@ -76,7 +108,7 @@ async fn run(
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "inbox flush failed");
         }
-        for then in batch.drain(..) {
+        for (_, then) in batch.drain(..) {
             then(outcome.clone());
         }
     }
@@ -85,6 +117,57 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit whose flush does nothing, and a request of `urgency` on it.
+    fn request(commit: &GroupCommit, urgency: Urgency) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        commit.then(
+            urgency,
+            Box::new(move |_| {
+                let _ = tx.send(());
+            }),
+        );
+        rx
+    }
+
+    fn idle_commit() -> GroupCommit {
+        GroupCommit::spawn(|| Ok(()), Arc::default()).0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receipt_shares_the_flush_of_a_chat_that_follows_it() {
+        let commit = idle_commit();
+        let receipt = request(&commit, Urgency::Soon);
+        // The flush task takes the receipt and waits for company.
+        tokio::task::yield_now().await;
+        let chat = request(&commit, Urgency::Now);
+        chat.await.unwrap();
+        receipt.await.unwrap();
+        assert_eq!(commit.flushes(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_receipt_is_flushed_after_the_wait() {
+        let commit = idle_commit();
+        let started = tokio::time::Instant::now();
+        request(&commit, Urgency::Soon).await.unwrap();
+        assert!(started.elapsed() >= SOON, "{:?}", started.elapsed());
+        assert_eq!(commit.flushes(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crowd_of_receipts_and_a_chat_go_at_once() {
+        let commit = idle_commit();
+        let started = tokio::time::Instant::now();
+        let crowd: Vec<_> = (0..SOON_CROWD)
+            .map(|_| request(&commit, Urgency::Soon))
+            .collect();
+        for receipt in crowd {
+            receipt.await.unwrap();
+        }
+        request(&commit, Urgency::Now).await.unwrap();
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_flushes() {
@@ -100,9 +183,12 @@ mod tests {
         for i in 0u32..writers {
             db.insert(i.to_be_bytes(), &[0u8; 64][..]).unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel();
-            commit.then(Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }));
+            commit.then(
+                Urgency::Now,
+                Box::new(move |outcome| {
+                    let _ = tx.send(outcome);
+                }),
+            );
             done.push(rx);
         }
         for rx in done {

@@ -20,6 +20,7 @@
 //! never sees an entry that a crash could take back (and whose `seq` would then be reused).
 
 use crate::commit::GroupCommit;
+use crate::commit::Urgency;
 use crate::log::{Log, Place};
 use crate::metrics::Metrics;
 use quiver_proto::{DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
@@ -294,6 +295,11 @@ impl Inbox {
         kind: EntryKind,
     ) -> Result<Appended, InboxError> {
         let digest = idempotency_digest(peer, &kind);
+        // A chat's sender waits for SENT; a receipt's only waiter is a device's cursor.
+        let urgency = match kind {
+            EntryKind::Chat { .. } => Urgency::Now,
+            EntryKind::Receipt { .. } => Urgency::Soon,
+        };
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             if !owners.contains_key(owner) {
@@ -323,18 +329,21 @@ impl Inbox {
             }
         };
         let (tx, rx) = oneshot::channel();
-        self.commit.then(Box::new(move |outcome| {
-            if outcome.is_ok() {
-                durable.send_if_modified(|d| {
-                    let newer = seq > *d;
-                    if newer {
-                        *d = seq;
-                    }
-                    newer
-                });
-            }
-            let _ = tx.send(outcome.map_err(InboxError::Storage));
-        }));
+        self.commit.then(
+            urgency,
+            Box::new(move |outcome| {
+                if outcome.is_ok() {
+                    durable.send_if_modified(|d| {
+                        let newer = seq > *d;
+                        if newer {
+                            *d = seq;
+                        }
+                        newer
+                    });
+                }
+                let _ = tx.send(outcome.map_err(InboxError::Storage));
+            }),
+        );
         Ok(Appended {
             seq,
             fresh,
