@@ -19,15 +19,15 @@ pub type OnDurable = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub enum Urgency {
     /// Flush as soon as the flush running now (if any) is done: someone waits for it.
     Now,
-    /// The next flush will do, or one within [`SOON`] if nothing urgent comes: a receipt,
-    /// whose only waiter is a device's cursor.
+    /// The next flush will do, or one within [`SOON`] if nothing urgent comes: a
+    /// DELIVERED receipt, whose only waiter is a device's cursor.
     Soon,
 }
 
 /// How long a flush that only a few [`Urgency::Soon`] requests asked for waits for an
-/// urgent one to share it (tokio's timers round it up to the next millisecond). In a one-to-one chat
-/// the DELIVERED of one message and the next message then share one fsync, instead of
-/// the message waiting behind the receipt's.
+/// urgent one to share it (tokio's timers round it up to the next millisecond). In a
+/// one-to-one chat the DELIVERED of one message and the next message then share one
+/// fsync, instead of the message waiting behind the receipt's.
 pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A batch of this many [`Urgency::Soon`] requests is flushed without waiting.
@@ -118,7 +118,7 @@ async fn run(
 mod tests {
     use super::*;
 
-    /// A commit whose flush does nothing, and a request of `urgency` on it.
+    /// Asks `commit` for a flush of `urgency`; the receiver resolves once it is done.
     fn request(commit: &GroupCommit, urgency: Urgency) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         commit.then(
@@ -130,6 +130,7 @@ mod tests {
         rx
     }
 
+    /// A group commit whose flush does nothing.
     fn idle_commit() -> GroupCommit {
         GroupCommit::spawn(|| Ok(()), Arc::default()).0
     }

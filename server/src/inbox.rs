@@ -295,10 +295,15 @@ impl Inbox {
         kind: EntryKind,
     ) -> Result<Appended, InboxError> {
         let digest = idempotency_digest(peer, &kind);
-        // A chat's sender waits for SENT; a receipt's only waiter is a device's cursor.
+        // A chat's sender waits for SENT, and a read mark holds up the reader's control
+        // stream; a DELIVERED (one per message, made as a device acks it) has only a
+        // device's cursor waiting for it.
         let urgency = match kind {
-            EntryKind::Chat { .. } => Urgency::Now,
-            EntryKind::Receipt { .. } => Urgency::Soon,
+            EntryKind::Receipt {
+                kind: ReceiptKind::Delivered,
+                ..
+            } => Urgency::Soon,
+            EntryKind::Chat { .. } | EntryKind::Receipt { .. } => Urgency::Now,
         };
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
