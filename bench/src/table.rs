@@ -142,7 +142,7 @@ fn delivery(json: &Value) -> String {
     let faults = ["lost", "duplicated", "reordered"]
         .iter()
         .map(|k| json[*k].as_u64().unwrap_or(u64::MAX))
-        .sum::<u64>();
+        .fold(0u64, u64::saturating_add);
     let rate = number(&json["messages_per_sec"]);
     let cell = format!(
         "{} msg/s; p50 {}, p99 {}",

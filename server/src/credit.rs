@@ -48,9 +48,7 @@ impl StreamCredit {
         self.offered = self.offered.saturating_mul(2).min(self.max);
         Some(self.offered)
     }
-}
 
-impl StreamCredit {
     /// Accepts `conn`'s bidirectional streams until the connection ends (returning why),
     /// each served by the task `serve` makes for it in `streams`, and grows the offer as
     /// they are used. `held` streams are open besides (a session's control stream).

@@ -19,8 +19,7 @@
 //! is published on a `watch` channel. Pushers read only up to the durable head, so a device
 //! never sees an entry that a crash could take back (and whose `seq` would then be reused).
 
-use crate::commit::GroupCommit;
-use crate::commit::Urgency;
+use crate::commit::{GroupCommit, Urgency};
 use crate::log::{Log, Place};
 use crate::metrics::Metrics;
 use quiver_proto::{DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
