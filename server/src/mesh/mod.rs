@@ -60,10 +60,10 @@ pub enum MeshError {
 
 /// Streams a node may have open on its link to a peer, at most: one per remote
 /// conversation and per remote device.
-pub(crate) const MAX_LINK_STREAMS: u32 = 100_000;
+pub const MAX_LINK_STREAMS: u32 = 100_000;
 
 /// Streams a new link is offered; the receiving side offers more as they are used.
-pub(crate) const FIRST_LINK_OFFER: u32 = 1024;
+pub const FIRST_LINK_OFFER: u32 = 1024;
 
 /// The transport of mesh links: `offer` streams the peer may open (only the dialing side
 /// opens them), quick to notice a dead peer.

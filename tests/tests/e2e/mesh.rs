@@ -451,3 +451,56 @@ async fn locations_on_a_node_that_joined_after_the_last_heartbeat_count() -> any
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_link_offers_more_streams_than_at_first_as_they_are_used() -> anyhow::Result<()> {
+    use quiver_proto::{encode_frame, ClientMsgId, ConversationRequest, ConversationResponse};
+    let cluster = Cluster::start(2).await?;
+    let bob = cluster.user(2, "bob").await?;
+    // Conversations with Bob from node 1, all open at once: each holds a stream of the
+    // link to Bob's home, more than the link is offered at first.
+    let want = quiver_server::mesh::FIRST_LINK_OFFER as usize + 100;
+    let (per_connection, per_user) = (60, 600);
+    let mut senders = Vec::new();
+    for i in 0..want.div_ceil(per_user) {
+        let sender = cluster.user(1, &format!("sender{i}")).await?;
+        cluster.n(1).befriend(&sender, &bob).await?;
+        senders.push(sender);
+    }
+    let open = encode_frame(&ConversationRequest::Open {
+        peer: bob.id.clone(),
+    })?;
+    let (mut connections, mut streams) = (Vec::new(), Vec::new());
+    while streams.len() < want {
+        let sender = &senders[streams.len() / per_user];
+        let (conn, control_send, control_recv, _) =
+            crate::raw::hello(cluster.n(1), &sender.login.token).await?;
+        for _ in 0..per_connection.min(want - streams.len()) {
+            let (mut send, recv) = tokio::time::timeout(WAIT, conn.open_bi()).await??;
+            send.write_all(&open).await?;
+            streams.push((send, recv));
+        }
+        connections.push((conn, control_send, control_recv));
+    }
+    // Every conversation gets its chat through to Bob's home and its SENT back: none
+    // waits on the link for a stream that a held-open one would have to give back.
+    for (i, (send, _)) in streams.iter_mut().enumerate() {
+        let chat = ConversationRequest::Chat {
+            id: ClientMsgId(i as u128 + 1),
+            sent_at_ms: 1,
+            body: vec![7; 16],
+            file: None,
+        };
+        send.write_all(&encode_frame(&chat)?).await?;
+    }
+    for (i, (_, recv)) in streams.iter_mut().enumerate() {
+        let sent: ConversationResponse = tokio::time::timeout(WAIT, crate::raw::read_one(recv))
+            .await
+            .map_err(|_| anyhow::anyhow!("conversation {i} got no answer"))??;
+        assert!(
+            matches!(sent, ConversationResponse::Sent { .. }),
+            "{sent:?}"
+        );
+    }
+    Ok(())
+}
