@@ -7,10 +7,11 @@
 //! go through here, so the rules are the same wherever the device is connected.
 
 use crate::inbox::Inbox;
+use crate::net::{Reader, StreamEnd};
 use crate::node::Shared;
 use crate::router::Pushed;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use quiver_proto::stream::ControlStep;
+use quiver_proto::stream::{ControlPhase, ControlStep};
 use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -30,7 +31,7 @@ const CURSOR_SAVE_GAP: std::time::Duration = std::time::Duration::from_millis(20
 pub type Refusal = (ErrorCode, String);
 
 /// Acks whose DELIVERED receipt is being written, driven by the loop that reads the
-/// device's acks ([`AckTasks::next`] in its `select!`) rather than by a task each: under
+/// device's acks ([`AckTasks::next_request`]) rather than by a task each: under
 /// load a device acks thousands of entries a second, and a spawned task per ack (its
 /// allocation, scheduling and join) was a tenth of the node's time.
 #[derive(Default)]
@@ -47,10 +48,20 @@ impl AckTasks {
         Self::default()
     }
 
-    /// Drives the acks in progress; returns the outcome of the next to finish, or `None`
-    /// at once when there are none (so a `select!` branch on it is simply disabled).
-    pub async fn next(&mut self) -> Option<Result<(), ErrorCode>> {
-        self.running.next().await
+    /// Waits for the device's next control request, driving the acks in progress
+    /// meanwhile. `Err` is the code of an ack that could not be recorded.
+    pub async fn next_request(
+        &mut self,
+        requests: &mut Reader<ControlPhase>,
+    ) -> Result<Result<Option<ControlStep>, StreamEnd>, ErrorCode> {
+        loop {
+            // Reader::next is cancel-safe: a frame half read when an ack finishes is kept.
+            // With no acks in progress the first branch is disabled.
+            tokio::select! {
+                Some(done) = self.running.next() => done?,
+                next = requests.next() => return Ok(next),
+            }
+        }
     }
 
     /// Finishes every ack in progress, whatever its outcome.

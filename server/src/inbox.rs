@@ -124,16 +124,12 @@ impl Owner {
 
     /// Indexes `entry` at `place`, as read back from the log.
     fn index(&mut self, entry: &Entry, place: Place) {
+        self.set_place(entry.seq, place);
         let digest = idempotency_digest(&entry.peer, &entry.kind);
-        self.index_digest(entry.seq, place, digest);
+        self.appended.insert(digest, entry.seq);
     }
 
-    /// Indexes the entry `seq`, whose idempotency digest is `digest`, at `place`.
-    fn index_digest(&mut self, seq: Seq, place: Place, digest: Digest) {
-        self.set_place(seq, place);
-        self.appended.insert(digest, seq);
-    }
-
+    /// Records where entry `seq` is; `seq`s skipped on the way stay `None`.
     fn set_place(&mut self, seq: Seq, place: Place) {
         let index = seq.0.saturating_sub(1) as usize;
         if self.places.len() <= index {
@@ -463,6 +459,12 @@ mod tests {
         sled::open(path).unwrap()
     }
 
+    /// What `owner`'s inbox holds, in order (up to nine entries).
+    fn kinds(inbox: &Inbox, owner: &UserId) -> Vec<EntryKind> {
+        let entries = inbox.read(owner, Seq(1), Seq(9), 9).unwrap();
+        entries.into_iter().map(|e| e.kind).collect()
+    }
+
     fn chat(n: u128) -> EntryKind {
         EntryKind::Chat {
             id: ClientMsgId(n),
@@ -573,13 +575,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seq, Seq(4));
-        let bodies: Vec<_> = inbox
-            .read(&bob, Seq(1), Seq(9), 9)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(bodies, [chat(1), chat(2), chat(3), chat(4)]);
+        assert_eq!(kinds(&inbox, &bob), [chat(1), chat(2), chat(3), chat(4)]);
     }
 
     /// A data folder from before the log: entries in sled's `inbox` tree, keyed
@@ -614,13 +610,7 @@ mod tests {
             let (inbox, task) = open(&db, dir.path()).unwrap();
             assert!(!db.tree_names().iter().any(|n| n == b"inbox"));
             assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(2));
-            let kinds: Vec<_> = inbox
-                .read(&bob, Seq(1), Seq(9), 9)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.kind)
-                .collect();
-            assert_eq!(kinds, [chat(1), chat(2)]);
+            assert_eq!(kinds(&inbox, &bob), [chat(1), chat(2)]);
             let retry = inbox.append(&bob, &alice, chat(2)).unwrap();
             assert_eq!((retry.fresh, retry.seq), (false, Seq(2)));
             drop(inbox);

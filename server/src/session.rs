@@ -289,16 +289,12 @@ impl Session {
     ) -> Result<(), String> {
         let mut acking = AckTasks::new();
         loop {
-            // Reader::next is cancel-safe: a frame half read when an ack finishes is kept.
-            let next = tokio::select! {
-                Some(done) = acking.next() => {
-                    if let Err(code) = done {
-                        conn.close(varint(code), b"could not record delivery");
-                        return Err(format!("could not record delivery: {code}"));
-                    }
-                    continue;
+            let next = match acking.next_request(&mut requests).await {
+                Ok(next) => next,
+                Err(code) => {
+                    conn.close(varint(code), b"could not record delivery");
+                    return Err(format!("could not record delivery: {code}"));
                 }
-                next = requests.next() => next,
             };
             let step = match next {
                 Ok(Some(step)) => step,

@@ -199,15 +199,10 @@ async fn control(
     let mut requests = Reader::new(recv, ControlPhase::greeted(), MAX_MESH_FRAME);
     let mut acking = AckTasks::new();
     loop {
-        let next = tokio::select! {
-            Some(done) = acking.next() => {
-                if let Err(code) = done {
-                    return Err(format!("could not record a delivery: {code}"));
-                }
-                continue;
-            }
-            next = requests.next() => next,
-        };
+        let next = acking
+            .next_request(&mut requests)
+            .await
+            .map_err(|code| format!("could not record a delivery: {code}"))?;
         let step = match next {
             Ok(Some(step)) => step,
             Ok(None) => {
