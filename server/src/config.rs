@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     /// File messages: sizes, quotas, how long blobs are kept.
     pub files: FileLimits,
+    /// How long inbox entries are kept, and the files they are kept in.
+    pub inbox: InboxConfig,
     /// Mesh mode: join a cluster of nodes. Unset, the node runs alone.
     pub mesh: Option<MeshConfig>,
 }
@@ -123,6 +125,31 @@ pub struct FileLimits {
     pub collect_every_secs: u64,
 }
 
+/// Inbox retention: entries are kept in segment files, and a segment whose newest entry is
+/// older than `retention_secs` is removed whole, delivered or not.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    /// An entry is kept at least this long, in seconds, and removed within about a
+    /// quarter more plus `expire_every_secs`. Devices offline longer miss what was
+    /// removed. 0 keeps every entry forever.
+    pub retention_secs: u64,
+    /// The log goes on in a new segment file once its current one holds this many bytes.
+    pub segment_bytes: u64,
+    /// How often the node looks for segments to remove, in seconds.
+    pub expire_every_secs: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 30 * 24 * 3600,
+            segment_bytes: 64 << 20,
+            expire_every_secs: 600,
+        }
+    }
+}
+
 impl Default for FileLimits {
     fn default() -> Self {
         Self {
@@ -148,6 +175,7 @@ impl Default for Config {
             storage_cache_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
             files: FileLimits::default(),
+            inbox: InboxConfig::default(),
             mesh: None,
         }
     }
@@ -216,6 +244,11 @@ impl Config {
         if self.files.collect_every_secs == 0 {
             return Err(ConfigError::Limit(
                 "files.collect_every_secs must be positive",
+            ));
+        }
+        if self.inbox.expire_every_secs == 0 || self.inbox.segment_bytes < 4096 {
+            return Err(ConfigError::Limit(
+                "inbox.expire_every_secs must be positive and inbox.segment_bytes at least 4096",
             ));
         }
         if self.cert.is_some() != self.key.is_some() {

@@ -104,12 +104,15 @@ impl Feed {
     /// Opens the feed of `device` at the node's record of its cursor. That record may lag
     /// the device (cursor writes are not flushed on their own); the SDK drops and
     /// re-acknowledges what it already has, and those acks give the senders DELIVERED.
+    /// A cursor below what retention removed starts at the user's floor instead: the
+    /// device is told so in `Welcome`, and moves its own cursor there.
     pub fn open(
         shared: Arc<Shared>,
         user: UserId,
         device: DeviceId,
     ) -> Result<Arc<Feed>, crate::inbox::InboxError> {
-        let start = shared.router.inbox().cursor(&user, device)?;
+        let inbox = shared.router.inbox();
+        let start = inbox.cursor(&user, device)?.max(inbox.floor(&user));
         let cursor_tx = watch::channel(start).0;
         let acks = Acks {
             tracker: CursorTracker::new(start),
@@ -286,9 +289,12 @@ impl Feed {
                     .fetch_add(newly, Ordering::Relaxed);
             }
             if !holes.is_empty() {
-                // Only a damaged store has holes. Count them as delivered, or the cursor
-                // would stop below them and the window would never open again.
-                tracing::error!(?holes, "inbox has holes; skipping them");
+                // Retention removed them while the device was connected (and that far
+                // behind), or the store is damaged. Count them as delivered, or the
+                // cursor would stop below them and the window would never open again.
+                if holes.last() > Some(&inbox.floor(&self.user)) {
+                    tracing::error!(?holes, "inbox has holes; skipping them");
+                }
                 for seq in holes {
                     self.record_ack(seq);
                 }

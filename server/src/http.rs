@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
 use quiver_proto::UserId;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -166,6 +167,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl axum::response::Into
     for conn in shared.live.sessions.connections() {
         quic.add(&conn.stats());
     }
+    let (bytes, segments) = shared.router.inbox().footprint();
+    let metrics = &shared.metrics;
+    metrics.inbox_log_bytes.store(bytes, Ordering::Relaxed);
+    metrics
+        .inbox_segments
+        .store(segments as u64, Ordering::Relaxed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(&quic),

@@ -18,16 +18,25 @@
 //! Two heads per user: `head` (last appended) and the *durable* head (last synced), which
 //! is published on a `watch` channel. Pushers read only up to the durable head, so a device
 //! never sees an entry that a crash could take back (and whose `seq` would then be reused).
+//!
+//! Retention ([`Inbox::expire`]) removes whole sealed segments of the log once they are
+//! older than `inbox.retention_secs`, oldest first. Each user whose entries go keeps a
+//! *floor*: the highest `seq` removed. Floors are saved in sled, flushed, before a segment
+//! file is deleted, so a user's `seq`s go on from where they were even when every entry
+//! of theirs is gone; a device whose cursor is below the floor resumes at it.
 
 use crate::commit::{GroupCommit, Urgency};
+use crate::config::InboxConfig;
 use crate::log::{Log, Place};
 use crate::metrics::Metrics;
 use quiver_proto::{DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{hash_map, HashMap};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 
 /// What can go wrong in the inbox.
@@ -97,46 +106,81 @@ const SHARDS: usize = 16;
 
 /// One user's index.
 struct Owner {
-    /// Where entry `seq` is: `places[seq - 1]`; `None` for a `seq` the log lacks.
-    places: Vec<Option<Place>>,
+    /// Entries up to this `seq` were removed by retention.
+    floor: u64,
+    /// Where entry `seq` is: `places[seq - floor - 1]`; `None` for a `seq` the log lacks.
+    places: VecDeque<Option<Place>>,
     /// Idempotency digests of the appends so far.
     appended: HashMap<Digest, Seq>,
     durable: watch::Sender<Seq>,
 }
 
 impl Owner {
-    fn new() -> Self {
+    fn new(floor: Seq) -> Self {
         Owner {
-            places: Vec::new(),
+            floor: floor.0,
+            places: VecDeque::new(),
             appended: HashMap::new(),
-            durable: watch::channel(Seq(0)).0,
+            durable: watch::channel(floor).0,
         }
     }
 
     fn head(&self) -> Seq {
-        Seq(self.places.len() as u64)
+        Seq(self.floor + self.places.len() as u64)
     }
 
     fn place(&self, seq: Seq) -> Option<Place> {
-        let index = usize::try_from(seq.0.checked_sub(1)?).ok()?;
+        let index = usize::try_from(seq.0.checked_sub(self.floor + 1)?).ok()?;
         self.places.get(index).copied().flatten()
     }
 
     /// Indexes `entry` at `place`, as read back from the log.
     fn index(&mut self, entry: &Entry, place: Place) {
+        if entry.seq.0 <= self.floor {
+            // In a segment whose removal a crash cut short: it goes again.
+            return;
+        }
         self.set_place(entry.seq, place);
         let digest = idempotency_digest(&entry.peer, &entry.kind);
         self.appended.insert(digest, entry.seq);
     }
 
-    /// Records where entry `seq` is; `seq`s skipped on the way stay `None`.
+    /// Records where entry `seq` (above the floor) is; `seq`s skipped on the way stay
+    /// `None`.
     fn set_place(&mut self, seq: Seq, place: Place) {
-        let index = seq.0.saturating_sub(1) as usize;
+        let index = (seq.0 - self.floor - 1) as usize;
         if self.places.len() <= index {
             self.places.resize(index + 1, None);
         }
         self.places[index] = Some(place);
     }
+
+    /// Forgets the entries up to `floor` and the idempotency digests that named them.
+    fn expire(&mut self, floor: Seq, digests: &[(Digest, Seq)]) {
+        for (digest, seq) in digests {
+            if let hash_map::Entry::Occupied(known) = self.appended.entry(*digest) {
+                if known.get() == seq {
+                    known.remove();
+                }
+            }
+        }
+        if floor.0 > self.floor {
+            let gone = usize::try_from(floor.0 - self.floor).unwrap_or(usize::MAX);
+            self.places.drain(..gone.min(self.places.len()));
+            self.floor = floor.0;
+        }
+    }
+}
+
+/// What one run of retention removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Segment files removed.
+    pub segments: u64,
+    /// Entries in them.
+    pub entries: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// Per-user logs and device cursors.
@@ -144,8 +188,12 @@ pub struct Inbox {
     log: Arc<Log>,
     /// Also holds sled's lock on the data folder, so no second node opens the log.
     cursors: sled::Tree,
+    /// Each user's floor (see the module doc), by name.
+    floors: sled::Tree,
     owners: [Mutex<HashMap<UserId, Owner>>; SHARDS],
     commit: GroupCommit,
+    config: InboxConfig,
+    metrics: Arc<Metrics>,
 }
 
 /// An append that is in the log but maybe not yet on disk.
@@ -197,36 +245,61 @@ fn decode(bytes: &[u8]) -> Result<(UserId, Entry), InboxError> {
 }
 
 impl Inbox {
-    /// Opens the log at `path` (reading it to build the index) and the cursors in `db`,
-    /// and starts the group-commit task that makes appends durable. Entries an older node
-    /// kept in sled are moved into the log first.
+    /// Opens the log in `<data>/inbox` (reading it to build the index) and the cursors
+    /// and floors in `db`, and starts the group-commit task that makes appends durable.
+    /// A log from before segments (`<data>/inbox.log`) becomes the first segment, and
+    /// entries an older node kept in sled are moved into the log.
     pub fn open(
         db: &sled::Db,
-        path: &Path,
+        data: &Path,
+        config: &InboxConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), InboxError> {
         let mut owners: [HashMap<UserId, Owner>; SHARDS] = std::array::from_fn(|_| HashMap::new());
-        let (log, opened) = Log::open(path, |place, payload| {
-            let (owner, entry) = decode(payload)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            owners[shard_of(&owner)]
-                .entry(owner)
-                .or_insert_with(Owner::new)
-                .index(&entry, place);
-            Ok(())
-        })?;
+        let floors = db.open_tree("floors")?;
+        for item in floors.iter() {
+            let (name, floor) = item?;
+            let owner = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|name| UserId::parse(name).ok())
+                .ok_or_else(|| InboxError::Corrupt("floor key".into()))?;
+            let floor = seq_from(&floor)?;
+            owners[shard_of(&owner)].insert(owner, Owner::new(floor));
+        }
+        let (log, opened) = Log::open(
+            &data.join("inbox"),
+            Some(&data.join("inbox.log")),
+            config.segment_bytes,
+            |place, payload| {
+                let (owner, entry) = decode(payload)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                owners[shard_of(&owner)]
+                    .entry(owner)
+                    .or_insert_with(|| Owner::new(Seq(0)))
+                    .index(&entry, place);
+                Ok(())
+            },
+        )?;
         for owner in owners.iter_mut().flat_map(|shard| shard.values_mut()) {
             owner.durable.send_replace(owner.head());
         }
-        tracing::info!(records = opened.records, cut = opened.cut, "inbox log read");
+        tracing::info!(
+            records = opened.records,
+            cut = opened.cut,
+            segments = opened.segments,
+            "inbox log read"
+        );
         let log = Arc::new(log);
         let synced = log.clone();
-        let (commit, task) = GroupCommit::spawn(move || synced.sync(), metrics);
+        let (commit, task) = GroupCommit::spawn(move || synced.sync(), metrics.clone());
         let inbox = Arc::new(Self {
             log,
             cursors: db.open_tree("cursors")?,
+            floors,
             owners: owners.map(Mutex::new),
             commit,
+            config: config.clone(),
+            metrics,
         });
         inbox.adopt_sled_entries(db)?;
         Ok((inbox, task))
@@ -251,8 +324,10 @@ impl Inbox {
                 .and_then(|name| UserId::parse(name).ok())
                 .ok_or_else(|| InboxError::Corrupt("old inbox key".into()))?;
             let mut owners = self.shard(&owner);
-            let state = owners.entry(owner.clone()).or_insert_with(Owner::new);
-            if state.place(entry.seq).is_some() {
+            let state = owners
+                .entry(owner.clone())
+                .or_insert_with(|| Owner::new(Seq(0)));
+            if entry.seq <= state.head() {
                 continue;
             }
             let place = self
@@ -303,7 +378,7 @@ impl Inbox {
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
             if !owners.contains_key(owner) {
-                owners.insert(owner.clone(), Owner::new());
+                owners.insert(owner.clone(), Owner::new(Seq(0)));
             }
             let Some(state) = owners.get_mut(owner) else {
                 return Err(InboxError::Storage("owner vanished".into()));
@@ -354,11 +429,27 @@ impl Inbox {
     /// Watches `owner`'s durable head: the highest `seq` that is safe to push.
     pub fn subscribe(&self, owner: &UserId) -> Result<watch::Receiver<Seq>, InboxError> {
         let mut owners = self.shard(owner);
-        let state = owners.entry(owner.clone()).or_insert_with(Owner::new);
+        let state = owners
+            .entry(owner.clone())
+            .or_insert_with(|| Owner::new(Seq(0)));
         Ok(state.durable.subscribe())
     }
 
+    /// Bytes of the log from its oldest segment to its end, and how many segment files
+    /// hold them.
+    pub fn footprint(&self) -> (u64, usize) {
+        self.log.footprint()
+    }
+
+    /// The highest `seq` of `owner` that retention removed (0: none).
+    pub fn floor(&self, owner: &UserId) -> Seq {
+        self.shard(owner)
+            .get(owner)
+            .map_or(Seq(0), |s| Seq(s.floor))
+    }
+
     /// Durable entries of `owner` from `from` through `to`, in order, at most `limit`.
+    /// Entries retention removed are left out.
     pub fn read(
         &self,
         owner: &UserId,
@@ -373,35 +464,100 @@ impl Inbox {
             };
             // Only durable entries: the rest may not be in the file yet.
             let to = to.min(*state.durable.borrow());
-            (from.0.max(1)..=to.0)
+            (from.0.max(state.floor + 1)..=to.0)
                 .filter_map(|seq| state.place(Seq(seq)).map(|place| (Seq(seq), place)))
                 .take(limit)
                 .collect()
         };
-        places
-            .into_iter()
-            .map(|(seq, place)| self.entry_at(owner, seq, place))
-            .collect()
+        let mut entries = Vec::with_capacity(places.len());
+        for (seq, place) in places {
+            entries.extend(self.entry_at(owner, seq, place)?);
+        }
+        Ok(entries)
     }
 
-    /// One durable entry of `owner`'s log.
+    /// One durable entry of `owner`'s log, unless retention removed it.
     pub fn get(&self, owner: &UserId, seq: Seq) -> Result<Option<Entry>, InboxError> {
         let place = self
             .shard(owner)
             .get(owner)
             .filter(|s| seq <= *s.durable.borrow())
             .and_then(|s| s.place(seq));
-        place.map(|p| self.entry_at(owner, seq, p)).transpose()
+        Ok(match place {
+            Some(place) => self.entry_at(owner, seq, place)?,
+            None => None,
+        })
     }
 
-    fn entry_at(&self, owner: &UserId, seq: Seq, place: Place) -> Result<Entry, InboxError> {
-        let (stored_owner, entry) = self.log.read_with(place, decode)??;
+    /// The entry at `place`; `None` if its segment was removed since it was looked up.
+    fn entry_at(
+        &self,
+        owner: &UserId,
+        seq: Seq,
+        place: Place,
+    ) -> Result<Option<Entry>, InboxError> {
+        let (stored_owner, entry) = match self.log.read_with(place, decode) {
+            Ok(read) => read?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         if stored_owner != *owner || entry.seq != seq {
             return Err(InboxError::Corrupt(format!(
                 "index of {owner} at {seq} names another record"
             )));
         }
-        Ok(entry)
+        Ok(Some(entry))
+    }
+
+    /// Retention: removes the sealed segments whose newest entry is older than
+    /// `inbox.retention_secs` at `now`, oldest first, after saving the floor of every user
+    /// with entries in them. The active segment is sealed once it is a quarter of the
+    /// retention old, so it can go in time too. Blocking: file reads and a sled flush.
+    pub fn expire(&self, now: SystemTime) -> Result<Expired, InboxError> {
+        let mut expired = Expired::default();
+        if self.config.retention_secs == 0 {
+            return Ok(expired);
+        }
+        let retention = Duration::from_secs(self.config.retention_secs);
+        let before = |age: Duration| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.log.seal_if_begun_before(before(retention / 4));
+        for sealed in self.log.sealed_before(before(retention)) {
+            let mut gone: HashMap<UserId, (Seq, Vec<(Digest, Seq)>)> = HashMap::new();
+            self.log.scan(sealed.start, |_, payload| {
+                let (owner, entry) = decode(payload)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                let digest = idempotency_digest(&entry.peer, &entry.kind);
+                let (floor, digests) = gone.entry(owner).or_default();
+                *floor = (*floor).max(entry.seq);
+                digests.push((digest, entry.seq));
+                Ok(())
+            })?;
+            // Floors first, durably: were the file gone and a floor not, a restart would
+            // hand out that user's `seq`s again, below their devices' cursors.
+            let mut batch = sled::Batch::default();
+            for (owner, (floor, _)) in &gone {
+                let saved = self.floor(owner).max(*floor);
+                batch.insert(owner.as_str().as_bytes(), &saved.0.to_be_bytes());
+            }
+            self.floors.apply_batch(batch)?;
+            self.floors.flush()?;
+            for (owner, (floor, digests)) in &gone {
+                expired.entries += digests.len() as u64;
+                if let Some(state) = self.shard(owner).get_mut(owner) {
+                    state.expire(*floor, digests);
+                }
+            }
+            expired.bytes += self.log.remove(sealed.start)?;
+            expired.segments += 1;
+        }
+        let metrics = &self.metrics;
+        metrics
+            .entries_expired
+            .fetch_add(expired.entries, Ordering::Relaxed);
+        metrics
+            .segments_removed
+            .fetch_add(expired.segments, Ordering::Relaxed);
+        Ok(expired)
     }
 
     /// The device's cursor: every entry up to it was acknowledged by the device.
@@ -430,12 +586,12 @@ fn shard_of(owner: &UserId) -> usize {
     h.finish() as usize % SHARDS
 }
 
-/// An inbox at `<dir>/inbox.log` with its cursors in `db`, and its flush task; for tests.
+/// An inbox in `<dir>/inbox` with its cursors in `db`, and its flush task; for tests.
 pub fn open(
     db: &sled::Db,
     dir: &Path,
 ) -> Result<(Arc<Inbox>, tokio::task::JoinHandle<()>), InboxError> {
-    Inbox::open(db, &dir.join("inbox.log"), Arc::default())
+    Inbox::open(db, dir, &InboxConfig::default(), Arc::default())
 }
 
 #[cfg(test)]
@@ -576,6 +732,79 @@ mod tests {
             .unwrap();
         assert_eq!(seq, Seq(4));
         assert_eq!(kinds(&inbox, &bob), [chat(1), chat(2), chat(3), chat(4)]);
+    }
+
+    /// Retention removes whole segments once old enough; each user's `seq`s go on from
+    /// where they were, after a restart too, and entries of a removal a crash cut short
+    /// (floor saved, file not yet deleted) do not come back.
+    #[tokio::test]
+    async fn expired_segments_go_and_seqs_go_on_above_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bob, alice) = (user("bob"), user("alice"));
+        let config = InboxConfig {
+            retention_secs: 3600,
+            segment_bytes: 4096,
+            expire_every_secs: 1,
+        };
+        let big = |n: u128| EntryKind::Chat {
+            id: ClientMsgId(n),
+            sent_at_ms: 0,
+            body: vec![n as u8; 1000],
+            file: None,
+        };
+        let hours = |h: u64| SystemTime::now() + Duration::from_secs(h * 3600);
+        {
+            let db = sled_at(&dir.path().join("db"));
+            let (inbox, task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+            for n in 1..=10 {
+                let appended = inbox.append(&bob, &alice, big(n)).unwrap();
+                appended.durable().await.unwrap();
+            }
+            let receipt = EntryKind::Receipt {
+                kind: ReceiptKind::Delivered,
+                id: ClientMsgId(1),
+                seq: Seq(1),
+            };
+            inbox
+                .append(&alice, &bob, receipt)
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+            assert_eq!(inbox.expire(hours(0)).unwrap(), Expired::default());
+            let expired = inbox.expire(hours(2)).unwrap();
+            assert_eq!((expired.segments, expired.entries), (3, 11));
+            assert!(expired.bytes > 10_000);
+            assert!(inbox.read(&bob, Seq(1), Seq(10), 10).unwrap().is_empty());
+            assert!(inbox.get(&bob, Seq(10)).unwrap().is_none());
+            assert_eq!((inbox.floor(&bob), inbox.floor(&alice)), (Seq(10), Seq(1)));
+            assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(10));
+            let next = inbox.append(&bob, &alice, big(11)).unwrap();
+            assert_eq!(next.durable().await.unwrap(), Seq(11));
+            drop(inbox);
+            task.await.unwrap();
+        }
+        // A removal cut short: bob's floor saved at 11, the segment with 11 still there.
+        {
+            let db = sled_at(&dir.path().join("db"));
+            let floors = db.open_tree("floors").unwrap();
+            floors.insert("bob", &11u64.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled_at(&dir.path().join("db"));
+        let (inbox, _task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+        assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(11));
+        assert_eq!((inbox.floor(&bob), inbox.floor(&alice)), (Seq(11), Seq(1)));
+        assert!(inbox.read(&bob, Seq(1), Seq(20), 20).unwrap().is_empty());
+        let next = inbox.append(&bob, &alice, chat(12)).unwrap();
+        assert_eq!(next.durable().await.unwrap(), Seq(12));
+        let alices = inbox.append(&alice, &bob, chat(1)).unwrap();
+        assert_eq!(alices.durable().await.unwrap(), Seq(2));
+        let entries = inbox.read(&bob, Seq(1), Seq(20), 20).unwrap();
+        assert_eq!(
+            entries.into_iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [chat(12)]
+        );
     }
 
     /// A data folder from before the log: entries in sled's `inbox` tree, keyed

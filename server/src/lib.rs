@@ -19,7 +19,7 @@
 //! | [`files`] | upload and download streams, here or relayed to the owner's home node |
 //! | [`blobs`] | sealed file bytes on disk by SHA-256, quotas, collection |
 //! | [`inbox`] | per-user logs and their index, device cursors, durable heads |
-//! | [`log`] | the inbox log file: checksummed records, torn tails cut on open |
+//! | [`log`] | the inbox log's segment files: checksummed records, torn tails cut on open |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
 //! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
 //! | [`http`] | the REST API (axum over HTTPS) |
@@ -58,5 +58,5 @@ pub mod router;
 pub mod session;
 pub mod tls;
 
-pub use config::{Config, FileLimits, Limits};
+pub use config::{Config, FileLimits, InboxConfig, Limits};
 pub use node::{Node, NodeError};

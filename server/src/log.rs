@@ -1,12 +1,20 @@
-//! The inbox log file: one append-only file of framed, checksummed records.
+//! The inbox log: append-only segment files of framed, checksummed records.
 //!
 //! A record is `length (u32 LE) ‖ CRC-32 of the payload (u32 LE) ‖ payload`. Appends
 //! collect in memory; [`Log::sync`] writes all of them with one `pwrite` at the end of
-//! the file and makes them durable (`fdatasync`); the inbox calls it through group
-//! commit. Opening the file reads it and keeps the longest prefix of whole records whose
-//! checksums hold: a crash can tear the tail (a record half written, or later pages
-//! written and earlier ones not), and that tail was never synced, so never acknowledged.
-//! It is cut off (and kept aside, in case it was damage instead).
+//! the active segment and makes them durable (`fdatasync`); the inbox calls it through
+//! group commit. Opening reads every segment and keeps, in each, the longest prefix of
+//! whole records whose checksums hold: a crash can tear the tail (a record half written,
+//! or later pages written and earlier ones not), and that tail was never synced, so never
+//! acknowledged. It is cut off (and kept aside, in case it was damage instead).
+//!
+//! Segments: a [`Place`] is a record's offset in the log as if it were one file, and a
+//! segment is named by the offset it starts at (`<offset, 20 digits>.log`). The active
+//! segment is sealed and a new one begun once it holds [`Log::open`]'s `segment_bytes`, or
+//! when [`Log::seal_if_begun_before`] says so, and at every open (so a restart never
+//! writes into a segment it did not begin). Retention removes whole sealed segments,
+//! oldest first ([`Log::remove`]): no record is ever moved or rewritten. Damage inside one
+//! segment loses the rest of that segment only: the next starts at a record boundary.
 //!
 //! A failed `fdatasync` is final: Linux may have dropped the dirty pages it could not
 //! write, so a later sync that succeeds would prove nothing about them. Every later sync
@@ -14,21 +22,24 @@
 //!
 //! The log knows nothing of what a payload means; [`crate::inbox`] does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+#[cfg(test)]
+use std::time::Duration;
+use std::time::SystemTime;
 
 const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
 pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// Where a record is: what [`Log::append_with`] returns and [`Log::read_with`] takes.
-/// Its offset in the file, plus one: an index holds one per stored entry, and the niche
+/// Its offset in the log, plus one: an index holds one per stored entry, and the niche
 /// makes `Option<Place>` 8 bytes. The length is in the record's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place(NonZeroU64);
@@ -43,19 +54,68 @@ impl Place {
     }
 }
 
-/// The open log file.
-pub struct Log {
+/// One segment file.
+struct Segment {
+    /// Where it starts in the log.
+    start: u64,
     file: File,
+    path: PathBuf,
+    /// When it was sealed (its last write): set once, when a newer segment begins.
+    sealed: OnceLock<SystemTime>,
+}
+
+impl Segment {
+    fn name(start: u64) -> String {
+        format!("{start:020}.log")
+    }
+
+    fn start_of(name: &str) -> Option<u64> {
+        let digits = name.strip_suffix(".log")?;
+        let well_formed = digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit());
+        well_formed.then(|| digits.parse().ok()).flatten()
+    }
+
+    fn open(dir: &Path, start: u64) -> std::io::Result<Segment> {
+        let path = dir.join(Segment::name(start));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        Ok(Segment {
+            start,
+            file,
+            path,
+            sealed: OnceLock::new(),
+        })
+    }
+}
+
+/// The open log.
+pub struct Log {
+    dir: PathBuf,
+    /// Every segment by where it starts; the last is the active one.
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     tail: Mutex<Tail>,
-    /// Held while [`Log::sync`] writes and syncs, so the file grows in order.
-    writing: Mutex<()>,
-    /// Bytes of whole records in the file; what [`Log::read_with`] may read.
+    /// Held while [`Log::sync`] writes and syncs, so the log grows in order.
+    writing: Mutex<Active>,
+    /// A segment holding this many bytes is sealed after its next write.
+    segment_bytes: u64,
+    /// Bytes of whole records in the log; what [`Log::read_with`] may read.
     written: AtomicU64,
     /// An `fdatasync` failed: see the module doc.
     failed: AtomicBool,
     /// The last batches written, newest last: the push loops read what was just synced,
     /// and find it here without a `pread`.
     recent: RwLock<Recent>,
+}
+
+/// The segment [`Log::sync`] writes to.
+struct Active {
+    segment: Arc<Segment>,
+    /// When it was begun.
+    begun: SystemTime,
 }
 
 /// [`Log::recent`]: batches by where they start, and their bytes in all.
@@ -73,7 +133,7 @@ const RECENT_BYTES: usize = 8 << 20;
 
 /// Appended records not yet written to the file.
 struct Tail {
-    /// Where `pending` starts in the file.
+    /// Where `pending` starts in the log.
     at: u64,
     pending: Vec<u8>,
 }
@@ -83,71 +143,103 @@ struct Tail {
 pub struct Opened {
     /// Whole records kept.
     pub records: u64,
-    /// Bytes cut off the end (a torn tail).
+    /// Bytes cut off the ends of segments (torn tails, or damage).
     pub cut: u64,
+    /// Segment files, the new active one included.
+    pub segments: usize,
+}
+
+/// A sealed segment retention may remove: where it starts and when it was sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealed {
+    /// Where it starts in the log; what [`Log::scan`] and [`Log::remove`] take.
+    pub start: u64,
+    /// Its last write: every record in it is at least this old.
+    pub at: SystemTime,
 }
 
 impl Log {
-    /// Opens (or creates) the log at `path`, hands every whole record to `each` in order
-    /// and cuts off whatever follows the last one.
+    /// Opens (or creates) the log in folder `dir`, hands every whole record to `each` in
+    /// order, cuts off what follows the last whole record of each segment, and begins a
+    /// new active segment. A log from before segments, one file at `legacy`, becomes the
+    /// first segment.
     pub fn open(
-        path: &Path,
+        dir: &Path,
+        legacy: Option<&Path>,
+        segment_bytes: u64,
         mut each: impl FnMut(Place, &[u8]) -> std::io::Result<()>,
     ) -> std::io::Result<(Log, Opened)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let size = file.metadata()?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let (mut end, mut records) = (0u64, 0u64);
-        let mut payload = Vec::new();
-        loop {
-            let mut header = [0u8; HEADER];
-            if reader.read_exact(&mut header).is_err() {
-                break;
+        std::fs::create_dir_all(dir)?;
+        let mut starts = segment_starts(dir)?;
+        if let Some(old) = legacy.filter(|old| old.exists()) {
+            if !starts.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "both {} and segments in {} exist; move one away",
+                    old.display(),
+                    dir.display()
+                )));
             }
-            let (len, crc) = split_header(header);
-            if len > MAX_PAYLOAD || end + (HEADER + len) as u64 > size {
-                break;
+            std::fs::rename(old, dir.join(Segment::name(0)))?;
+            tracing::info!(from = %old.display(), "the inbox log is now the first segment");
+            sync_dir(dir)?;
+            starts.push(0);
+        }
+        let mut segments = BTreeMap::new();
+        let mut opened = Opened::default();
+        let mut end = 0;
+        for (i, &start) in starts.iter().enumerate() {
+            let segment = Segment::open(dir, start)?;
+            // A segment never reaches into the next one's range.
+            let room = starts.get(i + 1).map_or(u64::MAX, |next| next - start);
+            let (kept, records) = read_segment(&segment, room, &mut each)?;
+            let size = segment.file.metadata()?.len();
+            if size > kept {
+                let saved = keep_cut(&segment.file, &segment.path, kept, size - kept)?;
+                tracing::warn!(path = %segment.path.display(), kept_at = %saved.display(), at = kept, cut = size - kept, "cut a torn or damaged tail off an inbox log segment");
+                segment.file.set_len(kept)?;
+                opened.cut += size - kept;
             }
-            payload.resize(len, 0);
-            if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-                break;
+            // What a crashed process wrote may be in the page cache only; what is indexed
+            // now counts as durable, so make it so.
+            segment.file.sync_all()?;
+            opened.records += records;
+            end = start + kept;
+            segments.insert(start, Arc::new(segment));
+        }
+        // The last segment goes on as the active one only if it is empty.
+        let active = match segments.last_key_value() {
+            Some((&start, last)) if start == end => last.clone(),
+            _ => {
+                let active = Arc::new(Segment::open(dir, end)?);
+                segments.insert(end, active.clone());
+                active
             }
-            each(Place::at(end), &payload)?;
-            end += (HEADER + len) as u64;
-            records += 1;
+        };
+        for segment in segments.values().filter(|s| s.start != end) {
+            // Its last write: sealed segments are never written again.
+            let _ = segment.sealed.set(segment.file.metadata()?.modified()?);
         }
-        drop(reader);
-        let cut = size - end;
-        if cut > 0 {
-            let kept = keep_cut(&file, path, end, cut)?;
-            tracing::warn!(path = %path.display(), kept_at = %kept.display(), at = end, cut, "cut a torn or damaged tail off the inbox log");
-            file.set_len(end)?;
-        }
-        // What a crashed process wrote may be in the page cache only; what is indexed
-        // now counts as durable, so make it so.
-        file.sync_all()?;
-        if let Some(dir) = path.parent() {
-            // A new file's name must survive a crash too.
-            File::open(dir)?.sync_all()?;
-        }
+        // A new file's name must survive a crash too.
+        sync_dir(dir)?;
+        opened.segments = segments.len();
         Ok((
             Log {
-                file,
+                dir: dir.to_path_buf(),
+                segments: RwLock::new(segments),
                 tail: Mutex::new(Tail {
                     at: end,
                     pending: Vec::new(),
                 }),
-                writing: Mutex::new(()),
+                writing: Mutex::new(Active {
+                    segment: active,
+                    begun: SystemTime::now(),
+                }),
+                segment_bytes: segment_bytes.max(1),
                 written: AtomicU64::new(end),
                 failed: AtomicBool::new(false),
                 recent: RwLock::default(),
             },
-            Opened { records, cut },
+            opened,
         ))
     }
 
@@ -198,7 +290,7 @@ impl Log {
     /// durable (`fdatasync`). On failure the records stay in memory for the next call,
     /// so the file never gets a gap.
     pub fn sync(&self) -> std::io::Result<()> {
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if self.failed.load(Ordering::Acquire) {
             return Err(std::io::Error::other(
                 "an earlier fdatasync of the inbox log failed; restart the node",
@@ -212,7 +304,8 @@ impl Log {
             tail.at += records.len() as u64;
             (at, records)
         };
-        if let Err(e) = self.file.write_all_at(&records, at) {
+        let segment = active.segment.clone();
+        if let Err(e) = segment.file.write_all_at(&records, at - segment.start) {
             let mut tail = self.tail();
             let mut back = records;
             back.append(&mut tail.pending);
@@ -223,12 +316,115 @@ impl Log {
         let written = at + records.len() as u64;
         self.remember(at, records);
         self.written.store(written, Ordering::Release);
-        let synced = self.file.sync_data();
+        let synced = segment.file.sync_data();
         if let Err(e) = &synced {
             tracing::error!(error = %e, "fdatasync of the inbox log failed; no more appends will be acknowledged");
             self.failed.store(true, Ordering::Release);
+        } else if written - segment.start >= self.segment_bytes {
+            self.begin_segment(&mut active, written);
         }
         synced
+    }
+
+    /// Seals the active segment if it holds records and was begun before `cutoff`, so
+    /// that retention can remove it in time even when little is written.
+    pub fn seal_if_begun_before(&self, cutoff: SystemTime) {
+        let mut active = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.written.load(Ordering::Acquire);
+        let holds_records = written > active.segment.start;
+        if holds_records && active.begun < cutoff && !self.failed.load(Ordering::Acquire) {
+            self.begin_segment(&mut active, written);
+        }
+    }
+
+    /// Seals the active segment and begins the next at `at`, the end of what is written.
+    /// If the new file cannot be made, the active segment goes on and it is tried again
+    /// after the next write.
+    fn begin_segment(&self, active: &mut Active, at: u64) {
+        let begun = Segment::open(&self.dir, at).and_then(|s| sync_dir(&self.dir).map(|()| s));
+        match begun {
+            Ok(segment) => {
+                let now = SystemTime::now();
+                let _ = active.segment.sealed.set(now);
+                let segment = Arc::new(segment);
+                self.segments_mut().insert(at, segment.clone());
+                *active = Active {
+                    segment,
+                    begun: now,
+                };
+            }
+            Err(e) => tracing::error!(error = %e, "could not begin a new inbox log segment"),
+        }
+    }
+
+    fn segments_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Segment>>> {
+        self.segments.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segment_at(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        let (_, segment) = segments.range(..=offset).next_back()?;
+        Some(segment.clone())
+    }
+
+    /// The sealed segments, oldest first, up to the first that is not sealed or was sealed
+    /// after `cutoff`: what retention may remove, in the order it must.
+    pub fn sealed_before(&self, cutoff: SystemTime) -> Vec<Sealed> {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        segments
+            .values()
+            .map_while(|s| {
+                let at = *s.sealed.get()?;
+                (at <= cutoff).then_some(Sealed { start: s.start, at })
+            })
+            .collect()
+    }
+
+    /// Hands every record of the sealed segment at `start` to `each`, in order.
+    pub fn scan(
+        &self,
+        start: u64,
+        mut each: impl FnMut(Place, &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let segment = self
+            .segment_at(start)
+            .filter(|s| s.start == start && s.sealed.get().is_some())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such segment"))?;
+        read_segment(&segment, u64::MAX, &mut each).map(drop)
+    }
+
+    /// Removes the oldest segment, which starts at `start` and must be sealed: its records
+    /// can no longer be read. Oldest first, so that [`Log::read_with`] of a place in it
+    /// finds no segment, never the one before. Returns its size in bytes.
+    pub fn remove(&self, start: u64) -> std::io::Result<u64> {
+        let segment = {
+            let mut segments = self.segments_mut();
+            match segments.first_key_value() {
+                Some((&first, s)) if first == start && s.sealed.get().is_some() => {
+                    segments.pop_first().map(|(_, s)| s)
+                }
+                _ => None,
+            }
+        };
+        let Some(segment) = segment else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not the oldest segment, or not sealed",
+            ));
+        };
+        let size = segment.file.metadata()?.len();
+        std::fs::remove_file(&segment.path)?;
+        sync_dir(&self.dir)?;
+        Ok(size)
+    }
+
+    /// Bytes from the oldest segment's start to the end of what is written (the files'
+    /// sizes, give or take bytes cut at open), and how many segment files there are.
+    pub fn footprint(&self) -> (u64, usize) {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        let (first, count) = (segments.keys().next().copied(), segments.len());
+        let bytes = first.map_or(0, |first| self.written.load(Ordering::Acquire) - first);
+        (bytes, count)
     }
 
     fn recent_batches(&self) -> std::sync::RwLockWriteGuard<'_, Recent> {
@@ -307,15 +503,23 @@ impl Log {
                 format!("inbox log record at {offset} does not check"),
             )
         };
+        let Some(segment) = self.segment_at(offset) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("inbox log record at {offset} was removed"),
+            ));
+        };
+        let within = offset - segment.start;
         let mut header = [0u8; HEADER];
-        self.file.read_exact_at(&mut header, offset)?;
+        segment.file.read_exact_at(&mut header, within)?;
         let (len, crc) = split_header(header);
-        let start = offset + HEADER as u64;
-        if len > MAX_PAYLOAD || start + len as u64 > written {
+        if len > MAX_PAYLOAD || offset + (HEADER + len) as u64 > written {
             return Err(damaged());
         }
         let mut payload = vec![0u8; len];
-        self.file.read_exact_at(&mut payload, start)?;
+        segment
+            .file
+            .read_exact_at(&mut payload, within + HEADER as u64)?;
         if crc32fast::hash(&payload) != crc {
             return Err(damaged());
         }
@@ -328,6 +532,56 @@ impl Log {
         let tail = self.tail();
         tail.at + tail.pending.len() as u64
     }
+}
+
+/// Reads the segment's records from its start, at most `room` bytes of them, handing
+/// each whole one to `each`; stops at the first that is torn or does not check. Returns
+/// the bytes of whole records and how many there were.
+fn read_segment(
+    segment: &Segment,
+    room: u64,
+    each: &mut impl FnMut(Place, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<(u64, u64)> {
+    let size = segment.file.metadata()?.len().min(room);
+    let mut reader = BufReader::with_capacity(1 << 20, &segment.file);
+    let (mut end, mut records) = (0u64, 0u64);
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER];
+        if reader.read_exact(&mut header).is_err() {
+            break;
+        }
+        let (len, crc) = split_header(header);
+        if len > MAX_PAYLOAD || end + (HEADER + len) as u64 > size {
+            break;
+        }
+        payload.resize(len, 0);
+        if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        each(Place::at(segment.start + end), &payload)?;
+        end += (HEADER + len) as u64;
+        records += 1;
+    }
+    Ok((end, records))
+}
+
+/// Where the segments in `dir` start, in order.
+fn segment_starts(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut starts = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let name = item?.file_name();
+        if let Some(start) = name.to_str().and_then(Segment::start_of) {
+            starts.push(start);
+        }
+    }
+    starts.sort_unstable();
+    Ok(starts)
+}
+
+/// Makes the folder's list of names durable: a new or removed segment survives a crash.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Copies the `cut` bytes from `at` to `<path>.cut-<unix seconds>` before they are cut off.
@@ -360,14 +614,34 @@ fn split_header(header: [u8; HEADER]) -> (usize, u32) {
 mod tests {
     use super::*;
 
-    fn reopen(path: &Path) -> (Log, Opened, Vec<Vec<u8>>) {
+    /// Segments far larger than any test writes, unless a test says otherwise.
+    const BIG: u64 = 1 << 40;
+
+    fn reopen_with(dir: &Path, segment_bytes: u64) -> (Log, Opened, Vec<Vec<u8>>) {
         let mut seen = Vec::new();
-        let (log, opened) = Log::open(path, |_, p| {
+        let (log, opened) = Log::open(dir, None, segment_bytes, |_, p: &[u8]| {
             seen.push(p.to_vec());
             Ok(())
         })
         .unwrap();
         (log, opened, seen)
+    }
+
+    fn reopen(dir: &Path) -> (Log, Opened, Vec<Vec<u8>>) {
+        reopen_with(dir, BIG)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn segment_path(dir: &Path, start: u64) -> PathBuf {
+        dir.join(Segment::name(start))
     }
 
     #[test]
@@ -380,9 +654,9 @@ mod tests {
     #[test]
     fn records_come_back_in_order_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inbox.log");
-        let (log, opened, seen) = reopen(&path);
-        assert_eq!((opened, seen.len()), (Opened::default(), 0));
+        let (log, opened, seen) = reopen(dir.path());
+        assert_eq!(opened.records + opened.cut, 0);
+        assert!(seen.is_empty());
         let places: Vec<Place> = (0..3u8)
             .map(|n| log.append(&vec![n; 10 + n as usize]).unwrap())
             .collect();
@@ -391,47 +665,47 @@ mod tests {
             log.read(places[1]).unwrap_err().kind(),
             std::io::ErrorKind::WouldBlock
         );
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let first = segment_path(dir.path(), 0);
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), 0);
         log.sync().unwrap();
         assert_eq!(log.read(places[1]).unwrap(), vec![1u8; 11]);
         let whole = log.len();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), whole);
         drop(log);
 
-        let (log, opened, seen) = reopen(&path);
-        assert_eq!(opened, Opened { records: 3, cut: 0 });
+        // A restart seals the segment and begins the next where it ends.
+        let (log, opened, seen) = reopen(dir.path());
+        assert_eq!((opened.records, opened.cut, opened.segments), (3, 0, 2));
         assert_eq!(seen, [vec![0u8; 10], vec![1u8; 11], vec![2u8; 12]]);
+        assert_eq!(log.read(places[2]).unwrap(), vec![2u8; 12], "from the file");
         // Half a record at the end, as a crash mid-write leaves it.
         let torn = log.append(&[7u8; 100]).unwrap();
+        assert_eq!(torn.offset(), whole);
         log.sync().unwrap();
         drop(log);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(torn.offset() + 50).unwrap();
+        let second = segment_path(dir.path(), whole);
+        let file = OpenOptions::new().write(true).open(&second).unwrap();
+        file.set_len(50).unwrap();
         drop(file);
 
-        let (log, opened, seen) = reopen(&path);
-        assert_eq!(
-            opened,
-            Opened {
-                records: 3,
-                cut: 50
-            }
-        );
-        let kept: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.starts_with("inbox.log.cut-"))
+        let (log, opened, seen) = reopen(dir.path());
+        assert_eq!((opened.records, opened.cut), (3, 50));
+        let kept: Vec<_> = names(dir.path())
+            .into_iter()
+            .filter(|name| name.contains(".log.cut-"))
             .collect();
         assert_eq!(kept.len(), 1, "the cut bytes are kept aside");
         assert_eq!(std::fs::read(dir.path().join(&kept[0])).unwrap().len(), 50);
         assert_eq!(seen.len(), 3);
         assert_eq!(log.len(), whole);
-        // The next record goes where the torn one was, and is read back whole.
+        // The emptied segment goes on as the active one: the next record goes where the
+        // torn one was, and is read back whole.
+        assert_eq!(opened.segments, 2);
         let next = log.append(b"after the cut").unwrap();
         assert_eq!(next.offset(), whole);
         log.sync().unwrap();
         drop(log);
-        let (_, opened, seen) = reopen(&path);
+        let (_, opened, seen) = reopen(dir.path());
         assert_eq!(opened.records, 4);
         assert_eq!(seen[3], b"after the cut");
     }
@@ -441,7 +715,7 @@ mod tests {
     #[test]
     fn reads_are_right_from_recent_batches_and_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _, _) = reopen(&dir.path().join("inbox.log"));
+        let (log, _, _) = reopen_with(dir.path(), 1 << 20);
         let record = |n: usize| vec![(n % 251) as u8; 1000 + n % 7];
         let mut places = Vec::new();
         for batch in 0..120 {
@@ -455,6 +729,7 @@ mod tests {
         assert!(recent.bytes <= RECENT_BYTES);
         assert!(recent.spare.is_some());
         drop(recent);
+        assert!(log.footprint().1 > 10, "a new segment after each MiB");
         for (n, place) in places.iter().enumerate() {
             assert_eq!(log.read(*place).unwrap(), record(n), "record {n}");
         }
@@ -466,34 +741,150 @@ mod tests {
         assert!(in_memory(places[places.len() - 1]));
     }
 
+    /// A segment is sealed once it holds `segment_bytes` (after the write that crossed
+    /// it) or when it began before a given time; sealed ones are removed oldest first,
+    /// and what they held can no longer be read.
     #[test]
-    fn a_damaged_record_ends_the_log_there_and_is_refused_on_read() {
+    fn segments_are_sealed_by_size_or_age_and_removed_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inbox.log");
-        let (log, _, _) = reopen(&path);
+        let (log, _, _) = reopen_with(dir.path(), 4096);
+        let mut places = Vec::new();
+        for n in 0..10u8 {
+            places.push(log.append(&[n; 1000]).unwrap());
+            log.sync().unwrap();
+        }
+        // 1,008 bytes a record: the fifth crosses 4,096 and the next goes to a new file.
+        assert_eq!(places[5].offset(), 5 * 1008);
+        assert_eq!(
+            names(dir.path()),
+            [Segment::name(0), Segment::name(5040), Segment::name(10080)]
+        );
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let sealed = log.sealed_before(later);
+        assert_eq!(
+            sealed.iter().map(|s| s.start).collect::<Vec<_>>(),
+            [0, 5040]
+        );
+        assert!(log.sealed_before(SystemTime::UNIX_EPOCH).is_empty());
+
+        // Not yet old enough to seal; then old enough.
+        log.seal_if_begun_before(SystemTime::UNIX_EPOCH);
+        assert_eq!(log.sealed_before(later).len(), 2);
+        log.seal_if_begun_before(later);
+        assert_eq!(log.sealed_before(later).len(), 2, "the active one is empty");
+        let last = log.append(b"last").unwrap();
+        log.sync().unwrap();
+        log.seal_if_begun_before(later);
+        assert_eq!(log.sealed_before(later).len(), 3);
+
+        let mut scanned = Vec::new();
+        log.scan(5040, |place, payload| {
+            scanned.push((place, payload[0]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            scanned,
+            (5..10).map(|n| (places[n], n as u8)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            log.remove(5040).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound,
+            "oldest first"
+        );
+        assert_eq!(log.remove(0).unwrap(), 5040);
+        assert!(!segment_path(dir.path(), 0).exists());
+        // Gone from memory too: the recent batches must not answer for it either.
+        log.recent_batches().batches.clear();
+        let gone = log.read(places[0]).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(log.read(places[5]).unwrap(), [5u8; 1000]);
+        assert_eq!(
+            log.remove(last.offset() + 12).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound,
+            "the active segment is never removed"
+        );
+        drop(log);
+
+        // Reopened, the log goes on where it ended, with the removed records gone.
+        let (log, opened, seen) = reopen_with(dir.path(), 4096);
+        assert_eq!(opened.records, 6);
+        assert_eq!(seen.last().unwrap(), b"last");
+        let next = log.append(b"next").unwrap();
+        assert_eq!(next.offset(), last.offset() + 12);
+        assert_eq!(log.read(places[7]).unwrap(), [7u8; 1000]);
+    }
+
+    #[test]
+    fn a_log_from_before_segments_becomes_the_first_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("inbox.log");
+        let segments = dir.path().join("inbox");
+        {
+            let (log, _, _) = reopen(&segments);
+            log.append(b"old").unwrap();
+            log.sync().unwrap();
+        }
+        std::fs::rename(segment_path(&segments, 0), &legacy).unwrap();
+        std::fs::remove_dir_all(&segments).unwrap();
+        let mut seen = Vec::new();
+        let (log, opened) = Log::open(&segments, Some(&legacy), BIG, |place, p: &[u8]| {
+            seen.push((place, p.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(opened.records, 1);
+        assert_eq!(seen, [(Place::at(0), b"old".to_vec())]);
+        assert!(!legacy.exists());
+        assert_eq!(log.read(Place::at(0)).unwrap(), b"old");
+        drop(log);
+        // Both at once is a folder someone put together by hand: refused, not merged.
+        std::fs::write(&legacy, b"").unwrap();
+        assert!(Log::open(&segments, Some(&legacy), BIG, |_, _| Ok(())).is_err());
+    }
+
+    /// Damage in a sealed segment loses the rest of that segment only: the next one
+    /// starts at a record of its own.
+    #[test]
+    fn a_damaged_record_ends_its_segment_and_is_refused_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = reopen(dir.path());
         let first = log.append(b"first").unwrap();
         let second = log.append(b"second").unwrap();
         log.append(b"third").unwrap();
         log.sync().unwrap();
         assert_eq!(log.read(second).unwrap(), b"second", "from memory");
         drop(log);
-        // Reopened: nothing recent in memory, reads go to the file.
-        let (log, opened, _) = reopen(&path);
+        // Reopened: nothing recent in memory, reads go to the file; a new segment begins.
+        let (log, opened, _) = reopen(dir.path());
         assert_eq!(opened.records, 3);
+        let fourth = log.append(b"fourth").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (log, _, _) = reopen(dir.path());
         // One byte of the second payload flipped: later pages written, an earlier one not.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(dir.path(), 0))
+            .unwrap();
         let at = second.offset() + HEADER as u64 + 2;
         let mut byte = [0u8];
-        log.file.read_exact_at(&mut byte, at).unwrap();
-        log.file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
         assert_eq!(
             log.read(second).unwrap_err().kind(),
             std::io::ErrorKind::InvalidData
         );
         assert_eq!(log.read(first).unwrap(), b"first");
         drop(log);
-        let (log, opened, seen) = reopen(&path);
-        assert_eq!(seen, [b"first".to_vec()]);
-        assert_eq!(opened.records, 1);
-        assert_eq!(log.len(), second.offset());
+        let (log, opened, seen) = reopen(dir.path());
+        assert_eq!(seen, [b"first".to_vec(), b"fourth".to_vec()]);
+        assert_eq!(
+            (opened.records, opened.cut),
+            (2, 14 + 13),
+            "second and third"
+        );
+        assert_eq!(log.read(fourth).unwrap(), b"fourth");
     }
 }

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     about = "Quiver messaging node: QUIC for devices, HTTPS for accounts",
-    after_help = "Every limit has a TOML key under [limits] (see `print-config`); flags and \
-                  environment variables override the file."
+    after_help = "Every limit has a TOML key under [limits], [files] or [inbox] (see \
+                  `print-config`); flags and environment variables override the file."
 )]
 struct Args {
     #[command(subcommand)]
@@ -64,6 +64,10 @@ struct Args {
     /// TooManyStreams [default: 1024].
     #[arg(long, global = true)]
     max_conversations_per_user: Option<u32>,
+    /// Inbox entries are kept at least this long, delivered or not; 0 keeps them forever
+    /// [default: 2592000, 30 days].
+    #[arg(long, env = "QUIVER_INBOX_RETENTION_SECS", global = true)]
+    inbox_retention_secs: Option<u64>,
     /// Memory for sled's page cache, in MiB [default: 64].
     #[arg(long, global = true)]
     storage_cache_mib: Option<u64>,
@@ -116,6 +120,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     set(&mut config.http_addr, &args.http_addr);
     set(&mut config.node_id, &args.node_id);
     set(&mut config.token_ttl_secs, &args.token_ttl_secs);
+    set(&mut config.inbox.retention_secs, &args.inbox_retention_secs);
     if args.cert.is_some() {
         config.cert = args.cert.clone();
     }

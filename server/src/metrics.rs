@@ -56,6 +56,15 @@ pub struct Metrics {
     pub file_bytes_sent: AtomicU64,
     /// Blobs and abandoned uploads removed by collection.
     pub blobs_collected: AtomicU64,
+    /// Inbox entries removed by retention.
+    pub entries_expired: AtomicU64,
+    /// Inbox log segment files removed by retention.
+    pub segments_removed: AtomicU64,
+    /// Bytes of the inbox log on disk (from its oldest segment to its end), as of the
+    /// last scrape.
+    pub inbox_log_bytes: AtomicU64,
+    /// Inbox log segment files, as of the last scrape.
+    pub inbox_segments: AtomicU64,
     /// Requests this node made to mesh peers, by [`MeshKind`].
     mesh_requests: [AtomicU64; 4],
     /// Refusals and closes the node sent, by error code.
@@ -203,6 +212,30 @@ impl Metrics {
             "counter",
             "Blobs and abandoned uploads removed.",
             get(&self.blobs_collected).to_string(),
+        );
+        one(
+            "quiver_inbox_entries_expired_total",
+            "counter",
+            "Inbox entries removed by retention, delivered or not.",
+            get(&self.entries_expired).to_string(),
+        );
+        one(
+            "quiver_inbox_segments_removed_total",
+            "counter",
+            "Inbox log segment files removed by retention.",
+            get(&self.segments_removed).to_string(),
+        );
+        one(
+            "quiver_inbox_log_bytes",
+            "gauge",
+            "Bytes of the inbox log on disk, from its oldest segment to its end.",
+            get(&self.inbox_log_bytes).to_string(),
+        );
+        one(
+            "quiver_inbox_segments",
+            "gauge",
+            "Inbox log segment files, the one being written included.",
+            get(&self.inbox_segments).to_string(),
         );
         one(
             "quiver_quic_connections",

@@ -4,7 +4,7 @@ use crate::auth::TokenKey;
 use crate::blobs::{BlobError, Blobs, Collected};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Expired, Inbox, InboxError};
 use crate::listener::ListenerError;
 use crate::live::Live;
 use crate::mesh::{Mesh, MeshError};
@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -103,8 +103,8 @@ pub struct Node {
     commit_task: JoinHandle<()>,
     /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
     mesh_tasks: Vec<JoinHandle<()>>,
-    /// Removes blobs nothing refers to, periodically.
-    collect_task: JoinHandle<()>,
+    /// Removes blobs nothing refers to and inbox segments past retention, periodically.
+    housekeeping: Vec<JoinHandle<()>>,
     db: sled::Db,
     shared: Arc<Shared>,
 }
@@ -128,7 +128,7 @@ impl Node {
 
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let metrics = Arc::new(Metrics::default());
-        let (inbox, commit_task) = Inbox::open(&db, &data.join("inbox.log"), metrics.clone())?;
+        let (inbox, commit_task) = Inbox::open(&db, &data, &config.inbox, metrics.clone())?;
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
@@ -201,10 +201,24 @@ impl Node {
             mesh_tasks.push(tokio::spawn(crate::mesh::heartbeat(mesh.clone(), period)));
             tracing::info!(node = %mesh.node_id(), mesh_addr = ?mesh.endpoint().local_addr(), "joined the mesh");
         }
-        let collect_task = tokio::spawn(collect_blobs(
-            Arc::downgrade(&shared),
-            Duration::from_secs(shared.config.files.collect_every_secs),
-        ));
+        let housekeeping = vec![
+            tokio::spawn(periodically(
+                Arc::downgrade(&shared),
+                Duration::from_secs(shared.config.files.collect_every_secs),
+                "collecting blobs",
+                |shared| collect_now(shared).map(drop).map_err(|e| e.to_string()),
+            )),
+            tokio::spawn(periodically(
+                Arc::downgrade(&shared),
+                Duration::from_secs(shared.config.inbox.expire_every_secs),
+                "inbox retention",
+                |shared| {
+                    expire_now(shared, SystemTime::now())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                },
+            )),
+        ];
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
@@ -220,7 +234,7 @@ impl Node {
             http_task,
             commit_task,
             mesh_tasks,
-            collect_task,
+            housekeeping,
             db,
             shared,
         })
@@ -282,6 +296,12 @@ impl Node {
         collect_now(&self.shared)
     }
 
+    /// Applies inbox retention as if it were `now` (the node also does it every
+    /// `inbox.expire_every_secs`, at the real time).
+    pub fn expire_inbox(&self, now: SystemTime) -> Result<Expired, InboxError> {
+        expire_now(&self.shared, now)
+    }
+
     /// Sealed file bytes charged to `user`'s quota on this node.
     pub fn file_usage(&self, user: &UserId) -> u64 {
         self.shared.blobs.usage(user)
@@ -304,7 +324,9 @@ impl Node {
         for task in &self.mesh_tasks {
             task.abort();
         }
-        self.collect_task.abort();
+        for task in &self.housekeeping {
+            task.abort();
+        }
         self.endpoint.close(
             crate::net::varint(ErrorCode::ShuttingDown),
             b"node shutting down",
@@ -335,16 +357,29 @@ fn collect_now(shared: &Shared) -> Result<Collected, BlobError> {
     Ok(collected)
 }
 
-/// Collects blobs every `period` while the node runs.
-async fn collect_blobs(shared: std::sync::Weak<Shared>, period: Duration) {
+fn expire_now(shared: &Shared, now: SystemTime) -> Result<Expired, InboxError> {
+    let expired = shared.router.inbox().expire(now)?;
+    if expired.segments > 0 {
+        tracing::info!(?expired, "removed inbox entries past retention");
+    }
+    Ok(expired)
+}
+
+/// Runs `job` every `period`, off the runtime's threads, while the node runs.
+async fn periodically(
+    shared: std::sync::Weak<Shared>,
+    period: Duration,
+    what: &'static str,
+    job: fn(&Shared) -> Result<(), String>,
+) {
     loop {
         tokio::time::sleep(period).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let outcome = tokio::task::spawn_blocking(move || collect_now(&shared)).await;
+        let outcome = tokio::task::spawn_blocking(move || job(&shared)).await;
         if let Ok(Err(e)) = outcome {
-            tracing::error!(error = %e, "collecting blobs failed");
+            tracing::error!(error = %e, "{what} failed");
         }
     }
 }

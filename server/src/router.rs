@@ -209,7 +209,14 @@ impl Router {
     ) -> Result<(), ErrorCode> {
         let entry = self.inbox.get(owner, seq).map_err(storage_error)?;
         let Some(entry) = entry else {
-            return Err(ErrorCode::InvalidSeq);
+            // An ack of an entry retention removed since it was pushed owes nothing: its
+            // sender's record of it is gone too, or about to be.
+            let expired = !must_be_chat && seq <= self.inbox.floor(owner);
+            return if expired {
+                Ok(())
+            } else {
+                Err(ErrorCode::InvalidSeq)
+            };
         };
         let EntryKind::Chat { id, .. } = entry.kind else {
             return if must_be_chat {

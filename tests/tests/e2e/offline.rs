@@ -133,7 +133,7 @@ async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledg
     node.restart_after(|data| {
         let mut log = std::fs::OpenOptions::new()
             .append(true)
-            .open(data.join("inbox.log"))?;
+            .open(last_segment(data))?;
         // A header promising 100 bytes, then 10 of them.
         log.write_all(&100u32.to_le_bytes())?;
         log.write_all(&[0; 4])?;
@@ -141,16 +141,12 @@ async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledg
         Ok(())
     })
     .await?;
-    let kept: Vec<_> = std::fs::read_dir(node.data_dir())?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("inbox.log.cut-")
-        })
+    let kept: Vec<_> = files_below(&node.data_dir().join("inbox"))
+        .into_iter()
+        .filter(|path| path.to_string_lossy().contains(".log.cut-"))
         .collect();
     assert_eq!(kept.len(), 1, "the torn bytes are kept aside");
-    assert_eq!(kept[0].metadata()?.len(), 18);
+    assert_eq!(std::fs::metadata(&kept[0])?.len(), 18);
 
     let (a, _a_events) = node.connect(&alice).await?;
     let after = a.send(&bob.id, b"after the cut").await?;
@@ -166,6 +162,99 @@ async fn a_torn_record_at_the_end_of_the_inbox_log_is_cut_and_nothing_acknowledg
         "every acknowledged message once, in order, the one after the cut too"
     );
     assert_eq!(got.last().unwrap().text(), "after the cut");
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+/// The inbox log's segment files (`<data>/inbox/<start>.log`), oldest first.
+fn segments(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = files_below(&data.join("inbox"))
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "log"))
+        .collect();
+    found.sort();
+    found
+}
+
+fn last_segment(data: &std::path::Path) -> std::path::PathBuf {
+    segments(data).pop().expect("an inbox segment")
+}
+
+/// Retention: once entries are older than `inbox.retention_secs`, their segment files
+/// are removed, delivered or not. Bob, away all that time, resumes after them: he gets
+/// what came since, his device's cursor moves past the gap, and Bob's `seq`s go on from
+/// where they were, across a restart that finds none of his entries too.
+#[tokio::test]
+async fn entries_past_retention_are_removed_and_a_device_resumes_after_them() -> anyhow::Result<()>
+{
+    let mut node = TestNode::start_with(|c| {
+        c.inbox.retention_secs = 3600;
+        c.inbox.segment_bytes = 4096;
+    })
+    .await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let mut old = Vec::new();
+    for i in 0..30 {
+        old.push(a.send(&bob.id, format!("old {i:0>300}").as_bytes()).await?);
+    }
+    let now = std::time::SystemTime::now();
+    let young = node.node().expire_inbox(now)?;
+    assert_eq!(young.entries, 0, "nothing is an hour old yet");
+    let before = segments(node.data_dir()).len();
+    assert!(
+        before >= 3,
+        "30 messages of 300 bytes fill segments of 4 KiB"
+    );
+
+    let expired = node
+        .node()
+        .expire_inbox(now + Duration::from_secs(2 * 3600))?;
+    assert_eq!(expired.entries, 30);
+    assert_eq!(
+        segments(node.data_dir()).len(),
+        1,
+        "only the new, empty one"
+    );
+    let text = node.rest().metrics().await?;
+    for line in [
+        "quiver_inbox_entries_expired_total 30\n",
+        "quiver_inbox_segments 1\n",
+        "quiver_inbox_log_bytes 0\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+
+    let last_old = old.last().unwrap().seq;
+    let new = a.send(&bob.id, b"after retention").await?;
+    assert_eq!(new.seq.0, last_old.0 + 1);
+    let (b, mut b_events) = node.connect(&bob).await?;
+    let got = next_message(&mut b_events).await?;
+    assert_eq!(
+        (got.text(), got.seq),
+        ("after retention".to_string(), new.seq)
+    );
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    // The SDK moved its cursor to where the node resumed, then past what Bob took.
+    assert_eq!(b.cursor(), new.seq);
+    drop((a, b, b_events));
+    // Everything of Bob's goes, the segment still being written too (it began over a
+    // quarter of the retention before): the restart finds none of his entries.
+    let expired = node
+        .node()
+        .expire_inbox(now + Duration::from_secs(2 * 3600))?;
+    assert!(expired.entries >= 1, "{expired:?}");
+
+    node.restart().await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let after = a.send(&bob.id, b"after the restart").await?;
+    assert_eq!(after.seq.0, new.seq.0 + 1, "seqs go on after a restart");
+    let (_b, mut b_events) = node.connect(&bob).await?;
+    assert_eq!(
+        next_message(&mut b_events).await?.text(),
+        "after the restart"
+    );
     assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
     Ok(())
 }
