@@ -169,6 +169,14 @@ impl Owner {
             self.places.drain(..gone.min(self.places.len()));
             self.floor = floor.0;
         }
+        // Neither gives memory back on its own: a user who got much less lately would
+        // keep the index of their busiest stretch.
+        if self.places.len() < self.places.capacity() / 4 {
+            self.places.shrink_to(self.places.len() * 2);
+        }
+        if self.appended.len() < self.appended.capacity() / 4 {
+            self.appended.shrink_to(self.appended.len() * 2);
+        }
     }
 }
 
@@ -521,6 +529,7 @@ impl Inbox {
         let retention = Duration::from_secs(self.config.retention_secs);
         let before = |age: Duration| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
         self.log.seal_if_begun_before(before(retention / 4));
+        let started = std::time::Instant::now();
         for sealed in self.log.sealed_before(before(retention)) {
             let mut gone: HashMap<UserId, (Seq, Vec<(Digest, Seq)>)> = HashMap::new();
             self.log.scan(sealed.start, |_, payload| {
@@ -551,6 +560,10 @@ impl Inbox {
             expired.segments += 1;
         }
         let metrics = &self.metrics;
+        if expired.segments > 0 {
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            metrics.expire_micros.fetch_add(took, Ordering::Relaxed);
+        }
         metrics
             .entries_expired
             .fetch_add(expired.entries, Ordering::Relaxed);
@@ -805,6 +818,37 @@ mod tests {
             entries.into_iter().map(|e| e.kind).collect::<Vec<_>>(),
             [chat(12)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_retention_of_zero_keeps_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bob, alice) = (user("bob"), user("alice"));
+        let config = InboxConfig {
+            retention_secs: 0,
+            segment_bytes: 4096,
+            expire_every_secs: 1,
+        };
+        let db = sled_at(&dir.path().join("db"));
+        let (inbox, _task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+        for n in 1..=8 {
+            let body = EntryKind::Chat {
+                id: ClientMsgId(n),
+                sent_at_ms: 0,
+                body: vec![0; 1000],
+                file: None,
+            };
+            inbox
+                .append(&bob, &alice, body)
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+        }
+        assert!(inbox.footprint().1 > 1, "several segments");
+        let far = SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert_eq!(inbox.expire(far).unwrap(), Expired::default());
+        assert_eq!(inbox.read(&bob, Seq(1), Seq(8), 8).unwrap().len(), 8);
     }
 
     /// A data folder from before the log: entries in sled's `inbox` tree, keyed

@@ -60,6 +60,9 @@ pub struct Metrics {
     pub entries_expired: AtomicU64,
     /// Inbox log segment files removed by retention.
     pub segments_removed: AtomicU64,
+    /// Time retention spent removing segments (reading them, saving floors, updating the
+    /// index), in microseconds.
+    pub expire_micros: AtomicU64,
     /// Bytes of the inbox log on disk (from its oldest segment to its end), as of the
     /// last scrape.
     pub inbox_log_bytes: AtomicU64,
@@ -224,6 +227,12 @@ impl Metrics {
             "counter",
             "Inbox log segment files removed by retention.",
             get(&self.segments_removed).to_string(),
+        );
+        one(
+            "quiver_inbox_expire_seconds_total",
+            "counter",
+            "Time spent removing inbox segments past retention.",
+            (get(&self.expire_micros) as f64 / 1e6).to_string(),
         );
         one(
             "quiver_inbox_log_bytes",

@@ -11,6 +11,7 @@ fn print_config(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         "QUIVER_NODE_ID",
         "QUIVER_DATA_DIR",
         "QUIVER_QUIC_ADDR",
+        "QUIVER_INBOX_RETENTION_SECS",
     ] {
         command.env_remove(var);
     }
@@ -36,7 +37,8 @@ fn file_then_environment_then_flags() -> anyhow::Result<()> {
     std::fs::write(
         &file,
         "node_id = \"from-file\"\nquic_addr = \"127.0.0.1:5000\"\n\
-         [limits]\nmessages_per_sec = 42\npush_window = 64\n",
+         [limits]\nmessages_per_sec = 42\npush_window = 64\n\
+         [inbox]\nretention_secs = 86400\n",
     )?;
     let path = file.to_str().expect("utf-8 path");
 
@@ -47,8 +49,17 @@ fn file_then_environment_then_flags() -> anyhow::Result<()> {
         Some(500)
     );
 
+    assert_eq!(
+        defaults["inbox"]["retention_secs"].as_integer(),
+        Some(30 * 24 * 3600)
+    );
+
     let from_file = value(&print_config(&["--config", path], &[]));
     assert_eq!(from_file["node_id"].as_str(), Some("from-file"));
+    assert_eq!(
+        from_file["inbox"]["retention_secs"].as_integer(),
+        Some(86400)
+    );
     assert_eq!(from_file["quic_addr"].as_str(), Some("127.0.0.1:5000"));
     assert_eq!(from_file["limits"]["push_window"].as_integer(), Some(64));
     assert_eq!(
@@ -57,12 +68,16 @@ fn file_then_environment_then_flags() -> anyhow::Result<()> {
         "default kept"
     );
 
-    let env = [("QUIVER_NODE_ID", "from-env")];
+    let env = [
+        ("QUIVER_NODE_ID", "from-env"),
+        ("QUIVER_INBOX_RETENTION_SECS", "0"),
+    ];
     let overridden = value(&print_config(
         &["--config", path, "--messages-per-sec", "7"],
         &env,
     ));
     assert_eq!(overridden["node_id"].as_str(), Some("from-env"));
+    assert_eq!(overridden["inbox"]["retention_secs"].as_integer(), Some(0));
     assert_eq!(
         overridden["limits"]["messages_per_sec"].as_integer(),
         Some(7)
