@@ -8,7 +8,8 @@
 //! Modes: `pairs` (P senders each to its own receiver), `fanin` (many senders to one
 //! receiver), `offline` (a backlog drained by a connecting device), `stalled` (node memory
 //! while a receiver does not read), `idle` (memory per idle authenticated connection),
-//! `file` (a file up and down, with chat latency next to it), `hop` (mesh), `pairs
+//! `file` (a file up and down, with chat latency next to it), `expire` (inbox retention
+//! removing a backlog under a probe's chat), `hop` (mesh), `pairs
 //! --compare mqtt` (the same against mosquitto), and `table` (the standard runs as the
 //! Markdown table of `docs/PERFORMANCE.md`).
 
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod files;
 pub mod mqtt;
 pub mod node;
+pub mod retention;
 pub mod stats;
 pub mod table;
 pub mod workload;

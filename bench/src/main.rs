@@ -94,6 +94,22 @@ enum Mode {
         #[arg(long)]
         restart: bool,
     },
+    /// Inbox retention: a backlog of N messages for a device that never connects ages
+    /// past a short retention and is removed while a probe pair chats at window 1.
+    Expire {
+        /// Backlog size.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// The node's `inbox.retention_secs`; must outlast filling the backlog.
+        #[arg(long, default_value_t = 30)]
+        retention_secs: u64,
+        /// The node's `inbox.segment_bytes`, in MiB.
+        #[arg(long, default_value_t = 64)]
+        segment_mib: u64,
+    },
     /// N messages at a receiver that never reads: node memory before and after.
     Stalled {
         /// Messages sent.
@@ -151,6 +167,14 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
+        Mode::Expire {
+            retention_secs,
+            segment_mib,
+            ..
+        } => {
+            let config = quiver_bench::retention::node_config(retention_secs, segment_mib);
+            Bench::start_with_config(&server_bin, &config).context("starting the node")?
+        }
         _ => Bench::start(&server_bin).context("starting the node")?,
     };
     let bench = Arc::new(bench);
@@ -194,6 +218,12 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
         } => workload::stalled(bench, messages, size, window).await?,
+        Mode::Expire {
+            messages,
+            size,
+            retention_secs,
+            ..
+        } => quiver_bench::retention::expire(bench, messages, size, retention_secs).await?,
         Mode::Idle {
             connections,
             one_socket,

@@ -67,9 +67,20 @@ const UNLIMITED: [&str; 8] = [
 impl Bench {
     /// Starts `server_bin` on a temporary data folder.
     pub fn start(server_bin: &Path) -> anyhow::Result<Self> {
+        Self::start_with_config(server_bin, "")
+    }
+
+    /// Starts `server_bin` on a temporary data folder with `toml` as its configuration
+    /// file (flags still lift the per-address and per-connection limits).
+    pub fn start_with_config(server_bin: &Path, toml: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("node");
-        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &UNLIMITED)?;
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, toml)?;
+        let config = config.to_str().context("temporary path")?;
+        let mut flags = UNLIMITED.to_vec();
+        flags.extend(["--config", config]);
+        let node = NodeProcess::start(server_bin, &data, "127.0.0.1:0", "127.0.0.1:0", &flags)?;
         let ca = std::fs::read_to_string(data.join("certs/ca.pem")).context("dev CA")?;
         let rest = Rest::new(&format!("https://{}", node.http), &ca)?;
         Ok(Self {
@@ -112,6 +123,11 @@ impl Bench {
             _cluster_ca: Some(cluster_ca),
             _dir: dir,
         })
+    }
+
+    /// The first node's metrics, in Prometheus text form.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self.rest.metrics().await?)
     }
 
     /// Node `at` (0: the first; 1: the mesh peer) and its REST client.
@@ -217,7 +233,7 @@ impl Bench {
     }
 
     /// A body of `size` bytes (at least 16): message index, send time, padding.
-    fn body(&self, index: u64, size: usize) -> Vec<u8> {
+    pub(crate) fn body(&self, index: u64, size: usize) -> Vec<u8> {
         let mut body = Vec::with_capacity(size.max(16));
         body.extend_from_slice(&index.to_be_bytes());
         body.extend_from_slice(&self.now_us().to_be_bytes());
@@ -226,7 +242,7 @@ impl Bench {
     }
 
     /// Index and latency (µs) of a body made by [`Bench::body`].
-    fn read_body(&self, body: &[u8]) -> Option<(u64, u64)> {
+    pub(crate) fn read_body(&self, body: &[u8]) -> Option<(u64, u64)> {
         let index = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
         let sent = u64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
         Some((index, self.now_us().saturating_sub(sent)))
@@ -235,7 +251,7 @@ impl Bench {
 
 /// Sends `messages` numbered bodies to `to`, in order, with at most `window` waiting for
 /// SENT. Returns when every one is SENT.
-async fn send_numbered(
+pub(crate) async fn send_numbered(
     bench: Arc<Bench>,
     client: Client,
     to: UserId,
@@ -342,7 +358,7 @@ async fn receive_numbered(bench: Arc<Bench>, mut events: Events, expected: u64) 
 }
 
 /// Takes (and so acknowledges) every event until the stream ends, like a real app.
-fn drain(mut events: Events) {
+pub(crate) fn drain(mut events: Events) {
     tokio::spawn(async move { while events.recv().await.is_some() {} });
 }
 
