@@ -186,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         // Colours only for a person at a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_file_limit();
     let node = Node::start(config).await.context("starting node")?;
     // The banner is for people and scripts; a closed stdout must not stop the node, so
     // write errors are ignored (println! would panic).
@@ -209,6 +210,31 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("stopping");
     node.shutdown().await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does at start:
+/// the inbox keeps a file open per log segment (how many grows with the retention), and
+/// every HTTPS client holds a socket. The soft default is often 1,024.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is no limit.
+    let limit = getrlimit(Resource::Nofile);
+    let below = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) => current < maximum,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    tracing::info!(open_files = ?now, "open-file limit");
 }
 
 async fn wait_for_stop() {
