@@ -30,9 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-#[cfg(test)]
-use std::time::Duration;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
@@ -116,7 +114,13 @@ struct Active {
     segment: Arc<Segment>,
     /// When it was begun.
     begun: SystemTime,
+    /// Making the next segment failed; not tried again before this.
+    retry_at: Option<Instant>,
 }
+
+/// Least time between two tries to make the next segment after one failed: [`Log::sync`]
+/// runs hundreds of times a second under load.
+const RETRY_SEGMENT: Duration = Duration::from_secs(1);
 
 /// [`Log::recent`]: batches by where they start, and their bytes in all.
 #[derive(Default)]
@@ -233,6 +237,7 @@ impl Log {
                 writing: Mutex::new(Active {
                     segment: active,
                     begun: SystemTime::now(),
+                    retry_at: None,
                 }),
                 segment_bytes: segment_bytes.max(1),
                 written: AtomicU64::new(end),
@@ -338,9 +343,12 @@ impl Log {
     }
 
     /// Seals the active segment and begins the next at `at`, the end of what is written.
-    /// If the new file cannot be made, the active segment goes on and it is tried again
-    /// after the next write.
+    /// If the new file cannot be made, the active segment goes on, and it is tried again
+    /// after a write [`RETRY_SEGMENT`] later.
     fn begin_segment(&self, active: &mut Active, at: u64) {
+        if active.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         let begun = Segment::open(&self.dir, at).and_then(|s| sync_dir(&self.dir).map(|()| s));
         match begun {
             Ok(segment) => {
@@ -351,9 +359,13 @@ impl Log {
                 *active = Active {
                     segment,
                     begun: now,
+                    retry_at: None,
                 };
             }
-            Err(e) => tracing::error!(error = %e, "could not begin a new inbox log segment"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not begin a new inbox log segment");
+                active.retry_at = Some(Instant::now() + RETRY_SEGMENT);
+            }
         }
     }
 
@@ -813,6 +825,31 @@ mod tests {
         let next = log.append(b"next").unwrap();
         assert_eq!(next.offset(), last.offset() + 12);
         assert_eq!(log.read(places[7]).unwrap(), [7u8; 1000]);
+    }
+
+    /// When the next segment cannot be made (here a folder holds its name), the active one
+    /// goes on taking records, and a later write tries again, not every one.
+    #[test]
+    fn a_segment_that_cannot_be_made_leaves_the_log_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = reopen_with(dir.path(), 4096);
+        std::fs::create_dir(segment_path(dir.path(), 5040)).unwrap();
+        let mut places = Vec::new();
+        for n in 0..8u8 {
+            places.push(log.append(&[n; 1000]).unwrap());
+            log.sync().unwrap();
+        }
+        assert_eq!(log.footprint(), (8 * 1008, 1), "all in the first segment");
+        let retry_at = log.writing.lock().unwrap().retry_at;
+        assert!(retry_at.is_some_and(|at| at > Instant::now()));
+        for (n, place) in places.iter().enumerate() {
+            assert_eq!(log.read(*place).unwrap(), [n as u8; 1000]);
+        }
+        // Once the pause is over, the next write makes the segment.
+        log.writing.lock().unwrap().retry_at = Some(Instant::now());
+        log.append(b"next").unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.footprint().1, 2);
     }
 
     #[test]
