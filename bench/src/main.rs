@@ -46,6 +46,10 @@ enum Mode {
         /// mosquitto, QoS 1, persistent sessions), and report the ratio.
         #[arg(long, value_enum)]
         compare: Option<Compare>,
+        /// With `--compare`: this many runs of each, alternating, each on a fresh node;
+        /// every ratio and their median.
+        #[arg(long, default_value_t = 1, requires = "compare")]
+        runs: usize,
     },
     /// Cross-node vs same-node delivery in a mesh of two nodes and a private redis-server
     /// (needs `redis-server` on the PATH): `pairs` twice in one run.
@@ -166,6 +170,21 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", table.summary);
             return Ok(());
         }
+        Mode::Pairs {
+            pairs,
+            messages,
+            size,
+            window,
+            runs,
+            ..
+        } if runs > 1 => {
+            let report =
+                quiver_bench::table::pairs_runs(&server_bin, pairs, messages, size, window, runs)
+                    .await?;
+            println!("{}", report.json);
+            eprintln!("{}", report.summary);
+            return Ok(());
+        }
         Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
         Mode::Expire {
             retention_secs,
@@ -185,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
             compare,
+            ..
         } => {
             let quiver = workload::pairs(bench, pairs, messages, size, window).await?;
             match compare {

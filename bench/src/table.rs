@@ -136,6 +136,67 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
     })
 }
 
+/// `pairs --compare mqtt --runs N`: the same workload against Quiver (a fresh node each
+/// time) and mosquitto, alternately, N times; every ratio and their median. On a noisy
+/// shared machine one run says little; the median of runs taken side by side says more.
+pub async fn pairs_runs(
+    server_bin: &Path,
+    pairs: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+    runs: usize,
+) -> anyhow::Result<Report> {
+    let mut reports = Vec::new();
+    let mut lines = Vec::new();
+    for run in 1..=runs {
+        let fresh = Arc::new(Bench::start(server_bin)?);
+        let quiver = workload::pairs(fresh, pairs, messages, size, window).await?;
+        let broker = crate::mqtt::pairs(pairs, messages, size, window).await?;
+        let report = workload::compared(quiver, broker);
+        let json = &report.json;
+        lines.push(format!(
+            "run {run}: Quiver {} | mosquitto {} | ratio {:.2}",
+            delivery(&json["quiver"]),
+            delivery(&json["baseline"]),
+            number(&json["ratio"]["throughput"]),
+        ));
+        reports.push(report.json);
+    }
+    let mut ratios: Vec<f64> = reports
+        .iter()
+        .map(|r| number(&r["ratio"]["throughput"]))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = median(&ratios);
+    lines.push(format!(
+        "quiver/baseline throughput ratio over {runs} alternating runs: median {median:.2}, \
+         min {:.2}, max {:.2}",
+        ratios.first().copied().unwrap_or(f64::NAN),
+        ratios.last().copied().unwrap_or(f64::NAN),
+    ));
+    let json = serde_json::json!({
+        "mode": "compare-runs",
+        "params": { "pairs": pairs, "messages": messages, "size": size, "window": window },
+        "runs": reports,
+        "ratios_sorted": ratios,
+        "median_ratio": median,
+    });
+    Ok(Report {
+        json,
+        summary: lines.join("\n"),
+    })
+}
+
+/// The median of sorted numbers (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// "65,051 msg/s; p50 31 ms, p99 135 ms" from a delivery report; fails the table (by
 /// saying so in the cell) if anything was lost, duplicated or reordered.
 fn delivery(json: &Value) -> String {
@@ -198,6 +259,13 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[1.0, 2.0, 9.0]), 2.0);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 9.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
     use serde_json::json;
 
     #[test]
