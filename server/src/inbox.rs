@@ -643,6 +643,24 @@ mod tests {
         }
     }
 
+    /// 4 KiB segments: a few [`big_chat`]s fill one.
+    fn small_segments(retention_secs: u64) -> InboxConfig {
+        InboxConfig {
+            retention_secs,
+            segment_bytes: 4096,
+            expire_every_secs: 1,
+        }
+    }
+
+    fn big_chat(n: u128) -> EntryKind {
+        EntryKind::Chat {
+            id: ClientMsgId(n),
+            sent_at_ms: 0,
+            body: vec![n as u8; 1000],
+            file: None,
+        }
+    }
+
     #[tokio::test]
     async fn appends_are_ordered_idempotent_and_published_when_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -754,23 +772,13 @@ mod tests {
     async fn expired_segments_go_and_seqs_go_on_above_the_floor() {
         let dir = tempfile::tempdir().unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
-        let config = InboxConfig {
-            retention_secs: 3600,
-            segment_bytes: 4096,
-            expire_every_secs: 1,
-        };
-        let big = |n: u128| EntryKind::Chat {
-            id: ClientMsgId(n),
-            sent_at_ms: 0,
-            body: vec![n as u8; 1000],
-            file: None,
-        };
+        let config = small_segments(3600);
         let hours = |h: u64| SystemTime::now() + Duration::from_secs(h * 3600);
         {
             let db = sled_at(&dir.path().join("db"));
             let (inbox, task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
             for n in 1..=10 {
-                let appended = inbox.append(&bob, &alice, big(n)).unwrap();
+                let appended = inbox.append(&bob, &alice, big_chat(n)).unwrap();
                 appended.durable().await.unwrap();
             }
             let receipt = EntryKind::Receipt {
@@ -792,7 +800,7 @@ mod tests {
             assert!(inbox.get(&bob, Seq(10)).unwrap().is_none());
             assert_eq!((inbox.floor(&bob), inbox.floor(&alice)), (Seq(10), Seq(1)));
             assert_eq!(*inbox.subscribe(&bob).unwrap().borrow(), Seq(10));
-            let next = inbox.append(&bob, &alice, big(11)).unwrap();
+            let next = inbox.append(&bob, &alice, big_chat(11)).unwrap();
             assert_eq!(next.durable().await.unwrap(), Seq(11));
             drop(inbox);
             task.await.unwrap();
@@ -824,26 +832,12 @@ mod tests {
     async fn a_retention_of_zero_keeps_every_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (bob, alice) = (user("bob"), user("alice"));
-        let config = InboxConfig {
-            retention_secs: 0,
-            segment_bytes: 4096,
-            expire_every_secs: 1,
-        };
         let db = sled_at(&dir.path().join("db"));
+        let config = small_segments(0);
         let (inbox, _task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
         for n in 1..=8 {
-            let body = EntryKind::Chat {
-                id: ClientMsgId(n),
-                sent_at_ms: 0,
-                body: vec![0; 1000],
-                file: None,
-            };
-            inbox
-                .append(&bob, &alice, body)
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
+            let appended = inbox.append(&bob, &alice, big_chat(n)).unwrap();
+            appended.durable().await.unwrap();
         }
         assert!(inbox.footprint().1 > 1, "several segments");
         let far = SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600);
