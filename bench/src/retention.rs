@@ -22,11 +22,9 @@ pub fn node_config(retention_secs: u64, segment_mib: u64) -> String {
 /// Probe messages received: when, and their end-to-end latency (µs).
 type Heard = Arc<Mutex<Vec<(Instant, u64)>>>;
 
-/// The value of metric `name` (no labels) in a Prometheus text.
+/// The value of metric `name` in the node's `/metrics` text; 0 if it is not there.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    crate::stats::metric(text, name).unwrap_or(0.0)
 }
 
 /// Runs the workload on `bench`, which must have been started with [`node_config`] of

@@ -1,4 +1,4 @@
-//! Latency percentiles and per-stream order accounting.
+//! Latency percentiles, per-stream order accounting, and reading a value off `/metrics`.
 
 use std::collections::HashSet;
 
@@ -9,6 +9,13 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The value of the metric line that starts with `name ` (labels included in `name`) in a
+/// Prometheus text exposition, such as a node's `/metrics`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// What one receiver saw of one sender's numbered messages.
@@ -45,6 +52,14 @@ impl StreamCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_values_by_name_and_labels() {
+        let text = "# HELP a_total A.\na_total 3\nab_total 7\nc{k=\"v\"} 0.5\n";
+        assert_eq!(metric(text, "a_total"), Some(3.0));
+        assert_eq!(metric(text, "c{k=\"v\"}"), Some(0.5));
+        assert_eq!(metric(text, "b_total"), None);
+    }
 
     #[test]
     fn percentiles_and_order_checks() {

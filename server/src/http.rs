@@ -6,7 +6,7 @@
 
 use crate::auth::{self, unix_now, Claims};
 use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
-use crate::metrics::QuicFigures;
+use crate::metrics::Scraped;
 use crate::node::Shared;
 use crate::router::Home;
 use axum::extract::rejection::JsonRejection;
@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
 use quiver_proto::UserId;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -163,19 +162,16 @@ async fn health() -> Json<serde_json::Value> {
 /// Prometheus text exposition of the node's metrics, QUIC figures of the live sessions
 /// included.
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl axum::response::IntoResponse {
-    let mut quic = QuicFigures::default();
+    let mut scraped = Scraped::default();
     for conn in shared.live.sessions.connections() {
-        quic.add(&conn.stats());
+        scraped.quic.add(&conn.stats());
     }
     let (bytes, segments) = shared.router.inbox().footprint();
-    let metrics = &shared.metrics;
-    metrics.inbox_log_bytes.store(bytes, Ordering::Relaxed);
-    metrics
-        .inbox_segments
-        .store(segments as u64, Ordering::Relaxed);
+    scraped.inbox_log_bytes = bytes;
+    scraped.inbox_segments = segments as u64;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(&quic),
+        shared.metrics.render(&scraped),
     )
 }
 

@@ -63,11 +63,6 @@ pub struct Metrics {
     /// Time retention spent removing segments (reading them, saving floors, updating the
     /// index), in microseconds.
     pub expire_micros: AtomicU64,
-    /// Bytes of the inbox log on disk (from its oldest segment to its end), as of the
-    /// last scrape.
-    pub inbox_log_bytes: AtomicU64,
-    /// Inbox log segment files, as of the last scrape.
-    pub inbox_segments: AtomicU64,
     /// Requests this node made to mesh peers, by [`MeshKind`].
     mesh_requests: [AtomicU64; 4],
     /// Refusals and closes the node sent, by error code.
@@ -75,6 +70,17 @@ pub struct Metrics {
     /// Storage flushes by duration: one count per bucket of [`FLUSH_BUCKETS`], then +Inf.
     flush_buckets: [AtomicU64; FLUSH_BUCKETS.len() + 1],
     flush_micros: AtomicU64,
+}
+
+/// Figures read when `/metrics` is scraped, rather than counted as things happen.
+#[derive(Debug, Default)]
+pub struct Scraped {
+    /// Transport figures of the live connections.
+    pub quic: QuicFigures,
+    /// Bytes of the inbox log on disk, from its oldest segment to its end.
+    pub inbox_log_bytes: u64,
+    /// Inbox log segment files, the one being written included.
+    pub inbox_segments: u64,
 }
 
 /// Transport figures of the connections open now, from quinn.
@@ -133,9 +139,10 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric, with `quic` for the connections
-    /// open now.
-    pub fn render(&self, quic: &QuicFigures) -> String {
+    /// The Prometheus text exposition of every metric, with what was read at this
+    /// scrape (`scraped`).
+    pub fn render(&self, scraped: &Scraped) -> String {
+        let quic = &scraped.quic;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, value: String| {
@@ -238,13 +245,13 @@ impl Metrics {
             "quiver_inbox_log_bytes",
             "gauge",
             "Bytes of the inbox log on disk, from its oldest segment to its end.",
-            get(&self.inbox_log_bytes).to_string(),
+            scraped.inbox_log_bytes.to_string(),
         );
         one(
             "quiver_inbox_segments",
             "gauge",
             "Inbox log segment files, the one being written included.",
-            get(&self.inbox_segments).to_string(),
+            scraped.inbox_segments.to_string(),
         );
         one(
             "quiver_quic_connections",
@@ -341,7 +348,7 @@ mod tests {
         m.flush(Duration::from_micros(80));
         m.flush(Duration::from_millis(3));
         m.flush(Duration::from_secs(5));
-        let text = m.render(&QuicFigures::default());
+        let text = m.render(&Scraped::default());
         assert!(text.contains("quiver_chats_stored_total 3\n"), "{text}");
         assert!(text.contains("quiver_errors_total{code=\"NotFriends\"} 2\n"));
         assert!(text.contains("quiver_mesh_requests_total{kind=\"receipt\"} 1\n"));

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{befriend, connect, register, FAST};
+use quiver_bench::stats::metric;
 use quiver_bench::NodeProcess;
 use quiver_sdk::{Event, Rest, Seq, UserId};
 use std::path::Path;
@@ -19,12 +20,6 @@ async fn seqs_go_on_after_retention_removed_everything_and_the_node_was_killed(
 ) -> anyhow::Result<()> {
     // A hang is a failure, not a stuck CI run.
     tokio::time::timeout(Duration::from_secs(180), expire_kill_restart()).await?
-}
-
-/// The value of metric `name` in a Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 async fn expire_kill_restart() -> anyhow::Result<()> {

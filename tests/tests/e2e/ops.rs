@@ -5,8 +5,7 @@ use quiver_tests::*;
 
 /// The value of the metric line that starts with `name ` (labels included in `name`).
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    quiver_bench::stats::metric(text, name)
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
