@@ -357,6 +357,7 @@ fn collect_now(shared: &Shared) -> Result<Collected, BlobError> {
     Ok(collected)
 }
 
+/// Inbox retention as of `now`, logged when it removed anything.
 fn expire_now(shared: &Shared, now: SystemTime) -> Result<Expired, InboxError> {
     let expired = shared.router.inbox().expire(now)?;
     if expired.segments > 0 {
@@ -379,7 +380,7 @@ async fn periodically(
         };
         let outcome = tokio::task::spawn_blocking(move || job(&shared)).await;
         if let Ok(Err(e)) = outcome {
-            tracing::error!(error = %e, "{what} failed");
+            tracing::error!(error = %e, job = what, "housekeeping failed");
         }
     }
 }
