@@ -530,9 +530,9 @@ impl Inbox {
         let before = |age: Duration| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
         self.log.seal_if_begun_before(before(retention / 4));
         let started = std::time::Instant::now();
-        for sealed in self.log.sealed_before(before(retention)) {
+        for start in self.log.sealed_before(before(retention)) {
             let mut gone: HashMap<UserId, (Seq, Vec<(Digest, Seq)>)> = HashMap::new();
-            self.log.scan(sealed.start, |_, payload| {
+            self.log.scan(start, |_, payload| {
                 let (owner, entry) = decode(payload)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                 let digest = idempotency_digest(&entry.peer, &entry.kind);
@@ -556,7 +556,7 @@ impl Inbox {
                     state.expire(*floor, digests);
                 }
             }
-            expired.bytes += self.log.remove(sealed.start)?;
+            expired.bytes += self.log.remove(start)?;
             expired.segments += 1;
         }
         let metrics = &self.metrics;

@@ -153,15 +153,6 @@ pub struct Opened {
     pub segments: usize,
 }
 
-/// A sealed segment retention may remove: where it starts and when it was sealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sealed {
-    /// Where it starts in the log; what [`Log::scan`] and [`Log::remove`] take.
-    pub start: u64,
-    /// Its last write: every record in it is at least this old.
-    pub at: SystemTime,
-}
-
 impl Log {
     /// Opens (or creates) the log in folder `dir`, hands every whole record to `each` in
     /// order, cuts off what follows the last whole record of each segment, and begins a
@@ -379,16 +370,14 @@ impl Log {
         Some(segment.clone())
     }
 
-    /// The sealed segments, oldest first, up to the first that is not sealed or was sealed
-    /// after `cutoff`: what retention may remove, in the order it must.
-    pub fn sealed_before(&self, cutoff: SystemTime) -> Vec<Sealed> {
+    /// Where the sealed segments start, oldest first, up to the first that is not sealed
+    /// or was sealed after `cutoff`: what retention may remove ([`Log::scan`],
+    /// [`Log::remove`]), in the order it must.
+    pub fn sealed_before(&self, cutoff: SystemTime) -> Vec<u64> {
         let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
         segments
             .values()
-            .map_while(|s| {
-                let at = *s.sealed.get()?;
-                (at <= cutoff).then_some(Sealed { start: s.start, at })
-            })
+            .map_while(|s| (*s.sealed.get()? <= cutoff).then_some(s.start))
             .collect()
     }
 
@@ -772,11 +761,7 @@ mod tests {
             [Segment::name(0), Segment::name(5040), Segment::name(10080)]
         );
         let later = SystemTime::now() + Duration::from_secs(3600);
-        let sealed = log.sealed_before(later);
-        assert_eq!(
-            sealed.iter().map(|s| s.start).collect::<Vec<_>>(),
-            [0, 5040]
-        );
+        assert_eq!(log.sealed_before(later), [0, 5040]);
         assert!(log.sealed_before(SystemTime::UNIX_EPOCH).is_empty());
 
         // Not yet old enough to seal; then old enough.
