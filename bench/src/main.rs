@@ -153,6 +153,10 @@ enum Mode {
         /// process may open files.
         #[arg(long)]
         one_socket: bool,
+        /// Then hold the connections this many seconds more (keep-alives every 15 s) and
+        /// measure again: memory an idle connection gains over time.
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
     },
 }
 
@@ -247,7 +251,8 @@ async fn main() -> anyhow::Result<()> {
         Mode::Idle {
             connections,
             one_socket,
-        } => workload::idle(bench, connections, one_socket).await?,
+            hold_secs,
+        } => workload::idle(bench, connections, one_socket, hold_secs).await?,
         Mode::File {
             mib,
             chat_every_ms,

@@ -116,7 +116,7 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
 
     for connections in [1000, 4000] {
         let fresh = Arc::new(Bench::start(server_bin)?);
-        let idle = workload::idle(fresh, connections, true).await?;
+        let idle = workload::idle(fresh, connections, true, 0).await?;
         eprintln!("{}", idle.summary);
         lines.push(format!(
             "| idle connections | `idle --connections {connections} --one-socket` | {:.1} KiB per connection | | |",

@@ -685,11 +685,13 @@ pub async fn stalled(
     Ok(Report { json, summary })
 }
 
-/// `idle`: C authenticated connections that do nothing; node memory before and after.
+/// `idle`: C authenticated connections that do nothing; node memory before and after,
+/// and again after `hold_secs` more of keep-alives if that is not 0.
 pub async fn idle(
     bench: Arc<Bench>,
     connections: usize,
     one_socket: bool,
+    hold_secs: u64,
 ) -> anyhow::Result<Report> {
     let login = bench.users(&["idler".into()]).await?.remove(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -718,28 +720,45 @@ pub async fn idle(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = bench.node.rss_bytes()?;
     let per = after.saturating_sub(before) as f64 / connections as f64;
-    // The node's own count: every connection is a live session.
-    let metrics = bench.rest.metrics().await?;
-    let open = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("quiver_sessions_open "))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .context("quiver_sessions_open in /metrics")?;
-    anyhow::ensure!(
-        open == connections,
-        "the node has {open} sessions open, not {connections}"
-    );
-    let json = json!({
-        "mode": "idle", "params": { "connections": connections, "one_socket": one_socket },
-        "rss_before": before, "rss_after": after, "bytes_per_connection": per,
-        "sessions_open": open,
-    });
-    let summary = format!(
+    let open = sessions_open(&bench, connections).await?;
+    let mut summary = format!(
         "idle {connections} connections ({open} sessions open on the node): node RSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per connection",
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
         per / 1024.0
     );
+    let mut held = Value::Null;
+    if hold_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+        let later = bench.node.rss_bytes()?;
+        let per_later = later.saturating_sub(before) as f64 / connections as f64;
+        sessions_open(&bench, connections).await?;
+        held = json!({ "secs": hold_secs, "rss": later, "bytes_per_connection": per_later });
+        summary += &format!(
+            "; {hold_secs} s later, all still open: {:.1} MiB = {:.1} KiB per connection",
+            later as f64 / 1048576.0,
+            per_later / 1024.0
+        );
+    }
+    let json = json!({
+        "mode": "idle",
+        "params": { "connections": connections, "one_socket": one_socket, "hold_secs": hold_secs },
+        "rss_before": before, "rss_after": after, "bytes_per_connection": per,
+        "sessions_open": open, "held": held,
+    });
     drop(clients);
     Ok(Report { json, summary })
+}
+
+/// The node's own count of open sessions, which must be `expected`: every idle
+/// connection is a live session.
+async fn sessions_open(bench: &Bench, expected: usize) -> anyhow::Result<usize> {
+    let metrics = bench.rest.metrics().await?;
+    let open = crate::stats::metric(&metrics, "quiver_sessions_open")
+        .context("quiver_sessions_open in /metrics")? as usize;
+    anyhow::ensure!(
+        open == expected,
+        "the node has {open} sessions open, not {expected}"
+    );
+    Ok(open)
 }
