@@ -8,6 +8,7 @@ cargo build --release -q -p quiver-server -p quiver-bench
 bench=./target/release/quiver-bench
 run() { echo "### $*"; "$bench" "$@" 2>&1 | grep -v '^{'; }
 echo "build $(git rev-parse --short HEAD) $(date -u +%FT%H:%MZ)"
+run fsync   # the disk now: P=1 latency follows it
 run pairs --pairs 50 --messages 4000 --size 100 --window 64 --compare mqtt --runs 5
 run pairs --pairs 1 --messages 3000 --size 100 --window 1 --compare mqtt --runs 3
 for _ in 1 2; do run offline --messages 100000; done
@@ -17,4 +18,5 @@ run idle --connections 2000
 run idle --connections 50000 --one-socket
 run stalled --messages 100000
 run fanin --senders 50 --messages 400
+run fsync
 echo "end $(date -u +%FT%H:%MZ)"

@@ -10,10 +10,12 @@
 //! while a receiver does not read), `idle` (memory per idle authenticated connection),
 //! `file` (a file up and down, with chat latency next to it), `expire` (inbox retention
 //! removing a backlog under a probe's chat), `hop` (mesh), `pairs
-//! --compare mqtt` (the same against mosquitto), and `table` (the standard runs as the
-//! Markdown table of `docs/PERFORMANCE.md`).
+//! --compare mqtt` (the same against mosquitto), `table` (the standard runs as the
+//! Markdown table of `docs/PERFORMANCE.md`), and `fsync` (the disk's sync latency now,
+//! no node: [`disk`]).
 
 pub mod cluster;
+pub mod disk;
 pub mod files;
 pub mod mqtt;
 pub mod node;

@@ -28,6 +28,20 @@ enum Compare {
 
 #[derive(Subcommand)]
 enum Mode {
+    /// What one small fdatasync'd append costs on this disk now (no node): Quiver's
+    /// latency at one message in flight follows it
+    Fsync {
+        /// Appends, each synced.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Bytes per append.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Folder for the file; default: the temporary folder, where the bench's nodes
+        /// keep their data.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// P senders, each to its own receiver.
     Pairs {
         /// Sender→receiver pairs.
@@ -168,6 +182,13 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("quiver-server"),
     };
     let bench = match args.mode {
+        Mode::Fsync { count, size, dir } => {
+            let dir = dir.unwrap_or_else(std::env::temp_dir);
+            let report = quiver_bench::disk::fsync(&dir, count, size)?;
+            println!("{}", report.json);
+            eprintln!("{}", report.summary);
+            return Ok(());
+        }
         Mode::Table => {
             let table = quiver_bench::table::table(&server_bin).await?;
             eprintln!("{}", table.json);
@@ -261,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
             let pace = std::time::Duration::from_millis(chat_every_ms);
             quiver_bench::files::file(bench, mib, pace, dir.as_deref()).await?
         }
-        Mode::Table => anyhow::bail!("the table starts its own nodes"),
+        Mode::Table | Mode::Fsync { .. } => anyhow::bail!("runs without a node"),
     };
     println!("{}", report.json);
     eprintln!("{}", report.summary);
