@@ -29,7 +29,7 @@ enum Compare {
 #[derive(Subcommand)]
 enum Mode {
     /// What one small fdatasync'd append costs on this disk now (no node): Quiver's
-    /// latency at one message in flight follows it
+    /// latency at one message in flight follows it.
     Fsync {
         /// Appends, each synced.
         #[arg(long, default_value_t = 2000)]
