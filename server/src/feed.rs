@@ -34,9 +34,15 @@ pub type Refusal = (ErrorCode, String);
 /// device's acks ([`AckTasks::next_request`]) rather than by a task each: under
 /// load a device acks thousands of entries a second, and a spawned task per ack (its
 /// allocation, scheduling and join) was a tenth of the node's time.
+///
+/// Nothing else drives them, so whatever else that loop awaits goes through
+/// [`AckTasks::alongside`]: an ack may hold what the other work waits for (the mesh link
+/// to a peer while it is dialed), and an ack left unpolled would never let go of it.
 #[derive(Default)]
 pub struct AckTasks {
     running: FuturesUnordered<AckWork>,
+    /// An ack that failed while [`AckTasks::alongside`] drove it, for the next request.
+    failed: Option<ErrorCode>,
 }
 
 /// What is left of one ack: DELIVERED for the sender, then the cursor.
@@ -54,12 +60,32 @@ impl AckTasks {
         &mut self,
         requests: &mut Reader<ControlPhase>,
     ) -> Result<Result<Option<ControlStep>, StreamEnd>, ErrorCode> {
+        if let Some(code) = self.failed.take() {
+            return Err(code);
+        }
         loop {
             // Reader::next is cancel-safe: a frame half read when an ack finishes is kept.
             // With no acks in progress the first branch is disabled.
             tokio::select! {
                 Some(done) = self.running.next() => done?,
                 next = requests.next() => return Ok(next),
+            }
+        }
+    }
+
+    /// Runs `work` to its end while driving the acks in progress. An ack that fails
+    /// meanwhile does not cut `work` short: its code is kept for the next
+    /// [`AckTasks::next_request`], which returns it before reading another request.
+    pub async fn alongside<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                Some(done) = self.running.next() => {
+                    if let Err(code) = done {
+                        self.failed.get_or_insert(code);
+                    }
+                }
             }
         }
     }
@@ -175,8 +201,10 @@ impl Feed {
                 }
             },
             // Boxed: read marks are rare, and unboxed this future would be most of the
-            // size of every session's control loop, idle or not.
-            ControlStep::Read(seq) => Box::pin(self.shared.router.read(&self.user, seq))
+            // size of every session's control loop, idle or not. Alongside the acks: the
+            // read's DELIVERED may wait on the mesh link an ack's receipt is dialing.
+            ControlStep::Read(seq) => tasks
+                .alongside(Box::pin(self.shared.router.read(&self.user, seq)))
                 .await
                 .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
             // The control phase lets one hello through, and the session took it.
@@ -363,6 +391,29 @@ mod tests {
             peer: UserId::parse("alice").unwrap(),
             kind,
         }
+    }
+
+    /// An ack holding what the awaited work needs (as a receipt holds the mesh link to a
+    /// peer while it dials) lets go only when polled again.
+    #[tokio::test]
+    async fn work_alongside_the_acks_does_not_wait_on_an_unpolled_ack() {
+        let link = Arc::new(tokio::sync::Mutex::new(()));
+        let held = link.clone().lock_owned().await;
+        let mut tasks = AckTasks::new();
+        tasks.running.push(Box::pin(async move {
+            tokio::task::yield_now().await;
+            drop(held);
+            Err(ErrorCode::Unavailable)
+        }));
+        let work = async { drop(link.lock().await) };
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), tasks.alongside(work));
+        assert!(done.await.is_ok(), "the work waited on an ack nobody drove");
+        assert!(tasks.running.is_empty());
+        assert_eq!(
+            tasks.failed,
+            Some(ErrorCode::Unavailable),
+            "kept for next_request"
+        );
     }
 
     #[test]

@@ -284,6 +284,12 @@ impl Node {
         mesh.endpoint().local_addr().ok()
     }
 
+    /// Where this node last saw mesh peer `id` registered (at its latest heartbeat), in
+    /// mesh mode.
+    pub fn mesh_peer(&self, id: &str) -> Option<crate::mesh::NodeAddrs> {
+        self.shared.router.mesh()?.registry().node(id)
+    }
+
     /// Where `user`'s devices are connected, from Redis (mesh mode only): device → node.
     pub async fn locations(&self, user: &UserId) -> Option<Vec<(quiver_proto::DeviceId, String)>> {
         let mesh = self.shared.router.mesh()?;

@@ -142,9 +142,7 @@ impl TestNode {
         &mut self,
         between: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        if let Some(node) = self.node.take() {
-            node.shutdown().await;
-        }
+        self.stop().await;
         between(&self.config.data_dir)?;
         self.node = Some(
             Node::start(self.config.clone())
@@ -214,6 +212,13 @@ impl TestNode {
         Ok(())
     }
 
+    /// Stops the node gracefully and keeps it stopped until [`TestNode::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
     /// Stops the node.
     pub async fn shutdown(self) {
         drop(self.shutdown_keeping_data().await);
@@ -221,9 +226,7 @@ impl TestNode {
 
     /// Stops the node and hands over its data folder, which lives as long as the result.
     pub async fn shutdown_keeping_data(mut self) -> tempfile::TempDir {
-        if let Some(node) = self.node.take() {
-            node.shutdown().await;
-        }
+        self.stop().await;
         self.dir
     }
 }
@@ -337,6 +340,20 @@ pub async fn assert_quiet(events: &mut Events, quiet: Duration) -> anyhow::Resul
         if !matches!(event, Event::Connection(_)) {
             bail!("expected silence, got {event:?}");
         }
+    }
+    Ok(())
+}
+
+/// Checks `condition` every 10 ms until it holds, or fails after [`WAIT`].
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    mut condition: impl FnMut() -> F,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("condition not met within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }

@@ -504,3 +504,65 @@ async fn a_mesh_link_offers_more_streams_than_at_first_as_they_are_used() -> any
     }
     Ok(())
 }
+
+/// A read mark that arrives while the ack before it is still dialing the sender's home
+/// node must not wait behind that ack for ever. The ack holds the link while it dials; the
+/// node keeps driving it while the read mark waits, so when the home stays silent the
+/// device is told (its connection is closed, to acknowledge again later) instead of being
+/// left on a control loop that answers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_mark_behind_an_ack_dialing_a_silent_home_does_not_stall() -> anyhow::Result<()> {
+    use quiver_server::mesh::{NodeAddrs, Registry};
+    let mut cluster = Cluster::start(2).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    cluster.n(1).befriend(&alice, &bob).await?;
+    let (a, _a_events) = cluster.n(1).connect(&alice).await?;
+    let sent = a.send(&bob.id, b"hi bob").await?;
+    a.close().await;
+
+    // Alice's home goes away and its registration comes back pointing at a socket that
+    // never answers: dialing it takes the whole dial timeout.
+    cluster.nodes[0].stop().await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let addrs = NodeAddrs {
+        mesh: silent.local_addr()?,
+        client: silent.local_addr()?,
+    };
+    let redis = quiver_server::directory::connect_redis(&cluster.redis.url()).await?;
+    Registry::new(redis, "n1", addrs, Duration::from_secs(60))
+        .heartbeat()
+        .await?;
+    // Until Bob's node rereads the registry, it would dial n1's old address, where the
+    // closing endpoint refuses at once.
+    wait_for(|| async { cluster.n(2).node().mesh_peer("n1") == Some(addrs) }).await?;
+
+    let (b, mut b_events) = cluster.n(2).connect(&bob).await?;
+    let got = next_message(&mut b_events).await?;
+    assert_eq!(got.seq, sent.seq);
+    // The SDK acknowledged it; once its DELIVERED is on the way, the ack holds the link.
+    let receipt_requests = "quiver_mesh_requests_total{kind=\"receipt\"}";
+    wait_for(|| async {
+        let text = cluster.n(2).rest().metrics().await.unwrap_or_default();
+        quiver_bench::stats::metric(&text, receipt_requests).unwrap_or(0.0) >= 1.0
+    })
+    .await?;
+    b.mark_read(got.seq)?;
+
+    loop {
+        match next_any_event(&mut b_events).await? {
+            quiver_sdk::Event::Connection(quiver_sdk::ConnectionState::Offline { reason }) => {
+                assert!(reason.contains("could not record delivery"), "{reason}");
+                break;
+            }
+            quiver_sdk::Event::ServerError { code, .. } => {
+                assert_eq!(code, quiver_sdk::ErrorCode::Unavailable);
+            }
+            // `Online` may come after the message.
+            quiver_sdk::Event::Connection(_) => {}
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+    drop(silent);
+    Ok(())
+}
