@@ -6,7 +6,6 @@
 //! it through a mesh attachment ([`crate::mesh`]). Either way acks, read marks and pushes
 //! go through here, so the rules are the same wherever the device is connected.
 
-use crate::inbox::Inbox;
 use crate::net::{Reader, StreamEnd};
 use crate::node::Shared;
 use crate::router::Pushed;
@@ -18,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Entries read from the inbox per step of the push loop.
 const PUSH_BATCH: usize = 128;
@@ -40,13 +39,24 @@ pub type Refusal = (ErrorCode, String);
 /// to a peer while it is dialed), and an ack left unpolled would never let go of it.
 #[derive(Default)]
 pub struct AckTasks {
-    running: FuturesUnordered<AckWork>,
+    /// Made at the first ack: an empty set still holds its queue.
+    running: Option<FuturesUnordered<AckWork>>,
     /// An ack that failed while [`AckTasks::alongside`] drove it, for the next request.
     failed: Option<ErrorCode>,
 }
 
 /// What is left of one ack: DELIVERED for the sender, then the cursor.
 type AckWork = Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>>;
+
+/// The next ack of `running` to finish; `None` at once if there are none.
+async fn next_done(
+    running: &mut Option<FuturesUnordered<AckWork>>,
+) -> Option<Result<(), ErrorCode>> {
+    match running {
+        Some(running) => running.next().await,
+        None => None,
+    }
+}
 
 impl AckTasks {
     /// No acks in progress.
@@ -67,7 +77,7 @@ impl AckTasks {
             // Reader::next is cancel-safe: a frame half read when an ack finishes is kept.
             // With no acks in progress the first branch is disabled.
             tokio::select! {
-                Some(done) = self.running.next() => done?,
+                Some(done) = next_done(&mut self.running) => done?,
                 next = requests.next() => return Ok(next),
             }
         }
@@ -81,7 +91,7 @@ impl AckTasks {
         loop {
             tokio::select! {
                 out = &mut work => return out,
-                Some(done) = self.running.next() => {
+                Some(done) = next_done(&mut self.running) => {
                     if let Err(code) = done {
                         self.failed.get_or_insert(code);
                     }
@@ -90,9 +100,15 @@ impl AckTasks {
         }
     }
 
+    fn push(&mut self, work: AckWork) {
+        self.running
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(work);
+    }
+
     /// Finishes every ack in progress, whatever its outcome.
     pub async fn finish(&mut self) {
-        while self.running.next().await.is_some() {}
+        while next_done(&mut self.running).await.is_some() {}
     }
 }
 
@@ -102,8 +118,8 @@ pub struct Feed {
     user: UserId,
     device: DeviceId,
     acks: Mutex<Acks>,
-    /// The device's cursor; the push loop waits on it when its window is full.
-    cursor_tx: watch::Sender<Seq>,
+    /// The cursor moved: the push loop waits for it when its window is full.
+    cursor_moved: Notify,
 }
 
 /// What the device acknowledged and what it was sent.
@@ -117,6 +133,10 @@ struct Acks {
     unacked: HashMap<Seq, Pushed>,
     /// The feed has ended and taken its share out of the push-backlog gauge.
     closed: bool,
+    /// The cursor last handed to the inbox.
+    saved: Seq,
+    /// A [`save_cursor`] task is running: it writes the cursor until it stops moving.
+    saving: bool,
 }
 
 /// How an incoming ack relates to what was pushed.
@@ -139,32 +159,27 @@ impl Feed {
     ) -> Result<Arc<Feed>, crate::inbox::InboxError> {
         let inbox = shared.router.inbox();
         let start = inbox.cursor(&user, device)?.max(inbox.floor(&user));
-        let cursor_tx = watch::channel(start).0;
         let acks = Acks {
             tracker: CursorTracker::new(start),
             pushed: start,
             in_progress: HashSet::new(),
             unacked: HashMap::new(),
             closed: false,
+            saved: start,
+            saving: false,
         };
-        tokio::spawn(save_cursor(
-            shared.router.inbox().clone(),
-            user.clone(),
-            device,
-            cursor_tx.subscribe(),
-        ));
         Ok(Arc::new(Feed {
             shared,
             user,
             device,
             acks: Mutex::new(acks),
-            cursor_tx,
+            cursor_moved: Notify::new(),
         }))
     }
 
     /// The device's cursor: everything up to it is acknowledged.
     pub fn cursor(&self) -> Seq {
-        *self.cursor_tx.borrow()
+        self.acks().tracker.cursor()
     }
 
     fn acks(&self) -> std::sync::MutexGuard<'_, Acks> {
@@ -190,7 +205,7 @@ impl Feed {
                         Some(Pushed::Receipt) => self.record_ack(seq),
                         pushed => {
                             let ack = self.clone().finish_ack(seq, pushed);
-                            tasks.running.push(Box::pin(ack));
+                            tasks.push(Box::pin(ack));
                         }
                     }
                     Ok(())
@@ -239,7 +254,7 @@ impl Feed {
     }
 
     /// Marks `seq` acknowledged and moves the cursor (and the gauge) if it can.
-    fn record_ack(&self, seq: Seq) {
+    fn record_ack(self: &Arc<Self>, seq: Seq) {
         let mut acks = self.acks();
         acks.in_progress.remove(&seq);
         let before = acks.tracker.cursor();
@@ -253,8 +268,12 @@ impl Feed {
                     .push_backlog
                     .fetch_sub(acked, Ordering::Relaxed);
             }
-            // Under the lock, so the cursor only moves up; `save_cursor` writes it.
-            self.cursor_tx.send_replace(cursor);
+            self.cursor_moved.notify_one();
+            // A task only while the cursor moves: an idle device's feed holds none.
+            if !acks.saving && !acks.closed {
+                acks.saving = true;
+                tokio::spawn(save_cursor(self.clone()));
+            }
         }
     }
 
@@ -285,12 +304,12 @@ impl Feed {
         let inbox = self.shared.router.inbox().clone();
         let window = self.shared.config.limits.push_window;
         let mut durable = inbox.subscribe(&self.user).map_err(|e| e.to_string())?;
-        let mut acked = self.cursor_tx.subscribe();
         let mut next = self.cursor().next();
         loop {
-            let room = (acked.borrow_and_update().0 + window).saturating_sub(next.0 - 1);
+            let room = (self.cursor().0 + window).saturating_sub(next.0 - 1);
             if room == 0 {
-                acked.changed().await.map_err(|e| e.to_string())?;
+                // One waiter: an ack between the check and this wait leaves a permit.
+                self.cursor_moved.notified().await;
                 continue;
             }
             let head = *durable.borrow_and_update();
@@ -341,18 +360,25 @@ impl Feed {
 }
 
 /// Writes a device's cursor as it moves, at most once per [`CURSOR_SAVE_GAP`]: one write
-/// covers every ack of the gap. Ends with the feed, whose close writes the last cursor.
-/// A write lost in a crash only means redelivery from an older cursor, which the SDK
-/// drops by `seq` and acknowledges again.
-async fn save_cursor(
-    inbox: Arc<Inbox>,
-    user: UserId,
-    device: DeviceId,
-    mut cursor: watch::Receiver<Seq>,
-) {
-    while cursor.changed().await.is_ok() {
-        let seq = *cursor.borrow_and_update();
-        if let Err(e) = inbox.set_cursor(&user, device, seq) {
+/// covers every ack of the gap. Ends once a gap passes with the cursor still, or with the
+/// feed, whose close writes the last cursor. The inbox keeps the highest cursor it is
+/// given, so a write that comes after the close's changes nothing. A write lost in a crash
+/// only means redelivery from an older cursor, which the SDK drops by `seq` and
+/// acknowledges again.
+async fn save_cursor(feed: Arc<Feed>) {
+    loop {
+        let seq = {
+            let mut acks = feed.acks();
+            let cursor = acks.tracker.cursor();
+            if acks.closed || cursor == acks.saved {
+                acks.saving = false;
+                return;
+            }
+            acks.saved = cursor;
+            cursor
+        };
+        let inbox = feed.shared.router.inbox();
+        if let Err(e) = inbox.set_cursor(&feed.user, feed.device, seq) {
             tracing::warn!(error = %e, "cursor not saved");
         }
         tokio::time::sleep(CURSOR_SAVE_GAP).await;
@@ -400,7 +426,7 @@ mod tests {
         let link = Arc::new(tokio::sync::Mutex::new(()));
         let held = link.clone().lock_owned().await;
         let mut tasks = AckTasks::new();
-        tasks.running.push(Box::pin(async move {
+        tasks.push(Box::pin(async move {
             tokio::task::yield_now().await;
             drop(held);
             Err(ErrorCode::Unavailable)
@@ -408,7 +434,7 @@ mod tests {
         let work = async { drop(link.lock().await) };
         let done = tokio::time::timeout(std::time::Duration::from_secs(10), tasks.alongside(work));
         assert!(done.await.is_ok(), "the work waited on an ack nobody drove");
-        assert!(tasks.running.is_empty());
+        assert!(tasks.running.as_ref().is_some_and(|r| r.is_empty()));
         assert_eq!(
             tasks.failed,
             Some(ErrorCode::Unavailable),
