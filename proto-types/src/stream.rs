@@ -290,6 +290,13 @@ impl<P: Phase> Inbound<P> {
         }
     }
 
+    /// Frees the buffer if it holds no partial frame; it grows again as frames come.
+    pub fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// The next request, `Ok(None)` when more bytes are needed, or the code to close the
     /// stream with. After an error, always that error.
     pub fn next_step(&mut self) -> Result<Option<P::Step>, ErrorCode> {
@@ -476,6 +483,25 @@ mod tests {
             assert!(s.at_boundary());
             assert_eq!(s.phase().peer(), Some(&bob));
         }
+    }
+
+    #[test]
+    fn releasing_the_buffer_frees_it_between_frames_and_loses_no_partial_frame() {
+        let bob = UserId::parse("bob").unwrap();
+        let input = bytes(&[ConversationRequest::Open { peer: bob }, chat(1)]);
+        let open_len = input.len() - bytes(&[chat(1)]).len();
+        let mut s = Inbound::new(ConversationPhase::default(), 1024);
+        s.feed(&input[..open_len]);
+        assert!(s.next_step().unwrap().is_some());
+        s.release_buffer();
+        assert_eq!(s.buf.capacity(), 0, "nothing pending: freed");
+        // Half of the next frame is kept through a release.
+        s.feed(&input[open_len..open_len + 3]);
+        s.release_buffer();
+        assert_eq!(s.next_step().unwrap(), None);
+        s.feed(&input[open_len + 3..]);
+        let step = s.next_step().unwrap().unwrap();
+        assert_eq!(ConversationRequest::from(step), chat(1));
     }
 
     #[test]

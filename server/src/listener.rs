@@ -8,7 +8,7 @@ use crate::tls::{Identity, TlsError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
 /// Builds the endpoint. `reset_key` is the persistent stateless-reset secret: with it,
 /// clients of a restarted node learn at once that their connection is gone. The connection
@@ -57,12 +57,20 @@ pub fn endpoint(
 
 /// Accepts connections until the endpoint is closed, then waits for their sessions.
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    let mut sessions = JoinSet::new();
+    // Each session holds a clone of `live` (a count, not an allocation, unlike a JoinSet
+    // entry per connection); `recv` answers `None` once the last one is gone.
+    let (live, mut ended) = mpsc::channel::<()>(1);
     while let Some(incoming) = endpoint.accept().await {
-        while sessions.try_join_next().is_some() {}
-        sessions.spawn(crate::session::run(incoming, shared.clone()));
+        let (live, shared) = (live.clone(), shared.clone());
+        // Boxed: the session task would otherwise keep room for it all its life.
+        let incoming = Box::new(incoming);
+        tokio::spawn(async move {
+            crate::session::run(incoming, shared).await;
+            drop(live);
+        });
     }
-    while sessions.join_next().await.is_some() {}
+    drop(live);
+    let _ = ended.recv().await;
 }
 
 /// Why the endpoint could not start.

@@ -104,6 +104,12 @@ impl<P: Phase> Reader<P> {
         self.recv
     }
 
+    /// Frees the buffer if it holds no partial frame (it keeps the room of the largest
+    /// frame read so far): for a stream whose first frame is much larger than the rest.
+    pub fn release_buffer(&mut self) {
+        self.inbound.release_buffer();
+    }
+
     /// Asks the client to stop sending on this stream, with `code`.
     pub fn stop(&mut self, code: ErrorCode) {
         let _ = self.recv.stop(varint(code));

@@ -34,8 +34,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// Serves one incoming connection until it ends.
-pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
-    let conn = match incoming.await {
+pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
+    let conn = match unbox(incoming).await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::debug!(error = %e, "handshake failed");
@@ -117,6 +117,13 @@ pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
     .await
 }
 
+/// Takes the value out and frees the box now: moving out of a boxed argument in place
+/// would free it only when the function returns, at the end of the session.
+#[expect(clippy::boxed_local, reason = "the caller's box is what this frees")]
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
 /// An authenticated device on one connection.
 struct Session {
     shared: Arc<Shared>,
@@ -132,12 +139,16 @@ struct Session {
 /// The device's feed: local, or on the home node through a mesh attachment.
 enum HomeFeed {
     Local(Arc<Feed>),
-    Remote {
-        /// Acks and read marks go up here.
-        up: tokio::sync::Mutex<quinn::SendStream>,
-        /// Entries and refusals come down here; taken by the push loop.
-        down: Mutex<Option<quinn::RecvStream>>,
-    },
+    /// Boxed: most sessions are local, and every one would otherwise hold its room.
+    Remote(Box<Attachment>),
+}
+
+/// A session's streams to its device's feed on the home node.
+struct Attachment {
+    /// Acks and read marks go up here.
+    up: tokio::sync::Mutex<quinn::SendStream>,
+    /// Entries and refusals come down here; taken by the push loop.
+    down: Mutex<Option<quinn::RecvStream>>,
 }
 
 type Refusal = (ErrorCode, String);
@@ -162,7 +173,12 @@ async fn hello(
             let message = format!("this node speaks version {PROTOCOL_VERSION}");
             return Err(refuse(send, ErrorCode::VersionMismatch, message).await);
         }
-        Ok(Some(ControlStep::Hello { token, .. })) => token,
+        Ok(Some(ControlStep::Hello { token, .. })) => {
+            // The hello (a token) is the largest frame this stream carries; acks are a
+            // few bytes, and an idle device would keep its room for good.
+            control.release_buffer();
+            token
+        }
         Err(StreamEnd::Refused(ErrorCode::UnexpectedFrame)) => {
             let message = "the first frame must be hello".to_string();
             return Err(refuse(send, ErrorCode::UnexpectedFrame, message).await);
@@ -231,10 +247,10 @@ async fn open_feed(
         (Home::Peer(node), Some(mesh)) => {
             shared.metrics.mesh_request(MeshKind::Attach);
             let (up, down, cursor) = mesh.attach(&node, user, device).await?;
-            let home = HomeFeed::Remote {
+            let home = HomeFeed::Remote(Box::new(Attachment {
                 up: tokio::sync::Mutex::new(up),
                 down: Mutex::new(Some(down)),
-            };
+            }));
             Ok((home, cursor))
         }
         _ => {
@@ -301,8 +317,8 @@ impl Session {
                 Ok(None) => {
                     // A polite goodbye: record the acks already received, then close.
                     acking.finish().await;
-                    if let HomeFeed::Remote { up, .. } = &self.home {
-                        let _ = up.lock().await.finish();
+                    if let HomeFeed::Remote(attachment) = &self.home {
+                        let _ = attachment.up.lock().await.finish();
                     }
                     conn.close(quinn::VarInt::from_u32(0), b"bye");
                     return Err("client finished its control stream".into());
@@ -316,9 +332,9 @@ impl Session {
             };
             let refused = match &self.home {
                 HomeFeed::Local(feed) => feed.handle(step, &mut acking).await.err(),
-                HomeFeed::Remote { up, .. } => {
+                HomeFeed::Remote(attachment) => {
                     // The home node checks it and answers refusals down the attachment.
-                    let mut up = up.lock().await;
+                    let mut up = attachment.up.lock().await;
                     if let Err(e) = write_frame(&mut up, &ControlRequest::from(step)).await {
                         conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
                         return Err(format!("attachment failed: {e}"));
@@ -544,7 +560,11 @@ impl Session {
         };
         let down = match &self.home {
             HomeFeed::Local(feed) => return feed.clone().push(deliver).await,
-            HomeFeed::Remote { down, .. } => down.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            HomeFeed::Remote(attachment) => attachment
+                .down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
         };
         let Some(mut down) = down else {
             return Err("attachment already taken".into());
