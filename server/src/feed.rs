@@ -100,6 +100,7 @@ impl AckTasks {
         }
     }
 
+    /// Adds an ack's remaining work, to be driven with the others.
     fn push(&mut self, work: AckWork) {
         self.running
             .get_or_insert_with(FuturesUnordered::new)
