@@ -1,13 +1,17 @@
-//! Error codes the node sends when it refuses something: in `Rejected` frames, as QUIC
-//! stream reset codes and as QUIC connection close codes.
+//! Error codes the node sends when it refuses something: in `Rejected` and `Error`
+//! frames, as QUIC stream reset codes and as QUIC connection close codes.
+//!
+//! Everywhere, a code travels as its number ([`ErrorCode::to_u32`]): inside a frame as a
+//! postcard varint `u32`, never as the variant's position in this enum, so reordering the
+//! variants cannot change the wire (`docs/PROTOCOL.md` lists them).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Why the node refused a request, closed a stream or closed a connection.
 ///
 /// The numeric values are part of the wire protocol: never renumber, only add.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ErrorCode {
     /// Bytes that do not decode as the frame expected on this stream.
@@ -94,6 +98,21 @@ impl ErrorCode {
     }
 }
 
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.to_u32())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    /// A code this version does not know is refused: the frame does not decode.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(deserializer)?;
+        ErrorCode::from_u32(n)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("unknown error code {n}")))
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} ({})", self, self.to_u32())
@@ -115,5 +134,25 @@ mod tests {
         assert_eq!(ErrorCode::from_u32(14), Some(ErrorCode::TooManyConnections));
         assert_eq!(ErrorCode::from_u32(18), Some(ErrorCode::Corrupt));
         assert_eq!(ErrorCode::from_u32(0), None);
+    }
+
+    /// Inside a frame a code is its number, not its variant's position (which is one
+    /// less): `Unauthenticated` is byte 3, as in the QUIC close code.
+    #[test]
+    fn codes_in_frames_are_their_numbers() {
+        for n in 1..64 {
+            let Some(code) = ErrorCode::from_u32(n) else {
+                continue;
+            };
+            let bytes = postcard::to_stdvec(&code).unwrap();
+            assert_eq!(bytes, postcard::to_stdvec(&n).unwrap(), "{code}");
+            assert_eq!(postcard::from_bytes::<ErrorCode>(&bytes).unwrap(), code);
+        }
+        assert_eq!(
+            postcard::to_stdvec(&ErrorCode::Unauthenticated).unwrap(),
+            [3]
+        );
+        assert!(postcard::from_bytes::<ErrorCode>(&[0]).is_err());
+        assert!(postcard::from_bytes::<ErrorCode>(&[99]).is_err());
     }
 }
