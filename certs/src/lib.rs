@@ -95,7 +95,7 @@ impl Ca {
     /// Writes `ca.pem` and `ca.key` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CertError> {
         write(&dir.join(CA_CERT), &self.cert_pem)?;
-        write(&dir.join(CA_KEY), &self.key.serialize_pem())
+        write_private(&dir.join(CA_KEY), &self.key.serialize_pem())
     }
 
     /// Issues a node certificate for the given DNS names and IP addresses, usable for
@@ -134,7 +134,7 @@ impl NodeCert {
     /// Writes `node.pem` and `node.key` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CertError> {
         write(&dir.join(NODE_CERT), &self.cert_pem)?;
-        write(&dir.join(NODE_KEY), &self.key_pem)
+        write_private(&dir.join(NODE_KEY), &self.key_pem)
     }
 }
 
@@ -185,6 +185,27 @@ fn write(path: &Path, text: &str) -> Result<(), CertError> {
     })
 }
 
+/// Writes a private key readable and writable by its owner only (`0600`), whatever the
+/// umask, and tightens a file that was already there.
+fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |source| CertError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +224,11 @@ mod tests {
         let ca = Ca::load(&dir, "Quiver dev CA").unwrap();
         let node = ca.issue_node("n2", &["node2.local".into()]).unwrap();
         assert!(node.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        use std::os::unix::fs::PermissionsExt;
+        for key in [&first.node_key, &dir.join(CA_KEY)] {
+            let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is private", key.display());
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -205,6 +205,18 @@ impl Blobs {
             .unwrap_or(0)
     }
 
+    /// What a file of `size` bytes is charged: at least `min_charge_bytes`.
+    fn charge(&self, size: u64) -> u64 {
+        size.max(self.limits.min_charge_bytes)
+    }
+
+    /// Unfinished uploads of `user`'s here now, counting up to `at_most`.
+    fn unfinished(&self, user: &UserId, at_most: usize) -> usize {
+        let mut prefix = user.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        self.uploads.scan_prefix(prefix).take(at_most).count()
+    }
+
     fn set_usage(&self, user: &UserId, bytes: u64) -> Result<(), BlobError> {
         self.usage.insert(user.as_str(), &bytes.to_be_bytes())?;
         Ok(())
@@ -305,12 +317,17 @@ impl Blobs {
             None => {}
         }
         let used = self.usage(user);
-        if used.saturating_add(size) > self.limits.quota_bytes {
+        let cap = self.limits.max_unfinished_uploads as usize;
+        let charge = self.charge(size);
+        if used.saturating_add(charge) > self.limits.quota_bytes
+            || self.unfinished(user, cap) >= cap
+        {
             return Ok(Err(ErrorCode::QuotaExceeded));
         }
-        self.set_usage(user, used + size)?;
+        self.set_usage(user, used + charge)?;
         self.uploads.insert(key, encode(&touched))?;
-        std::fs::File::create(&path).map_err(io(&path))?;
+        // The partial file is made when the first bytes arrive: an upload abandoned
+        // before then costs no inode.
         Ok(Ok(UploadStart::Partial { offset: 0, path }))
     }
 
@@ -324,7 +341,7 @@ impl Blobs {
         }
         self.uploads.remove(upload_key(user, blob))?;
         let used = self.usage(user);
-        self.set_usage(user, used.saturating_sub(size))
+        self.set_usage(user, used.saturating_sub(self.charge(size)))
     }
 
     /// Checks a finished upload against its id and makes it a blob, durably. A mismatch
@@ -462,10 +479,10 @@ impl Blobs {
             self.meta.remove(blob.0)?;
             if let Some(first) = meta.owners.first() {
                 let used = self.usage(first);
-                self.set_usage(first, used.saturating_sub(meta.size))?;
+                self.set_usage(first, used.saturating_sub(self.charge(meta.size)))?;
             }
             collected.blobs += 1;
-            collected.bytes += meta.size;
+            collected.bytes += self.charge(meta.size);
         }
         let ttl = self.upload_ttl_ms();
         let abandoned: Vec<_> = self
@@ -491,7 +508,7 @@ impl Blobs {
             let _accounting = lock(&self.accounting);
             self.drop_upload(&user, &blob, upload.size)?;
             collected.uploads += 1;
-            collected.bytes += upload.size;
+            collected.bytes += self.charge(upload.size);
         }
         Ok(collected)
     }
@@ -522,7 +539,11 @@ fn sync_and_hash(path: &Path) -> Result<(u64, [u8; 32]), BlobError> {
 mod tests {
     use super::*;
 
-    fn store(limits: FileLimits) -> (tempfile::TempDir, Arc<Blobs>) {
+    /// A store charging files their size alone, unless `limits` says otherwise.
+    fn store(mut limits: FileLimits) -> (tempfile::TempDir, Arc<Blobs>) {
+        if limits.min_charge_bytes == FileLimits::default().min_charge_bytes {
+            limits.min_charge_bytes = 0;
+        }
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().temporary(true).open().unwrap();
         let blobs = Blobs::open(&db, &dir.path().join("blobs"), limits).unwrap();
@@ -532,6 +553,50 @@ mod tests {
     fn id_of(bytes: &[u8]) -> BlobId {
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         BlobId(digest.as_ref().try_into().unwrap())
+    }
+
+    #[tokio::test]
+    async fn small_files_pay_the_minimum_and_unfinished_uploads_are_capped_and_fileless() {
+        let (dir, blobs) = store(FileLimits {
+            quota_bytes: 10_000,
+            min_charge_bytes: 1_000,
+            max_unfinished_uploads: 3,
+            ..FileLimits::default()
+        });
+        let alice = UserId::parse("alice").unwrap();
+        let mut claims = Vec::new();
+        for i in 0..3u8 {
+            let blob = id_of(&[i]);
+            let claim = blobs.claim(&alice, blob).await;
+            assert!(matches!(
+                blobs.begin_upload(&alice, blob, 16, &claim),
+                Ok(UploadStart::Partial { offset: 0, .. })
+            ));
+            claims.push(claim);
+        }
+        assert_eq!(blobs.usage(&alice), 3_000, "16 bytes are charged 1,000");
+        let fourth = id_of(b"fourth");
+        let claim = blobs.claim(&alice, fourth).await;
+        assert_eq!(
+            blobs.begin_upload(&alice, fourth, 16, &claim),
+            Err(ErrorCode::QuotaExceeded),
+            "three unfinished uploads is the cap"
+        );
+        let partial = dir.path().join("blobs").join("partial");
+        assert_eq!(
+            std::fs::read_dir(&partial).unwrap().count(),
+            0,
+            "no bytes, no file"
+        );
+        let far = now_ms() + 365 * 24 * 3600 * 1000;
+        drop(claims);
+        let collected = blobs.collect(far).unwrap();
+        assert_eq!((collected.uploads, collected.bytes), (3, 3_000));
+        assert_eq!(blobs.usage(&alice), 0);
+        assert!(matches!(
+            blobs.begin_upload(&alice, fourth, 16, &claim),
+            Ok(UploadStart::Partial { .. })
+        ));
     }
 
     #[tokio::test]

@@ -27,6 +27,8 @@ pub struct Config {
     pub storage_cache_bytes: u64,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
+    /// The HTTPS side: connections, timeouts, password hashing.
+    pub http: HttpLimits,
     /// File messages: sizes, quotas, how long blobs are kept.
     pub files: FileLimits,
     /// How long inbox entries are kept, and the files they are kept in.
@@ -96,6 +98,13 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// A client must say Hello within this many milliseconds of connecting.
     pub hello_timeout_ms: u64,
+    /// A QUIC handshake must finish within this many milliseconds of its first packet;
+    /// one that does not is dropped (a half-open one costs ~25 KiB).
+    pub handshake_timeout_ms: u64,
+    /// QUIC handshakes in progress at once. Past half of it, a client whose address is
+    /// not yet validated is asked to prove it (a Retry, which costs the node no state);
+    /// past it, new connection attempts are refused.
+    pub max_handshakes: u32,
     /// Per-stream receive window, in bytes: chat frames are small.
     pub stream_receive_window: u32,
     /// Chat messages one connection may send per second, on average. Over it, a message
@@ -103,10 +112,59 @@ pub struct Limits {
     pub messages_per_sec: u32,
     /// Chat messages one connection may send in a burst.
     pub message_burst: u32,
-    /// Login attempts per account per minute (bursts of as many), whatever the address.
+    /// Login attempts per account from one client address per minute (bursts of as
+    /// many); past it 429 for that address only, so a guesser cannot lock the owner out.
     pub logins_per_minute_per_account: u32,
+    /// Login attempts per account per minute over all addresses; past it each attempt
+    /// waits a second first (slowed, never refused).
+    pub logins_per_minute_per_account_backstop: u32,
+    /// Authenticated REST requests (friends, logout) per user per minute; past it 429.
+    pub requests_per_minute_per_user: u32,
     /// Logins and registrations per client address per minute (bursts of as many).
     pub logins_per_minute_per_address: u32,
+}
+
+/// The HTTPS side (REST): what clients may hold open, for how long, and how much password
+/// hashing they may queue. Every bound refuses the excess at once rather than letting it
+/// take the node's descriptors or memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// HTTPS connections open at once, over all clients. The node lowers it to half its
+    /// open-file limit, so that QUIC, the inbox log and uploads keep descriptors. Past it
+    /// a new connection is closed at once.
+    pub max_connections: u32,
+    /// HTTPS connections one client address may have open; past it a new one is closed
+    /// at once.
+    pub max_connections_per_address: u32,
+    /// The TLS handshake, and each request's headers, must arrive within this many
+    /// milliseconds.
+    pub header_timeout_ms: u64,
+    /// A connection on which nothing arrives for this many milliseconds is closed (an
+    /// idle keep-alive or HTTP/2 connection, a stalled body).
+    pub idle_timeout_ms: u64,
+    /// A request must be answered within this many milliseconds, its body read
+    /// included; past it `408`.
+    pub request_timeout_ms: u64,
+    /// Password hashes (argon2, 19 MiB each) computed at once; 0 means one per core.
+    pub hashing_threads: u32,
+    /// Logins and registrations waiting for a hashing thread; past it `503` with
+    /// `Retry-After`.
+    pub hashing_queue: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_address: 32,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            request_timeout_ms: 15_000,
+            hashing_threads: 0,
+            hashing_queue: 32,
+        }
+    }
 }
 
 /// File messages: what a user may store and for how long.
@@ -123,6 +181,18 @@ pub struct FileLimits {
     pub upload_ttl_secs: u64,
     /// How often the node looks for blobs and uploads to remove.
     pub collect_every_secs: u64,
+    /// The least a file is charged to its uploader's quota, in bytes, however small: a
+    /// file costs an inode and a record whatever its size.
+    pub min_charge_bytes: u64,
+    /// Unfinished uploads one user may have on this node; past it a new one is refused
+    /// with `QuotaExceeded` (finish or let the old ones expire first).
+    pub max_unfinished_uploads: u32,
+    /// File transfer streams (uploads and downloads) one user may have open at once on
+    /// this node; past it a new one is closed with `TooManyStreams`.
+    pub max_open_transfers: u32,
+    /// A transfer stream on which no byte moves for this many seconds is closed with
+    /// `Unavailable` (what arrived is kept for the resume).
+    pub transfer_idle_secs: u64,
 }
 
 /// Inbox retention: entries are kept in segment files, and a segment whose newest entry is
@@ -158,6 +228,10 @@ impl Default for FileLimits {
             retention_secs: 30 * 24 * 3600,
             upload_ttl_secs: 24 * 3600,
             collect_every_secs: 600,
+            min_charge_bytes: 64 * 1024,
+            max_unfinished_uploads: 64,
+            max_open_transfers: 16,
+            transfer_idle_secs: 30,
         }
     }
 }
@@ -174,6 +248,7 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             storage_cache_bytes: 64 * 1024 * 1024,
             limits: Limits::default(),
+            http: HttpLimits::default(),
             files: FileLimits::default(),
             inbox: InboxConfig::default(),
             mesh: None,
@@ -193,11 +268,15 @@ impl Default for Limits {
             send_pipeline: 256,
             idle_timeout_ms: 30_000,
             hello_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_handshakes: 1024,
             stream_receive_window: 256 * 1024,
             messages_per_sec: 500,
             message_burst: 1000,
             logins_per_minute_per_account: 10,
+            logins_per_minute_per_account_backstop: 60,
             logins_per_minute_per_address: 60,
+            requests_per_minute_per_user: 300,
         }
     }
 }
@@ -236,14 +315,32 @@ impl Config {
             || l.send_pipeline == 0
             || l.max_conversations_per_user == 0
             || l.max_connections_per_address == 0
+            || l.max_handshakes < 2
+            || l.handshake_timeout_ms == 0
         {
             return Err(ConfigError::Limit(
                 "windows and stream counts must be positive",
             ));
         }
-        if self.files.collect_every_secs == 0 {
+        let h = &self.http;
+        if h.max_connections == 0
+            || h.max_connections_per_address == 0
+            || h.header_timeout_ms == 0
+            || h.idle_timeout_ms == 0
+            || h.request_timeout_ms == 0
+        {
             return Err(ConfigError::Limit(
-                "files.collect_every_secs must be positive",
+                "http connection counts and timeouts must be positive",
+            ));
+        }
+        let f = &self.files;
+        if f.collect_every_secs == 0
+            || f.max_unfinished_uploads == 0
+            || f.max_open_transfers == 0
+            || f.transfer_idle_secs == 0
+        {
+            return Err(ConfigError::Limit(
+                "files: collect_every_secs, upload and transfer counts and the idle time must be positive",
             ));
         }
         if self.inbox.expire_every_secs == 0 || self.inbox.segment_bytes < 4096 {

@@ -5,6 +5,7 @@
 //! after the first frame the protocol is the same ([`quiver_proto::files`]).
 
 use crate::blobs::UploadStart;
+use crate::live::Slot;
 use crate::metrics::MeshKind;
 use crate::net::{varint, write_frame};
 use crate::node::Shared;
@@ -14,6 +15,7 @@ use quiver_proto::mesh::MeshOpen;
 use quiver_proto::{ErrorCode, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// File bytes go out below chat: QUIC sends higher-priority streams' data first.
@@ -21,6 +23,12 @@ const FILE_PRIORITY: i32 = -1;
 
 /// Bytes read from disk or written to it at a time.
 const IO_CHUNK: usize = 256 * 1024;
+
+/// A place among `user`'s open transfers on this node, if under the cap.
+fn transfer_slot(shared: &Shared, user: &UserId) -> Option<Slot<UserId>> {
+    let cap = shared.config.files.max_open_transfers;
+    shared.live.transfers.take(user, cap)
+}
 
 /// Serves `user`'s upload of `blob` here, or relays it to `user`'s home node.
 pub async fn upload(
@@ -31,6 +39,10 @@ pub async fn upload(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
+    let Some(_open) = transfer_slot(&shared, &user) else {
+        let code = ErrorCode::TooManyStreams;
+        return refuse(&shared, send, Some(recv), code, "too many transfers open").await;
+    };
     match shared.router.home(&user).await {
         Ok(Home::Peer(node)) => {
             let open = MeshOpen::Upload { user, blob, size };
@@ -60,6 +72,10 @@ pub async fn download(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
+    let Some(_open) = transfer_slot(&shared, &user) else {
+        let code = ErrorCode::TooManyStreams;
+        return refuse(&shared, send, Some(recv), code, "too many transfers open").await;
+    };
     match shared.router.home(&owner).await {
         Ok(Home::Peer(node)) => {
             let open = MeshOpen::Download {
@@ -120,25 +136,26 @@ async fn store(
     {
         return;
     }
-    let mut file = match &path {
-        Some(path) => match tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-        {
-            Ok(file) => Some(tokio::io::BufWriter::with_capacity(IO_CHUNK, file)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open a partial upload");
-                return refuse(shared, send, Some(recv), ErrorCode::Unavailable, "storage").await;
-            }
-        },
-        None => None,
-    };
+    // Opened when the first bytes arrive: a stream that sends none holds no descriptor.
+    let mut file: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
+    let idle = Duration::from_secs(shared.config.files.transfer_idle_secs);
     let mut have = offset;
     loop {
         let chunk = tokio::select! {
-            chunk = recv.read_chunk(IO_CHUNK, true) => chunk,
+            chunk = tokio::time::timeout(idle, recv.read_chunk(IO_CHUNK, true)) => match chunk {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    // Idle too long: keep what arrived, for the resume, and let go.
+                    if let Some(file) = &mut file {
+                        let _ = file.flush().await;
+                    }
+                    let code = ErrorCode::Unavailable;
+                    shared.metrics.error(code);
+                    let _ = recv.stop(varint(code));
+                    let _ = send.reset(varint(code));
+                    return;
+                }
+            },
             _ = claim.superseded() => {
                 // A newer stream of the same client resumes it; what is here is kept.
                 if let Some(file) = &mut file {
@@ -160,6 +177,18 @@ async fn store(
             }
         };
         let over = have + bytes.len() as u64 > size;
+        if file.is_none() && !over {
+            if let Some(path) = &path {
+                file = match open_partial(path).await {
+                    Ok(opened) => Some(tokio::io::BufWriter::with_capacity(IO_CHUNK, opened)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a partial upload");
+                        let code = ErrorCode::Unavailable;
+                        return refuse(shared, send, Some(recv), code, "storage").await;
+                    }
+                };
+            }
+        }
         let written = match &mut file {
             Some(file) if !over => file.write_all(&bytes).await.is_ok(),
             _ => false,
@@ -209,6 +238,16 @@ async fn store(
         }
         Err(code) => refuse(shared, send, None, code, "the bytes do not match their id").await,
     }
+}
+
+/// Opens (or makes, `0600`) a partial upload to append to.
+async fn open_partial(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 /// Sends `owner`'s blob from `offset` to `user`, who must be `owner` or a friend.
@@ -264,8 +303,16 @@ async fn serve(
             }
             Ok(n) => n,
         };
-        if send.write_all(&buf[..n]).await.is_err() {
-            return; // the reader went away; it resumes from what it has
+        let idle = Duration::from_secs(shared.config.files.transfer_idle_secs);
+        match tokio::time::timeout(idle, send.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            // The reader went away; it resumes from what it has.
+            Ok(Err(_)) => return,
+            // The reader stopped reading: let the file go.
+            Err(_) => {
+                let _ = send.reset(varint(ErrorCode::Unavailable));
+                return;
+            }
         }
         left -= n as u64;
         shared

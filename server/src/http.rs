@@ -1,13 +1,14 @@
 //! The REST API (axum, served over HTTPS): register, log in, friends, health.
 //!
 //! [`app`] builds the router with no server attached, so tests can call it directly;
-//! [`serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
+//! [`crate::https::serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
 //! shows internals; the internal cause is logged instead.
 
 use crate::auth::{self, unix_now, Claims};
 use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
 use crate::metrics::Scraped;
 use crate::node::Shared;
+use crate::rest_limits::Admit;
 use crate::router::Home;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
@@ -18,11 +19,9 @@ use axum::{Json, Router};
 use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
 use quiver_proto::UserId;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// Largest REST request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -48,6 +47,9 @@ pub enum ApiError {
     /// Too many attempts; try again later.
     #[error("too many attempts, try again later")]
     RateLimited,
+    /// The node is too busy for this now (password hashing is full); retry in a second.
+    #[error("busy, try again in a second")]
+    Busy,
     /// Something failed inside the node; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -62,6 +64,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -71,6 +74,14 @@ impl IntoResponse for ApiError {
             error: code.into(),
             message: self.to_string(),
         };
+        if matches!(self, ApiError::Busy | ApiError::RateLimited) {
+            let wait = if matches!(self, ApiError::Busy) {
+                "1"
+            } else {
+                "10"
+            };
+            return (status, [(header::RETRY_AFTER, wait)], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -120,6 +131,10 @@ impl FromRequestParts<Arc<Shared>> for Authed {
         {
             return Err(ApiError::Unauthorized("token revoked"));
         }
+        // Friendship changes fsync: one user must not be able to keep the disk busy.
+        if !shared.limits.admit_request(&claims.user, Instant::now()) {
+            return Err(ApiError::RateLimited);
+        }
         Ok(Authed(claims))
     }
 }
@@ -138,6 +153,11 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The whole request, its body read included, or 408 (see `crate::https`).
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(shared.config.http.request_timeout_ms),
+        ))
         .with_state(shared)
 }
 
@@ -179,12 +199,15 @@ fn parse_user(name: &str) -> Result<UserId, ApiError> {
     UserId::parse(name).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs password hashing on the node's few hashing threads; `Busy` when they are full.
+async fn hashing<T: Send + 'static>(
+    shared: &Shared,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    shared.hasher.run(f).await.map_err(|_| {
+        shared.metrics.hashing_busy.fetch_add(1, Ordering::Relaxed);
+        ApiError::Busy
+    })
 }
 
 async fn register(
@@ -193,8 +216,8 @@ async fn register(
     body: Result<Json<rest::RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if !shared
-        .logins_by_address
-        .try_take(remote.ip(), Instant::now())
+        .limits
+        .admit_registration(remote.ip(), Instant::now())
     {
         return Err(ApiError::RateLimited);
     }
@@ -205,7 +228,7 @@ async fn register(
             "password must be 8 to 1024 bytes".into(),
         ));
     }
-    let hash = blocking(move || auth::hash_password(&req.password))
+    let hash = hashing(&shared, move || auth::hash_password(&req.password))
         .await?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let home = &shared.config.node_id;
@@ -225,17 +248,19 @@ async fn login(
     let Json(req) = body?;
     let refused = || ApiError::Unauthorized("wrong user name or password");
     let user = UserId::parse(&req.user).map_err(|_| refused())?;
-    // Both limits are taken before argon2 runs: guessing costs the guesser, not the node.
-    let now = Instant::now();
-    if !shared.logins_by_address.try_take(remote.ip(), now)
-        || !shared.logins_by_account.try_take(user.clone(), now)
+    // Limits are taken before argon2 runs: guessing costs the guesser, not the node.
+    match shared
+        .limits
+        .admit_login(&user, remote.ip(), Instant::now())
     {
-        return Err(ApiError::RateLimited);
+        Admit::Go => {}
+        Admit::After(wait) => tokio::time::sleep(wait).await,
+        Admit::Refuse => return Err(ApiError::RateLimited),
     }
     let hash = shared.directory.password_hash(&user).await?;
     let password = req.password;
     // An unknown user costs the same argon2 work as a known one, so timing does not tell.
-    let ok = blocking(move || match hash {
+    let ok = hashing(&shared, move || match hash {
         Some(hash) => auth::verify_password(&hash, &password),
         None => auth::hash_password(&password).is_err(),
     })
@@ -357,46 +382,4 @@ async fn friends(
         incoming: relations.incoming,
         outgoing: relations.outgoing,
     }))
-}
-
-/// Serves `app` over TLS on `listener` until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    tls: rustls::ServerConfig,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let mut connections = JoinSet::new();
-    loop {
-        let (tcp, remote) = tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        connections.spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    _ => return tracing::debug!(%remote, "tls handshake failed"),
-                };
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            // Handlers read the client address (for per-address limits) as ConnectInfo.
-            let app = app.layer(axum::Extension(ConnectInfo(remote)));
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let io = hyper_util::rt::TokioIo::new(tls);
-            if let Err(e) = builder.serve_connection(io, service).await {
-                tracing::debug!(%remote, error = %e, "http connection ended");
-            }
-        });
-    }
 }

@@ -22,10 +22,14 @@
 //! | [`log`] | the inbox log's segment files: checksummed records, torn tails cut on open |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
 //! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
-//! | [`http`] | the REST API (axum over HTTPS) |
+//! | [`http`] | the REST API (axum) |
+//! | [`https`] | the HTTPS listener: TLS, connection caps, timeouts |
+//! | [`rest_limits`] | REST rate limits: logins per account and address, requests per user |
+//! | [`hasher`] | password hashing on a few threads, with a bounded queue |
 //! | [`auth`] | password hashing and signed tokens |
 //! | [`net`] | frames over quinn streams |
 //! | [`node`] | start-up and ordered shutdown |
+//! | [`private`] | the data folder and keys readable by the node's user only |
 //! | [`rate`] | token-bucket rate limits |
 //!
 //! ## Data flow
@@ -44,7 +48,9 @@ pub mod credit;
 pub mod directory;
 pub mod feed;
 pub mod files;
+pub mod hasher;
 pub mod http;
+pub mod https;
 pub mod inbox;
 pub mod listener;
 pub mod live;
@@ -53,10 +59,12 @@ pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod private;
 pub mod rate;
+pub mod rest_limits;
 pub mod router;
 pub mod session;
 pub mod tls;
 
-pub use config::{Config, FileLimits, InboxConfig, Limits};
+pub use config::{Config, FileLimits, HttpLimits, InboxConfig, Limits};
 pub use node::{Node, NodeError};

@@ -6,6 +6,7 @@ use crate::credit::StreamCredit;
 use crate::node::Shared;
 use crate::tls::{Identity, TlsError};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -61,6 +62,11 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     // entry per connection); `recv` answers `None` once the last one is gone.
     let (live, mut ended) = mpsc::channel::<()>(1);
     while let Some(incoming) = endpoint.accept().await {
+        let Some(incoming) = admit(incoming, &shared) else {
+            continue;
+        };
+        // Counted down by the session once the handshake ends, however it ends.
+        shared.metrics.handshakes.fetch_add(1, Ordering::Relaxed);
         let (live, shared) = (live.clone(), shared.clone());
         // Boxed: the session task would otherwise keep room for it all its life.
         let incoming = Box::new(incoming);
@@ -71,6 +77,27 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     }
     drop(live);
     let _ = ended.recv().await;
+}
+
+/// Decides whether a new connection attempt may start its handshake, given how many are
+/// in progress (half-open handshakes cost memory: bounded, DESIGN.md invariant 6). Past
+/// half the cap an attempt from an address not yet validated is sent a Retry, which
+/// holds no state here: a client must answer it from its real address, a spoofed or
+/// abandoned attempt never comes back. At the cap, attempts are refused.
+fn admit(incoming: quinn::Incoming, shared: &Shared) -> Option<quinn::Incoming> {
+    let metrics = &shared.metrics;
+    let cap = u64::from(shared.config.limits.max_handshakes);
+    let in_progress = metrics.handshakes.load(Ordering::Relaxed);
+    if in_progress < cap / 2 || (in_progress < cap && incoming.remote_address_validated()) {
+        return Some(incoming);
+    }
+    metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+    if in_progress < cap && incoming.may_retry() {
+        let _ = incoming.retry();
+    } else {
+        incoming.refuse();
+    }
+    None
 }
 
 /// Why the endpoint could not start.

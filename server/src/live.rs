@@ -1,6 +1,6 @@
 //! What is connected to this node right now, for the limits and actions that depend on it:
-//! connections per client address and conversation streams per user (both capped), and
-//! sessions by user and device (closed when the device logs out).
+//! connections per client address, conversation and transfer streams per user (all
+//! capped), and sessions by user and device (closed when the device logs out).
 //!
 //! Each holder gets a [`Slot`] that gives its place back when dropped, so counts cannot
 //! leak on any exit path.
@@ -155,6 +155,8 @@ pub struct Live {
     pub connections: Counts<IpAddr>,
     /// Conversation streams per user, over all of the user's connections.
     pub conversations: Counts<UserId>,
+    /// File transfer streams (uploads, downloads) per user.
+    pub transfers: Counts<UserId>,
     /// Sessions by user and device.
     pub sessions: Sessions,
 }

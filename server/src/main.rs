@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     about = "Quiver messaging node: QUIC for devices, HTTPS for accounts",
-    after_help = "Every limit has a TOML key under [limits], [files] or [inbox] (see \
+    after_help = "Every limit has a TOML key under [limits], [http], [files] or [inbox] (see \
                   `print-config`); flags and environment variables override the file."
 )]
 struct Args {
@@ -43,7 +43,8 @@ struct Args {
     /// Lifetime of login tokens, in seconds [default: 86400].
     #[arg(long, global = true)]
     token_ttl_secs: Option<u64>,
-    /// Login attempts per account per minute [default: 10].
+    /// Login attempts per account from one address per minute; past it 429 for that
+    /// address only [default: 10].
     #[arg(long, global = true)]
     logins_per_minute_per_account: Option<u32>,
     /// Logins and registrations per client address per minute [default: 60].

@@ -63,6 +63,19 @@ pub struct Metrics {
     /// Time retention spent removing segments (reading them, saving floors, updating the
     /// index), in microseconds.
     pub expire_micros: AtomicU64,
+    /// HTTPS connections open now.
+    pub http_open: AtomicU64,
+    /// HTTPS connections closed at once for going over a connection cap.
+    pub http_refused: AtomicU64,
+    /// Logins and registrations answered 503 because password hashing was full.
+    pub hashing_busy: AtomicU64,
+    /// QUIC handshakes in progress now.
+    pub handshakes: AtomicU64,
+    /// QUIC connection attempts refused, or asked to validate their address, for going
+    /// over the cap on handshakes in progress.
+    pub handshakes_refused: AtomicU64,
+    /// QUIC handshakes that did not finish within the handshake timeout.
+    pub handshakes_timed_out: AtomicU64,
     /// Requests this node made to mesh peers, by [`MeshKind`].
     mesh_requests: [AtomicU64; 4],
     /// Refusals and closes the node sent, by error code.
@@ -157,6 +170,46 @@ impl Metrics {
             "Sessions that passed Hello.",
             get(&self.sessions_opened).to_string(),
         );
+        for (name, kind, help, value) in [
+            (
+                "quiver_http_connections_open",
+                "gauge",
+                "HTTPS connections open now.",
+                &self.http_open,
+            ),
+            (
+                "quiver_http_connections_refused_total",
+                "counter",
+                "HTTPS connections closed at once over a connection cap.",
+                &self.http_refused,
+            ),
+            (
+                "quiver_hashing_busy_total",
+                "counter",
+                "Logins and registrations answered 503: hashing full.",
+                &self.hashing_busy,
+            ),
+            (
+                "quiver_handshakes_in_progress",
+                "gauge",
+                "QUIC handshakes in progress now.",
+                &self.handshakes,
+            ),
+            (
+                "quiver_handshakes_refused_total",
+                "counter",
+                "QUIC connection attempts refused or retried over the handshake cap.",
+                &self.handshakes_refused,
+            ),
+            (
+                "quiver_handshakes_timed_out_total",
+                "counter",
+                "QUIC handshakes that did not finish in time.",
+                &self.handshakes_timed_out,
+            ),
+        ] {
+            one(name, kind, help, get(value).to_string());
+        }
         one(
             "quiver_sessions_open",
             "gauge",

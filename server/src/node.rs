@@ -4,18 +4,19 @@ use crate::auth::TokenKey;
 use crate::blobs::{BlobError, Blobs, Collected};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
+use crate::hasher::Hasher;
 use crate::inbox::{Expired, Inbox, InboxError};
 use crate::listener::ListenerError;
 use crate::live::Live;
 use crate::mesh::{Mesh, MeshError};
 use crate::metrics::Metrics;
-use crate::rate::KeyedLimiter;
+use crate::rest_limits::RestLimits;
 use crate::router::Router;
 use crate::tls::{Identity, TlsError};
 use quiver_proto::ErrorCode;
 use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,16 +36,13 @@ pub struct Shared {
     pub(crate) quic_addr: SocketAddr,
     /// Counters and gauges for operators (`GET /metrics`) and tests.
     pub(crate) metrics: Arc<Metrics>,
-    /// Login attempts, by account.
-    pub(crate) logins_by_account: KeyedLimiter<UserId>,
-    /// Logins and registrations, by client address.
-    pub(crate) logins_by_address: KeyedLimiter<IpAddr>,
+    /// REST rate limits: logins, registrations, authenticated requests.
+    pub(crate) limits: RestLimits,
+    /// Password hashing, a few at a time.
+    pub(crate) hasher: Hasher,
     /// Connections, conversations and sessions open now.
     pub(crate) live: Live,
 }
-
-/// Accounts or addresses tracked by a login limiter before it forgets them all.
-const LIMITER_KEYS: usize = 100_000;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +82,9 @@ pub enum NodeError {
     /// The blob store could not be opened.
     #[error(transparent)]
     Blobs(#[from] BlobError),
+    /// The data folder or the key cannot be kept private.
+    #[error(transparent)]
+    Private(#[from] crate::private::PrivateError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -114,9 +115,15 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         config.validate()?;
         let data = config.data_dir.clone();
-        std::fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
+        // Everything the node writes is its user's only (SECURITY.md, "the data folder").
+        crate::private::restrict_umask();
+        crate::private::private_folder(&data)?;
+        crate::private::tighten_below(&data)?;
         let (cert, key, ca_cert) = match (&config.cert, &config.key) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+            (Some(cert), Some(key)) => {
+                crate::private::check_key(key)?;
+                (cert.clone(), key.clone(), None)
+            }
             _ => {
                 let dev = quiver_certs::ensure_dev_certs(&data.join("certs"))?;
                 (dev.node_cert, dev.node_key, Some(dev.ca_cert))
@@ -180,13 +187,10 @@ impl Node {
             blobs,
             directory,
             tokens: TokenKey::new(&token_secret),
-            logins_by_account: KeyedLimiter::per_minute(
-                config.limits.logins_per_minute_per_account,
-                LIMITER_KEYS,
-            ),
-            logins_by_address: KeyedLimiter::per_minute(
-                config.limits.logins_per_minute_per_address,
-                LIMITER_KEYS,
+            limits: RestLimits::new(&config.limits),
+            hasher: Hasher::new(
+                config.http.hashing_threads as usize,
+                config.http.hashing_queue as usize,
             ),
             config,
             quic_addr,
@@ -222,7 +226,14 @@ impl Node {
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
-        let http_task = tokio::spawn(crate::http::serve(tcp, identity.https()?, app, stopped));
+        let http_task = tokio::spawn(crate::https::serve(
+            tcp,
+            identity.https()?,
+            app,
+            shared.config.http.clone(),
+            metrics.clone(),
+            stopped,
+        ));
         tracing::info!(%quic_addr, %http_addr, "node started");
         Ok(Node {
             quic_addr,
@@ -276,6 +287,11 @@ impl Node {
             .metrics
             .open_conversations
             .load(Ordering::Relaxed)
+    }
+
+    /// The node's counters and gauges, as `GET /metrics` shows them.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The bound mesh address, in mesh mode.

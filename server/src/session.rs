@@ -34,11 +34,24 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// Serves one incoming connection until it ends.
+/// The listener counted its handshake in progress; this counts it out when it ends.
 pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
-    let conn = match unbox(incoming).await {
-        Ok(conn) => conn,
-        Err(e) => {
+    let deadline = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+    // Dropping an unfinished handshake closes it and frees its state.
+    let handshake = tokio::time::timeout(deadline, unbox(incoming)).await;
+    shared.metrics.handshakes.fetch_sub(1, Ordering::Relaxed);
+    let conn = match handshake {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .handshakes_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("handshake timed out");
             return;
         }
     };

@@ -12,11 +12,11 @@ use quiver_tests::*;
 use std::time::Duration;
 
 /// Alice and Bob chatting, plus Mallory who is Bob's friend too.
-struct Scene {
-    node: TestNode,
-    alice: TestUser,
-    bob: TestUser,
-    mallory: TestUser,
+pub(crate) struct Scene {
+    pub node: TestNode,
+    pub alice: TestUser,
+    pub bob: TestUser,
+    pub mallory: TestUser,
 }
 
 async fn scene() -> anyhow::Result<Scene> {
@@ -24,7 +24,9 @@ async fn scene() -> anyhow::Result<Scene> {
 }
 
 /// The scene on a node whose configuration `adjust` changed.
-async fn scene_with(adjust: impl FnOnce(&mut quiver_server::Config)) -> anyhow::Result<Scene> {
+pub(crate) async fn scene_with(
+    adjust: impl FnOnce(&mut quiver_server::Config),
+) -> anyhow::Result<Scene> {
     let node = TestNode::start_with(adjust).await?;
     let (alice, bob, mallory) = (
         node.user("alice").await?,
@@ -42,7 +44,7 @@ async fn scene_with(adjust: impl FnOnce(&mut quiver_server::Config)) -> anyhow::
 }
 
 /// Sends `n` messages from Alice to Bob and checks that Bob gets exactly those, in order.
-async fn honest_chat_still_works(
+pub(crate) async fn honest_chat_still_works(
     s: &Scene,
     a: &quiver_sdk::Client,
     b_events: &mut quiver_sdk::Events,

@@ -1,0 +1,376 @@
+//! What an outside attack found (issue 16), each as the attacker did it, while an honest
+//! pair chats beside it and loses nothing: data other local users could read, HTTPS
+//! connections held for ever, uploads that cost inodes and descriptors, half-open QUIC
+//! handshakes, and a login limit that locked the owner out.
+
+use crate::hostile::{honest_chat_still_works, scene_with};
+use crate::raw;
+use quiver_proto::files::{BlobId, FileResponse};
+use quiver_proto::{encode_frame, ConversationRequest, ErrorCode};
+use quiver_tests::*;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Whether `stream` is closed by the other side within `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8).
+async fn tcp_from(from: IpAddr, to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
+#[tokio::test]
+async fn the_data_folder_and_every_file_in_it_are_private() -> anyhow::Result<()> {
+    // A folder an older version (or an operator's copy) left open to everyone.
+    let parent = tempfile::tempdir()?;
+    let data = parent.path().join("node");
+    std::fs::create_dir(&data)?;
+    let loose = data.join("left-over");
+    std::fs::write(&loose, b"x")?;
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(&data, 0o755), (&loose, 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    let s = scene_with(|c| c.data_dir = data.clone()).await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+    let photo = parent.path().join("photo.bin");
+    std::fs::write(&photo, vec![7u8; 100_000])?;
+    a.send_file(&s.bob.id, &photo, "image/jpeg", |_| {}).await?;
+
+    assert_eq!(std::fs::metadata(&data)?.mode() & 0o777, 0o700);
+    let files = files_below(&data);
+    assert!(
+        files.len() > 5,
+        "sled, the inbox log, a blob, certs, secrets"
+    );
+    for file in &files {
+        let mode = std::fs::symlink_metadata(file)?.mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", file.display());
+    }
+    for key in ["certs/node.key", "certs/ca.key", "secrets/token.key"] {
+        assert_eq!(
+            std::fs::metadata(data.join(key))?.mode() & 0o777,
+            0o600,
+            "{key}"
+        );
+    }
+    // As the attacker did it: another local user tries to read the inbox log.
+    if is_root() {
+        let log = files
+            .iter()
+            .find(|f| f.starts_with(data.join("inbox")))
+            .expect("an inbox log file");
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(log)
+            .output()?;
+        assert!(!out.status.success(), "nobody read the inbox log");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn https_clients_that_hold_connections_are_cut_and_capped() -> anyhow::Result<()> {
+    let s = scene_with(|c| {
+        c.http.max_connections = 24;
+        c.http.max_connections_per_address = 6;
+        c.http.header_timeout_ms = 1_000;
+        c.http.idle_timeout_ms = 1_500;
+    })
+    .await?;
+    let http = s.node.node().http_addr();
+    let metrics = s.node.node().metrics();
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+
+    // One host: far more plain TCP connections than its share; they are cut at once.
+    let attacker: IpAddr = "127.0.0.2".parse()?;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tcp_from(attacker, http).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cut_at_once = 0;
+    for conn in &mut held {
+        cut_at_once += usize::from(closed_within(conn, Duration::from_millis(20)).await);
+    }
+    assert_eq!(cut_at_once, 14, "six held, the rest closed at once");
+
+    // Many hosts: never more than the total cap open.
+    let mut crowd = Vec::new();
+    for host in 3..10 {
+        for _ in 0..6 {
+            crowd.push(tcp_from(format!("127.0.0.{host}").parse()?, http).await?);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = metrics.http_open.load(Ordering::Relaxed);
+    assert!(open <= 24, "{open} open, over the cap of 24");
+    assert!(metrics.http_refused.load(Ordering::Relaxed) >= 14 + 24);
+
+    // Idle, before TLS: cut at the handshake timeout, and the slots are free again.
+    for conn in held.iter_mut().chain(crowd.iter_mut()) {
+        assert!(closed_within(conn, Duration::from_secs(3)).await);
+    }
+    drop((held, crowd));
+
+    // After TLS: half a header, an idle keep-alive HTTP/1, an idle HTTP/2 connection.
+    let tls = quiver_sdk::tls::rustls_config(&s.node.ca_pem, &[b"http/1.1"])
+        .map_err(anyhow::Error::msg)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let mut partial = connector
+        .connect(name.clone(), tcp_from(attacker, http).await?)
+        .await?;
+    partial
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let mut keep_alive = connector
+        .connect(name, tcp_from(attacker, http).await?)
+        .await?;
+    keep_alive
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut answer = [0u8; 12];
+    keep_alive.read_exact(&mut answer).await?;
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let h2 = reqwest_from(&s.node.ca_pem, attacker)?;
+    let base = format!("https://{http}");
+    let health = h2.get(format!("{base}/v1/health")).send().await?;
+    assert_eq!(health.version(), reqwest::Version::HTTP_2);
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(4)).await,
+        "half a header"
+    );
+    assert!(
+        closed_within(&mut keep_alive, Duration::from_secs(4)).await,
+        "idle keep-alive"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    wait_for(|| async { metrics.http_open.load(Ordering::Relaxed) == 0 }).await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the idle HTTP/2 connection outlived the idle timeout"
+    );
+
+    // Meanwhile the REST API and the chat served everyone else.
+    s.node
+        .rest()
+        .login("alice", &s.alice.password, None)
+        .await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 20).await?;
+    Ok(())
+}
+
+/// A reqwest client (HTTP/2 when the node offers it) whose connections come from `from`.
+fn reqwest_from(ca_pem: &str, from: IpAddr) -> anyhow::Result<reqwest::Client> {
+    let tls = quiver_sdk::tls::rustls_config(ca_pem, &[b"h2", b"http/1.1"])
+        .map_err(anyhow::Error::msg)?;
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .local_address(from)
+        .build()?)
+}
+
+#[tokio::test]
+async fn a_guesser_at_one_address_cannot_lock_the_owner_out() -> anyhow::Result<()> {
+    let s = scene_with(|c| c.limits.logins_per_minute_per_account = 3).await?;
+    let base = format!("https://{}", s.node.node().http_addr());
+    let guesser = reqwest_from(&s.node.ca_pem, "127.0.0.2".parse()?)?;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let body = serde_json::json!({ "user": "alice", "password": format!("guess-{i}-xx") });
+        let answer = guesser
+            .post(format!("{base}/v1/login"))
+            .json(&body)
+            .send()
+            .await?;
+        statuses.push(answer.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429]);
+    // The owner, from her own address, still gets in with the right password.
+    // (Her first login, from the scene, used one of her three.)
+    for _ in 0..2 {
+        s.node
+            .rest()
+            .login("alice", &s.alice.password, None)
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn half_open_quic_handshakes_are_capped_and_dropped_at_their_deadline() -> anyhow::Result<()>
+{
+    let s = scene_with(|c| {
+        c.limits.max_handshakes = 40;
+        c.limits.handshake_timeout_ms = 1_000;
+    })
+    .await?;
+    let metrics = s.node.node().metrics();
+    let quic = s.node.quic_addr();
+    // ClientHellos never continued: quinn-proto makes each first flight, and nothing
+    // answers what the node sends back.
+    let client = quiver_sdk::tls::quic_config(
+        &s.node.ca_pem,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let mut endpoint = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut most = 0;
+    let mut buf = Vec::new();
+    for i in 0..600 {
+        let (_, mut conn) = endpoint.connect(Instant::now(), client.clone(), quic, "127.0.0.1")?;
+        buf.clear();
+        let sent = conn.poll_transmit(Instant::now(), 1, &mut buf);
+        let size = sent.map(|t| t.size).expect("a first flight");
+        socket.send_to(&buf[..size], quic)?;
+        most = most.max(metrics.handshakes.load(Ordering::Relaxed));
+        if i % 5 == 4 {
+            // Paced, so that the node's socket buffer does not drop the flood for us.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    most = most.max(metrics.handshakes.load(Ordering::Relaxed));
+    assert!(
+        most <= 40,
+        "{most} handshakes in progress, over the cap of 40"
+    );
+    assert!(most >= 20, "the flood reached the node: {most}");
+    let refused = metrics.handshakes_refused.load(Ordering::Relaxed);
+    assert!(refused >= 450, "{refused} refused or retried");
+
+    // An honest client gets in meanwhile (through a Retry if it must), and chats.
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 10).await?;
+    // The half-open ones are gone at their deadline.
+    wait_for(|| async { metrics.handshakes.load(Ordering::Relaxed) == 0 }).await?;
+    assert!(metrics.handshakes_timed_out.load(Ordering::Relaxed) >= 20);
+    Ok(())
+}
+
+/// Opens an upload stream of `size` bytes for `blob` and returns it with the answer.
+async fn upload(
+    conn: &quinn::Connection,
+    blob: BlobId,
+    size: u64,
+) -> anyhow::Result<(quinn::SendStream, quinn::RecvStream, FileResponse)> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&ConversationRequest::Upload { blob, size })?)
+        .await?;
+    let answer = raw::read_one(&mut recv).await?;
+    Ok((send, recv, answer))
+}
+
+#[tokio::test]
+async fn abandoned_and_idle_uploads_cost_no_files_and_are_capped() -> anyhow::Result<()> {
+    let s = scene_with(|c| {
+        c.files.max_unfinished_uploads = 10;
+        c.files.max_open_transfers = 4;
+        c.files.transfer_idle_secs = 1;
+    })
+    .await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    let (conn, _ctl_send, _ctl_recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+
+    // As the attacker did: announce 16 bytes, read Ready, reset. Over and over.
+    let mut refused = 0;
+    for i in 0..40u8 {
+        let (mut send, _recv, answer) = upload(&conn, BlobId([i; 32]), 16).await?;
+        match answer {
+            FileResponse::Ready { offset: 0, .. } => {}
+            FileResponse::Error {
+                code: ErrorCode::QuotaExceeded,
+                ..
+            } => refused += 1,
+            other => panic!("{other:?}"),
+        }
+        let _ = send.reset(0u32.into());
+    }
+    assert_eq!(refused, 30, "ten unfinished uploads at most");
+    let partial = s.node.data_dir().join("blobs").join("partial");
+    assert_eq!(files_below(&partial).len(), 0, "no bytes, no file");
+    assert_eq!(
+        s.node.node().file_usage(&s.mallory.id),
+        10 * 64 * 1024,
+        "each charged the 64 KiB minimum"
+    );
+
+    // Streams that sit waiting: four at most, and each let go when idle.
+    let mallory_more = s.node.user("mallory2").await?;
+    let (conn, _c, _r, _) = raw::hello(&s.node, &mallory_more.login.token).await?;
+    let mut waiting = Vec::new();
+    for i in 0..4u8 {
+        let (mut send, recv, answer) = upload(&conn, BlobId([100 + i; 32]), 1 << 20).await?;
+        assert!(matches!(answer, FileResponse::Ready { .. }), "{answer:?}");
+        send.write_all(&[1u8; 1000]).await?; // the partial file is open now
+        waiting.push((send, recv));
+    }
+    let (_s5, _r5, answer) = upload(&conn, BlobId([200; 32]), 1 << 20).await?;
+    assert!(
+        matches!(
+            answer,
+            FileResponse::Error {
+                code: ErrorCode::TooManyStreams,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    wait_for(|| async { files_below(&partial).len() == 4 }).await?;
+    let started = Instant::now();
+    for (_send, recv) in &mut waiting {
+        let end = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16)).await?;
+        assert!(end.is_err(), "reset for idling: {end:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // What arrived is kept for the resume.
+    let (_s6, _r6, answer) = upload(&conn, BlobId([100; 32]), 1 << 20).await?;
+    assert!(
+        matches!(answer, FileResponse::Ready { offset: 1000, .. }),
+        "{answer:?}"
+    );
+    honest_chat_still_works(&s, &a, &mut b_events, 20).await?;
+    Ok(())
+}
