@@ -4,8 +4,8 @@
 //! token key can verify it without a lookup, which is what lets a connection authenticate
 //! without touching the directory.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Argon2, PasswordHash};
+use argon2::password_hash::{self, rand_core::OsRng, Output, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use quiver_proto::{DeviceId, UserId};
@@ -80,24 +80,76 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Hashes a password with argon2id (the crate's defaults: 19 MiB, 2 passes, 1 lane).
-/// CPU-heavy: call from a blocking task.
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+thread_local! {
+    /// argon2's 19 MiB work area, one per thread that hashes, kept and reused: only the
+    /// node's few hashing threads ([`crate::hasher`]) ever fill one. Allocated anew for
+    /// every hash, the freed areas stayed in the allocator's per-thread arenas (up to 8
+    /// per core), and a burst of logins left hundreds of MiB behind.
+    static WORK_AREA: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Checks a password against a stored hash. CPU-heavy: call from a blocking task.
+/// Runs argon2 into `out` in this thread's work area.
+fn argon2_into(
+    argon: &Argon2,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    WORK_AREA.with_borrow_mut(|area| {
+        let blocks = argon.params().block_count();
+        if area.len() != blocks {
+            *area = vec![Block::default(); blocks];
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut area[..])
+    })
+}
+
+/// Hashes a password with argon2id (the crate's defaults: 19 MiB, 2 passes, 1 lane) into
+/// a PHC string. CPU-heavy: call from a hashing thread.
+pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    let argon = Argon2::default();
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        Ok(argon2_into(&argon, password.as_bytes(), salt_bytes, out)?)
+    })?;
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::default().into()),
+        params: argon.params().try_into()?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
+}
+
+/// Checks a password against a stored PHC hash (in constant time). CPU-heavy: call from
+/// a hashing thread.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    let check = || -> Result<bool, password_hash::Error> {
+        let parsed = PasswordHash::new(hash)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Ok(false);
+        };
+        let version = match parsed.version {
+            Some(v) => Version::try_from(v)?,
+            None => Version::default(),
+        };
+        let argon = Argon2::new(
+            Algorithm::try_from(parsed.algorithm)?,
+            version,
+            Params::try_from(&parsed)?,
+        );
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt.decode_b64(&mut salt_bytes)?;
+        let computed = Output::init_with(expected.len(), |out| {
+            Ok(argon2_into(&argon, password.as_bytes(), salt_bytes, out)?)
+        })?;
+        // `Output`'s equality is constant-time.
+        Ok(computed == expected)
+    };
+    check().unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -138,5 +190,18 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "wrong"));
         assert!(!verify_password("not a hash", "wrong"));
+        // Hashes stored before the work area was reused still verify, and the other way.
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password(&theirs, "correct horse"));
+        assert!(!verify_password(&theirs, "correct horsf"));
+        let ours = PasswordHash::new(&hash).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &ours)
+            .is_ok());
     }
 }
