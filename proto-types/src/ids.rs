@@ -17,9 +17,10 @@ pub enum IdError {
 /// A user, named by the unique user name chosen at registration.
 ///
 /// The charset is restricted so the name can be used in storage keys and printed in logs
-/// without escaping.
+/// without escaping. A name read from the wire or from JSON is checked the same way as
+/// [`UserId::parse`]: no `UserId` holds a name that `parse` would refuse.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct UserId(String);
 
 impl UserId {
@@ -35,14 +36,24 @@ impl UserId {
         Ok(Self(name.to_owned()))
     }
 
-    /// Whether a value that arrived from the wire is a well-formed user name.
-    pub fn is_valid(&self) -> bool {
-        Self::parse(&self.0).is_ok()
-    }
-
     /// The user name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = IdError;
+
+    fn try_from(name: String) -> Result<Self, IdError> {
+        Self::parse(&name)?;
+        Ok(Self(name))
+    }
+}
+
+impl From<UserId> for String {
+    fn from(user: UserId) -> String {
+        user.0
     }
 }
 
@@ -107,5 +118,17 @@ mod tests {
         assert_eq!(UserId::parse(&"a".repeat(33)), Err(IdError::Length));
         assert_eq!(UserId::parse("Alice"), Err(IdError::Charset));
         assert_eq!(UserId::parse("al/ce"), Err(IdError::Charset));
+    }
+
+    #[test]
+    fn names_from_the_wire_are_validated_too() {
+        let alice = UserId::parse("alice").unwrap();
+        let bytes = postcard::to_allocvec(&alice).unwrap();
+        assert_eq!(bytes, b"\x05alice", "a plain string on the wire");
+        assert_eq!(postcard::from_bytes::<UserId>(&bytes).unwrap(), alice);
+        for bad in ["../../etc", "Alice", "al", "a\x1b[2J"] {
+            let bytes = postcard::to_allocvec(bad).unwrap();
+            assert!(postcard::from_bytes::<UserId>(&bytes).is_err(), "{bad:?}");
+        }
     }
 }
