@@ -33,13 +33,19 @@ use tokio::sync::watch;
 /// File bytes go out below chat: QUIC sends higher-priority streams' data first.
 const FILE_PRIORITY: i32 = -1;
 
-/// How long to wait before trying a transfer again on a connection that looked alive.
+/// How long to wait before trying a transfer again on a connection that looked alive;
+/// doubled after each attempt that moved no byte, up to [`MAX_RETRY_PAUSE`], so a node
+/// that keeps refusing (busy, its peer down) is not asked five times a second for ever.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The longest pause between two attempts of one transfer.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a file message says about its file, sealed as the message body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
-    /// The file's name (no folders).
+    /// The file's name as the sender wrote it: untrusted. It may hold folders, `..`,
+    /// control or bidi characters; show or save [`FileInfo::safe_name`] instead.
     pub name: String,
     /// Its media type, such as `image/jpeg`.
     pub media_type: String,
@@ -58,6 +64,26 @@ pub struct FileOffer {
     pub info: FileInfo,
     /// The blob on the node.
     pub file: FileRef,
+}
+
+impl FileInfo {
+    /// The name cut to its last path component, without control, format or bidi
+    /// characters, at most 255 bytes, never empty, `.` or `..`: safe as a file name and
+    /// to print on a terminal.
+    pub fn safe_name(&self) -> String {
+        let last = self.name.rsplit(['/', '\\']).next().unwrap_or_default();
+        let mut name = String::new();
+        for c in last.chars().filter(|&c| !crate::text::is_unsafe_char(c)) {
+            if name.len() + c.len_utf8() > 255 {
+                break;
+            }
+            name.push(c);
+        }
+        match name.trim() {
+            "" | "." | ".." => "file".into(),
+            _ => name,
+        }
+    }
 }
 
 impl FileOffer {
@@ -371,16 +397,29 @@ async fn until_done(
     job: &mut Job,
     attempt: for<'a> fn(Arc<Link>, &'a mut Job) -> AttemptFuture<'a>,
 ) -> Result<(), FileError> {
+    let mut pause = RETRY_PAUSE;
     loop {
         let link = online(inner, &job.cancel).await?;
+        let moved = job.report.sent_or_received;
         match attempt(link, job).await {
             Ok(()) => return Ok(()),
             Err(Attempt::Fail(e)) => return Err(e),
             Err(Attempt::Retry(why)) => {
-                tracing::debug!(%why, "transfer interrupted; resuming");
-                tokio::time::sleep(RETRY_PAUSE).await;
+                pause = next_pause(pause, job.report.sent_or_received > moved);
+                tracing::debug!(%why, ?pause, "transfer interrupted; resuming");
+                tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+/// The pause before the next attempt: back to the shortest after one that moved bytes,
+/// twice the last (at most [`MAX_RETRY_PAUSE`]) after one that did not.
+fn next_pause(last: Duration, progressed: bool) -> Duration {
+    if progressed {
+        RETRY_PAUSE
+    } else {
+        (last * 2).min(MAX_RETRY_PAUSE)
     }
 }
 
@@ -558,12 +597,8 @@ async fn download_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     let (size, sealed_size) = (job.info.size, job.file.size);
     let chunks = chunk_count(size);
     // Whole chunks already here: a torn last write is cut off and fetched again.
-    let mut out = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&job.local)
-        .await
-        .map_err(io)?;
+    let mut out =
+        tokio::fs::File::from_std(crate::private_file::open_part(&job.local).map_err(io)?);
     let have = out.metadata().await.map_err(io)?.len().min(size);
     let mut index = have / CHUNK_LEN as u64;
     if index >= chunks && have == size && size > 0 {
@@ -678,6 +713,40 @@ mod tests {
             open_chunk(&FriendKey([4; 32]), &info, 0, &sealed).is_none(),
             "key"
         );
+    }
+
+    #[test]
+    fn a_hostile_name_is_saved_and_shown_as_a_plain_one() {
+        let named = |name: &str| FileInfo {
+            name: name.into(),
+            media_type: String::new(),
+            size: 0,
+            sha256: [0; 32],
+        };
+        assert_eq!(named("photo.jpg").safe_name(), "photo.jpg");
+        assert_eq!(
+            named("../../.ssh/authorized_keys").safe_name(),
+            "authorized_keys"
+        );
+        assert_eq!(named("C:\\x\\evil.exe").safe_name(), "evil.exe");
+        assert_eq!(named("gpj\u{202e}.exe").safe_name(), "gpj.exe");
+        assert_eq!(named("a\x1b[2Jb\n").safe_name(), "a[2Jb");
+        for empty in ["", ".", "..", "dir/", "\u{202e}"] {
+            assert_eq!(named(empty).safe_name(), "file", "{empty:?}");
+        }
+        let long = named(&"é".repeat(300)).safe_name();
+        assert!(long.len() <= 255 && long.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn retries_back_off_until_bytes_move() {
+        let mut pause = RETRY_PAUSE;
+        for _ in 0..20 {
+            pause = next_pause(pause, false);
+        }
+        assert_eq!(pause, MAX_RETRY_PAUSE);
+        assert_eq!(next_pause(RETRY_PAUSE, false), RETRY_PAUSE * 2);
+        assert_eq!(next_pause(pause, true), RETRY_PAUSE);
     }
 
     #[test]

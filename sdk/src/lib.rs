@@ -57,8 +57,10 @@ mod frames;
 mod link;
 mod options;
 mod outbox;
+mod private_file;
 mod rest;
 pub mod seal;
+pub mod text;
 pub mod tls;
 
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
