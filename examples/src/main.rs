@@ -21,8 +21,10 @@ mod profile;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use profile::Profile;
+use quiver_sdk::text::{json_safe, terminal_safe};
 use quiver_sdk::{Client, ConnectOptions, Event, Events, ReceiptKind, UserId};
 use serde_json::json;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -153,7 +155,38 @@ async fn main() -> anyhow::Result<()> {
     let mut profile = Profile::load(&dir)?;
     let outcome = run(args.cmd, &mut profile).await;
     profile.save(&dir)?;
-    outcome
+    match outcome {
+        // `quiver listen | head -1`: the reader has all it wanted.
+        Err(e) if e.is::<StdoutClosed>() => Ok(()),
+        other => other,
+    }
+}
+
+/// Standard output was closed by its reader (a broken pipe): stop quietly, like `cat`.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output is closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Prints one line on standard output; [`StdoutClosed`] once nobody reads it.
+fn say(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
+}
+
+/// Prints one JSON object as a line, with the characters a terminal would act on
+/// escaped (the same JSON value).
+fn say_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    say(&json_safe(&value.to_string()))
 }
 
 async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
@@ -165,7 +198,7 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
         }) => {
             remember(profile, server);
             profile.rest()?.register(&user, &password).await?;
-            println!("{}", json!({ "event": "registered", "user": user }));
+            say_json(&json!({ "event": "registered", "user": user }))?;
         }
         Cmd::Login(Account {
             server,
@@ -188,10 +221,9 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             profile.token = Some(login.token);
             profile.quic_addr = Some(login.quic_addr);
             profile.refresh_keys().await?;
-            println!(
-                "{}",
-                json!({ "event": "logged_in", "user": user, "device": login.device.to_string() })
-            );
+            say_json(
+                &json!({ "event": "logged_in", "user": user, "device": login.device.to_string() }),
+            )?;
         }
         Cmd::Friend { cmd } => friend(cmd, profile).await?,
         Cmd::Send { to, text } => {
@@ -201,10 +233,9 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             }
             let (client, _events) = connect(profile).await?;
             let sent = client.send(&to, text.as_bytes()).await?;
-            println!(
-                "{}",
-                json!({ "event": "sent", "to": to, "id": sent.id.to_string(), "seq": sent.seq.0 })
-            );
+            say_json(
+                &json!({ "event": "sent", "to": to, "id": sent.id.to_string(), "seq": sent.seq.0 }),
+            )?;
             client.close().await;
         }
         Cmd::Listen {
@@ -239,14 +270,11 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             let sent = client.send_file(&to, &path, &media_type, shows(&bar)).await;
             bar.finish_and_clear();
             let sent = sent?;
-            println!(
-                "{}",
-                json!({
-                    "event": "file_sent", "to": to, "seq": sent.sent.seq.0,
-                    "id": sent.sent.id.to_string(), "blob": sent.file.blob.to_hex(),
-                    "sealed_bytes": sent.file.size, "resumed_from": sent.report.starts.first(),
-                })
-            );
+            say_json(&json!({
+                "event": "file_sent", "to": to, "seq": sent.sent.seq.0,
+                "id": sent.sent.id.to_string(), "blob": sent.file.blob.to_hex(),
+                "sealed_bytes": sent.file.size, "resumed_from": sent.report.starts.first(),
+            }))?;
             client.close().await;
         }
         Cmd::GetFile { id, path } => {
@@ -257,18 +285,15 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
                 .offer()?;
             profile.refresh_keys().await?;
             let (client, _events) = connect(profile).await?;
-            let bar = progress_bar(&format!("receiving {}", offer.info.name));
+            let bar = progress_bar(&format!("receiving {}", offer.info.safe_name()));
             let report = client.download(&offer, &path, shows(&bar)).await;
             bar.finish_and_clear();
             let report = report?;
-            println!(
-                "{}",
-                json!({
-                    "event": "file_saved", "path": path, "name": offer.info.name,
-                    "size": offer.info.size, "sha256": profile::hex(&offer.info.sha256),
-                    "verified": true, "resumed_from": report.starts.first(),
-                })
-            );
+            say_json(&json!({
+                "event": "file_saved", "path": path, "name": offer.info.name,
+                "size": offer.info.size, "sha256": profile::hex(&offer.info.sha256),
+                "verified": true, "resumed_from": report.starts.first(),
+            }))?;
             client.close().await;
         }
         Cmd::Chat { with } => {
@@ -302,32 +327,22 @@ async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
     match cmd {
         FriendCmd::Add { user } => {
             let status = rest.request_friend(&token, &user).await?;
-            println!(
-                "{}",
-                json!({ "event": "friend", "user": status.user, "status": status.status })
-            );
+            say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
         }
         FriendCmd::Accept { user } => {
             let status = rest.accept_friend(&token, &user).await?;
-            println!(
-                "{}",
-                json!({ "event": "friend", "user": status.user, "status": status.status })
-            );
+            say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
         }
         FriendCmd::Remove { user } => {
             let status = rest.remove_friend(&token, &user).await?;
-            println!(
-                "{}",
-                json!({ "event": "friend", "user": status.user, "status": status.status })
-            );
+            say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
         }
         FriendCmd::List => {
             let friends = profile.refresh_keys().await?;
             let names: Vec<_> = friends.friends.iter().map(|f| f.user.to_string()).collect();
-            println!(
-                "{}",
-                json!({ "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing })
-            );
+            say_json(
+                &json!({ "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing }),
+            )?;
             return Ok(());
         }
     }
@@ -427,7 +442,7 @@ async fn listen(
             eprintln!("connection: {state:?}");
             continue;
         }
-        println!("{}", event_json(&event));
+        say_json(&event_json(&event))?;
         match &event {
             Event::Message(m) => {
                 if let Some(file) = &m.file {
@@ -462,23 +477,23 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                     "/quit" => return Ok(()),
                     text => {
                         let sent = client.send(with, text.as_bytes()).await?;
-                        println!("  sent #{}", sent.seq);
+                        say(&format!("  sent #{}", sent.seq))?;
                     }
                 }
             }
             event = events.recv() => match event {
                 Some(Event::Message(m)) => {
                     match &m.file {
-                        Some(f) => println!("[{}] sent a file: {} ({} bytes) — `quiver get-file {} <path>` after `quiver listen`", m.from, f.info.name, f.info.size, m.seq),
-                        None => println!("[{}] {}", m.from, m.text()),
+                        Some(f) => say(&format!("[{}] sent a file: {} ({} bytes) — `quiver get-file {} <path>` after `quiver listen`", m.from, f.info.safe_name(), f.info.size, m.seq))?,
+                        None => say(&format!("[{}] {}", m.from, terminal_safe(&m.text())))?,
                     }
                     if m.from == *with {
                         client.mark_read(m.seq)?;
                     }
                 }
-                Some(Event::Receipt(r)) => println!("  {} #{} {}", r.peer, r.seq, receipt_kind(r.kind)),
-                Some(Event::Undecryptable { from, reason, .. }) => println!("[{from}] <unreadable: {reason}>"),
-                Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {message}"),
+                Some(Event::Receipt(r)) => say(&format!("  {} #{} {}", r.peer, r.seq, receipt_kind(r.kind)))?,
+                Some(Event::Undecryptable { from, reason, .. }) => say(&format!("[{from}] <unreadable: {}>", terminal_safe(&reason)))?,
+                Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {}", terminal_safe(&message)),
                 Some(Event::Connection(state)) => eprintln!("connection: {state:?}"),
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
                 None => return Ok(()),

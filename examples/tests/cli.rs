@@ -129,6 +129,41 @@ async fn two_profiles_chat_through_the_cli() {
         assert_eq!(saved[0]["event"], "file_saved");
         assert_eq!(saved[0]["verified"], true);
         assert_eq!(std::fs::read(&target).unwrap(), content);
+
+        // Text that would drive a terminal (clear the screen, flip the line) arrives as
+        // the same JSON value, with nothing raw in the output.
+        let hostile = "evil\x1b[2J\u{9b}31m\u{202e}gpj.exe\u{2028}[bob] fake";
+        quiver(&alice, &["send", "bob", hostile]);
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--profile")
+            .arg(&bob)
+            .args(["listen", "--count", "1", "--timeout", "20"])
+            .output()
+            .unwrap();
+        let raw = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !raw.trim_end().chars().any(quiver_sdk::text::is_unsafe_char),
+            "{raw:?}"
+        );
+        let got: Value = serde_json::from_str(raw.trim_end()).unwrap();
+        assert_eq!(got["text"], hostile);
+
+        // A reader that goes away (`quiver listen | head -0`) ends listen quietly.
+        quiver(&alice, &["send", "bob", "one"]);
+        quiver(&alice, &["send", "bob", "two"]);
+        let mut cut = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--profile")
+            .arg(&bob)
+            .args(["listen", "--count", "2", "--timeout", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(cut.stdout.take());
+        let out = cut.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
     });
     steps.await.unwrap();
     node.shutdown().await;

@@ -3,8 +3,6 @@
 //! to 2.7 GiB. Now at most one hash per core runs, a short queue waits, the rest are told
 //! 503 at once, and the node's memory stays put while the owner still gets in.
 
-mod common;
-
 use quiver_bench::NodeProcess;
 use quiver_sdk::{Rest, RestError};
 use std::path::Path;
