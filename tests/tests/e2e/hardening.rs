@@ -374,3 +374,33 @@ async fn abandoned_and_idle_uploads_cost_no_files_and_are_capped() -> anyhow::Re
     honest_chat_still_works(&s, &a, &mut b_events, 20).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_user_churning_friendships_is_limited_and_the_others_are_not() -> anyhow::Result<()> {
+    let s = scene_with(|c| c.limits.requests_per_minute_per_user = 30).await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    // Every request and remove is an fsync: Mallory churns 80 of them.
+    let rest = s.node.rest();
+    let (mut done, mut refused) = (0, 0);
+    for i in 0..80 {
+        let token = &s.mallory.login.token;
+        let answer = if i % 2 == 0 {
+            rest.request_friend(token, "alice").await.map(drop)
+        } else {
+            rest.remove_friend(token, "alice").await.map(drop)
+        };
+        match answer {
+            Ok(()) => done += 1,
+            Err(quiver_sdk::RestError::Api { status: 429, .. }) => refused += 1,
+            Err(e) => anyhow::bail!("unexpected answer: {e}"),
+        }
+    }
+    // The scene's befriending spent one of Mallory's 30 a minute.
+    assert!(done <= 30, "{done} went through");
+    assert_eq!(done + refused, 80);
+    // Alice's own requests are hers to spend, and chat never went through REST.
+    rest.friends(&s.alice.login.token).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 20).await?;
+    Ok(())
+}
