@@ -51,6 +51,9 @@ pub enum ErrorCode {
     NotFound = 17,
     /// The bytes do not match their hash (or, client side, a chunk does not authenticate).
     Corrupt = 18,
+    /// The node is short of disk space and stores no new chats or uploads for now;
+    /// retry later.
+    StorageFull = 19,
 }
 
 impl ErrorCode {
@@ -81,6 +84,7 @@ impl ErrorCode {
             16 => QuotaExceeded,
             17 => NotFound,
             18 => Corrupt,
+            19 => StorageFull,
             _ => return None,
         })
     }
@@ -94,6 +98,7 @@ impl ErrorCode {
                 | ErrorCode::Unavailable
                 | ErrorCode::ShuttingDown
                 | ErrorCode::RateLimited
+                | ErrorCode::StorageFull
         )
     }
 }
@@ -133,6 +138,7 @@ mod tests {
         assert_eq!(ErrorCode::from_u32(13), Some(ErrorCode::TooManyStreams));
         assert_eq!(ErrorCode::from_u32(14), Some(ErrorCode::TooManyConnections));
         assert_eq!(ErrorCode::from_u32(18), Some(ErrorCode::Corrupt));
+        assert_eq!(ErrorCode::from_u32(19), Some(ErrorCode::StorageFull));
         assert_eq!(ErrorCode::from_u32(0), None);
     }
 

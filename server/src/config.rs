@@ -105,6 +105,13 @@ pub struct Limits {
     /// not yet validated is asked to prove it (a Retry, which costs the node no state);
     /// past it, new connection attempts are refused.
     pub max_handshakes: u32,
+    /// Free bytes the node leaves on its data folder's file system: below it, new
+    /// chats and uploads are refused with `StorageFull`. 0 keeps no reserve.
+    pub min_free_disk_bytes: u64,
+    /// Whether anyone may register an account over REST: accounts are free, and each
+    /// brings its own quotas. A closed node answers 403 `registration_closed`; the
+    /// accounts it has keep working.
+    pub registration_open: bool,
     /// Per-stream receive window, in bytes: chat frames are small.
     pub stream_receive_window: u32,
     /// Chat messages one connection may send per second, on average. Over it, a message
@@ -208,6 +215,12 @@ pub struct InboxConfig {
     pub segment_bytes: u64,
     /// How often the node looks for segments to remove, in seconds.
     pub expire_every_secs: u64,
+    /// Chat bytes one user's inbox may hold (until retention removes them); a chat past
+    /// it is refused with `QuotaExceeded`.
+    pub max_bytes_per_user: u64,
+    /// Chat bytes one sender may have in one user's inbox: a friend who floods fills
+    /// only their own share, and the others still get through.
+    pub max_bytes_per_sender: u64,
 }
 
 impl Default for InboxConfig {
@@ -216,6 +229,8 @@ impl Default for InboxConfig {
             retention_secs: 30 * 24 * 3600,
             segment_bytes: 64 << 20,
             expire_every_secs: 600,
+            max_bytes_per_user: 1 << 30,
+            max_bytes_per_sender: 256 << 20,
         }
     }
 }
@@ -270,6 +285,8 @@ impl Default for Limits {
             hello_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_handshakes: 1024,
+            min_free_disk_bytes: 256 << 20,
+            registration_open: true,
             stream_receive_window: 256 * 1024,
             messages_per_sec: 500,
             message_burst: 1000,

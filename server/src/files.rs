@@ -115,6 +115,10 @@ async fn store(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    if !shared.router.disk().has_room() {
+        let code = ErrorCode::StorageFull;
+        return refuse(shared, send, Some(recv), code, "the node is short of disk").await;
+    }
     let blobs = &shared.blobs;
     let claim = blobs.claim(user, blob).await;
     let (offset, path) = match blobs.begin_upload(user, blob, size, &claim) {
@@ -189,20 +193,24 @@ async fn store(
                 };
             }
         }
+        // The disk reserve is crossed: keep what is here, for a resume once there is room.
+        let full = !over && !shared.router.disk().has_room();
         let written = match &mut file {
-            Some(file) if !over => file.write_all(&bytes).await.is_ok(),
+            Some(file) if !over && !full => file.write_all(&bytes).await.is_ok(),
             _ => false,
         };
         if !written {
-            let code = if over {
-                ErrorCode::Malformed
+            let (code, why) = if over {
+                (ErrorCode::Malformed, "more bytes than announced")
+            } else if full {
+                (ErrorCode::StorageFull, "the node is short of disk")
             } else {
-                ErrorCode::Unavailable
+                (ErrorCode::Unavailable, "storage")
             };
             if let Some(file) = &mut file {
                 let _ = file.flush().await;
             }
-            return refuse(shared, send, Some(recv), code, "more bytes than announced").await;
+            return refuse(shared, send, Some(recv), code, why).await;
         }
         have += bytes.len() as u64;
         shared

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The node is too busy for this now (password hashing is full); retry in a second.
     #[error("busy, try again in a second")]
     Busy,
+    /// The operator closed registration (`limits.registration_open = false`).
+    #[error("registration is closed on this node")]
+    RegistrationClosed,
     /// Something failed inside the node; the cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -65,6 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration_closed"),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -215,6 +219,9 @@ async fn register(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     body: Result<Json<rest::RegisterRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if !shared.config.limits.registration_open {
+        return Err(ApiError::RegistrationClosed);
+    }
     if !shared
         .limits
         .admit_registration(remote.ip(), Instant::now())

@@ -4,6 +4,7 @@ use crate::auth::TokenKey;
 use crate::blobs::{BlobError, Blobs, Collected};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
+use crate::disk::DiskBudget;
 use crate::hasher::Hasher;
 use crate::inbox::{Expired, Inbox, InboxError};
 use crate::listener::ListenerError;
@@ -183,6 +184,10 @@ impl Node {
                 config.limits.max_body_bytes,
                 mesh.clone(),
                 metrics.clone(),
+                Arc::new(DiskBudget::new(
+                    config.data_dir.clone(),
+                    config.limits.min_free_disk_bytes,
+                )),
             ),
             blobs,
             directory,

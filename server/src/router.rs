@@ -8,6 +8,7 @@
 
 use crate::blobs::Blobs;
 use crate::directory::Directory;
+use crate::disk::DiskBudget;
 use crate::inbox::{Appended, Inbox};
 use crate::mesh::Mesh;
 use crate::metrics::{MeshKind, Metrics};
@@ -35,6 +36,7 @@ pub struct Router {
     max_body_bytes: usize,
     mesh: Option<Arc<Mesh>>,
     metrics: Arc<Metrics>,
+    disk: Arc<DiskBudget>,
     /// Homes looked up so far: a home never changes, so this is never stale.
     homes: Mutex<HashMap<UserId, String>>,
 }
@@ -48,6 +50,7 @@ impl Router {
         max_body_bytes: usize,
         mesh: Option<Arc<Mesh>>,
         metrics: Arc<Metrics>,
+        disk: Arc<DiskBudget>,
     ) -> Self {
         Self {
             inbox,
@@ -56,8 +59,14 @@ impl Router {
             max_body_bytes,
             mesh,
             metrics,
+            disk,
             homes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The free space this node keeps: uploads ask it too.
+    pub fn disk(&self) -> &DiskBudget {
+        &self.disk
     }
 
     /// The inbox the router writes to.
@@ -137,6 +146,9 @@ impl Router {
     ) -> Result<Appended, ErrorCode> {
         if body.len() > self.max_body_bytes {
             return Err(ErrorCode::BodyTooLarge);
+        }
+        if !self.disk.has_room() {
+            return Err(ErrorCode::StorageFull);
         }
         self.check_friends(from, to).await?;
         if let Some(file) = &file {
@@ -307,6 +319,9 @@ impl Pushed {
 }
 
 fn storage_error(e: crate::inbox::InboxError) -> ErrorCode {
+    if let crate::inbox::InboxError::Full = e {
+        return ErrorCode::QuotaExceeded;
+    }
     tracing::error!(error = %e, "inbox failed");
     ErrorCode::Unavailable
 }

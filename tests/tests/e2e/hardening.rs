@@ -404,3 +404,184 @@ async fn a_user_churning_friendships_is_limited_and_the_others_are_not() -> anyh
     honest_chat_still_works(&s, &a, &mut b_events, 20).await?;
     Ok(())
 }
+
+/// Sends `text` from `client` to `to`: the node's answer, or `None` if none came in `within`.
+async fn try_send(
+    client: &quiver_sdk::Client,
+    to: &quiver_proto::UserId,
+    body: &[u8],
+    within: Duration,
+) -> Option<Result<quiver_proto::Seq, quiver_sdk::SendError>> {
+    let sent = tokio::time::timeout(within, client.send(to, body)).await;
+    sent.ok().map(|r| r.map(|s| s.seq))
+}
+
+#[tokio::test]
+async fn a_flooding_friend_fills_only_their_share_of_an_inbox() -> anyhow::Result<()> {
+    let mut s = scene_with(|c| {
+        c.inbox.max_bytes_per_sender = 256 * 1024;
+        c.inbox.max_bytes_per_user = 400 * 1024;
+    })
+    .await?;
+    let (m, _m_events) = s.node.connect(&s.mallory).await?;
+    let bob = s.bob.id.clone();
+    let chunk = vec![7u8; 30 * 1024];
+    let mut stored = 0;
+    let refused = loop {
+        match try_send(&m, &bob, &chunk, Duration::from_secs(10)).await {
+            Some(Ok(_)) => stored += 1,
+            Some(Err(e)) => break e,
+            None => anyhow::bail!("no answer"),
+        }
+        anyhow::ensure!(stored < 100, "never refused");
+    };
+    assert!(
+        matches!(
+            refused,
+            quiver_sdk::SendError::Rejected(ErrorCode::QuotaExceeded)
+        ),
+        "{refused:?}"
+    );
+    // 30 KiB bodies (sealed: a little more): eight fit in 256 KiB, the ninth does not.
+    assert_eq!(stored, 8);
+    drop(m);
+
+    // Alice's share is hers: she still reaches Bob, until the inbox as a whole is full.
+    {
+        let (a, _a_events) = s.node.connect(&s.alice).await?;
+        let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+        let flood = messages(&mut b_events, 8).await?;
+        assert!(flood.iter().all(|m| m.from == s.mallory.id));
+        honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
+        let mut alices = 0;
+        while let Some(Ok(_)) = try_send(&a, &bob, &chunk, Duration::from_secs(10)).await {
+            alices += 1;
+            anyhow::ensure!(alices < 100, "never refused");
+        }
+        // 13 of them (and five short lines) in 400 KiB.
+        assert_eq!(alices, 5, "400 KiB in all");
+    }
+
+    // What the inbox holds is counted again from the log after a restart.
+    s.node.restart().await?;
+    let (m, _m_events) = s.node.connect(&s.mallory).await?;
+    let again = try_send(&m, &bob, &chunk, Duration::from_secs(10)).await;
+    assert!(
+        matches!(
+            again,
+            Some(Err(quiver_sdk::SendError::Rejected(
+                ErrorCode::QuotaExceeded
+            )))
+        ),
+        "{again:?}"
+    );
+    Ok(())
+}
+
+/// A small tmpfs, unmounted on drop: a disk that can really fill.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, mib: u32) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(at)?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .status()?;
+        anyhow::ensure!(status.success(), "mount tmpfs: {status}");
+        Ok(Self(at.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn near_a_full_disk_new_chats_and_uploads_wait_and_nothing_stored_is_lost(
+) -> anyhow::Result<()> {
+    if !is_root() {
+        eprintln!("skipped: mounting a small file system needs root (CI runs as root)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let disk = SmallDisk::mount(&dir.path().join("small"), 96)?;
+    let data = disk.0.join("node");
+    let s = scene_with(|c| {
+        c.data_dir = data.clone();
+        c.limits.min_free_disk_bytes = 32 << 20;
+        // The inbox log's segments are preallocated; keep them small on a small disk.
+        c.inbox.segment_bytes = 1 << 20;
+    })
+    .await?;
+    let (a, _a_events) = s.node.connect(&s.alice).await?;
+    let (_b, mut b_events) = s.node.connect(&s.bob).await?;
+    honest_chat_still_works(&s, &a, &mut b_events, 10).await?;
+
+    // Another tenant of the disk takes it to 16 MiB short of the reserve.
+    let free = quiver_server::disk::DiskBudget::new(data.clone(), 1)
+        .free_bytes()
+        .unwrap_or(0);
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - (16 << 20)) as usize])?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A chat is refused with StorageFull (retryable: the SDK keeps it and tries again).
+    let bob = s.bob.id.clone();
+    let waiting = {
+        let a = a.clone();
+        let bob = bob.clone();
+        tokio::spawn(async move { a.send(&bob, b"sent while the disk was full").await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "stored below the reserve");
+    let metrics = s.node.rest().metrics().await?;
+    assert!(
+        !metrics.contains("quiver_errors_total{code=\"StorageFull\"} 0"),
+        "{metrics}"
+    );
+    // So is an upload.
+    let (conn, _ctl_send, _ctl_recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let (_send, _recv, answer) = upload(&conn, BlobId([1; 32]), 1 << 20).await?;
+    assert!(
+        matches!(
+            answer,
+            FileResponse::Error {
+                code: ErrorCode::StorageFull,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+
+    // Room again: the waiting chat goes through, after everything sent before it.
+    std::fs::remove_file(&filler)?;
+    let sent = tokio::time::timeout(Duration::from_secs(30), waiting).await???;
+    let got = messages(&mut b_events, 1).await?;
+    assert_eq!(got[0].seq, sent.seq);
+    assert_eq!(got[0].text(), "sent while the disk was full");
+    honest_chat_still_works(&s, &a, &mut b_events, 10).await?;
+    drop((a, _b, conn));
+    s.node.shutdown().await;
+    drop(disk);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_with_registration_closed_refuses_new_accounts() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.limits.registration_open = false).await?;
+    let answer = node.rest().register("newcomer", "newcomer-password").await;
+    assert!(
+        matches!(
+            &answer,
+            Err(quiver_sdk::RestError::Api { status: 403, error, .. }) if error == "registration_closed"
+        ),
+        "{answer:?}"
+    );
+    Ok(())
+}
