@@ -1,0 +1,187 @@
+//! The wire, byte for byte, as docs/PROTOCOL.md writes it down: every frame kind's tag,
+//! every field's place and encoding. A change to a message's shape or to the order of an
+//! enum's variants fails here first; the document and this file change together, or not
+//! at all.
+
+use quiver_proto::files::{BlobId, FileRef, FileResponse};
+use quiver_proto::{
+    encode_frame, ClientMsgId, ControlRequest, ControlResponse, ConversationRequest,
+    ConversationResponse, DeviceId, Entry, EntryKind, ErrorCode, ReceiptKind, Seq, UserId,
+};
+use serde::Serialize;
+
+/// The payload of `msg`'s frame, checking the 4-byte big-endian length before it.
+fn payload<T: Serialize>(msg: &T) -> Vec<u8> {
+    let frame = encode_frame(msg).unwrap();
+    let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, frame.len() - 4);
+    frame[4..].to_vec()
+}
+
+fn bob() -> UserId {
+    UserId::parse("bob").unwrap()
+}
+
+/// The parts, one after another.
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+#[test]
+fn control_stream() {
+    let hello = ControlRequest::Hello {
+        version: 1,
+        token: "tk".into(),
+    };
+    assert_eq!(payload(&hello), [0, 1, 2, b't', b'k']);
+    assert_eq!(payload(&ControlRequest::Ack { seq: Seq(3) }), [1, 3]);
+    // Integers are LEB128 varints: 300 = 0xac 0x02.
+    assert_eq!(
+        payload(&ControlRequest::Read { seq: Seq(300) }),
+        [2, 0xac, 0x02]
+    );
+    let welcome = ControlResponse::Welcome {
+        user: bob(),
+        device: DeviceId(5),
+        cursor: Seq(7),
+    };
+    assert_eq!(payload(&welcome), [0, 3, b'b', b'o', b'b', 5, 7]);
+    let refused = ControlResponse::Error {
+        code: ErrorCode::Unauthenticated,
+        message: "x".into(),
+    };
+    assert_eq!(payload(&refused), [1, 3, 1, b'x']);
+}
+
+#[test]
+fn conversation_stream() {
+    let open = ConversationRequest::Open { peer: bob() };
+    assert_eq!(payload(&open), [0, 3, b'b', b'o', b'b']);
+    let chat = ConversationRequest::Chat {
+        id: ClientMsgId(9),
+        sent_at_ms: 1,
+        body: vec![0xaa, 0xbb],
+        file: None,
+    };
+    assert_eq!(payload(&chat), [1, 9, 1, 2, 0xaa, 0xbb, 0]);
+    let with_file = ConversationRequest::Chat {
+        id: ClientMsgId(9),
+        sent_at_ms: 1,
+        body: vec![],
+        file: Some(FileRef {
+            blob: BlobId([2; 32]),
+            size: 5,
+        }),
+    };
+    assert_eq!(
+        payload(&with_file),
+        cat(&[&[1, 9, 1, 0, 1], &[2; 32], &[5]])
+    );
+    let sent = ConversationResponse::Sent {
+        id: ClientMsgId(9),
+        seq: Seq(4),
+    };
+    assert_eq!(payload(&sent), [0, 9, 4]);
+    let closing = ConversationResponse::Error {
+        code: ErrorCode::RateLimited,
+    };
+    assert_eq!(payload(&closing), [1, 12]);
+    let rejected = ConversationResponse::Rejected {
+        id: ClientMsgId(9),
+        code: ErrorCode::QuotaExceeded,
+    };
+    assert_eq!(payload(&rejected), [2, 9, 16]);
+}
+
+#[test]
+fn file_streams() {
+    let upload = ConversationRequest::Upload {
+        blob: BlobId([2; 32]),
+        size: 5,
+    };
+    assert_eq!(payload(&upload), cat(&[&[2], &[2; 32], &[5]]));
+    let download = ConversationRequest::Download {
+        blob: BlobId([2; 32]),
+        owner: bob(),
+        offset: 0,
+    };
+    assert_eq!(
+        payload(&download),
+        cat(&[&[3], &[2; 32], &[3, b'b', b'o', b'b', 0]])
+    );
+    let ready = FileResponse::Ready { offset: 1, size: 2 };
+    assert_eq!(payload(&ready), [0, 1, 2]);
+    assert_eq!(payload(&FileResponse::Stored), [1]);
+    let error = FileResponse::Error {
+        code: ErrorCode::NotFound,
+        message: "no".into(),
+    };
+    assert_eq!(payload(&error), [2, 17, 2, b'n', b'o']);
+}
+
+#[test]
+fn push_stream() {
+    let chat = Entry {
+        seq: Seq(4),
+        peer: bob(),
+        kind: EntryKind::Chat {
+            id: ClientMsgId(9),
+            sent_at_ms: 1,
+            body: vec![0xaa],
+            file: None,
+        },
+    };
+    assert_eq!(
+        payload(&chat),
+        [4, 3, b'b', b'o', b'b', 0, 9, 1, 1, 0xaa, 0]
+    );
+    for (kind, tag) in [(ReceiptKind::Delivered, 0), (ReceiptKind::Read, 1)] {
+        let receipt = Entry {
+            seq: Seq(5),
+            peer: bob(),
+            kind: EntryKind::Receipt {
+                kind,
+                id: ClientMsgId(9),
+                seq: Seq(4),
+            },
+        };
+        assert_eq!(payload(&receipt), [5, 3, b'b', b'o', b'b', 1, tag, 9, 4]);
+    }
+}
+
+#[test]
+fn every_error_code_has_the_number_the_document_gives() {
+    use ErrorCode::*;
+    let table = [
+        (Malformed, 1),
+        (FrameTooLarge, 2),
+        (Unauthenticated, 3),
+        (VersionMismatch, 4),
+        (NotFriends, 5),
+        (BodyTooLarge, 6),
+        (UnexpectedFrame, 7),
+        (InvalidSeq, 8),
+        (Internal, 9),
+        (Unavailable, 10),
+        (ShuttingDown, 11),
+        (RateLimited, 12),
+        (TooManyStreams, 13),
+        (TooManyConnections, 14),
+        (FileTooLarge, 15),
+        (QuotaExceeded, 16),
+        (NotFound, 17),
+        (Corrupt, 18),
+        (StorageFull, 19),
+    ];
+    for (code, n) in table {
+        assert_eq!(code.to_u32(), n);
+        assert_eq!(ErrorCode::from_u32(n), Some(code));
+    }
+    let known = (0..1000).filter_map(ErrorCode::from_u32).count();
+    assert_eq!(known, table.len(), "a code the document does not list");
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    for (code, n) in table {
+        let row = format!("| {n} | `{code:?}` |");
+        assert!(doc.contains(&row), "docs/PROTOCOL.md lacks the row {row}");
+    }
+}
