@@ -134,7 +134,17 @@ enum FriendCmd {
         /// The user.
         user: String,
     },
-    /// List friends and pending requests.
+    /// Block a user: ends the friendship, and their requests are dropped unseen.
+    Block {
+        /// The user.
+        user: String,
+    },
+    /// Lift a block.
+    Unblock {
+        /// The user.
+        user: String,
+    },
+    /// List friends, pending requests and blocked users.
     List,
 }
 
@@ -337,12 +347,21 @@ async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
             let status = rest.remove_friend(&token, &user).await?;
             say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
         }
+        FriendCmd::Block { user } => {
+            let status = rest.block(&token, &user).await?;
+            say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
+        }
+        FriendCmd::Unblock { user } => {
+            let status = rest.unblock(&token, &user).await?;
+            say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
+        }
         FriendCmd::List => {
             let friends = profile.refresh_keys().await?;
             let names: Vec<_> = friends.friends.iter().map(|f| f.user.to_string()).collect();
-            say_json(
-                &json!({ "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing }),
-            )?;
+            say_json(&json!({
+                "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing,
+                "blocked": friends.blocked,
+            }))?;
             return Ok(());
         }
     }

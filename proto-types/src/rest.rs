@@ -15,7 +15,12 @@ pub const FRIEND_ACCEPT: &str = "/v1/friends/accept";
 /// `POST` — end a friendship (or withdraw or refuse a request). Making friends again later
 /// makes a new key.
 pub const FRIEND_REMOVE: &str = "/v1/friends/remove";
-/// `GET` — friends (with keys) and pending requests.
+/// `POST` — block a user: ends the friendship and any request between you, and their
+/// requests to you are dropped unseen from now on.
+pub const FRIEND_BLOCK: &str = "/v1/friends/block";
+/// `POST` — lift a block.
+pub const FRIEND_UNBLOCK: &str = "/v1/friends/unblock";
+/// `GET` — friends (with keys), pending requests and blocked users.
 pub const FRIENDS: &str = "/v1/friends";
 /// `POST` — log out this device, or every device: their tokens stop working.
 pub const LOGOUT: &str = "/v1/logout";
@@ -108,6 +113,9 @@ pub struct FriendsResponse {
     pub incoming: Vec<UserId>,
     /// Users you asked.
     pub outgoing: Vec<UserId>,
+    /// Users you blocked.
+    #[serde(default)]
+    pub blocked: Vec<UserId>,
 }
 
 /// Body of every REST error.

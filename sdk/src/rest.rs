@@ -109,7 +109,22 @@ impl Rest {
             .await
     }
 
-    /// Friends (with friendship keys) and pending requests.
+    /// Blocks `user`: ends the friendship and any request between you, and drops their
+    /// requests to you from now on (they are not told).
+    pub async fn block(&self, token: &str, user: &str) -> Result<FriendStatus, RestError> {
+        let body = rest::FriendRequest { user: user.into() };
+        self.call(self.post(rest::FRIEND_BLOCK, &body, Some(token)))
+            .await
+    }
+
+    /// Lifts a block of `user`.
+    pub async fn unblock(&self, token: &str, user: &str) -> Result<FriendStatus, RestError> {
+        let body = rest::FriendRequest { user: user.into() };
+        self.call(self.post(rest::FRIEND_UNBLOCK, &body, Some(token)))
+            .await
+    }
+
+    /// Friends (with friendship keys), pending requests and blocked users.
     pub async fn friends(&self, token: &str) -> Result<FriendsResponse, RestError> {
         let url = format!("{}{}", self.base, rest::FRIENDS);
         self.call(self.http.get(url).bearer_auth(token)).await

@@ -97,6 +97,9 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::NoSuchUser => ApiError::NotFound("no such user"),
             DirectoryError::NoRequest => ApiError::NotFound("no such friend request"),
             DirectoryError::SelfFriend => ApiError::BadRequest("cannot befriend yourself".into()),
+            DirectoryError::TooManyRequests => {
+                ApiError::Conflict("too many friend requests are waiting")
+            }
             DirectoryError::Storage(cause) => ApiError::Internal(cause),
         }
     }
@@ -154,6 +157,8 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIEND_REQUESTS, post(request_friend))
         .route(rest::FRIEND_ACCEPT, post(accept_friend))
         .route(rest::FRIEND_REMOVE, post(remove_friend))
+        .route(rest::FRIEND_BLOCK, post(block))
+        .route(rest::FRIEND_UNBLOCK, post(unblock))
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -340,6 +345,37 @@ async fn remove_friend(
     }))
 }
 
+async fn block(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::FriendRequest>, JsonRejection>,
+) -> Result<Json<FriendStatus>, ApiError> {
+    let Json(req) = body?;
+    let other = parse_user(&req.user)?;
+    shared.directory.block(&me.user, &other).await?;
+    tracing::info!(user = %me.user, %other, "blocked");
+    Ok(Json(FriendStatus {
+        user: other,
+        status: "blocked".into(),
+        key: None,
+    }))
+}
+
+async fn unblock(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::FriendRequest>, JsonRejection>,
+) -> Result<Json<FriendStatus>, ApiError> {
+    let Json(req) = body?;
+    let other = parse_user(&req.user)?;
+    shared.directory.unblock(&me.user, &other).await?;
+    Ok(Json(FriendStatus {
+        user: other,
+        status: "unblocked".into(),
+        key: None,
+    }))
+}
+
 /// "friends" with the key once there is one, "pending" before.
 fn friend_status(user: UserId, key: Option<FriendKey>) -> Json<FriendStatus> {
     let status = if key.is_some() { "friends" } else { "pending" };
@@ -388,5 +424,6 @@ async fn friends(
             .collect(),
         incoming: relations.incoming,
         outgoing: relations.outgoing,
+        blocked: relations.blocked,
     }))
 }

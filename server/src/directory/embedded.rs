@@ -1,6 +1,9 @@
 //! [`SledDirectory`]: the embedded directory of single-node mode, in the node's own sled.
 
-use super::{Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations};
+use super::{
+    Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations,
+    MAX_PENDING_REQUESTS,
+};
 use async_trait::async_trait;
 use quiver_proto::{DeviceId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -21,6 +24,10 @@ pub struct SledDirectory {
     requests_out: sled::Tree,
     /// `to/from` for each pending request (the same requests, indexed by recipient).
     requests_in: sled::Tree,
+    /// `user/other` for each user `user` blocked.
+    blocks: sled::Tree,
+    /// Requests one user may have waiting, each way.
+    max_pending: usize,
     rng: SystemRandom,
     /// Serializes friendship changes, so request-then-accept races cannot make two keys.
     friend_lock: Mutex<()>,
@@ -62,6 +69,8 @@ impl SledDirectory {
             friends: db.open_tree("friends")?,
             requests_out: db.open_tree("friend_requests_out")?,
             requests_in: db.open_tree("friend_requests_in")?,
+            blocks: db.open_tree("blocks")?,
+            max_pending: MAX_PENDING_REQUESTS,
             rng: SystemRandom::new(),
             friend_lock: Mutex::new(()),
         })
@@ -94,6 +103,29 @@ impl SledDirectory {
             self.requests_in.remove(pair(y, x))?;
         }
         Ok(key)
+    }
+
+    /// Ends the friendship of `a` and `b` and any request between them; returns whether
+    /// they were friends. Caller holds `friend_lock`.
+    fn unfriend(&self, a: &UserId, b: &UserId) -> Result<bool, DirectoryError> {
+        let was = self.stored_key(a, b)?.is_some();
+        let mut batch = sled::Batch::default();
+        batch.remove(pair(a, b));
+        batch.remove(pair(b, a));
+        self.friends.apply_batch(batch)?;
+        for (x, y) in [(a, b), (b, a)] {
+            self.requests_out.remove(pair(x, y))?;
+            self.requests_in.remove(pair(y, x))?;
+        }
+        Ok(was)
+    }
+
+    /// Whether `user` has all the requests in `tree` they may have.
+    fn full(&self, tree: &sled::Tree, user: &UserId) -> bool {
+        tree.scan_prefix(prefix(user))
+            .take(self.max_pending)
+            .count()
+            >= self.max_pending
     }
 
     async fn flush(&self) -> Result<(), DirectoryError> {
@@ -191,6 +223,13 @@ impl Directory for SledDirectory {
             }
             if self.requests_out.contains_key(pair(to, from))? {
                 FriendRequestOutcome::Accepted(self.befriend(from, to)?)
+            } else if self.blocks.contains_key(pair(to, from))?
+                || self.requests_out.contains_key(pair(from, to))?
+            {
+                // Blocked (not told), or asked already: nothing new to store.
+                return Ok(FriendRequestOutcome::Pending);
+            } else if self.full(&self.requests_out, from) || self.full(&self.requests_in, to) {
+                return Err(DirectoryError::TooManyRequests);
             } else {
                 self.requests_out.insert(pair(from, to), &[])?;
                 self.requests_in.insert(pair(to, from), &[])?;
@@ -223,19 +262,30 @@ impl Directory for SledDirectory {
     async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError> {
         let was = {
             let _guard = self.friend_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let was = self.stored_key(user, other)?.is_some();
-            let mut batch = sled::Batch::default();
-            batch.remove(pair(user, other));
-            batch.remove(pair(other, user));
-            self.friends.apply_batch(batch)?;
-            for (x, y) in [(user, other), (other, user)] {
-                self.requests_out.remove(pair(x, y))?;
-                self.requests_in.remove(pair(y, x))?;
-            }
-            was
+            self.unfriend(user, other)?
         };
         self.flush().await?;
         Ok(was)
+    }
+
+    async fn block(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError> {
+        if user == other {
+            return Err(DirectoryError::SelfFriend);
+        }
+        if !self.users.contains_key(other.as_str())? {
+            return Err(DirectoryError::NoSuchUser);
+        }
+        {
+            let _guard = self.friend_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.unfriend(user, other)?;
+            self.blocks.insert(pair(user, other), &[])?;
+        }
+        self.flush().await
+    }
+
+    async fn unblock(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError> {
+        self.blocks.remove(pair(user, other))?;
+        self.flush().await
     }
 
     async fn friendship(
@@ -261,6 +311,9 @@ impl Directory for SledDirectory {
         }
         for item in self.requests_in.scan_prefix(&mine) {
             out.incoming.extend(user_after_prefix(&item?.0, mine.len()));
+        }
+        for item in self.blocks.scan_prefix(&mine) {
+            out.blocked.extend(user_after_prefix(&item?.0, mine.len()));
         }
         Ok(out)
     }
@@ -312,5 +365,75 @@ mod tests {
             directory.request_friend(&alice, &user("nobody")).await,
             Err(DirectoryError::NoSuchUser)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_blocked_user_is_unfriended_and_their_requests_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = SledDirectory::open(&sled::open(dir.path()).unwrap(), "n1").unwrap();
+        let (alice, mallory) = (user("alice"), user("mallory"));
+        directory.create_user(&alice, "h", "n1").await.unwrap();
+        directory.create_user(&mallory, "h", "n1").await.unwrap();
+        directory.request_friend(&mallory, &alice).await.unwrap();
+        directory.accept_friend(&alice, &mallory).await.unwrap();
+        directory.block(&alice, &mallory).await.unwrap();
+        assert_eq!(directory.friendship(&alice, &mallory).await.unwrap(), None);
+        // Mallory is told what anyone is told; Alice sees nothing.
+        assert_eq!(
+            directory.request_friend(&mallory, &alice).await.unwrap(),
+            FriendRequestOutcome::Pending
+        );
+        let relations = directory.relations(&alice).await.unwrap();
+        assert!(relations.incoming.is_empty());
+        assert_eq!(relations.blocked, std::slice::from_ref(&mallory));
+        assert!(directory
+            .relations(&mallory)
+            .await
+            .unwrap()
+            .outgoing
+            .is_empty());
+        directory.unblock(&alice, &mallory).await.unwrap();
+        directory.request_friend(&mallory, &alice).await.unwrap();
+        let incoming = directory.relations(&alice).await.unwrap().incoming;
+        assert_eq!(incoming, std::slice::from_ref(&mallory));
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut directory = SledDirectory::open(&sled::open(dir.path()).unwrap(), "n1").unwrap();
+        directory.max_pending = 3;
+        let (spammer, victim) = (user("spammer"), user("victim"));
+        for u in [&spammer, &victim] {
+            directory.create_user(u, "h", "n1").await.unwrap();
+        }
+        let mut answers = Vec::new();
+        for n in 0..4 {
+            let other = user(&format!("user{n}"));
+            directory.create_user(&other, "h", "n1").await.unwrap();
+            answers.push(directory.request_friend(&spammer, &other).await.ok());
+            directory
+                .request_friend(&other, &victim)
+                .await
+                .unwrap_or_else(|_| {
+                    assert_eq!(n, 3, "the victim's fourth waiting request");
+                    FriendRequestOutcome::Pending
+                });
+        }
+        let pending = Some(FriendRequestOutcome::Pending);
+        assert_eq!(
+            answers,
+            [pending.clone(), pending.clone(), pending.clone(), None]
+        );
+        assert_eq!(
+            directory.relations(&victim).await.unwrap().incoming.len(),
+            3
+        );
+        // Asking again is not a new request.
+        let first = user("user0");
+        assert_eq!(
+            directory.request_friend(&spammer, &first).await.unwrap(),
+            FriendRequestOutcome::Pending
+        );
     }
 }

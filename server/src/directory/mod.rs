@@ -32,6 +32,10 @@ pub enum DirectoryError {
     /// Befriending oneself.
     #[error("cannot befriend yourself")]
     SelfFriend,
+    /// The requester has [`MAX_PENDING_REQUESTS`] requests waiting, or the recipient has
+    /// that many waiting for them.
+    #[error("too many friend requests are waiting")]
+    TooManyRequests,
     /// The storage behind the directory failed.
     #[error("directory storage: {0}")]
     Storage(String),
@@ -49,6 +53,10 @@ impl From<redis::RedisError> for DirectoryError {
     }
 }
 
+/// Friend requests one user may have waiting, made or received: a spammer fills their
+/// own list, or their victim's, and then waits; neither grows without bound.
+pub const MAX_PENDING_REQUESTS: usize = 1000;
+
 /// A new random friendship key.
 pub(crate) fn new_key() -> Result<FriendKey, DirectoryError> {
     let mut key = [0u8; 32];
@@ -59,7 +67,7 @@ pub(crate) fn new_key() -> Result<FriendKey, DirectoryError> {
 }
 
 /// The outcome of a friend request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FriendRequestOutcome {
     /// The request waits for the other user to accept.
     Pending,
@@ -87,6 +95,8 @@ pub struct Relations {
     pub incoming: Vec<UserId>,
     /// Requests this user made to others.
     pub outgoing: Vec<UserId>,
+    /// Users this user blocked.
+    pub blocked: Vec<UserId>,
 }
 
 /// Accounts, devices and friendships.
@@ -109,7 +119,8 @@ pub trait Directory: Send + Sync {
         user: &UserId,
         requested: Option<DeviceId>,
     ) -> Result<DeviceId, DirectoryError>;
-    /// `from` asks `to` to be friends.
+    /// `from` asks `to` to be friends. If `to` blocked `from`, nothing is stored and the
+    /// answer is `Pending`, as for any request: a blocked user is not told.
     async fn request_friend(
         &self,
         from: &UserId,
@@ -124,6 +135,11 @@ pub trait Directory: Send + Sync {
     /// Ends the friendship of `user` and `other`, and any request between them, both
     /// ways. Returns whether they were friends. A later friendship gets a new key.
     async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError>;
+    /// `user` blocks `other`: their friendship and any request between them end, and
+    /// `other`'s requests to `user` are dropped from now on. Blocking twice is one block.
+    async fn block(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError>;
+    /// `user` lifts a block of `other` (none is fine).
+    async fn unblock(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError>;
     /// The friendship key, if the two are friends.
     async fn friendship(&self, a: &UserId, b: &UserId)
         -> Result<Option<FriendKey>, DirectoryError>;

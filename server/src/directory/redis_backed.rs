@@ -4,7 +4,8 @@
 //! - `user:{u}` — hash: `pw` (argon2 hash), `home` (node id);
 //! - `devices:{u}` — set of device ids;
 //! - `friends:{u}` — hash: friend → 32-byte key (written for both users at once);
-//! - `req_out:{u}` / `req_in:{u}` — sets of pending requests made / received.
+//! - `req_out:{u}` / `req_in:{u}` — sets of pending requests made / received;
+//! - `blocks:{u}` — set of users `u` blocked.
 //!
 //! Every change that touches two users runs as one Lua script, so it is atomic. Redis may
 //! go away for a while: friendships (here) and homes (in the router) already seen are
@@ -13,6 +14,7 @@
 
 use super::{
     new_key, Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations,
+    MAX_PENDING_REQUESTS,
 };
 use async_trait::async_trait;
 use quiver_proto::{DeviceId, UserId};
@@ -30,7 +32,8 @@ return 1";
 
 /// A friend request from `me` to `other`, or (with ARGV[4] = 'accept') the acceptance of
 /// `other`'s request. KEYS: 1 friends:me, 2 req_out:other, 3 req_out:me, 4 req_in:other,
-/// 5 friends:other, 6 req_in:me, 7 user:other. ARGV: me, other, new key, mode.
+/// 5 friends:other, 6 req_in:me, 7 user:other, 8 blocks:other. ARGV: me, other, new key,
+/// mode, the most requests one user may have waiting each way.
 const BEFRIEND: &str = r"
 if redis.call('EXISTS', KEYS[7]) == 0 then return {'nouser', ''} end
 local key = redis.call('HGET', KEYS[1], ARGV[2])
@@ -45,12 +48,19 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return {'accepted', ARGV[3]}
 end
 if ARGV[4] == 'accept' then return {'norequest', ''} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[1]) == 1 then return {'pending', ''} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return {'pending', ''} end
+local cap = tonumber(ARGV[5])
+if redis.call('SCARD', KEYS[3]) >= cap or redis.call('SCARD', KEYS[4]) >= cap then
+  return {'full', ''}
+end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[1])
 return {'pending', ''}";
 
-/// Ends a friendship and any request between the two. KEYS: 1 friends:me, 2 friends:other,
-/// 3 req_out:me, 4 req_in:me, 5 req_out:other, 6 req_in:other. ARGV: me, other.
+/// Ends a friendship and any request between the two, and with ARGV[3] = 'block' blocks
+/// `other`. KEYS: 1 friends:me, 2 friends:other, 3 req_out:me, 4 req_in:me, 5 req_out:other,
+/// 6 req_in:other, 7 blocks:me. ARGV: me, other, mode.
 const UNFRIEND: &str = r"
 local was = redis.call('HDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -58,6 +68,7 @@ redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('SREM', KEYS[4], ARGV[2])
 redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('SREM', KEYS[6], ARGV[1])
+if ARGV[3] == 'block' then redis.call('SADD', KEYS[7], ARGV[2]) end
 return was";
 
 /// How long a friendship read from Redis is trusted without asking again. A removal made
@@ -115,6 +126,32 @@ impl RedisDirectory {
         self.friends_seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Ends the friendship and requests of `user` and `other`, and blocks `other` if
+    /// `block`. Returns whether they were friends.
+    async fn unfriend(
+        &self,
+        user: &UserId,
+        other: &UserId,
+        block: bool,
+    ) -> Result<bool, DirectoryError> {
+        let was: i64 = self
+            .unfriend
+            .key(key("friends", user))
+            .key(key("friends", other))
+            .key(key("req_out", user))
+            .key(key("req_in", user))
+            .key(key("req_out", other))
+            .key(key("req_in", other))
+            .key(key("blocks", user))
+            .arg(user.as_str())
+            .arg(other.as_str())
+            .arg(if block { "block" } else { "remove" })
+            .invoke_async(&mut self.conn())
+            .await?;
+        self.seen().remove(&ordered(user, other));
+        Ok(was == 1)
+    }
+
     async fn befriend(
         &self,
         me: &UserId,
@@ -134,10 +171,12 @@ impl RedisDirectory {
             .key(key("friends", other))
             .key(key("req_in", me))
             .key(key("user", other))
+            .key(key("blocks", other))
             .arg(me.as_str())
             .arg(other.as_str())
             .arg(&fresh[..])
             .arg(if accept { "accept" } else { "request" })
+            .arg(MAX_PENDING_REQUESTS)
             .invoke_async(&mut self.conn())
             .await?;
         let as_key = |bytes: Vec<u8>| -> Result<FriendKey, DirectoryError> {
@@ -148,6 +187,7 @@ impl RedisDirectory {
         match status.as_str() {
             "nouser" => Err(DirectoryError::NoSuchUser),
             "norequest" => Err(DirectoryError::NoRequest),
+            "full" => Err(DirectoryError::TooManyRequests),
             "pending" => Ok(FriendRequestOutcome::Pending),
             "accepted" => Ok(FriendRequestOutcome::Accepted(as_key(key)?)),
             "friends" => Ok(FriendRequestOutcome::AlreadyFriends(as_key(key)?)),
@@ -265,20 +305,25 @@ impl Directory for RedisDirectory {
     }
 
     async fn remove_friend(&self, user: &UserId, other: &UserId) -> Result<bool, DirectoryError> {
-        let was: i64 = self
-            .unfriend
-            .key(key("friends", user))
-            .key(key("friends", other))
-            .key(key("req_out", user))
-            .key(key("req_in", user))
-            .key(key("req_out", other))
-            .key(key("req_in", other))
-            .arg(user.as_str())
-            .arg(other.as_str())
-            .invoke_async(&mut self.conn())
+        self.unfriend(user, other, false).await
+    }
+
+    async fn block(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError> {
+        if user == other {
+            return Err(DirectoryError::SelfFriend);
+        }
+        if !self.conn().exists(key("user", other)).await? {
+            return Err(DirectoryError::NoSuchUser);
+        }
+        self.unfriend(user, other, true).await.map(drop)
+    }
+
+    async fn unblock(&self, user: &UserId, other: &UserId) -> Result<(), DirectoryError> {
+        let _: i64 = self
+            .conn()
+            .srem(key("blocks", user), other.as_str())
             .await?;
-        self.seen().remove(&ordered(user, other));
-        Ok(was == 1)
+        Ok(())
     }
 
     async fn friendship(
@@ -328,10 +373,12 @@ impl Directory for RedisDirectory {
         let friends: HashMap<String, Vec<u8>> = conn.hgetall(key("friends", user)).await?;
         let incoming: Vec<String> = conn.smembers(key("req_in", user)).await?;
         let outgoing: Vec<String> = conn.smembers(key("req_out", user)).await?;
+        let blocked: Vec<String> = conn.smembers(key("blocks", user)).await?;
         let mut out = Relations {
             friends: Vec::new(),
             incoming: users(incoming),
             outgoing: users(outgoing),
+            blocked: users(blocked),
         };
         for (name, bytes) in friends {
             if let (Ok(user), Ok(key)) = (UserId::parse(&name), bytes.try_into()) {

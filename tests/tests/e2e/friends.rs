@@ -108,3 +108,69 @@ async fn a_removal_made_on_another_node_takes_effect_within_seconds() -> anyhow:
     assert!(refused < Duration::from_secs(7));
     Ok(())
 }
+
+/// Mallory, a friend of Alice's, spams and is blocked: she can no longer send, and her
+/// requests after the block are answered as usual but never reach Alice. Each user talks
+/// to their own node.
+async fn block_and_check(
+    alice_node: &TestNode,
+    mallory_node: &TestNode,
+    alice: &TestUser,
+    mallory: &TestUser,
+) -> anyhow::Result<()> {
+    alice_node.befriend(mallory, alice).await?;
+    let (m, _m_events) = mallory_node.connect(mallory).await?;
+    m.send(&alice.id, b"buy my stuff").await?;
+
+    let blocked = alice_node
+        .rest()
+        .block(&alice.login.token, mallory.id.as_str())
+        .await?;
+    assert_eq!(blocked.status, "blocked");
+    let rest = mallory_node.rest();
+    let asked = rest.request_friend(&mallory.login.token, "alice").await?;
+    assert_eq!(asked.status, "pending", "she is not told");
+    let seen = alice_node.rest().friends(&alice.login.token).await?;
+    assert!(
+        seen.friends.is_empty() && seen.incoming.is_empty(),
+        "{seen:?}"
+    );
+    assert_eq!(seen.blocked, std::slice::from_ref(&mallory.id));
+    assert!(rest
+        .friends(&mallory.login.token)
+        .await?
+        .outgoing
+        .is_empty());
+    // Her node may trust its memory of the friendship for 5 s (in a mesh).
+    let started = Instant::now();
+    while !not_friends(m.send(&alice.id, b"still there?").await) {
+        assert!(started.elapsed() < Duration::from_secs(10), "still sending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Unblocked, her next request reaches Alice again.
+    alice_node
+        .rest()
+        .unblock(&alice.login.token, mallory.id.as_str())
+        .await?;
+    rest.request_friend(&mallory.login.token, "alice").await?;
+    let seen = alice_node.rest().friends(&alice.login.token).await?;
+    assert_eq!(seen.incoming, std::slice::from_ref(&mallory.id));
+    assert!(seen.blocked.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_blocked_user_cannot_send_and_their_requests_vanish() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (alice, mallory) = (node.user("alice").await?, node.user("mallory").await?);
+    block_and_check(&node, &node, &alice, &mallory).await
+}
+
+#[tokio::test]
+async fn a_block_holds_across_the_mesh() -> anyhow::Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let mallory = cluster.user(2, "mallory").await?;
+    block_and_check(cluster.n(1), cluster.n(2), &alice, &mallory).await
+}
