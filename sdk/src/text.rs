@@ -27,32 +27,29 @@ pub fn is_unsafe_char(c: char) -> bool {
 
 /// `text` with every unsafe character shown as a visible escape such as `\u{1b}`.
 pub fn terminal_safe(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe_char) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if is_unsafe_char(c) {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    escape_unsafe(text, |out, c| write!(out, "\\u{{{c:x}}}"))
 }
 
 /// A line of JSON with every unsafe character that JSON allows raw (C1 controls, bidi
 /// controls, line separators) written as a `\uXXXX` escape instead: the same JSON value,
 /// safe on a terminal.
 pub fn json_safe(line: &str) -> Cow<'_, str> {
-    if !line.chars().any(is_unsafe_char) {
-        return Cow::Borrowed(line);
+    // Every unsafe character is in the Basic Multilingual Plane: one escape.
+    escape_unsafe(line, |out, c| write!(out, "\\u{c:04x}"))
+}
+
+/// `text` with each unsafe character written by `escape` (given its code point).
+fn escape_unsafe(
+    text: &str,
+    escape: impl Fn(&mut String, u32) -> std::fmt::Result,
+) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(line.len() + 8);
-    for c in line.chars() {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
         if is_unsafe_char(c) {
-            // Every unsafe character is in the Basic Multilingual Plane: one escape.
-            let _ = write!(out, "\\u{:04x}", c as u32);
+            let _ = escape(&mut out, c as u32);
         } else {
             out.push(c);
         }

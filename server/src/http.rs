@@ -338,11 +338,7 @@ async fn remove_friend(
     let other = parse_user(&req.user)?;
     let was = shared.directory.remove_friend(&me.user, &other).await?;
     tracing::info!(user = %me.user, %other, was_friend = was, "friendship removed");
-    Ok(Json(FriendStatus {
-        user: other,
-        status: "removed".into(),
-        key: None,
-    }))
+    Ok(keyless(other, "removed"))
 }
 
 async fn block(
@@ -354,11 +350,7 @@ async fn block(
     let other = parse_user(&req.user)?;
     shared.directory.block(&me.user, &other).await?;
     tracing::info!(user = %me.user, %other, "blocked");
-    Ok(Json(FriendStatus {
-        user: other,
-        status: "blocked".into(),
-        key: None,
-    }))
+    Ok(keyless(other, "blocked"))
 }
 
 async fn unblock(
@@ -369,11 +361,16 @@ async fn unblock(
     let Json(req) = body?;
     let other = parse_user(&req.user)?;
     shared.directory.unblock(&me.user, &other).await?;
-    Ok(Json(FriendStatus {
-        user: other,
-        status: "unblocked".into(),
+    Ok(keyless(other, "unblocked"))
+}
+
+/// A relation with no key: "removed", "blocked", "unblocked".
+fn keyless(user: UserId, status: &str) -> Json<FriendStatus> {
+    Json(FriendStatus {
+        user,
+        status: status.into(),
         key: None,
-    }))
+    })
 }
 
 /// "friends" with the key once there is one, "pending" before.
