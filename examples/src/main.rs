@@ -441,6 +441,27 @@ fn event_json(event: &Event) -> serde_json::Value {
             json!({ "event": "connection", "state": format!("{state:?}") })
         }
         Event::Disconnected { reason } => json!({ "event": "disconnected", "reason": reason }),
+        Event::GroupMessage(m) => json!({
+            "event": "group_message", "group": m.group, "from": m.from, "seq": m.seq.0,
+            "id": m.id.to_string(), "sent_at_ms": m.sent_at_ms, "text": m.text(),
+        }),
+        Event::GroupChange {
+            group,
+            seq,
+            by,
+            change,
+        } => json!({
+            "event": "group_change", "group": group, "seq": seq.0, "by": by, "change": change,
+        }),
+        Event::GroupUndecryptable {
+            group,
+            from,
+            seq,
+            reason,
+        } => json!({
+            "event": "group_undecryptable", "group": group, "from": from, "seq": seq.0,
+            "reason": reason,
+        }),
     }
 }
 
@@ -473,7 +494,11 @@ async fn listen(
                 }
                 shown += 1;
             }
-            Event::Receipt(_) | Event::Undecryptable { .. } => shown += 1,
+            Event::Receipt(_)
+            | Event::Undecryptable { .. }
+            | Event::GroupMessage(_)
+            | Event::GroupChange { .. }
+            | Event::GroupUndecryptable { .. } => shown += 1,
             Event::Disconnected { reason } => bail!("disconnected: {reason}"),
             Event::ServerError { .. } | Event::Connection(_) => {}
         }
@@ -514,6 +539,9 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                 Some(Event::Undecryptable { from, reason, .. }) => say(&format!("[{from}] <unreadable: {}>", terminal_safe(&reason)))?,
                 Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {}", terminal_safe(&message)),
                 Some(Event::Connection(state)) => eprintln!("connection: {state:?}"),
+                Some(Event::GroupMessage(m)) => say(&format!("[{} in {}] {}", m.from, m.group, terminal_safe(&m.text())))?,
+                Some(Event::GroupChange { group, by, change, .. }) => say(&format!("[{group}] {by}: {}", terminal_safe(&format!("{change:?}"))))?,
+                Some(Event::GroupUndecryptable { group, from, reason, .. }) => say(&format!("[{from} in {group}] <unreadable: {}>", terminal_safe(&reason)))?,
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
                 None => return Ok(()),
             }

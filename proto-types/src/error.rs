@@ -54,6 +54,12 @@ pub enum ErrorCode {
     /// The node is short of disk space and stores no new chats or uploads for now;
     /// retry later.
     StorageFull = 19,
+    /// Not a member of the group (or no such group: the two are not told apart), or not
+    /// allowed to do this in it.
+    NotMember = 20,
+    /// A group message sealed with a key the group has replaced: fetch the group's keys
+    /// and seal it again.
+    StaleEpoch = 21,
 }
 
 impl ErrorCode {
@@ -85,6 +91,8 @@ impl ErrorCode {
             17 => NotFound,
             18 => Corrupt,
             19 => StorageFull,
+            20 => NotMember,
+            21 => StaleEpoch,
             _ => return None,
         })
     }

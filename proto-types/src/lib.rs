@@ -12,6 +12,7 @@
 //! - [`error`]: [`ErrorCode`], the codes the node uses to reset streams and close connections.
 //! - [`files`]: file messages — blob ids, chunk sizes, the transfer streams' answers.
 //! - [`mesh`]: what nodes say to each other over their mutual-TLS links.
+//! - [`group`]: group ids, roles and the membership changes in a group's log.
 //! - [`rest`]: JSON bodies and paths of the REST API.
 //! - [`stream`]: the node's per-stream state machines (bytes in, requests out).
 //! - [`cursor`]: [`CursorTracker`], the "highest contiguous acknowledged `seq`" state machine
@@ -32,6 +33,7 @@ pub mod cursor;
 pub mod error;
 pub mod files;
 pub mod frame;
+pub mod group;
 pub mod ids;
 pub mod mesh;
 pub mod messages;
@@ -41,6 +43,7 @@ pub mod stream;
 pub use cursor::CursorTracker;
 pub use error::ErrorCode;
 pub use frame::{decode_frame, decode_payload, encode_frame, parse_header, FrameError};
+pub use group::{GroupChange, GroupId, Role};
 pub use ids::{ClientMsgId, DeviceId, IdError, Seq, UserId};
 pub use messages::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, Entry, EntryKind,

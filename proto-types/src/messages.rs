@@ -4,7 +4,7 @@
 //! every entry from the authenticated session, so there is nothing for a client to forge.
 
 use crate::files::{BlobId, FileRef};
-use crate::{ClientMsgId, DeviceId, ErrorCode, Seq, UserId};
+use crate::{ClientMsgId, DeviceId, ErrorCode, GroupChange, GroupId, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Client → node on the control stream.
@@ -25,6 +25,20 @@ pub enum ControlRequest {
     /// The user read the chat message at `seq` of their inbox.
     Read {
         /// The chat entry that was read.
+        seq: Seq,
+    },
+    /// This device has the entry `seq` of `group`'s log.
+    GroupAck {
+        /// The group.
+        group: GroupId,
+        /// The acknowledged entry.
+        seq: Seq,
+    },
+    /// The user read `group`'s log up to `seq`.
+    GroupRead {
+        /// The group.
+        group: GroupId,
+        /// The last entry read.
         seq: Seq,
     },
 }
@@ -48,6 +62,14 @@ pub enum ControlResponse {
         code: ErrorCode,
         /// Human-readable detail, never internal state.
         message: String,
+    },
+    /// An entry of `group`'s log, pushed to a member's device. Every group the user is
+    /// in shares this one stream, each within its own push window.
+    GroupEntry {
+        /// The group.
+        group: GroupId,
+        /// The entry; its `seq` is the group log's.
+        entry: Entry,
     },
 }
 
@@ -89,6 +111,25 @@ pub enum ConversationRequest {
         owner: UserId,
         /// The first sealed byte wanted.
         offset: u64,
+    },
+    /// First frame: this stream carries messages to `group`.
+    OpenGroup {
+        /// The group.
+        group: GroupId,
+    },
+    /// A message to the stream's group, sealed with the group key of `epoch`. The node
+    /// answers `Sent` once it is durable in the group's log, or `Rejected` with
+    /// `StaleEpoch` if the group has a newer key (fetch it and seal again).
+    GroupChat {
+        /// Client-made id; a retry with the same id gets the same `seq`.
+        id: ClientMsgId,
+        /// Sender's clock, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The key epoch the body is sealed at.
+        epoch: u32,
+        /// Sealed body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
     },
 }
 
@@ -151,6 +192,20 @@ pub enum EntryKind {
         /// The message's `seq` in `peer`'s inbox (as returned in `Sent`).
         seq: Seq,
     },
+    /// In a group's log: a message from `peer`, sealed with the group key of `epoch`.
+    GroupChat {
+        /// The sender's id for the message.
+        id: ClientMsgId,
+        /// Sender's clock at writing, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The key epoch.
+        epoch: u32,
+        /// Sealed body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// In a group's log: a membership change made by `peer`.
+    Member(GroupChange),
 }
 
 /// Receipts that travel back to a sender as inbox entries.

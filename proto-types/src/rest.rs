@@ -156,3 +156,120 @@ mod tests {
         assert_eq!(key_from_hex(&"é".repeat(32)), None);
     }
 }
+
+/// `POST` — make a group (body [`NewGroup`]); `GET` — your groups and invitations
+/// ([`GroupsResponse`]).
+pub const GROUPS: &str = "/v1/groups";
+
+/// `GET` — one group ([`GroupInfo`]); below it, `POST members` ([`MemberRequest`]: add a
+/// friend, or invite anyone), `POST accept`, `POST remove` ([`MemberRequest`]),
+/// `POST leave`, `POST rename` ([`NewGroup`]), `POST role` ([`RoleRequest`]), and
+/// `GET receipts/{seq}` ([`GroupReceipts`]).
+pub const GROUP: &str = "/v1/groups/{group}";
+
+/// Body of [`GROUPS`] (make) and of `rename`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewGroup {
+    /// The group's name, 1 to 100 bytes.
+    pub name: String,
+}
+
+/// Body of `members` and `remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberRequest {
+    /// The user.
+    pub user: String,
+}
+
+/// Body of `role`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoleRequest {
+    /// The member.
+    pub user: String,
+    /// Their new role; `owner` hands the group over.
+    pub role: crate::Role,
+}
+
+/// A member and their role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The member.
+    pub user: UserId,
+    /// Their role.
+    pub role: crate::Role,
+}
+
+/// A group key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupKeyInfo {
+    /// Its epoch.
+    pub epoch: u32,
+    /// The key, 64 hex digits.
+    pub key: String,
+}
+
+/// What a member sees of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub id: crate::GroupId,
+    /// Its name.
+    pub name: String,
+    /// The epoch to seal new messages at.
+    pub epoch: u32,
+    /// Who is in it.
+    pub members: Vec<GroupMember>,
+    /// The keys you hold: from the epoch you joined at to now.
+    pub keys: Vec<GroupKeyInfo>,
+}
+
+/// An invitation waiting for you.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInvitation {
+    /// The group.
+    pub id: crate::GroupId,
+    /// Its name.
+    pub name: String,
+}
+
+/// Answer to `GET` [`GROUPS`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GroupsResponse {
+    /// Your groups.
+    pub groups: Vec<GroupInfo>,
+    /// Invitations waiting for you.
+    pub invitations: Vec<GroupInvitation>,
+}
+
+/// Answer to a membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupChangeResponse {
+    /// `added`, `invited`, `accepted`, `removed`, `left`, `renamed`, `role_changed`.
+    pub status: String,
+    /// The change's entry in the group's log (none for an invitation).
+    pub seq: Option<crate::Seq>,
+}
+
+/// One member's progress with a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReceipt {
+    /// The member.
+    pub user: UserId,
+    /// A device of theirs has it.
+    pub delivered: bool,
+    /// They read it.
+    pub read: bool,
+}
+
+/// Answer to `GET receipts/{seq}`: delivered to N of M, read by K of M.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReceipts {
+    /// Members now (M).
+    pub members: usize,
+    /// Members with a device that has the message (N).
+    pub delivered: usize,
+    /// Members who read it (K).
+    pub read: usize,
+    /// Each member, for groups of up to 32.
+    pub by_member: Option<Vec<MemberReceipt>>,
+}

@@ -12,7 +12,7 @@
 
 use crate::files::{BlobId, FileRef};
 use crate::frame::{decode_payload, parse_header, FrameError, HEADER_LEN};
-use crate::{ClientMsgId, ControlRequest, ConversationRequest, ErrorCode, Seq, UserId};
+use crate::{ClientMsgId, ControlRequest, ConversationRequest, ErrorCode, GroupId, Seq, UserId};
 use serde::de::DeserializeOwned;
 
 /// What may come when on one kind of stream.
@@ -45,6 +45,10 @@ pub enum ControlStep {
     Ack(Seq),
     /// The user read this chat.
     Read(Seq),
+    /// The device has this entry of a group's log.
+    GroupAck(GroupId, Seq),
+    /// The user read a group's log up to here.
+    GroupRead(GroupId, Seq),
 }
 
 impl ControlPhase {
@@ -62,6 +66,8 @@ impl From<ControlStep> for ControlRequest {
             ControlStep::Hello { version, token } => ControlRequest::Hello { version, token },
             ControlStep::Ack(seq) => ControlRequest::Ack { seq },
             ControlStep::Read(seq) => ControlRequest::Read { seq },
+            ControlStep::GroupAck(group, seq) => ControlRequest::GroupAck { group, seq },
+            ControlStep::GroupRead(group, seq) => ControlRequest::GroupRead { group, seq },
         }
     }
 }
@@ -78,6 +84,12 @@ impl Phase for ControlPhase {
             }
             (true, ControlRequest::Ack { seq }) => Ok(ControlStep::Ack(seq)),
             (true, ControlRequest::Read { seq }) => Ok(ControlStep::Read(seq)),
+            (true, ControlRequest::GroupAck { group, seq }) => {
+                Ok(ControlStep::GroupAck(group, seq))
+            }
+            (true, ControlRequest::GroupRead { group, seq }) => {
+                Ok(ControlStep::GroupRead(group, seq))
+            }
             _ => Err(ErrorCode::UnexpectedFrame),
         }
     }
@@ -96,6 +108,7 @@ enum StreamKind {
     #[default]
     Unknown,
     Conversation(UserId),
+    Group,
     Transfer,
 }
 
@@ -149,6 +162,19 @@ pub enum ConversationStep {
         /// First byte wanted.
         offset: u64,
     },
+    /// The first frame: chats on this stream go to a group.
+    OpenGroup(GroupId),
+    /// A sealed message for the stream's group.
+    GroupChat {
+        /// Client-made id.
+        id: ClientMsgId,
+        /// Sender's clock, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The key epoch it is sealed at.
+        epoch: u32,
+        /// Sealed body.
+        body: Vec<u8>,
+    },
 }
 
 impl From<ConversationStep> for ConversationRequest {
@@ -176,6 +202,18 @@ impl From<ConversationStep> for ConversationRequest {
                 blob,
                 owner,
                 offset,
+            },
+            ConversationStep::OpenGroup(group) => ConversationRequest::OpenGroup { group },
+            ConversationStep::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+            } => ConversationRequest::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
             },
         }
     }
@@ -224,6 +262,24 @@ impl Phase for ConversationPhase {
                 sent_at_ms,
                 body,
                 file,
+            }),
+            (StreamKind::Unknown, R::OpenGroup { group }) => {
+                self.state = StreamKind::Group;
+                Ok(ConversationStep::OpenGroup(group))
+            }
+            (
+                StreamKind::Group,
+                R::GroupChat {
+                    id,
+                    sent_at_ms,
+                    epoch,
+                    body,
+                },
+            ) => Ok(ConversationStep::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
             }),
             _ => Err(ErrorCode::UnexpectedFrame),
         }

@@ -6,7 +6,8 @@
 use quiver_proto::files::{BlobId, FileRef, FileResponse};
 use quiver_proto::{
     encode_frame, ClientMsgId, ControlRequest, ControlResponse, ConversationRequest,
-    ConversationResponse, DeviceId, Entry, EntryKind, ErrorCode, ReceiptKind, Seq, UserId,
+    ConversationResponse, DeviceId, Entry, EntryKind, ErrorCode, GroupChange, GroupId, ReceiptKind,
+    Role, Seq, UserId,
 };
 use serde::Serialize;
 
@@ -150,6 +151,86 @@ fn push_stream() {
 }
 
 #[test]
+fn group_frames() {
+    let group = GroupId::parse("g00000000000000ff").unwrap();
+    let g = cat(&[&[17], group.as_str().as_bytes()]);
+    let ack = ControlRequest::GroupAck {
+        group: group.clone(),
+        seq: Seq(3),
+    };
+    assert_eq!(payload(&ack), cat(&[&[3], &g, &[3]]));
+    let read = ControlRequest::GroupRead {
+        group: group.clone(),
+        seq: Seq(3),
+    };
+    assert_eq!(payload(&read), cat(&[&[4], &g, &[3]]));
+    let open = ConversationRequest::OpenGroup {
+        group: group.clone(),
+    };
+    assert_eq!(payload(&open), cat(&[&[4], &g]));
+    let chat = ConversationRequest::GroupChat {
+        id: ClientMsgId(9),
+        sent_at_ms: 1,
+        epoch: 1,
+        body: vec![0xaa, 0xbb],
+    };
+    assert_eq!(payload(&chat), [5, 9, 1, 1, 2, 0xaa, 0xbb]);
+    let entry = Entry {
+        seq: Seq(4),
+        peer: bob(),
+        kind: EntryKind::GroupChat {
+            id: ClientMsgId(9),
+            sent_at_ms: 1,
+            epoch: 2,
+            body: vec![0xaa],
+        },
+    };
+    let pushed = ControlResponse::GroupEntry {
+        group: group.clone(),
+        entry,
+    };
+    let entry_bytes = [4, 3, b'b', b'o', b'b', 2, 9, 1, 2, 1, 0xaa];
+    assert_eq!(payload(&pushed), cat(&[&[2], &g, &entry_bytes]));
+    let changes = [
+        (GroupChange::Created { name: "t".into() }, vec![0, 1, b't']),
+        (
+            GroupChange::Added {
+                user: bob(),
+                role: Role::Member,
+            },
+            vec![1, 3, b'b', b'o', b'b', 2],
+        ),
+        (
+            GroupChange::Removed {
+                user: bob(),
+                epoch: 2,
+            },
+            vec![2, 3, b'b', b'o', b'b', 2],
+        ),
+        (GroupChange::Left { epoch: 3 }, vec![3, 3]),
+        (GroupChange::Renamed { name: "t".into() }, vec![4, 1, b't']),
+        (
+            GroupChange::RoleChanged {
+                user: bob(),
+                role: Role::Owner,
+            },
+            vec![5, 3, b'b', b'o', b'b', 0],
+        ),
+    ];
+    for (change, bytes) in changes {
+        let entry = Entry {
+            seq: Seq(1),
+            peer: bob(),
+            kind: EntryKind::Member(change),
+        };
+        assert_eq!(
+            payload(&entry),
+            cat(&[&[1, 3, b'b', b'o', b'b', 3], &bytes])
+        );
+    }
+}
+
+#[test]
 fn every_error_code_has_the_number_the_document_gives() {
     use ErrorCode::*;
     let table = [
@@ -172,6 +253,8 @@ fn every_error_code_has_the_number_the_document_gives() {
         (NotFound, 17),
         (Corrupt, 18),
         (StorageFull, 19),
+        (NotMember, 20),
+        (StaleEpoch, 21),
     ];
     for (code, n) in table {
         assert_eq!(code.to_u32(), n);

@@ -13,14 +13,15 @@
 use crate::error::{ConnectError, SendError};
 use crate::event::{Ack, ConnectionState, Event, Events, Message, Receipt};
 use crate::files::{FileOffer, FileSent, Progress, Transfer, TransferReport};
+use crate::groups::GroupKeys;
 use crate::link::{handshake, ControlCommand, Link};
 pub use crate::options::ConnectOptions;
-use crate::outbox::{Queue, Stream};
+use crate::outbox::{Conversation, Queue, Stream};
 use crate::seal::{self, FriendKey};
 use quiver_proto::files::FileRef;
 use quiver_proto::{
     encode_frame, ClientMsgId, ControlRequest, ConversationRequest, ConversationResponse,
-    CursorTracker, DeviceId, Entry, EntryKind, Seq, UserId,
+    CursorTracker, DeviceId, Entry, EntryKind, GroupId, Seq, UserId,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,7 +80,7 @@ impl std::future::Future for PendingSend {
 /// closes when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     _stop_on_drop: Arc<StopOnDrop>,
 }
 
@@ -107,7 +108,9 @@ pub(crate) struct Inner {
     pub(crate) keys: RwLock<HashMap<UserId, FriendKey>>,
     pub(crate) seen: Arc<Mutex<CursorTracker>>,
     pub(crate) link: RwLock<Option<Arc<Link>>>,
-    pub(crate) queues: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Queue>>>>,
+    pub(crate) queues: Mutex<HashMap<Conversation, Arc<tokio::sync::Mutex<Queue>>>>,
+    /// Group keys by group and epoch, and the epoch to seal at.
+    pub(crate) group_keys: RwLock<HashMap<GroupId, GroupKeys>>,
     pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) closing: watch::Sender<bool>,
@@ -122,7 +125,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -166,6 +169,7 @@ impl Client {
             user: first.user.clone(),
             device: first.device,
             keys: RwLock::new(options.keys.clone()),
+            group_keys: RwLock::new(options.group_keys.clone()),
             options,
             endpoint,
             seen: Arc::new(Mutex::new(seen)),
@@ -184,6 +188,7 @@ impl Client {
         let events = Events {
             rx,
             seen: inner.seen.clone(),
+            seen_groups: HashMap::new(),
         };
         let stop = Arc::new(StopOnDrop(Arc::downgrade(&inner)));
         Ok((
@@ -409,17 +414,32 @@ impl Inner {
             body,
             file,
         };
-        let frame = encode_frame(&chat).map_err(|_| SendError::Seal)?;
+        self.enqueue(Conversation::Friend(to.clone()), id, &chat)
+            .await
+    }
+
+    /// Puts `frame`, a chat of `conversation` with `id`, in its outbox queue and writes
+    /// it if online.
+    pub(crate) async fn enqueue(
+        self: &Arc<Self>,
+        conversation: Conversation,
+        id: ClientMsgId,
+        frame: &ConversationRequest,
+    ) -> Result<PendingSend, SendError> {
+        let frame = encode_frame(frame).map_err(|_| SendError::Seal)?;
         let (tx, rx) = oneshot::channel();
-        let queue = self.queue(to);
+        let queue = self.queue(&conversation);
         let mut queue = queue.lock().await;
         queue.push(id, frame, tx);
-        self.flush(to, &mut queue).await;
+        self.flush(&conversation, &mut queue).await;
         Ok(PendingSend { id, answer: rx })
     }
 
-    fn queue(&self, peer: &UserId) -> Arc<tokio::sync::Mutex<Queue>> {
-        lock(&self.queues).entry(peer.clone()).or_default().clone()
+    fn queue(&self, conversation: &Conversation) -> Arc<tokio::sync::Mutex<Queue>> {
+        lock(&self.queues)
+            .entry(conversation.clone())
+            .or_default()
+            .clone()
     }
 
     /// Announces a state change. Never waits: a full event buffer (an app that stopped
@@ -431,7 +451,7 @@ impl Inner {
 
     /// Writes the queue's unwritten messages, in order, on the conversation's stream of
     /// the current connection (opening it if needed). Does nothing while offline.
-    async fn flush(self: &Arc<Self>, peer: &UserId, queue: &mut Queue) {
+    async fn flush(self: &Arc<Self>, peer: &Conversation, queue: &mut Queue) {
         if queue.written >= queue.pending.len() {
             return;
         }
@@ -454,8 +474,7 @@ impl Inner {
             let Ok((mut send, recv)) = opened else {
                 return;
             };
-            let open = ConversationRequest::Open { peer: peer.clone() };
-            let Ok(frame) = encode_frame(&open) else {
+            let Ok(frame) = encode_frame(&peer.open()) else {
                 return;
             };
             if send.write_all(&frame).await.is_err() {
@@ -551,6 +570,12 @@ impl Inner {
                 id,
                 seq,
             }),
+            // A user's inbox holds no group entries; a node that sent one is wrong.
+            EntryKind::GroupChat { .. } | EntryKind::Member(_) => Event::Undecryptable {
+                from: entry.peer,
+                seq: entry.seq,
+                reason: "a group entry in a user's inbox".into(),
+            },
         }
     }
 }
@@ -601,7 +626,7 @@ async fn close_idle_streams(inner: Weak<Inner>) {
 /// Settles queued messages as the node answers on one conversation stream.
 async fn read_answers(
     inner: Weak<Inner>,
-    peer: UserId,
+    peer: Conversation,
     which: (u64, quinn::StreamId),
     mut recv: quinn::RecvStream,
 ) {

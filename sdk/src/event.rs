@@ -2,8 +2,10 @@
 
 use crate::link::ControlCommand;
 use quiver_proto::{
-    ClientMsgId, ControlRequest, CursorTracker, ErrorCode, ReceiptKind, Seq, UserId,
+    ClientMsgId, ControlRequest, CursorTracker, ErrorCode, GroupChange, GroupId, ReceiptKind, Seq,
+    UserId,
 };
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -91,11 +93,63 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A message in a group.
+    GroupMessage(GroupMessage),
+    /// A membership change in a group, at its place in the group's order. After a
+    /// `Removed` or `Left` the group has a new key: fetch it (`Rest::group`) and give it
+    /// to [`crate::Client::set_group_keys`].
+    GroupChange {
+        /// The group.
+        group: GroupId,
+        /// Position in the group's log.
+        seq: Seq,
+        /// Who made the change.
+        by: UserId,
+        /// What changed.
+        change: GroupChange,
+    },
+    /// A group message whose body did not open (no key of its epoch, or tampered).
+    GroupUndecryptable {
+        /// The group.
+        group: GroupId,
+        /// The sender.
+        from: UserId,
+        /// Position in the group's log.
+        seq: Seq,
+        /// Why it did not open.
+        reason: String,
+    },
+}
+
+/// A message in a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMessage {
+    /// The group.
+    pub group: GroupId,
+    /// The sender, as stamped by the node.
+    pub from: UserId,
+    /// Position in the group's log: the same for every member.
+    pub seq: Seq,
+    /// The sender's id for it.
+    pub id: ClientMsgId,
+    /// The sender's clock when written, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// The opened body.
+    pub body: Vec<u8>,
+}
+
+impl GroupMessage {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// An acknowledgement to send once the app takes the event.
 pub(crate) struct Ack {
     pub seq: Seq,
+    /// The group whose log the entry is of; `None` for the user's inbox.
+    pub group: Option<GroupId>,
     /// The control stream of the connection the entry came on. If that connection is gone
     /// the ack is dropped: the next connection pushes the entry again, and the SDK
     /// acknowledges the redelivery without showing it.
@@ -107,6 +161,8 @@ pub(crate) struct Ack {
 pub struct Events {
     pub(crate) rx: mpsc::Receiver<(Event, Option<Ack>)>,
     pub(crate) seen: Arc<Mutex<CursorTracker>>,
+    /// What was taken of each group's log (from the first entry this client saw).
+    pub(crate) seen_groups: HashMap<GroupId, CursorTracker>,
 }
 
 impl Events {
@@ -118,14 +174,27 @@ impl Events {
         loop {
             let (event, ack) = self.rx.recv().await?;
             let Some(ack) = ack else { return Some(event) };
-            let fresh = self
-                .seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .mark(ack.seq);
-            let _ = ack
-                .control
-                .send(ControlCommand::Send(ControlRequest::Ack { seq: ack.seq }));
+            let (fresh, request) = match ack.group {
+                None => {
+                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    (seen.mark(ack.seq), ControlRequest::Ack { seq: ack.seq })
+                }
+                Some(group) => {
+                    let seen = self
+                        .seen_groups
+                        .entry(group.clone())
+                        .or_insert_with(|| CursorTracker::new(Seq(ack.seq.0.saturating_sub(1))));
+                    let fresh = seen.mark(ack.seq);
+                    (
+                        fresh,
+                        ControlRequest::GroupAck {
+                            group,
+                            seq: ack.seq,
+                        },
+                    )
+                }
+            };
+            let _ = ack.control.send(ControlCommand::Send(request));
             // A second copy can wait in the buffer when a reconnect pushed it again before
             // the app took the first: acknowledged, not shown.
             if fresh {

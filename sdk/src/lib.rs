@@ -54,6 +54,8 @@ mod error;
 mod event;
 pub mod files;
 mod frames;
+mod group_rest;
+mod groups;
 mod link;
 mod options;
 mod outbox;
@@ -65,12 +67,18 @@ pub mod tls;
 
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, RestError, SendError};
-pub use event::{ConnectionState, Event, Events, Message, Receipt};
+pub use event::{ConnectionState, Event, Events, GroupMessage, Message, Receipt};
 pub use files::{
     Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
 };
+pub use groups::GroupKeys;
 pub use quiver_proto::files::{BlobId, FileRef};
-pub use quiver_proto::rest::{key_from_hex, FriendInfo, FriendsResponse, LoginResponse};
-pub use quiver_proto::{ClientMsgId, DeviceId, ErrorCode, ReceiptKind, Seq, UserId};
+pub use quiver_proto::rest::{
+    key_from_hex, FriendInfo, FriendsResponse, GroupChangeResponse, GroupInfo, GroupInvitation,
+    GroupKeyInfo, GroupMember, GroupReceipts, GroupsResponse, LoginResponse, MemberReceipt,
+};
+pub use quiver_proto::{
+    ClientMsgId, DeviceId, ErrorCode, GroupChange, GroupId, ReceiptKind, Role, Seq, UserId,
+};
 pub use rest::Rest;
 pub use seal::FriendKey;

@@ -93,7 +93,9 @@ async fn handshake_inner(
         Ok(Some(ControlResponse::Error { code, message })) => {
             Err(ConnectError::Refused { code, message })
         }
-        Ok(None) => Err(ConnectError::Protocol("no welcome".into())),
+        Ok(Some(ControlResponse::GroupEntry { .. })) | Ok(None) => {
+            Err(ConnectError::Protocol("no welcome".into()))
+        }
         Err(e) => Err(refusal(&conn).unwrap_or(ConnectError::Protocol(e))),
     }
 }
@@ -127,7 +129,7 @@ impl Link {
             control,
         });
         tokio::spawn(write_control(handshake.send, commands));
-        tokio::spawn(read_control(handshake.recv, inner.events.clone()));
+        tokio::spawn(read_control(inner.clone(), link.clone(), handshake.recv));
         tokio::spawn(accept_pushes(inner.clone(), link.clone()));
         link
     }
@@ -154,17 +156,27 @@ async fn write_control(
     }
 }
 
-/// Reads the node's control replies (errors for refused acks or read marks).
-async fn read_control(mut recv: quinn::RecvStream, events: mpsc::Sender<(Event, Option<Ack>)>) {
+/// Reads the node's control stream: errors for refused acks or read marks, and the
+/// entries of the user's groups (acknowledged by [`crate::Events::recv`]).
+async fn read_control(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvStream) {
     while let Ok(Some(response)) = read_frame::<ControlResponse>(&mut recv).await {
-        if let ControlResponse::Error { code, message } = response {
-            if events
-                .send((Event::ServerError { code, message }, None))
-                .await
-                .is_err()
-            {
-                return;
+        let event = match response {
+            ControlResponse::Error { code, message } => {
+                (Event::ServerError { code, message }, None)
             }
+            ControlResponse::GroupEntry { group, entry } => {
+                let ack = Ack {
+                    seq: entry.seq,
+                    group: Some(group.clone()),
+                    control: link.control.clone(),
+                };
+                (inner.open_group_entry(group, entry), Some(ack))
+            }
+            // Only the handshake reads a welcome.
+            ControlResponse::Welcome { .. } => continue,
+        };
+        if inner.events.send(event).await.is_err() {
+            return;
         }
     }
 }
@@ -189,6 +201,7 @@ async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvSt
         }
         let ack = Ack {
             seq,
+            group: None,
             control: link.control.clone(),
         };
         if inner

@@ -1,8 +1,9 @@
 //! [`ConnectOptions`]: where the node is, who the client is, and the timings that suit a
 //! phone on a mobile network.
 
+use crate::groups::GroupKeys;
 use crate::seal::FriendKey;
-use quiver_proto::{Seq, UserId};
+use quiver_proto::{GroupId, Seq, UserId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub struct ConnectOptions {
     pub cursor: Option<Seq>,
     /// Friendship keys, by friend.
     pub keys: HashMap<UserId, FriendKey>,
+    /// Group keys, by group ([`GroupKeys::from_info`]): given before connecting, so the
+    /// entries pushed at once can be opened.
+    pub group_keys: HashMap<GroupId, GroupKeys>,
     /// QUIC keep-alive interval. 15 s costs a phone about 8 small packets a minute (4 PINGs
     /// and their ACKs) and keeps typical carrier NAT bindings (30 s and up) open.
     pub keep_alive: Duration,
@@ -56,6 +60,7 @@ impl ConnectOptions {
             token: token.into(),
             cursor: None,
             keys: HashMap::new(),
+            group_keys: HashMap::new(),
             keep_alive: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),

@@ -8,8 +8,8 @@ use serde::{de::DeserializeOwned, Serialize};
 /// A client of one node's REST API. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Rest {
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Rest {
@@ -27,7 +27,7 @@ impl Rest {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, RestError> {
@@ -48,7 +48,7 @@ impl Rest {
         })
     }
 
-    fn post(
+    pub(crate) fn post(
         &self,
         path: &str,
         body: &impl Serialize,

@@ -33,6 +33,8 @@ pub struct Config {
     pub files: FileLimits,
     /// How long inbox entries are kept, and the files they are kept in.
     pub inbox: InboxConfig,
+    /// Groups: sizes and how fast they can be made.
+    pub groups: GroupLimits,
     /// Mesh mode: join a cluster of nodes. Unset, the node runs alone.
     pub mesh: Option<MeshConfig>,
 }
@@ -174,6 +176,33 @@ impl Default for HttpLimits {
     }
 }
 
+/// Groups: every bound a member can grow. A member's chats count against their
+/// connection's `messages_per_sec` like any chat, and against the group log's
+/// `[inbox]` byte bounds (the group as the inbox, each member as a sender).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupLimits {
+    /// Members of one group.
+    pub max_members: u32,
+    /// Groups one user may be in.
+    pub max_groups_per_user: u32,
+    /// Groups one user may make in an hour.
+    pub creations_per_hour: u32,
+    /// Invitations waiting for one user.
+    pub max_invitations_per_user: u32,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self {
+            max_members: 10_000,
+            max_groups_per_user: 500,
+            creations_per_hour: 20,
+            max_invitations_per_user: 100,
+        }
+    }
+}
+
 /// File messages: what a user may store and for how long.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -266,6 +295,7 @@ impl Default for Config {
             http: HttpLimits::default(),
             files: FileLimits::default(),
             inbox: InboxConfig::default(),
+            groups: GroupLimits::default(),
             mesh: None,
         }
     }

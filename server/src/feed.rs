@@ -225,6 +225,10 @@ impl Feed {
                 .map_err(|code| (code, format!("cannot mark seq {seq} read"))),
             // The control phase lets one hello through, and the session took it.
             ControlStep::Hello { .. } => Err((ErrorCode::UnexpectedFrame, "hello twice".into())),
+            // The session hands these to its group feeds; none reaches a user's feed.
+            ControlStep::GroupAck(..) | ControlStep::GroupRead(..) => {
+                Err((ErrorCode::UnexpectedFrame, "not a group feed".into()))
+            }
         }
     }
 

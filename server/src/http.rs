@@ -4,19 +4,19 @@
 //! [`crate::https::serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
 //! shows internals; the internal cause is logged instead.
 
+use crate::api::{ApiError, Authed};
 use crate::auth::{self, unix_now, Claims};
-use crate::directory::{DirectoryError, FriendKey, FriendRequestOutcome};
+use crate::directory::{FriendKey, FriendRequestOutcome};
 use crate::metrics::Scraped;
 use crate::node::Shared;
 use crate::rest_limits::Admit;
 use crate::router::Home;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
-use axum::http::{header, request::Parts, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use quiver_proto::rest::{self, to_hex, ApiErrorBody, FriendInfo, FriendStatus, FriendsResponse};
+use quiver_proto::rest::{self, to_hex, FriendInfo, FriendStatus, FriendsResponse};
 use quiver_proto::UserId;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -25,126 +25,6 @@ use std::time::{Duration, Instant};
 
 /// Largest REST request body.
 const MAX_BODY: usize = 16 * 1024;
-
-/// A REST failure as the client sees it.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The request is malformed or a field is invalid.
-    #[error("{0}")]
-    BadRequest(String),
-    /// Missing, bad or expired token, or wrong user name or password.
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// The named thing does not exist.
-    #[error("{0}")]
-    NotFound(&'static str),
-    /// The request conflicts with what exists (a taken user name).
-    #[error("{0}")]
-    Conflict(&'static str),
-    /// The request body is over the limit.
-    #[error("request body too large")]
-    TooLarge,
-    /// Too many attempts; try again later.
-    #[error("too many attempts, try again later")]
-    RateLimited,
-    /// The node is too busy for this now (password hashing is full); retry in a second.
-    #[error("busy, try again in a second")]
-    Busy,
-    /// The operator closed registration (`limits.registration_open = false`).
-    #[error("registration is closed on this node")]
-    RegistrationClosed,
-    /// Something failed inside the node; the cause is logged, not shown.
-    #[error("internal error")]
-    Internal(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            ApiError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration_closed"),
-            ApiError::Internal(cause) => {
-                tracing::error!(%cause, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
-        let body = ApiErrorBody {
-            error: code.into(),
-            message: self.to_string(),
-        };
-        if matches!(self, ApiError::Busy | ApiError::RateLimited) {
-            let wait = if matches!(self, ApiError::Busy) {
-                "1"
-            } else {
-                "10"
-            };
-            return (status, [(header::RETRY_AFTER, wait)], Json(body)).into_response();
-        }
-        (status, Json(body)).into_response()
-    }
-}
-
-impl From<DirectoryError> for ApiError {
-    fn from(e: DirectoryError) -> Self {
-        match e {
-            DirectoryError::UserExists => ApiError::Conflict("user name is taken"),
-            DirectoryError::NoSuchUser => ApiError::NotFound("no such user"),
-            DirectoryError::NoRequest => ApiError::NotFound("no such friend request"),
-            DirectoryError::SelfFriend => ApiError::BadRequest("cannot befriend yourself".into()),
-            DirectoryError::TooManyRequests => {
-                ApiError::Conflict("too many friend requests are waiting")
-            }
-            DirectoryError::Storage(cause) => ApiError::Internal(cause),
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::TooLarge;
-        }
-        ApiError::BadRequest(e.body_text())
-    }
-}
-
-/// The caller, from a valid `Authorization: Bearer` token.
-pub struct Authed(pub Claims);
-
-impl FromRequestParts<Arc<Shared>> for Authed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let claims = shared
-            .tokens
-            .verify(token, unix_now())
-            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
-        if !shared
-            .directory
-            .has_device(&claims.user, claims.device)
-            .await?
-        {
-            return Err(ApiError::Unauthorized("token revoked"));
-        }
-        // Friendship changes fsync: one user must not be able to keep the disk busy.
-        if !shared.limits.admit_request(&claims.user, Instant::now()) {
-            return Err(ApiError::RateLimited);
-        }
-        Ok(Authed(claims))
-    }
-}
 
 /// The REST routes over the node's state.
 pub fn app(shared: Arc<Shared>) -> Router {
@@ -161,6 +41,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIEND_UNBLOCK, post(unblock))
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
+        .merge(crate::groups::rest::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // The whole request, its body read included, or 408 (see `crate::https`).
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -74,10 +74,13 @@ impl From<std::io::Error> for InboxError {
 /// `seq`: a chat's sender and id, a receipt's reader, kind and `seq`. It follows from the
 /// entry itself, so the index and the log cannot disagree. The index keeps a 128-bit
 /// digest of it (SHA-256, cut): cryptographic, so a sender cannot pick message ids that
-/// collide with another's.
-fn idempotency_digest(peer: &UserId, kind: &EntryKind) -> Digest {
+/// collide with another's. A group's membership change has no id to retry with: its
+/// `seq` (the one it is given) makes it unique.
+fn idempotency_digest(peer: &UserId, kind: &EntryKind, seq: Seq) -> Digest {
     let (tag, number) = match kind {
         EntryKind::Chat { id, .. } => (b'c', id.0),
+        EntryKind::GroupChat { id, .. } => (b'g', id.0),
+        EntryKind::Member(_) => (b'm', u128::from(seq.0)),
         EntryKind::Receipt {
             kind: ReceiptKind::Delivered,
             seq,
@@ -149,7 +152,7 @@ impl Owner {
             return;
         }
         self.set_place(entry.seq, place);
-        let digest = idempotency_digest(&entry.peer, &entry.kind);
+        let digest = idempotency_digest(&entry.peer, &entry.kind, entry.seq);
         self.appended.insert(digest, entry.seq);
         self.held.add(&entry.peer, held::weight(&entry.kind));
     }
@@ -277,6 +280,32 @@ fn decode(bytes: &[u8]) -> Result<(UserId, Entry), InboxError> {
     postcard::from_bytes(bytes).map_err(|e| InboxError::Corrupt(e.to_string()))
 }
 
+/// Which logs an [`Inbox`] keeps: the users' inboxes, or the groups' logs (the same
+/// machinery, each group an "owner" named by its group id, in files and trees of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// `<data>/inbox`, trees `cursors` and `floors`.
+    Users,
+    /// `<data>/groups`, trees `group_cursors` and `group_floors`.
+    Groups,
+}
+
+impl Logs {
+    fn folder(self) -> &'static str {
+        match self {
+            Logs::Users => "inbox",
+            Logs::Groups => "groups",
+        }
+    }
+
+    fn tree(self, name: &str) -> String {
+        match self {
+            Logs::Users => name.to_owned(),
+            Logs::Groups => format!("group_{name}"),
+        }
+    }
+}
+
 impl Inbox {
     /// Opens the log in `<data>/inbox` (reading it to build the index) and the cursors
     /// and floors in `db`, and starts the group-commit task that makes appends durable.
@@ -288,8 +317,19 @@ impl Inbox {
         config: &InboxConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), InboxError> {
+        Self::open_logs(Logs::Users, db, data, config, metrics)
+    }
+
+    /// [`Inbox::open`] for `logs`.
+    pub fn open_logs(
+        logs: Logs,
+        db: &sled::Db,
+        data: &Path,
+        config: &InboxConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Self>, tokio::task::JoinHandle<()>), InboxError> {
         let mut owners: [HashMap<UserId, Owner>; SHARDS] = std::array::from_fn(|_| HashMap::new());
-        let floors = db.open_tree("floors")?;
+        let floors = db.open_tree(logs.tree("floors"))?;
         for item in floors.iter() {
             let (name, floor) = item?;
             let owner = std::str::from_utf8(&name)
@@ -300,8 +340,10 @@ impl Inbox {
             owners[shard_of(&owner)].insert(owner, Owner::new(floor));
         }
         let (log, opened) = Log::open(
-            &data.join("inbox"),
-            Some(&data.join("inbox.log")),
+            &data.join(logs.folder()),
+            (logs == Logs::Users)
+                .then(|| data.join("inbox.log"))
+                .as_deref(),
             config.segment_bytes,
             |place, payload| {
                 let (owner, entry) = decode(payload)
@@ -327,14 +369,16 @@ impl Inbox {
         let (commit, task) = GroupCommit::spawn(move || synced.sync(), metrics.clone());
         let inbox = Arc::new(Self {
             log,
-            cursors: db.open_tree("cursors")?,
+            cursors: db.open_tree(logs.tree("cursors"))?,
             floors,
             owners: owners.map(Mutex::new),
             commit,
             config: config.clone(),
             metrics,
         });
-        inbox.adopt_sled_entries(db)?;
+        if logs == Logs::Users {
+            inbox.adopt_sled_entries(db)?;
+        }
         Ok((inbox, task))
     }
 
@@ -397,7 +441,6 @@ impl Inbox {
         peer: &UserId,
         kind: EntryKind,
     ) -> Result<Appended, InboxError> {
-        let digest = idempotency_digest(peer, &kind);
         // A chat's sender waits for SENT, and a read mark holds up the reader's control
         // stream; a DELIVERED (one per message, made as a device acks it) has only a
         // device's cursor waiting for it.
@@ -406,7 +449,10 @@ impl Inbox {
                 kind: ReceiptKind::Delivered,
                 ..
             } => Urgency::Soon,
-            EntryKind::Chat { .. } | EntryKind::Receipt { .. } => Urgency::Now,
+            EntryKind::Chat { .. }
+            | EntryKind::Receipt { .. }
+            | EntryKind::GroupChat { .. }
+            | EntryKind::Member(_) => Urgency::Now,
         };
         let (seq, fresh, durable) = {
             let mut owners = self.shard(owner);
@@ -417,6 +463,7 @@ impl Inbox {
                 return Err(InboxError::Storage("owner vanished".into()));
             };
             let head = state.head();
+            let digest = idempotency_digest(peer, &kind, head.next());
             // One probe of the digests, whether the append is a retry or not.
             match state.appended.entry(digest) {
                 hash_map::Entry::Occupied(known) => (*known.get(), false, state.durable.clone()),
@@ -572,7 +619,7 @@ impl Inbox {
             self.log.scan(start, |_, payload| {
                 let (owner, entry) = decode(payload)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                let digest = idempotency_digest(&entry.peer, &entry.kind);
+                let digest = idempotency_digest(&entry.peer, &entry.kind, entry.seq);
                 let theirs = gone.entry(owner).or_default();
                 theirs.floor = theirs.floor.max(entry.seq);
                 theirs.digests.push((digest, entry.seq));

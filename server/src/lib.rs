@@ -39,6 +39,7 @@
 //! from its device's cursor. A device's ack makes the router append DELIVERED to the
 //! sender's inbox, which reaches the sender the same way.
 
+pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod commit;
@@ -49,6 +50,7 @@ pub mod directory;
 pub mod disk;
 pub mod feed;
 pub mod files;
+pub mod groups;
 pub mod hasher;
 pub mod held;
 pub mod http;
@@ -68,5 +70,5 @@ pub mod router;
 pub mod session;
 pub mod tls;
 
-pub use config::{Config, FileLimits, HttpLimits, InboxConfig, Limits};
+pub use config::{Config, FileLimits, GroupLimits, HttpLimits, InboxConfig, Limits};
 pub use node::{Node, NodeError};

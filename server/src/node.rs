@@ -5,7 +5,9 @@ use crate::blobs::{BlobError, Blobs, Collected};
 use crate::config::{Config, ConfigError};
 use crate::directory::{Directory, DirectoryError, RedisDirectory, SledDirectory};
 use crate::disk::DiskBudget;
+use crate::groups::Groups;
 use crate::hasher::Hasher;
+use crate::inbox::Logs;
 use crate::inbox::{Expired, Inbox, InboxError};
 use crate::listener::ListenerError;
 use crate::live::Live;
@@ -43,6 +45,8 @@ pub struct Shared {
     pub(crate) hasher: Hasher,
     /// Connections, conversations and sessions open now.
     pub(crate) live: Live,
+    /// The groups homed here; `None` in mesh mode, where groups are not served yet.
+    pub(crate) groups: Option<Arc<Groups>>,
 }
 
 /// Why a node could not start.
@@ -103,6 +107,8 @@ pub struct Node {
     quic_task: JoinHandle<()>,
     http_task: JoinHandle<()>,
     commit_task: JoinHandle<()>,
+    /// Makes group log appends durable.
+    group_commit_task: JoinHandle<()>,
     /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
     mesh_tasks: Vec<JoinHandle<()>>,
     /// Removes blobs nothing refers to and inbox segments past retention, periodically.
@@ -137,6 +143,16 @@ impl Node {
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let metrics = Arc::new(Metrics::default());
         let (inbox, commit_task) = Inbox::open(&db, &data, &config.inbox, metrics.clone())?;
+        let (group_log, group_commit_task) =
+            Inbox::open_logs(Logs::Groups, &db, &data, &config.inbox, metrics.clone())?;
+        let groups = match config.mesh {
+            None => Some(Arc::new(Groups::open(
+                &db,
+                group_log,
+                config.groups.clone(),
+            )?)),
+            Some(_) => None,
+        };
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let endpoint =
             crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
@@ -201,6 +217,7 @@ impl Node {
             quic_addr,
             metrics: metrics.clone(),
             live: Live::default(),
+            groups,
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {
@@ -249,6 +266,7 @@ impl Node {
             quic_task,
             http_task,
             commit_task,
+            group_commit_task,
             mesh_tasks,
             housekeeping,
             db,
@@ -367,6 +385,7 @@ impl Node {
         }
         // The flush task ends once the last inbox handle is gone.
         let _ = tokio::time::timeout(bound, self.commit_task).await;
+        let _ = tokio::time::timeout(bound, self.group_commit_task).await;
         tracing::info!("node stopped");
     }
 }
@@ -389,6 +408,12 @@ fn expire_now(shared: &Shared, now: SystemTime) -> Result<Expired, InboxError> {
     let expired = shared.router.inbox().expire(now)?;
     if expired.segments > 0 {
         tracing::info!(?expired, "removed inbox entries past retention");
+    }
+    if let Some(groups) = &shared.groups {
+        let gone = groups.log().expire(now)?;
+        if gone.segments > 0 {
+            tracing::info!(expired = ?gone, "removed group entries past retention");
+        }
     }
     Ok(expired)
 }

@@ -60,6 +60,14 @@ impl<K: std::hash::Hash + Eq> KeyedLimiter<K> {
         }
     }
 
+    /// `per_hour` events per key per hour, in bursts of up to `per_hour`.
+    pub fn per_hour(per_hour: u32, max_keys: usize) -> Self {
+        Self {
+            per_sec: f64::from(per_hour) / 3600.0,
+            ..Self::per_minute(per_hour, max_keys)
+        }
+    }
+
     /// Takes one token from `key`'s bucket if there is one.
     pub fn try_take(&self, key: K, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());

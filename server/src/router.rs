@@ -313,7 +313,10 @@ impl Pushed {
                 from: entry.peer.clone(),
                 id: *id,
             },
-            EntryKind::Receipt { .. } => Pushed::Receipt,
+            // Group entries live in group logs, never in a user's inbox.
+            EntryKind::Receipt { .. } | EntryKind::GroupChat { .. } | EntryKind::Member(_) => {
+                Pushed::Receipt
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
+use crate::groups::feed::{Control as GroupControl, Device as GroupDevice, GroupAcks};
+use crate::groups::send::append_group_chats;
 use crate::mesh::MAX_MESH_FRAME;
 use crate::metrics::MeshKind;
 use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
@@ -23,7 +25,7 @@ use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId, Entry,
-    ErrorCode, Seq, UserId, PROTOCOL_VERSION,
+    ErrorCode, GroupId, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +149,8 @@ struct Session {
     home: HomeFeed,
     /// Chat messages this connection may still send (all its conversations together).
     send_rate: Mutex<TokenBucket>,
+    /// Where the device's group acks go: its group feeds.
+    group_acks: Arc<GroupAcks>,
 }
 
 /// The device's feed: local, or on the home node through a mesh attachment.
@@ -246,6 +250,7 @@ async fn hello(
             limits.message_burst,
             Instant::now(),
         )),
+        group_acks: Arc::default(),
     };
     Ok((session, send, control))
 }
@@ -302,7 +307,8 @@ impl Session {
         let ended = tokio::select! {
             r = self.clone().control_loop(conn, control.clone(), requests) => r,
             r = self.clone().accept_conversations(conn) => r,
-            r = self.clone().push_loop(conn, control) => r,
+            r = self.clone().push_loop(conn, control.clone()) => r,
+            r = self.clone().group_feeds(control) => r,
         };
         if let HomeFeed::Local(feed) = &self.home {
             feed.close();
@@ -330,6 +336,7 @@ impl Session {
                 Ok(None) => {
                     // A polite goodbye: record the acks already received, then close.
                     acking.finish().await;
+                    self.group_acks.finish(Duration::from_secs(2)).await;
                     if let HomeFeed::Remote(attachment) = &self.home {
                         let _ = attachment.up.lock().await.finish();
                     }
@@ -343,9 +350,11 @@ impl Session {
                 }
                 Err(StreamEnd::Failed(e)) => return Err(e),
             };
-            let refused = match &self.home {
-                HomeFeed::Local(feed) => feed.handle(step, &mut acking).await.err(),
-                HomeFeed::Remote(attachment) => {
+            let refused = match (step, &self.home) {
+                (ControlStep::GroupAck(group, seq), _) => self.group_ack(&group, seq),
+                (ControlStep::GroupRead(group, seq), _) => self.group_read(&group, seq),
+                (step, HomeFeed::Local(feed)) => feed.handle(step, &mut acking).await.err(),
+                (step, HomeFeed::Remote(attachment)) => {
                     // The home node checks it and answers refusals down the attachment.
                     let mut up = attachment.up.lock().await;
                     if let Err(e) = write_frame(&mut up, &ControlRequest::from(step)).await {
@@ -390,6 +399,9 @@ impl Session {
         let (shared, user) = (self.shared.clone(), self.user.clone());
         match reader.next().await {
             Ok(Some(ConversationStep::Open(peer))) => self.conversation(&peer, send, reader).await,
+            Ok(Some(ConversationStep::OpenGroup(group))) => {
+                self.group_conversation(&group, send, reader).await
+            }
             Ok(Some(ConversationStep::Upload { blob, size })) => {
                 let recv = reader.into_recv();
                 crate::files::upload(shared, user, blob, size, send, recv).await
@@ -403,7 +415,7 @@ impl Session {
                 crate::files::download(shared, user, owner, blob, offset, send, recv).await
             }
             // The phase refuses a chat before Open.
-            Ok(Some(ConversationStep::Chat { .. })) => {
+            Ok(Some(ConversationStep::Chat { .. } | ConversationStep::GroupChat { .. })) => {
                 self.refuse_stream(send, reader, ErrorCode::UnexpectedFrame)
                     .await
             }
@@ -438,17 +450,90 @@ impl Session {
         send: quinn::SendStream,
         mut reader: Reader<ConversationPhase>,
     ) {
+        self.answered(send, |tx| async move {
+            let closing = self.open(peer, &mut reader, &tx).await;
+            (reader, closing)
+        })
+        .await;
+    }
+
+    /// One stream to a group after `OpenGroup`: its chats appended to the group's log.
+    async fn group_conversation(
+        &self,
+        group: &GroupId,
+        send: quinn::SendStream,
+        mut reader: Reader<ConversationPhase>,
+    ) {
+        self.answered(send, |tx| async move {
+            let closing = match &self.shared.groups {
+                Some(groups) => {
+                    let allow = || self.take_send_token();
+                    append_group_chats(groups, &self.user, group, &mut reader, &tx, allow).await
+                }
+                None => Some(ErrorCode::Unavailable),
+            };
+            (reader, closing)
+        })
+        .await;
+    }
+
+    /// Runs `chats`, whose replies a responder task writes to `send` in order; closes
+    /// the stream with the code `chats` ends with, if any.
+    async fn answered<F>(
+        &self,
+        send: quinn::SendStream,
+        chats: impl FnOnce(mpsc::Sender<Reply>) -> F,
+    ) where
+        F: std::future::Future<Output = (Reader<ConversationPhase>, Option<ErrorCode>)>,
+    {
         let _counted = Counted::new(&self.shared.metrics.open_conversations);
         let (tx, rx) = mpsc::channel(self.shared.config.limits.send_pipeline);
         let metrics = self.shared.metrics.clone();
         let responder = tokio::spawn(respond(send, rx, metrics));
-        if let Some(code) = self.open(peer, &mut reader, &tx).await {
+        let (mut reader, closing) = chats(tx.clone()).await;
+        if let Some(code) = closing {
             tracing::debug!(%code, "closing conversation stream");
             reader.stop(code);
             let _ = tx.send(Reply::Close(code)).await;
         }
         drop(tx);
         let _ = responder.await;
+    }
+
+    /// Runs the device's group feeds (none in mesh mode).
+    async fn group_feeds(self: Arc<Self>, control: GroupControl) -> Result<(), String> {
+        let Some(groups) = self.shared.groups.clone() else {
+            return std::future::pending().await;
+        };
+        let device = Arc::new(GroupDevice {
+            user: self.user.clone(),
+            device: self.device,
+            window: self.shared.config.limits.push_window,
+        });
+        crate::groups::feed::run(groups, device, control, self.group_acks.clone()).await
+    }
+
+    /// An ack of a group entry, for that group's feed.
+    fn group_ack(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
+        if self.group_acks.ack(group, seq) {
+            return None;
+        }
+        Some((
+            ErrorCode::InvalidSeq,
+            format!("no entry of {group} was pushed"),
+        ))
+    }
+
+    /// A read mark of a group: the member's read-up-to marker.
+    fn group_read(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
+        let groups = self.shared.groups.as_ref()?;
+        match groups.range(group, &self.user) {
+            Some((_, None)) => {
+                groups.read(group, &self.user, seq);
+                None
+            }
+            _ => Some((ErrorCode::NotMember, format!("not a member of {group}"))),
+        }
     }
 
     /// Serves an opened conversation; returns the code to close it with, if any.

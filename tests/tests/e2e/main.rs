@@ -5,6 +5,7 @@ mod chat;
 mod faults;
 mod files;
 mod friends;
+mod groups;
 mod hardening;
 mod hostile;
 mod limits;

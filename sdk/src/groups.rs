@@ -1,0 +1,166 @@
+//! Groups, client side: the keys of each group by epoch, sending to a group through the
+//! same outbox as chats to friends (in order, once, SENT when durable in the group's
+//! log), and opening what the group's log pushes.
+//!
+//! Keys come from the node's REST API ([`crate::Rest::group`]): give them to the client
+//! with [`Client::set_group_keys`], and again after a change that starts a new epoch (a
+//! removal or a leave: [`Event::GroupChange`]). A message sealed at an old epoch is
+//! refused with `StaleEpoch`: fetch the keys and send it again.
+
+use crate::client::{Client, Inner, PendingSend};
+use crate::error::SendError;
+use crate::event::{Event, GroupMessage};
+use crate::link::ControlCommand;
+use crate::outbox::Conversation;
+use crate::seal::{self, FriendKey};
+use quiver_proto::rest::{key_from_hex, GroupInfo};
+use quiver_proto::{
+    ClientMsgId, ControlRequest, ConversationRequest, Entry, EntryKind, GroupId, Seq,
+};
+use std::collections::HashMap;
+
+/// One group's keys.
+#[derive(Clone, Debug, Default)]
+pub struct GroupKeys {
+    /// The epoch new messages are sealed at.
+    pub epoch: u32,
+    keys: HashMap<u32, FriendKey>,
+}
+
+impl GroupKeys {
+    /// The keys a group's description holds.
+    pub fn from_info(info: &GroupInfo) -> Self {
+        let keys = info
+            .keys
+            .iter()
+            .filter_map(|k| Some((k.epoch, FriendKey(key_from_hex(&k.key)?))))
+            .collect();
+        Self {
+            epoch: info.epoch,
+            keys,
+        }
+    }
+
+    fn get(&self, epoch: u32) -> Option<&FriendKey> {
+        self.keys.get(&epoch)
+    }
+}
+
+impl Client {
+    /// Takes a group's keys from its description (`Rest::group`, `Rest::groups`).
+    pub fn set_group_keys(&self, info: &GroupInfo) {
+        let keys = GroupKeys::from_info(info);
+        let mut all = self
+            .inner
+            .group_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        all.insert(info.id.clone(), keys);
+    }
+
+    /// Sends `body` to `group`; resolves once it is durable in the group's log (SENT).
+    pub async fn send_group(&self, group: &GroupId, body: &[u8]) -> Result<crate::Sent, SendError> {
+        self.enqueue_group(group, body).await?.await
+    }
+
+    /// Queues `body` for `group` and returns at once; the result resolves on SENT.
+    pub async fn enqueue_group(
+        &self,
+        group: &GroupId,
+        body: &[u8],
+    ) -> Result<PendingSend, SendError> {
+        let (epoch, key) = {
+            let all = self
+                .inner
+                .group_keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let keys = all
+                .get(group)
+                .ok_or_else(|| SendError::NoKey(group.to_string()))?;
+            let key = keys.get(keys.epoch).cloned();
+            (
+                keys.epoch,
+                key.ok_or_else(|| SendError::NoKey(group.to_string()))?,
+            )
+        };
+        let id = ClientMsgId(crate::client::random_u128());
+        let body = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);
+        let chat = ConversationRequest::GroupChat {
+            id,
+            sent_at_ms: crate::client::now_ms(),
+            epoch,
+            body,
+        };
+        self.inner
+            .enqueue(Conversation::Group(group.clone()), id, &chat)
+            .await
+    }
+
+    /// Tells the group you read its log up to `seq`.
+    pub fn mark_group_read(&self, group: &GroupId, seq: Seq) -> Result<(), SendError> {
+        let offline = || SendError::Connection("offline".into());
+        let link = self.inner.link().ok_or_else(offline)?;
+        let read = ControlRequest::GroupRead {
+            group: group.clone(),
+            seq,
+        };
+        link.control
+            .send(ControlCommand::Send(read))
+            .map_err(|_| offline())
+    }
+}
+
+impl Inner {
+    /// What the app sees of an entry of `group`'s log.
+    pub(crate) fn open_group_entry(&self, group: GroupId, entry: Entry) -> Event {
+        let (from, seq) = (entry.peer, entry.seq);
+        match entry.kind {
+            EntryKind::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+            } => {
+                let key = {
+                    let all = self.group_keys.read().unwrap_or_else(|p| p.into_inner());
+                    all.get(&group).and_then(|k| k.get(epoch).cloned())
+                };
+                let opened = match key {
+                    Some(key) => seal::open_group(&key, &group, &from, epoch, id, &body)
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("no key of {group} at epoch {epoch}")),
+                };
+                match opened {
+                    Ok(body) => Event::GroupMessage(GroupMessage {
+                        group,
+                        from,
+                        seq,
+                        id,
+                        sent_at_ms,
+                        body,
+                    }),
+                    Err(reason) => Event::GroupUndecryptable {
+                        group,
+                        from,
+                        seq,
+                        reason,
+                    },
+                }
+            }
+            EntryKind::Member(change) => Event::GroupChange {
+                group,
+                seq,
+                by: from,
+                change,
+            },
+            // A group log holds nothing else; a node that sent it is wrong.
+            EntryKind::Chat { .. } | EntryKind::Receipt { .. } => Event::GroupUndecryptable {
+                group,
+                from,
+                seq,
+                reason: "not a group entry".into(),
+            },
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Groups: conversations with their own log on the group's home node (the node that made
+//! them), one order for every member, a cursor per member device (read diffusion: one
+//! append per message whatever the size).
+//!
+//! - [`state`]: one group's members, roles, invitations and keys, and the rules;
+//! - [`store`]: every group here — state, logs, receipt markers;
+//! - [`feed`]: a connected device's feeds of its groups, on its control stream;
+//! - [`send`]: a member's conversation stream to a group;
+//! - [`rest`]: the membership API.
+//!
+//! Single node only for now: in mesh mode the API answers 503 (see the README).
+
+pub mod feed;
+pub mod rest;
+pub mod send;
+pub mod state;
+pub mod store;
+
+pub use store::Groups;
