@@ -14,17 +14,22 @@
 //! quiver --profile /tmp/alice send-file bob ./photo.jpg --type image/jpeg
 //! quiver --profile /tmp/bob listen --count 1          # {"event":"file","id":3,...}
 //! quiver --profile /tmp/bob get-file 3 ./photo.jpg
+//! quiver --profile /tmp/alice group create team  # {"group":"g…",...}
+//! quiver --profile /tmp/alice group add g… bob
+//! quiver --profile /tmp/alice send --group g… "hello team"
 //! ```
 
+mod group;
+mod output;
 mod profile;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use output::{say, say_json, StdoutClosed};
 use profile::Profile;
-use quiver_sdk::text::{json_safe, terminal_safe};
-use quiver_sdk::{Client, ConnectOptions, Event, Events, ReceiptKind, UserId};
+use quiver_sdk::text::terminal_safe;
+use quiver_sdk::{Client, ConnectOptions, Event, Events, GroupId, ReceiptKind, UserId};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -50,12 +55,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FriendCmd,
     },
+    /// Groups: create, list, members, add, invite, accept, remove, leave, rename, role.
+    Group {
+        #[command(subcommand)]
+        cmd: group::GroupCmd,
+    },
     /// Send one message; prints it once the node has it durably (SENT), then exits.
+    /// `send bob "hi"` to a friend, `send --group g… "hi"` to a group.
     Send {
-        /// The friend to send to.
-        to: String,
-        /// The text.
-        text: String,
+        /// To a group (its id) instead of a friend.
+        #[arg(long)]
+        group: Option<String>,
+        /// The friend, then the text; or only the text with `--group`.
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
     },
     /// Print incoming messages and receipts, one JSON object per line.
     Listen {
@@ -69,10 +82,14 @@ enum Cmd {
         #[arg(long)]
         read: bool,
     },
-    /// Chat interactively with a friend: type lines, see replies and receipts.
+    /// Chat interactively with a friend (or a group with `--group`): type lines, see
+    /// replies, receipts and group traffic.
     Chat {
-        /// The friend.
+        /// The friend, or the group id with `--group`.
         with: String,
+        /// `with` is a group.
+        #[arg(long)]
+        group: bool,
     },
     /// Send a file; prints it once uploaded and its message is durable (SENT). Run it
     /// again after an interruption: it resumes where the node stopped.
@@ -172,33 +189,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Standard output was closed by its reader (a broken pipe): stop quietly, like `cat`.
-#[derive(Debug)]
-struct StdoutClosed;
-
-impl std::fmt::Display for StdoutClosed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("standard output is closed")
-    }
-}
-
-impl std::error::Error for StdoutClosed {}
-
-/// Prints one line on standard output; [`StdoutClosed`] once nobody reads it.
-fn say(line: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
-        other => Ok(other?),
-    }
-}
-
-/// Prints one JSON object as a line, with the characters a terminal would act on
-/// escaped (the same JSON value).
-fn say_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    say(&json_safe(&value.to_string()))
-}
-
 async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
     match cmd {
         Cmd::Register(Account {
@@ -236,8 +226,27 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             )?;
         }
         Cmd::Friend { cmd } => friend(cmd, profile).await?,
-        Cmd::Send { to, text } => {
-            let to = UserId::parse(&to)?;
+        Cmd::Group { cmd } => group::run(cmd, profile).await?,
+        Cmd::Send {
+            group: Some(group),
+            args,
+        } => {
+            let [text] = args.as_slice() else {
+                bail!("with --group, give only the text");
+            };
+            let group = GroupId::parse(&group)?;
+            let (client, _events) = connect(profile).await?;
+            let sent = client.send_group(&group, text.as_bytes()).await?;
+            say_json(&json!({
+                "event": "sent", "group": group, "id": sent.id.to_string(), "seq": sent.seq.0,
+            }))?;
+            client.close().await;
+        }
+        Cmd::Send { group: None, args } => {
+            let [to, text] = args.as_slice() else {
+                bail!("give the friend and the text");
+            };
+            let to = UserId::parse(to)?;
             if !profile.keys.contains_key(to.as_str()) {
                 profile.refresh_keys().await?;
             }
@@ -306,14 +315,23 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             }))?;
             client.close().await;
         }
-        Cmd::Chat { with } => {
+        Cmd::Chat { with, group: true } => {
+            let with = GroupId::parse(&with)?;
+            profile.refresh_keys().await?;
+            let (client, events) = connect(profile).await?;
+            let outcome = chat(&client, events, &Target::Group(with)).await;
+            profile.cursor = client.cursor().0;
+            client.close().await;
+            outcome?;
+        }
+        Cmd::Chat { with, group: false } => {
             let with = UserId::parse(&with)?;
             profile.refresh_keys().await?;
             if !profile.keys.contains_key(with.as_str()) {
                 bail!("{with} is not your friend yet: `quiver friend add {with}`");
             }
             let (client, events) = connect(profile).await?;
-            let outcome = chat(&client, events, &with).await;
+            let outcome = chat(&client, events, &Target::Friend(with)).await;
             profile.cursor = client.cursor().0;
             client.close().await;
             outcome?;
@@ -380,6 +398,7 @@ async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
     let mut options = ConnectOptions::new(addr, profile.ca_pem()?, profile.token()?);
     options.cursor = profile.cursor();
     options.keys = profile.sdk_keys();
+    options.group_keys = group::keys(&profile.rest()?, profile.token()?).await?;
     Ok(Client::connect(options).await?)
 }
 
@@ -506,9 +525,19 @@ async fn listen(
     Ok(())
 }
 
-async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Result<()> {
+/// Whom `chat` talks to.
+enum Target {
+    Friend(UserId),
+    Group(GroupId),
+}
+
+async fn chat(client: &Client, mut events: Events, target: &Target) -> anyhow::Result<()> {
+    let name = match target {
+        Target::Friend(user) => user.to_string(),
+        Target::Group(group) => group.to_string(),
+    };
     eprintln!(
-        "chatting with {with} as {} — type a line to send, /quit to leave",
+        "chatting with {name} as {} — type a line to send, /quit to leave",
         client.user()
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -520,7 +549,10 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                     "" => {}
                     "/quit" => return Ok(()),
                     text => {
-                        let sent = client.send(with, text.as_bytes()).await?;
+                        let sent = match target {
+                            Target::Friend(user) => client.send(user, text.as_bytes()).await?,
+                            Target::Group(group) => client.send_group(group, text.as_bytes()).await?,
+                        };
                         say(&format!("  sent #{}", sent.seq))?;
                     }
                 }
@@ -531,7 +563,7 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                         Some(f) => say(&format!("[{}] sent a file: {} ({} bytes) — `quiver get-file {} <path>` after `quiver listen`", m.from, f.info.safe_name(), f.info.size, m.seq))?,
                         None => say(&format!("[{}] {}", m.from, terminal_safe(&m.text())))?,
                     }
-                    if m.from == *with {
+                    if matches!(target, Target::Friend(with) if *with == m.from) {
                         client.mark_read(m.seq)?;
                     }
                 }
@@ -539,7 +571,12 @@ async fn chat(client: &Client, mut events: Events, with: &UserId) -> anyhow::Res
                 Some(Event::Undecryptable { from, reason, .. }) => say(&format!("[{from}] <unreadable: {}>", terminal_safe(&reason)))?,
                 Some(Event::ServerError { code, message }) => eprintln!("node error {code}: {}", terminal_safe(&message)),
                 Some(Event::Connection(state)) => eprintln!("connection: {state:?}"),
-                Some(Event::GroupMessage(m)) => say(&format!("[{} in {}] {}", m.from, m.group, terminal_safe(&m.text())))?,
+                Some(Event::GroupMessage(m)) => {
+                    say(&format!("[{} in {}] {}", m.from, m.group, terminal_safe(&m.text())))?;
+                    if matches!(target, Target::Group(g) if *g == m.group) {
+                        client.mark_group_read(&m.group, m.seq)?;
+                    }
+                }
                 Some(Event::GroupChange { group, by, change, .. }) => say(&format!("[{group}] {by}: {}", terminal_safe(&format!("{change:?}"))))?,
                 Some(Event::GroupUndecryptable { group, from, reason, .. }) => say(&format!("[{from} in {group}] <unreadable: {}>", terminal_safe(&reason)))?,
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),

@@ -168,3 +168,104 @@ async fn two_profiles_chat_through_the_cli() {
     steps.await.unwrap();
     node.shutdown().await;
 }
+
+/// Registers `user` in a new profile and logs in.
+fn account(profile: &Path, server: &str, ca: &str, user: &str) {
+    let password = format!("{user}-password");
+    let (server, ca) = (["--server", server], ["--ca", ca]);
+    let who = ["--user", user, "--password", &password];
+    quiver(
+        profile,
+        &[&["register"], &server[..], &ca[..], &who[..]].concat(),
+    );
+    quiver(profile, &[&["login"][..], &who[..]].concat());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = quiver_server::Config {
+        data_dir: dir.path().join("node"),
+        quic_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let node = quiver_server::Node::start(config).await.unwrap();
+    let server = format!("https://{}", node.http_addr());
+    let ca = node.ca_cert().unwrap().to_str().unwrap().to_owned();
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| dir.path().join(u));
+
+    let steps = tokio::task::spawn_blocking(move || {
+        for (profile, user) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+            account(profile, &server, &ca, user);
+        }
+        quiver(&alice, &["friend", "add", "bob"]);
+        quiver(&bob, &["friend", "accept", "alice"]);
+
+        let made = quiver(&alice, &["group", "create", "team"]);
+        assert_eq!(made[0]["status"], "created");
+        let group = made[0]["group"].as_str().unwrap().to_owned();
+        // A friend is added at once; anyone else is invited and accepts.
+        let added = quiver(&alice, &["group", "add", &group, "bob"]);
+        assert_eq!(added[0]["status"], "added");
+        let invited = quiver(&alice, &["group", "invite", &group, "carol"]);
+        assert_eq!(invited[0]["status"], "invited");
+        let waiting = quiver(&carol, &["group", "list"]);
+        assert_eq!(waiting[0]["invitations"][0]["group"], group.as_str());
+        let accepted = quiver(&carol, &["group", "accept", &group]);
+        assert_eq!(accepted[0]["status"], "accepted");
+        let members = quiver(&bob, &["group", "members", &group]);
+        let roles: Vec<(String, String)> = members[0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["user"].to_string(), m["role"].to_string()))
+            .collect();
+        assert_eq!(roles.len(), 3, "{roles:?}");
+        assert!(roles.contains(&("\"alice\"".into(), "\"owner\"".into())));
+
+        let sent = quiver(&alice, &["send", "--group", &group, "hello team"]);
+        assert_eq!(sent[0]["event"], "sent");
+        // Bob sees the group from the entry that added him: his add, Carol's, the message.
+        let got = quiver(&bob, &["listen", "--count", "3", "--timeout", "20"]);
+        let kinds: Vec<&str> = got.iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["group_change", "group_change", "group_message"]);
+        assert_eq!(got[2]["text"], "hello team");
+        assert_eq!(got[2]["seq"], sent[0]["seq"]);
+        // What listen took is acknowledged: the next listen starts after it.
+        let again = quiver(&bob, &["listen", "--timeout", "1"]);
+        assert!(again.is_empty(), "{again:?}");
+        let receipts = quiver(
+            &alice,
+            &["group", "receipts", &group, &sent[0]["seq"].to_string()],
+        );
+        assert_eq!(receipts[0]["members"], 3);
+        assert!(receipts[0]["delivered"].as_u64().unwrap() >= 1);
+
+        // Carol, a plain member, may not remove; Alice may, and Carol's send is refused.
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--profile")
+            .arg(&carol)
+            .args(["group", "remove", &group, "bob"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not_member"));
+        let removed = quiver(&alice, &["group", "remove", &group, "carol"]);
+        assert_eq!(removed[0]["status"], "removed");
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--profile")
+            .arg(&carol)
+            .args(["send", "--group", &group, "still here?"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a friend or member"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    steps.await.unwrap();
+    node.shutdown().await;
+}

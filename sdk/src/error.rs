@@ -27,8 +27,8 @@ pub enum ConnectError {
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SendError {
-    /// No friendship key for that user: not a friend, or keys not loaded.
-    #[error("no friendship key for {0}")]
+    /// No key for that friend or group: not a friend, not a member, or keys not loaded.
+    #[error("no key for {0}: not a friend or member, or its keys are not loaded")]
     NoKey(String),
     /// The node refused the message; `code.is_retryable()` says whether to try again.
     #[error("rejected by node: {0}")]
