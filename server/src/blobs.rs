@@ -367,8 +367,7 @@ impl Blobs {
                 .map_err(unavailable)?
         };
         if outcome.is_ok() {
-            self.db
-                .flush_async()
+            crate::sled_flush::flush(&self.db)
                 .await
                 .map_err(|e| unavailable(e.into()))?;
         }

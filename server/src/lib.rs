@@ -68,6 +68,7 @@ pub mod rate;
 pub mod rest_limits;
 pub mod router;
 pub mod session;
+pub mod sled_flush;
 pub mod tls;
 
 pub use config::{Config, FileLimits, GroupLimits, HttpLimits, InboxConfig, Limits};

@@ -380,7 +380,7 @@ impl Node {
         let _ = tokio::time::timeout(bound, self.http_task).await;
         let _ = tokio::time::timeout(bound, self.endpoint.wait_idle()).await;
         drop(self.shared);
-        if let Err(e) = self.db.flush_async().await {
+        if let Err(e) = crate::sled_flush::flush(&self.db).await {
             tracing::error!(error = %e, "final flush failed");
         }
         // The flush task ends once the last inbox handle is gone.

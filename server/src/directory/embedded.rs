@@ -129,7 +129,7 @@ impl SledDirectory {
     }
 
     async fn flush(&self) -> Result<(), DirectoryError> {
-        self.db.flush_async().await?;
+        crate::sled_flush::flush(&self.db).await?;
         Ok(())
     }
 }
