@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod disk;
 pub mod files;
+pub mod group;
 pub mod mqtt;
 pub mod node;
 pub mod retention;

@@ -154,6 +154,40 @@ enum Mode {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// One group: every online member gets what S senders send (deliveries/s, latency).
+    Group {
+        /// Members of the group.
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        /// Members connected (each its own SDK client and UDP socket).
+        #[arg(long, default_value_t = 1000)]
+        online: usize,
+        /// Members sending (the first of those online).
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per sender.
+        #[arg(long, default_value_t = 200)]
+        messages: u64,
+        /// Body size in bytes (at least 16).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages per sender waiting for SENT at once.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Also run the same workload against mosquitto (one topic, `online`
+        /// subscribers, `senders` publishers) in the same run.
+        #[arg(long, value_enum)]
+        compare: Option<Compare>,
+    },
+    /// Node memory per idle group: G groups of M members, nobody connected.
+    GroupMemory {
+        /// Groups.
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        /// Members of each (the same users in every group).
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+    },
     /// The standard runs, each on a fresh node, as one Markdown table (stdout; the JSON
     /// of every run and the summaries go to stderr). A few minutes.
     Table,
@@ -211,6 +245,10 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
+        Mode::Group { .. } | Mode::GroupMemory { .. } => {
+            let config = quiver_bench::group::node_config();
+            Bench::start_with_config(&server_bin, &config).context("starting the node")?
+        }
         Mode::Expire {
             retention_secs,
             segment_mib,
@@ -239,6 +277,30 @@ async fn main() -> anyhow::Result<()> {
                     workload::compared(quiver, broker)
                 }
             }
+        }
+        Mode::Group {
+            members,
+            online,
+            senders,
+            messages,
+            size,
+            window,
+            compare,
+        } => {
+            let quiver =
+                quiver_bench::group::group(bench, members, online, senders, messages, size, window)
+                    .await?;
+            match compare {
+                None => quiver,
+                Some(Compare::Mqtt) => {
+                    let broker =
+                        quiver_bench::mqtt::group(online, senders, messages, size, window).await?;
+                    workload::compared(quiver, broker)
+                }
+            }
+        }
+        Mode::GroupMemory { groups, members } => {
+            quiver_bench::group::memory(bench, groups, members).await?
         }
         Mode::Hop {
             pairs,

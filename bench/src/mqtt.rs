@@ -195,3 +195,124 @@ pub async fn pairs(
         started,
     ))
 }
+
+/// `group` against mosquitto: one topic, `subscribers` subscribed at QoS 1 with
+/// persistent sessions; `senders` publishers (not subscribed) each publish `messages`
+/// bodies of `size` bytes with at most `window` unacknowledged. Every subscriber should
+/// get every message once, in each publisher's order.
+pub async fn group(
+    subscribers: usize,
+    senders: usize,
+    messages: u64,
+    size: usize,
+    window: usize,
+) -> anyhow::Result<Report> {
+    let broker = Mosquitto::start()?;
+    let epoch = Instant::now();
+    let now_us = move || epoch.elapsed().as_micros() as u64;
+    let expected = senders as u64 * messages;
+    let mut receiving = Vec::new();
+    for i in 0..subscribers {
+        let (client, mut events) =
+            AsyncClient::new(options(&format!("sub{i:05}"), broker.port, window), 4096);
+        client.subscribe("q/group", QoS::AtLeastOnce).await?;
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
+                break;
+            }
+        }
+        receiving.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+            let mut unique = 0;
+            while unique < expected {
+                let Ok(event) = tokio::time::timeout_at(deadline, events.poll()).await else {
+                    break;
+                };
+                let Ok(Event::Incoming(Packet::Publish(publish))) = event else {
+                    continue;
+                };
+                let Some((index, sent, sender)) = numbered(&publish.payload) else {
+                    continue;
+                };
+                let Ok(sender) = UserId::parse(&format!("pub{sender:05}")) else {
+                    continue;
+                };
+                if seen.per_sender.entry(sender).or_default().record(index) {
+                    unique += 1;
+                    seen.latencies_us.push(now_us().saturating_sub(sent));
+                }
+                seen.last_at = Some(Instant::now());
+            }
+            drop(client);
+            seen
+        }));
+    }
+    let started = Instant::now();
+    let mut sending = Vec::new();
+    for i in 0..senders {
+        let (client, mut events) =
+            AsyncClient::new(options(&format!("pub{i:05}"), broker.port, window), 1024);
+        let places = Arc::new(tokio::sync::Semaphore::new(window));
+        let returned = places.clone();
+        let driver = tokio::spawn(async move {
+            let mut acks = 0;
+            while acks < messages {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acks += 1;
+                        returned.add_permits(1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow::anyhow!("publisher {i}: {e}")),
+                }
+            }
+            Ok(())
+        });
+        sending.push(tokio::spawn(async move {
+            for index in 0..messages {
+                places.acquire().await?.forget();
+                let mut body = Vec::with_capacity(size.max(24));
+                body.extend_from_slice(&index.to_be_bytes());
+                body.extend_from_slice(&now_us().to_be_bytes());
+                body.extend_from_slice(&(i as u64).to_be_bytes());
+                body.resize(size.max(24), 0x5a);
+                client
+                    .publish("q/group", QoS::AtLeastOnce, false, body)
+                    .await?;
+            }
+            driver.await??;
+            anyhow::Ok(client)
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in sending {
+        clients.push(task.await??);
+    }
+    let mut seen = Seen::default();
+    for (receiver, task) in receiving.into_iter().enumerate() {
+        seen.merge_receiver(receiver, task.await?);
+    }
+    drop(clients);
+    let params = json!({
+        "subscribers": subscribers, "senders": senders, "messages": messages, "size": size,
+        "window": window,
+    });
+    Ok(delivery_report(
+        "group-mosquitto-qos1",
+        params,
+        seen,
+        subscribers as u64 * expected,
+        started,
+    ))
+}
+
+/// Index, send time (µs) and sender of a group body.
+fn numbered(payload: &[u8]) -> Option<(u64, u64, u64)> {
+    let word = |at: usize| {
+        Some(u64::from_be_bytes(
+            payload.get(at..at + 8)?.try_into().ok()?,
+        ))
+    };
+    Some((word(0)?, word(8)?, word(16)?))
+}

@@ -5,7 +5,9 @@ use crate::cluster::{node_args, ClusterCa, RedisServer};
 use crate::node::NodeProcess;
 use crate::stats::{percentile, StreamCheck};
 use anyhow::Context;
-use quiver_sdk::{Client, ConnectOptions, Event, Events, FriendKey, LoginResponse, Rest, UserId};
+use quiver_sdk::{
+    Client, ConnectOptions, Event, Events, FriendKey, GroupId, LoginResponse, Rest, UserId,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,10 +31,10 @@ pub struct Report {
 pub struct Bench {
     /// The node under test (the first node of a mesh).
     pub node: NodeProcess,
-    rest: Rest,
+    pub(crate) rest: Rest,
     /// The second node of a mesh.
     peer: Option<(NodeProcess, Rest)>,
-    ca: String,
+    pub(crate) ca: String,
     epoch: Instant,
     _redis: Option<RedisServer>,
     _cluster_ca: Option<ClusterCa>,
@@ -249,21 +251,38 @@ impl Bench {
     }
 }
 
+/// Whom numbered bodies go to.
+pub(crate) enum To {
+    Friend(UserId),
+    Group(GroupId),
+}
+
+impl From<UserId> for To {
+    fn from(user: UserId) -> Self {
+        To::Friend(user)
+    }
+}
+
 /// Sends `messages` numbered bodies to `to`, in order, with at most `window` waiting for
 /// SENT. Returns when every one is SENT.
 pub(crate) async fn send_numbered(
     bench: Arc<Bench>,
     client: Client,
-    to: UserId,
+    to: impl Into<To>,
     messages: u64,
     size: usize,
     window: usize,
 ) -> anyhow::Result<()> {
+    let to = to.into();
     let window = Arc::new(Semaphore::new(window));
     let mut waits = tokio::task::JoinSet::new();
     for index in 0..messages {
         let permit = window.clone().acquire_owned().await?;
-        let pending = client.enqueue(&to, &bench.body(index, size)).await?;
+        let body = bench.body(index, size);
+        let pending = match &to {
+            To::Friend(user) => client.enqueue(user, &body).await?,
+            To::Group(group) => client.enqueue_group(group, &body).await?,
+        };
         waits.spawn(async move {
             let sent = pending.await;
             drop(permit);
@@ -320,6 +339,19 @@ impl Seen {
     pub(crate) fn merge(&mut self, other: Seen) {
         self.latencies_us.extend(other.latencies_us);
         self.per_sender.extend(other.per_sender);
+        self.last_at = self.last_at.max(other.last_at);
+    }
+
+    /// Adds receiver `receiver`'s observations where several receivers hear the same
+    /// senders (a group, a topic): each (receiver, sender) stream is checked apart.
+    pub(crate) fn merge_receiver(&mut self, receiver: usize, other: Seen) {
+        self.latencies_us.extend(other.latencies_us);
+        for (sender, check) in other.per_sender {
+            let stream = format!("r{receiver}-{sender}");
+            if let Ok(stream) = UserId::parse(&stream) {
+                self.per_sender.insert(stream, check);
+            }
+        }
         self.last_at = self.last_at.max(other.last_at);
     }
 

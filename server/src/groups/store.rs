@@ -166,7 +166,7 @@ impl Groups {
     /// Waits for `appended` to be durable and the state saved, then tells `users`.
     async fn settle(&self, appended: Appended, users: &[UserId]) -> Result<Seq, Refusal> {
         let seq = appended.durable().await.map_err(storage)?;
-        self.db.flush_async().await.map_err(storage)?;
+        crate::sled_flush::flush(&self.db).await.map_err(storage)?;
         for user in users {
             let _ = self.changed.send(user.clone());
         }
@@ -294,7 +294,7 @@ impl Groups {
             .or_default()
             .invitations
             .insert(group.clone());
-        self.db.flush_async().await.map_err(storage)?;
+        crate::sled_flush::flush(&self.db).await.map_err(storage)?;
         Ok(None)
     }
 

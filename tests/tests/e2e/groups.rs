@@ -432,3 +432,51 @@ fn quiver_proto_info(group: &GroupId) -> quiver_sdk::GroupInfo {
         }],
     }
 }
+
+#[tokio::test]
+async fn receipts_say_delivered_to_n_of_m_and_read_by_k_of_m() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (alice, bob, carol) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("carol").await?,
+    );
+    let group = group_of(&node, &alice, &[&bob, &carol]).await?;
+    let (a, mut a_events) = join(&node, &alice, &group).await?;
+    let (b, mut b_events) = join(&node, &bob, &group).await?;
+    // Carol stays offline.
+    let sent = a.send_group(&group, b"did you get it?").await?;
+    let got = group_messages(&mut b_events, 1).await?.remove(0);
+    ensure!(got.seq == sent.seq);
+    b.mark_group_read(&group, got.seq)?;
+    group_messages(&mut a_events, 1).await?; // Alice's own device has it too.
+
+    let rest = node.rest();
+    let asked = || rest.group_receipts(&alice.login.token, &group, sent.seq);
+    wait_for(|| async { asked().await.is_ok_and(|r| (r.delivered, r.read) == (2, 1)) }).await?;
+    let receipts = asked().await?;
+    ensure!(receipts.members == 3);
+    let mut each: Vec<(String, bool, bool)> = receipts
+        .by_member
+        .expect("a small group lists each member")
+        .into_iter()
+        .map(|m| (m.user.to_string(), m.delivered, m.read))
+        .collect();
+    each.sort();
+    ensure!(
+        each == [
+            ("alice".to_string(), true, false),
+            ("bob".to_string(), true, true),
+            ("carol".to_string(), false, false),
+        ],
+        "{each:?}"
+    );
+    // A stranger may not ask.
+    let eve = node.user("eve").await?;
+    let refused = rest
+        .group_receipts(&eve.login.token, &group, sent.seq)
+        .await;
+    ensure!(api_error(refused)?.0 == 403);
+    node.shutdown().await;
+    Ok(())
+}
