@@ -3,9 +3,11 @@
 //! log), and opening what the group's log pushes.
 //!
 //! Keys come from the node's REST API ([`crate::Rest::group`]): give them to the client
-//! with [`Client::set_group_keys`], and again after a change that starts a new epoch (a
-//! removal or a leave: [`Event::GroupChange`]). A message sealed at an old epoch is
-//! refused with `StaleEpoch`: fetch the keys and send it again.
+//! ([`crate::ConnectOptions::group_keys`], [`Client::set_group_keys`]). With
+//! [`crate::ConnectOptions::group_key_source`] the client fetches them itself once when
+//! an entry names an epoch it has no key for (after a removal or a leave), before it
+//! shows that entry or anything after it. A message sealed at an old epoch is refused with
+//! `StaleEpoch`: fetch the keys and send it again.
 
 use crate::client::{Client, Inner, PendingSend};
 use crate::error::SendError;
@@ -59,7 +61,19 @@ impl Client {
     }
 
     /// Sends `body` to `group`; resolves once it is durable in the group's log (SENT).
+    /// With a key source ([`crate::ConnectOptions::group_key_source`]), a refusal as
+    /// `StaleEpoch` fetches the group's keys and sends once more, sealed at the new epoch.
     pub async fn send_group(&self, group: &GroupId, body: &[u8]) -> Result<crate::Sent, SendError> {
+        let sent = self.enqueue_group(group, body).await?.await;
+        let Some(source) = &self.inner.options.group_key_source else {
+            return sent;
+        };
+        if sent != Err(SendError::Rejected(quiver_proto::ErrorCode::StaleEpoch)) {
+            return sent;
+        }
+        if let Ok(info) = source.group(&self.inner.options.token, group).await {
+            self.set_group_keys(&info);
+        }
         self.enqueue_group(group, body).await?.await
     }
 
@@ -112,8 +126,28 @@ impl Client {
 }
 
 impl Inner {
+    /// The key of `group` at `epoch`, fetched from the key source once if missing.
+    async fn group_key(&self, group: &GroupId, epoch: u32) -> Option<FriendKey> {
+        let known = || {
+            let all = self.group_keys.read().unwrap_or_else(|p| p.into_inner());
+            all.get(group).and_then(|k| k.get(epoch).cloned())
+        };
+        if let Some(key) = known() {
+            return Some(key);
+        }
+        let source = self.options.group_key_source.as_ref()?;
+        match source.group(&self.options.token, group).await {
+            Ok(info) => {
+                let mut all = self.group_keys.write().unwrap_or_else(|p| p.into_inner());
+                all.insert(group.clone(), GroupKeys::from_info(&info));
+            }
+            Err(e) => tracing::debug!(%group, error = %e, "could not fetch group keys"),
+        }
+        known()
+    }
+
     /// What the app sees of an entry of `group`'s log.
-    pub(crate) fn open_group_entry(&self, group: GroupId, entry: Entry) -> Event {
+    pub(crate) async fn open_group_entry(&self, group: GroupId, entry: Entry) -> Event {
         let (from, seq) = (entry.peer, entry.seq);
         match entry.kind {
             EntryKind::GroupChat {
@@ -122,10 +156,7 @@ impl Inner {
                 epoch,
                 body,
             } => {
-                let key = {
-                    let all = self.group_keys.read().unwrap_or_else(|p| p.into_inner());
-                    all.get(&group).and_then(|k| k.get(epoch).cloned())
-                };
+                let key = self.group_key(&group, epoch).await;
                 let opened = match key {
                     Some(key) => seal::open_group(&key, &group, &from, epoch, id, &body)
                         .map_err(|e| e.to_string()),

@@ -170,7 +170,7 @@ async fn read_control(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvS
                     group: Some(group.clone()),
                     control: link.control.clone(),
                 };
-                (inner.open_group_entry(group, entry), Some(ack))
+                (inner.open_group_entry(group, entry).await, Some(ack))
             }
             // Only the handshake reads a welcome.
             ControlResponse::Welcome { .. } => continue,
