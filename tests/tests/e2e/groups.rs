@@ -486,3 +486,56 @@ async fn receipts_say_delivered_to_n_of_m_and_read_by_k_of_m() -> anyhow::Result
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_busy_group_holds_a_quiet_one_back_by_at_most_its_push_window() -> anyhow::Result<()> {
+    let window = 64;
+    let node = TestNode::start_with(|c| {
+        c.limits.push_window = window;
+        c.limits.messages_per_sec = 100_000;
+    })
+    .await?;
+    let (alice, bob, carol) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("carol").await?,
+    );
+    let busy = group_of(&node, &alice, &[&bob]).await?;
+    let quiet = group_of(&node, &carol, &[&bob]).await?;
+    let (a, _a_events) = join(&node, &alice, &busy).await?;
+    let (c, _c_events) = join(&node, &carol, &quiet).await?;
+    // Bob is away while the busy group fills up, then the quiet one says one thing.
+    let mut pending = Vec::new();
+    for i in 0..2000 {
+        pending.push(
+            a.enqueue_group(&busy, format!("busy {i}").as_bytes())
+                .await?,
+        );
+    }
+    for p in pending {
+        p.await?;
+    }
+    c.send_group(&quiet, b"over here").await?;
+
+    let mut keys = std::collections::HashMap::new();
+    for group in [&busy, &quiet] {
+        let info = node.rest().group(&bob.login.token, group).await?;
+        keys.insert(group.clone(), GroupKeys::from_info(&info));
+    }
+    let (_b, mut b_events) = node.connect_with(&bob, |o| o.group_keys = keys).await?;
+    let mut busy_before = 0;
+    loop {
+        let m = group_messages(&mut b_events, 1).await?.remove(0);
+        if m.group == quiet {
+            break;
+        }
+        busy_before += 1;
+    }
+    println!("busy entries before the quiet one: {busy_before} (window {window})");
+    ensure!(
+        busy_before <= window as usize,
+        "{busy_before} busy entries came first"
+    );
+    node.shutdown().await;
+    Ok(())
+}
