@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) queues: Mutex<HashMap<Conversation, Arc<tokio::sync::Mutex<Queue>>>>,
     /// Group keys by group and epoch, and the epoch to seal at.
     pub(crate) group_keys: RwLock<HashMap<GroupId, GroupKeys>>,
+    /// When a fetch of each group's keys last failed to give a key an entry needed.
+    pub(crate) group_key_failed: Mutex<HashMap<GroupId, Instant>>,
     pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) closing: watch::Sender<bool>,
@@ -120,7 +122,7 @@ pub(crate) struct Inner {
     pub(crate) streams_waiting: std::sync::atomic::AtomicUsize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -170,6 +172,7 @@ impl Client {
             device: first.device,
             keys: RwLock::new(options.keys.clone()),
             group_keys: RwLock::new(options.group_keys.clone()),
+            group_key_failed: Mutex::new(HashMap::new()),
             options,
             endpoint,
             seen: Arc::new(Mutex::new(seen)),

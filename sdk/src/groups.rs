@@ -9,7 +9,7 @@
 //! shows that entry or anything after it. A message sealed at an old epoch is refused with
 //! `StaleEpoch`: fetch the keys and send it again.
 
-use crate::client::{Client, Inner, PendingSend};
+use crate::client::{lock, Client, Inner, PendingSend};
 use crate::error::SendError;
 use crate::event::{Event, GroupMessage};
 use crate::link::ControlCommand;
@@ -20,6 +20,9 @@ use quiver_proto::{
     ClientMsgId, ControlRequest, ConversationRequest, Entry, EntryKind, GroupId, Seq,
 };
 use std::collections::HashMap;
+
+/// How soon a group's keys are fetched again after a fetch that did not give the key.
+const REFETCH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One group's keys.
 #[derive(Clone, Debug, Default)]
@@ -136,6 +139,12 @@ impl Inner {
             return Some(key);
         }
         let source = self.options.group_key_source.as_ref()?;
+        // Entries of an epoch the node did not give a key for (or while it was down) ask
+        // again at most every few seconds, not once per entry.
+        let failed_at = lock(&self.group_key_failed).get(group).copied();
+        if failed_at.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+            return None;
+        }
         match source.group(&self.options.token, group).await {
             Ok(info) => {
                 let mut all = self.group_keys.write().unwrap_or_else(|p| p.into_inner());
@@ -143,7 +152,13 @@ impl Inner {
             }
             Err(e) => tracing::debug!(%group, error = %e, "could not fetch group keys"),
         }
-        known()
+        let key = known();
+        let mut failed = lock(&self.group_key_failed);
+        match key {
+            Some(_) => failed.remove(group),
+            None => failed.insert(group.clone(), std::time::Instant::now()),
+        };
+        key
     }
 
     /// What the app sees of an entry of `group`'s log.
