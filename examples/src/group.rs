@@ -55,7 +55,7 @@ pub enum GroupCmd {
         /// The group.
         group: String,
     },
-    /// Rename a group (owner or admin).
+    /// Rename a group (any member may).
     Rename {
         /// The group.
         group: String,

@@ -87,7 +87,7 @@ impl Rest {
             .await
     }
 
-    /// Renames `group` (owner or admin).
+    /// Renames `group` (any member may).
     pub async fn rename_group(
         &self,
         token: &str,

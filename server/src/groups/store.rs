@@ -175,9 +175,7 @@ impl Groups {
 
     /// `owner` makes a group named `name`.
     pub async fn create(&self, owner: &UserId, name: String) -> Result<GroupId, Refusal> {
-        if self.users().get(owner).map_or(0, |g| g.groups.len())
-            >= self.limits.max_groups_per_user as usize
-        {
+        if self.memberships(owner) >= self.limits.max_groups_per_user as usize {
             return Err((ErrorCode::QuotaExceeded, "you are in too many groups"));
         }
         if !self.created.try_take(owner.clone(), Instant::now()) {
@@ -248,12 +246,27 @@ impl Groups {
     }
 
     fn room_for(&self, user: &UserId) -> Result<(), Refusal> {
-        let users = self.users();
-        let theirs = users.get(user);
-        if theirs.map_or(0, |g| g.groups.len()) >= self.limits.max_groups_per_user as usize {
+        if self.memberships(user) >= self.limits.max_groups_per_user as usize {
             return Err((ErrorCode::QuotaExceeded, "that user is in too many groups"));
         }
         Ok(())
+    }
+
+    /// The groups `user` is a member of now (not those they were removed from or left,
+    /// which their devices still get up to the change).
+    fn memberships(&self, user: &UserId) -> usize {
+        let groups = self
+            .users()
+            .get(user)
+            .map(|g| g.groups.clone())
+            .unwrap_or_default();
+        groups
+            .iter()
+            .filter(|g| {
+                self.range(g, user)
+                    .is_some_and(|(_, until)| until.is_none())
+            })
+            .count()
     }
 
     /// `actor` adds `user`: at once if `friends` (the two are friends), else as an

@@ -539,3 +539,29 @@ async fn a_busy_group_holds_a_quiet_one_back_by_at_most_its_push_window() -> any
     node.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn groups_a_user_was_removed_from_do_not_count_against_their_limit() -> anyhow::Result<()> {
+    let node = TestNode::start_with(|c| c.groups.max_groups_per_user = 2).await?;
+    let (alice, bob, carol) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("carol").await?,
+    );
+    let rest = node.rest();
+    let first = group_of(&node, &bob, &[&alice]).await?;
+    group_of(&node, &carol, &[&alice]).await?;
+    // Alice is in two groups: a third is refused.
+    let third = rest.create_group(&bob.login.token, "third").await?;
+    let full = rest.add_member(&bob.login.token, &third.id, "alice").await;
+    ensure!(api_error(full)? == (409, "quota_exceeded".into()));
+    // Removed from one, she has room again.
+    rest.remove_member(&bob.login.token, &first, "alice")
+        .await?;
+    let added = rest
+        .add_member(&bob.login.token, &third.id, "alice")
+        .await?;
+    ensure!(added.status == "added", "{added:?}");
+    node.shutdown().await;
+    Ok(())
+}
