@@ -141,41 +141,15 @@ pub async fn pairs(
     let started = Instant::now();
     let mut sending = Vec::new();
     for i in 0..pairs {
-        let (client, mut events) =
-            AsyncClient::new(options(&format!("snd{i:05}"), broker.port, window), 1024);
-        // The window as in Quiver's run: a message is stamped when it gets one of `window`
-        // places, and its PUBACK gives the place back.
-        let places = Arc::new(tokio::sync::Semaphore::new(window));
-        let returned = places.clone();
-        // The event loop sends, receives PUBACKs and keeps the connection.
-        let driver = tokio::spawn(async move {
-            let mut acks = 0;
-            while acks < messages {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        acks += 1;
-                        returned.add_permits(1);
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(anyhow::anyhow!("publisher {i}: {e}")),
-                }
-            }
-            Ok(())
-        });
-        sending.push(tokio::spawn(async move {
-            for index in 0..messages {
-                places.acquire().await?.forget();
-                let mut body = Vec::with_capacity(size.max(16));
-                body.extend_from_slice(&index.to_be_bytes());
-                body.extend_from_slice(&now_us().to_be_bytes());
-                body.resize(size.max(16), 0x5a);
-                client
-                    .publish(format!("q/rcv{i:05}"), QoS::AtLeastOnce, false, body)
-                    .await?;
-            }
-            driver.await??;
-            anyhow::Ok(client)
-        }));
+        let id = format!("snd{i:05}");
+        let topic = format!("q/rcv{i:05}");
+        let load = Load {
+            messages,
+            size,
+            window,
+            epoch,
+        };
+        sending.push(publish(broker.port, id, topic, None, load));
     }
     let mut clients = Vec::new();
     for task in sending {
@@ -251,39 +225,20 @@ pub async fn group(
     let started = Instant::now();
     let mut sending = Vec::new();
     for i in 0..senders {
-        let (client, mut events) =
-            AsyncClient::new(options(&format!("pub{i:05}"), broker.port, window), 1024);
-        let places = Arc::new(tokio::sync::Semaphore::new(window));
-        let returned = places.clone();
-        let driver = tokio::spawn(async move {
-            let mut acks = 0;
-            while acks < messages {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        acks += 1;
-                        returned.add_permits(1);
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(anyhow::anyhow!("publisher {i}: {e}")),
-                }
-            }
-            Ok(())
-        });
-        sending.push(tokio::spawn(async move {
-            for index in 0..messages {
-                places.acquire().await?.forget();
-                let mut body = Vec::with_capacity(size.max(24));
-                body.extend_from_slice(&index.to_be_bytes());
-                body.extend_from_slice(&now_us().to_be_bytes());
-                body.extend_from_slice(&(i as u64).to_be_bytes());
-                body.resize(size.max(24), 0x5a);
-                client
-                    .publish("q/group", QoS::AtLeastOnce, false, body)
-                    .await?;
-            }
-            driver.await??;
-            anyhow::Ok(client)
-        }));
+        let id = format!("pub{i:05}");
+        let load = Load {
+            messages,
+            size,
+            window,
+            epoch,
+        };
+        sending.push(publish(
+            broker.port,
+            id,
+            "q/group".into(),
+            Some(i as u64),
+            load,
+        ));
     }
     let mut clients = Vec::new();
     for task in sending {
@@ -305,6 +260,72 @@ pub async fn group(
         subscribers as u64 * expected,
         started,
     ))
+}
+
+/// What one publisher sends: `messages` bodies of `size` bytes, at most `window`
+/// unacknowledged, stamped with microseconds since `epoch`.
+#[derive(Clone, Copy)]
+struct Load {
+    messages: u64,
+    size: usize,
+    window: usize,
+    epoch: Instant,
+}
+
+/// A publisher task: connects as `id` and publishes `load` to `topic` at QoS 1; each body
+/// is its index, its send time and (if given) `sender`, padded. Resolves to the client
+/// (dropping it disconnects) once every PUBACK arrived.
+fn publish(
+    port: u16,
+    id: String,
+    topic: String,
+    sender: Option<u64>,
+    load: Load,
+) -> tokio::task::JoinHandle<anyhow::Result<AsyncClient>> {
+    let Load {
+        messages,
+        size,
+        window,
+        epoch,
+    } = load;
+    let (client, mut events) = AsyncClient::new(options(&id, port, window), 1024);
+    // The window as in Quiver's run: a message is stamped when it gets one of `window`
+    // places, and its PUBACK gives the place back.
+    let places = Arc::new(tokio::sync::Semaphore::new(window));
+    let returned = places.clone();
+    // The event loop sends, receives PUBACKs and keeps the connection.
+    let driver = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < messages {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acks += 1;
+                    returned.add_permits(1);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::anyhow!("publisher {id}: {e}")),
+            }
+        }
+        Ok(())
+    });
+    let least = if sender.is_some() { 24 } else { 16 };
+    tokio::spawn(async move {
+        for index in 0..messages {
+            places.acquire().await?.forget();
+            let mut body = Vec::with_capacity(size.max(least));
+            body.extend_from_slice(&index.to_be_bytes());
+            body.extend_from_slice(&(epoch.elapsed().as_micros() as u64).to_be_bytes());
+            if let Some(sender) = sender {
+                body.extend_from_slice(&sender.to_be_bytes());
+            }
+            body.resize(size.max(least), 0x5a);
+            client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, body)
+                .await?;
+        }
+        driver.await??;
+        anyhow::Ok(client)
+    })
 }
 
 /// Index, send time (µs) and sender of a group body.

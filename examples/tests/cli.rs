@@ -25,11 +25,10 @@ fn quiver(profile: &Path, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_profiles_chat_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
+/// A node with its data in `dir/node`: the node, its REST URL and its CA's path.
+async fn start_node(dir: &Path) -> (quiver_server::Node, String, String) {
     let config = quiver_server::Config {
-        data_dir: dir.path().join("node"),
+        data_dir: dir.join("node"),
         quic_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
@@ -37,26 +36,18 @@ async fn two_profiles_chat_through_the_cli() {
     let node = quiver_server::Node::start(config).await.unwrap();
     let server = format!("https://{}", node.http_addr());
     let ca = node.ca_cert().unwrap().to_str().unwrap().to_owned();
+    (node, server, ca)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_profiles_chat_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, server, ca) = start_node(dir.path()).await;
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
 
     let steps = tokio::task::spawn_blocking(move || {
         for (profile, user) in [(&alice, "alice"), (&bob, "bob")] {
-            let password = format!("{user}-password");
-            quiver(
-                profile,
-                &[
-                    "register",
-                    "--server",
-                    &server,
-                    "--ca",
-                    &ca,
-                    "--user",
-                    user,
-                    "--password",
-                    &password,
-                ],
-            );
-            quiver(profile, &["login", "--user", user, "--password", &password]);
+            account(profile, &server, &ca, user);
         }
         let added = quiver(&alice, &["friend", "add", "bob"]);
         assert_eq!(added[0]["status"], "pending");
@@ -184,15 +175,7 @@ fn account(profile: &Path, server: &str, ca: &str, user: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let config = quiver_server::Config {
-        data_dir: dir.path().join("node"),
-        quic_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
-    let node = quiver_server::Node::start(config).await.unwrap();
-    let server = format!("https://{}", node.http_addr());
-    let ca = node.ca_cert().unwrap().to_str().unwrap().to_owned();
+    let (node, server, ca) = start_node(dir.path()).await;
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| dir.path().join(u));
 
     let steps = tokio::task::spawn_blocking(move || {

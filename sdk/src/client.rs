@@ -342,10 +342,15 @@ impl Client {
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
     /// Queued behind the acknowledgements already due, so READ never overtakes DELIVERED.
     pub fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
+        self.send_control(ControlRequest::Read { seq })
+    }
+
+    /// Queues `request` on the control stream of the connection now.
+    pub(crate) fn send_control(&self, request: ControlRequest) -> Result<(), SendError> {
         let offline = || SendError::Connection("offline".into());
         let link = self.inner.link().ok_or_else(offline)?;
-        let read = ControlCommand::Send(ControlRequest::Read { seq });
-        link.control.send(read).map_err(|_| offline())
+        let request = ControlCommand::Send(request);
+        link.control.send(request).map_err(|_| offline())
     }
 
     /// Stops the client: acknowledgements and read marks already queued reach the node

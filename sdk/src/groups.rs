@@ -12,7 +12,6 @@
 use crate::client::{lock, Client, Inner, PendingSend};
 use crate::error::SendError;
 use crate::event::{Event, GroupMessage};
-use crate::link::ControlCommand;
 use crate::outbox::Conversation;
 use crate::seal::{self, FriendKey};
 use quiver_proto::rest::{key_from_hex, GroupInfo};
@@ -116,15 +115,10 @@ impl Client {
 
     /// Tells the group you read its log up to `seq`.
     pub fn mark_group_read(&self, group: &GroupId, seq: Seq) -> Result<(), SendError> {
-        let offline = || SendError::Connection("offline".into());
-        let link = self.inner.link().ok_or_else(offline)?;
-        let read = ControlRequest::GroupRead {
+        self.send_control(ControlRequest::GroupRead {
             group: group.clone(),
             seq,
-        };
-        link.control
-            .send(ControlCommand::Send(read))
-            .map_err(|_| offline())
+        })
     }
 }
 

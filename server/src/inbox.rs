@@ -74,13 +74,13 @@ impl From<std::io::Error> for InboxError {
 /// `seq`: a chat's sender and id, a receipt's reader, kind and `seq`. It follows from the
 /// entry itself, so the index and the log cannot disagree. The index keeps a 128-bit
 /// digest of it (SHA-256, cut): cryptographic, so a sender cannot pick message ids that
-/// collide with another's. A group's membership change has no id to retry with: its
-/// `seq` (the one it is given) makes it unique.
-fn idempotency_digest(peer: &UserId, kind: &EntryKind, seq: Seq) -> Digest {
+/// collide with another's. A group's membership change has no id to retry with and is
+/// never the same as another: `None`, and not indexed.
+fn idempotency_digest(peer: &UserId, kind: &EntryKind) -> Option<Digest> {
     let (tag, number) = match kind {
         EntryKind::Chat { id, .. } => (b'c', id.0),
         EntryKind::GroupChat { id, .. } => (b'g', id.0),
-        EntryKind::Member(_) => (b'm', u128::from(seq.0)),
+        EntryKind::Member(_) => return None,
         EntryKind::Receipt {
             kind: ReceiptKind::Delivered,
             seq,
@@ -103,7 +103,7 @@ fn idempotency_digest(peer: &UserId, kind: &EntryKind, seq: Seq) -> Digest {
         .split_first_chunk::<8>()
         .unwrap_or((&[0; 8], &[]));
     let (low, _) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
-    (u64::from_be_bytes(*high), u64::from_be_bytes(*low))
+    Some((u64::from_be_bytes(*high), u64::from_be_bytes(*low)))
 }
 
 /// 128 bits of an idempotency key's SHA-256, as two `u64`s: a `u128` key would be
@@ -152,8 +152,9 @@ impl Owner {
             return;
         }
         self.set_place(entry.seq, place);
-        let digest = idempotency_digest(&entry.peer, &entry.kind, entry.seq);
-        self.appended.insert(digest, entry.seq);
+        if let Some(digest) = idempotency_digest(&entry.peer, &entry.kind) {
+            self.appended.insert(digest, entry.seq);
+        }
         self.held.add(&entry.peer, held::weight(&entry.kind));
     }
 
@@ -175,6 +176,7 @@ impl Owner {
         }
         let digests = &gone.digests;
         for (digest, seq) in digests {
+            let Some(digest) = digest else { continue };
             if let hash_map::Entry::Occupied(known) = self.appended.entry(*digest) {
                 if known.get() == seq {
                     known.remove();
@@ -203,7 +205,7 @@ struct Gone {
     /// The highest `seq` among them.
     floor: Seq,
     /// Their idempotency digests.
-    digests: Vec<(Digest, Seq)>,
+    digests: Vec<(Option<Digest>, Seq)>,
     /// The chat bytes they held, by sender.
     held: Vec<(UserId, u64)>,
 }
@@ -454,7 +456,8 @@ impl Inbox {
             | EntryKind::GroupChat { .. }
             | EntryKind::Member(_) => Urgency::Now,
         };
-        let (seq, fresh, durable) = {
+        let digest = idempotency_digest(peer, &kind);
+        let (seq, fresh, durable) = 'append: {
             let mut owners = self.shard(owner);
             if !owners.contains_key(owner) {
                 owners.insert(owner.clone(), Owner::new(Seq(0)));
@@ -463,30 +466,34 @@ impl Inbox {
                 return Err(InboxError::Storage("owner vanished".into()));
             };
             let head = state.head();
-            let digest = idempotency_digest(peer, &kind, head.next());
             // One probe of the digests, whether the append is a retry or not.
-            match state.appended.entry(digest) {
-                hash_map::Entry::Occupied(known) => (*known.get(), false, state.durable.clone()),
-                hash_map::Entry::Vacant(slot) => {
-                    let bytes = held::weight(&kind);
-                    if state.held.admits(peer, bytes, self.held_limits()).is_err() {
-                        return Err(InboxError::Full);
-                    }
-                    let entry = Entry {
-                        seq: head.next(),
-                        peer: peer.clone(),
-                        kind,
-                    };
-                    // Under the shard lock: one user's records go to the log in `seq` order.
-                    let place = self
-                        .log
-                        .append_with(|tail| encode_into(owner, &entry, tail))?;
-                    slot.insert(entry.seq);
-                    state.set_place(entry.seq, place);
-                    state.held.add(peer, bytes);
-                    (entry.seq, true, state.durable.clone())
+            let appended = &mut state.appended;
+            let slot = match digest.map(|d| appended.entry(d)) {
+                Some(hash_map::Entry::Occupied(known)) => {
+                    break 'append (*known.get(), false, state.durable.clone());
                 }
+                Some(hash_map::Entry::Vacant(slot)) => Some(slot),
+                None => None,
+            };
+            let bytes = held::weight(&kind);
+            if state.held.admits(peer, bytes, self.held_limits()).is_err() {
+                return Err(InboxError::Full);
             }
+            let entry = Entry {
+                seq: head.next(),
+                peer: peer.clone(),
+                kind,
+            };
+            // Under the shard lock: one user's records go to the log in `seq` order.
+            let place = self
+                .log
+                .append_with(|tail| encode_into(owner, &entry, tail))?;
+            if let Some(slot) = slot {
+                slot.insert(entry.seq);
+            }
+            state.set_place(entry.seq, place);
+            state.held.add(peer, bytes);
+            (entry.seq, true, state.durable.clone())
         };
         let (tx, rx) = oneshot::channel();
         self.commit.then(
@@ -619,7 +626,7 @@ impl Inbox {
             self.log.scan(start, |_, payload| {
                 let (owner, entry) = decode(payload)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                let digest = idempotency_digest(&entry.peer, &entry.kind, entry.seq);
+                let digest = idempotency_digest(&entry.peer, &entry.kind);
                 let theirs = gone.entry(owner).or_default();
                 theirs.floor = theirs.floor.max(entry.seq);
                 theirs.digests.push((digest, entry.seq));

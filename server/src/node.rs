@@ -107,8 +107,8 @@ pub struct Node {
     quic_task: JoinHandle<()>,
     http_task: JoinHandle<()>,
     commit_task: JoinHandle<()>,
-    /// Makes group log appends durable.
-    group_commit_task: JoinHandle<()>,
+    /// Makes group log appends durable (single-node mode).
+    group_commit_task: Option<JoinHandle<()>>,
     /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
     mesh_tasks: Vec<JoinHandle<()>>,
     /// Removes blobs nothing refers to and inbox segments past retention, periodically.
@@ -143,15 +143,15 @@ impl Node {
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let metrics = Arc::new(Metrics::default());
         let (inbox, commit_task) = Inbox::open(&db, &data, &config.inbox, metrics.clone())?;
-        let (group_log, group_commit_task) =
-            Inbox::open_logs(Logs::Groups, &db, &data, &config.inbox, metrics.clone())?;
-        let groups = match config.mesh {
-            None => Some(Arc::new(Groups::open(
-                &db,
-                group_log,
-                config.groups.clone(),
-            )?)),
-            Some(_) => None,
+        // Groups are served by a single node only for now: a mesh node opens no group log.
+        let (groups, group_commit_task) = match config.mesh {
+            None => {
+                let (log, task) =
+                    Inbox::open_logs(Logs::Groups, &db, &data, &config.inbox, metrics.clone())?;
+                let groups = Groups::open(&db, log, config.groups.clone())?;
+                (Some(Arc::new(groups)), Some(task))
+            }
+            Some(_) => (None, None),
         };
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let endpoint =
@@ -385,7 +385,9 @@ impl Node {
         }
         // The flush task ends once the last inbox handle is gone.
         let _ = tokio::time::timeout(bound, self.commit_task).await;
-        let _ = tokio::time::timeout(bound, self.group_commit_task).await;
+        if let Some(task) = self.group_commit_task {
+            let _ = tokio::time::timeout(bound, task).await;
+        }
         tracing::info!("node stopped");
     }
 }

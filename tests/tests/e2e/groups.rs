@@ -3,7 +3,7 @@
 
 use anyhow::{bail, ensure};
 use quiver_sdk::{
-    ClientMsgId, ErrorCode, Event, Events, GroupChange, GroupId, GroupKeys, GroupMessage,
+    Client, ClientMsgId, ErrorCode, Event, Events, GroupChange, GroupId, GroupKeys, GroupMessage,
     RestError, SendError, Seq,
 };
 use quiver_tests::*;
@@ -21,6 +21,33 @@ async fn group_messages(events: &mut Events, n: usize) -> anyhow::Result<Vec<Gro
         }
     }
     Ok(out)
+}
+
+/// Queues `bodies` to `group` at once (pipelined) and waits until every one is SENT.
+async fn send_all(
+    client: &Client,
+    group: &GroupId,
+    bodies: impl IntoIterator<Item = String>,
+) -> Result<Vec<quiver_sdk::Sent>, SendError> {
+    let mut pending = Vec::new();
+    for body in bodies {
+        pending.push(client.enqueue_group(group, body.as_bytes()).await?);
+    }
+    let mut sent = Vec::new();
+    for p in pending {
+        sent.push(p.await?);
+    }
+    Ok(sent)
+}
+
+/// Registers `names` on `node`.
+async fn users<const N: usize>(node: &TestNode, names: [&str; N]) -> anyhow::Result<[TestUser; N]> {
+    let mut out = Vec::with_capacity(N);
+    for name in names {
+        out.push(node.user(name).await?);
+    }
+    out.try_into()
+        .map_err(|_| anyhow::anyhow!("a user was lost"))
 }
 
 /// A node with `owner` and `others` (each a friend of the owner) in one new group.
@@ -65,11 +92,7 @@ fn api_error(result: Result<impl std::fmt::Debug, RestError>) -> anyhow::Result<
 #[tokio::test]
 async fn three_senders_six_devices_one_order_each_entry_once() -> anyhow::Result<()> {
     let node = TestNode::start_with(|c| c.limits.messages_per_sec = 100_000).await?;
-    let (alice, bob, carol) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("carol").await?,
-    );
+    let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let group = group_of(&node, &alice, &[&bob, &carol]).await?;
     let (mut devices, mut receivers) = (Vec::new(), Vec::new());
     for user in [&alice, &bob, &carol] {
@@ -85,16 +108,8 @@ async fn three_senders_six_devices_one_order_each_entry_once() -> anyhow::Result
     let senders = [(0usize, 334usize), (2, 333), (4, 333)].map(|(d, n)| {
         let (client, group) = (devices[d].clone(), group.clone());
         tokio::spawn(async move {
-            let mut pending = Vec::new();
-            for i in 0..n {
-                let body = format!("{}-{i}", client.user());
-                pending.push(client.enqueue_group(&group, body.as_bytes()).await?);
-            }
-            let mut sent = Vec::new();
-            for p in pending {
-                sent.push(p.await?);
-            }
-            Ok::<_, SendError>(sent)
+            let bodies = (0..n).map(|i| format!("{}-{i}", client.user()));
+            send_all(&client, &group, bodies).await
         })
     });
     let mut sent = Vec::new();
@@ -150,16 +165,7 @@ async fn an_offline_member_catches_up_5000_in_order_before_live_ones() -> anyhow
     b.close().await;
     drop(b_events);
 
-    let mut pending = Vec::new();
-    for i in 0..5000 {
-        pending.push(
-            a.enqueue_group(&group, format!("old {i}").as_bytes())
-                .await?,
-        );
-    }
-    for p in pending {
-        p.await?;
-    }
+    send_all(&a, &group, (0..5000).map(|i| format!("old {i}"))).await?;
     let (_b, mut b_events) = join(&node, &bob, &group).await?;
     let live = tokio::spawn({
         let (a, group) = (a.clone(), group.clone());
@@ -192,11 +198,7 @@ async fn an_offline_member_catches_up_5000_in_order_before_live_ones() -> anyhow
 #[tokio::test]
 async fn a_removed_member_gets_nothing_after_the_removal_and_cannot_send() -> anyhow::Result<()> {
     let node = TestNode::start().await?;
-    let (alice, bob, carol) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("carol").await?,
-    );
+    let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let group = group_of(&node, &alice, &[&bob, &carol]).await?;
     let rest = node.rest();
     let bob_info = rest.group(&bob.login.token, &group).await?;
@@ -314,11 +316,7 @@ async fn a_removed_member_gets_nothing_after_the_removal_and_cannot_send() -> an
 async fn strangers_and_members_without_rights_are_refused_while_a_group_chats() -> anyhow::Result<()>
 {
     let node = TestNode::start().await?;
-    let (alice, bob, eve) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("eve").await?,
-    );
+    let [alice, bob, eve] = users(&node, ["alice", "bob", "eve"]).await?;
     let group = group_of(&node, &alice, &[&bob]).await?;
     let rest = node.rest();
     let (a, _a_events) = join(&node, &alice, &group).await?;
@@ -442,11 +440,7 @@ fn quiver_proto_info(group: &GroupId) -> quiver_sdk::GroupInfo {
 #[tokio::test]
 async fn receipts_say_delivered_to_n_of_m_and_read_by_k_of_m() -> anyhow::Result<()> {
     let node = TestNode::start().await?;
-    let (alice, bob, carol) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("carol").await?,
-    );
+    let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let group = group_of(&node, &alice, &[&bob, &carol]).await?;
     let (a, mut a_events) = join(&node, &alice, &group).await?;
     let (b, mut b_events) = join(&node, &bob, &group).await?;
@@ -495,26 +489,13 @@ async fn a_busy_group_holds_a_quiet_one_back_by_at_most_its_push_window() -> any
         c.limits.messages_per_sec = 100_000;
     })
     .await?;
-    let (alice, bob, carol) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("carol").await?,
-    );
+    let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let busy = group_of(&node, &alice, &[&bob]).await?;
     let quiet = group_of(&node, &carol, &[&bob]).await?;
     let (a, _a_events) = join(&node, &alice, &busy).await?;
     let (c, _c_events) = join(&node, &carol, &quiet).await?;
     // Bob is away while the busy group fills up, then the quiet one says one thing.
-    let mut pending = Vec::new();
-    for i in 0..2000 {
-        pending.push(
-            a.enqueue_group(&busy, format!("busy {i}").as_bytes())
-                .await?,
-        );
-    }
-    for p in pending {
-        p.await?;
-    }
+    send_all(&a, &busy, (0..2000).map(|i| format!("busy {i}"))).await?;
     c.send_group(&quiet, b"over here").await?;
 
     let mut keys = std::collections::HashMap::new();
@@ -543,11 +524,7 @@ async fn a_busy_group_holds_a_quiet_one_back_by_at_most_its_push_window() -> any
 #[tokio::test]
 async fn groups_a_user_was_removed_from_do_not_count_against_their_limit() -> anyhow::Result<()> {
     let node = TestNode::start_with(|c| c.groups.max_groups_per_user = 2).await?;
-    let (alice, bob, carol) = (
-        node.user("alice").await?,
-        node.user("bob").await?,
-        node.user("carol").await?,
-    );
+    let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let rest = node.rest();
     let first = group_of(&node, &bob, &[&alice]).await?;
     group_of(&node, &carol, &[&alice]).await?;
