@@ -35,9 +35,9 @@ pub struct GroupState {
     pub keys: Vec<GroupKey>,
     /// Who is in it.
     pub members: BTreeMap<UserId, Member>,
-    /// Who was removed or left, with the `seq` of that entry: the last one their devices
-    /// get.
-    pub gone: BTreeMap<UserId, Seq>,
+    /// Who was removed or left: the `seq` of the entry that added them and of the one
+    /// that removed them, the first and last their devices get.
+    pub gone: BTreeMap<UserId, (Seq, Seq)>,
     /// Pending invitations: who was invited, by whom.
     pub invited: BTreeMap<UserId, UserId>,
 }
@@ -228,8 +228,8 @@ impl GroupState {
     }
 
     fn depart(&mut self, user: &UserId, epoch: u32, seq: Seq, key: GroupKey) {
-        self.members.remove(user);
-        self.gone.insert(user.clone(), seq);
+        let since = self.members.remove(user).map_or(seq, |m| m.since);
+        self.gone.insert(user.clone(), (since, seq));
         self.epoch = epoch;
         self.keys.push(key);
     }
@@ -258,7 +258,9 @@ impl GroupState {
         if let Some(member) = self.members.get(user) {
             return Some((member.since, None));
         }
-        self.gone.get(user).map(|until| (Seq(1), Some(*until)))
+        self.gone
+            .get(user)
+            .map(|&(since, until)| (since, Some(until)))
     }
 }
 
