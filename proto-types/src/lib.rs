@@ -47,7 +47,7 @@ pub use group::{GroupChange, GroupId, Role};
 pub use ids::{ClientMsgId, DeviceId, IdError, Seq, UserId};
 pub use messages::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, Entry, EntryKind,
-    ReceiptKind,
+    ReceiptKind, MAX_HISTORY_PAGE,
 };
 
 /// ALPN protocol id of Quiver's client protocol over QUIC.

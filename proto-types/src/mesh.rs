@@ -87,6 +87,18 @@ pub enum MeshOpen {
         /// The blob and its size.
         file: FileRef,
     },
+    /// A page of `user`'s inbox (homed on the receiving node), asked through the opening
+    /// node. Then the stream is exactly a client's history stream after its first frame.
+    History {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+        /// Only entries about this peer.
+        peer: Option<UserId>,
+        /// Only entries below this `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
 }
 
 /// The answer to [`MeshOpen::Receipt`], [`MeshOpen::Logout`] and [`MeshOpen::Retain`].

@@ -131,7 +131,34 @@ pub enum ConversationRequest {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// First frame: one page of the user's own inbox, newest first: the entries below
+    /// `before` (from the newest when `None`) about `peer` (every peer when `None`), at
+    /// most `limit` (the node caps it at [`MAX_HISTORY_PAGE`]). Answered with
+    /// [`ConversationResponse::HistoryEntry`] frames, then one
+    /// [`ConversationResponse::HistoryEnd`]; then the node finishes the stream.
+    History {
+        /// Only entries whose `peer` is this user.
+        peer: Option<UserId>,
+        /// Only entries with a lower `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
+    /// First frame: one page of a group's log, newest first, within what the member may
+    /// see (from the entry that added them to the one that removed them). Answered as
+    /// [`ConversationRequest::History`].
+    GroupHistory {
+        /// The group.
+        group: GroupId,
+        /// Only entries with a lower `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
 }
+
+/// Most entries one history page carries.
+pub const MAX_HISTORY_PAGE: u32 = 500;
 
 /// Node → client on a conversation stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +181,19 @@ pub enum ConversationResponse {
         id: ClientMsgId,
         /// Why; [`ErrorCode::is_retryable`] tells whether to try again.
         code: ErrorCode,
+    },
+    /// One entry of a history page (newest first).
+    HistoryEntry {
+        /// The entry, as it was pushed.
+        entry: Entry,
+    },
+    /// The page is complete. `next` is the `before` of the next page, or `None` when
+    /// nothing older is left (the start of the conversation, of retention or of the
+    /// member's range). A page may hold fewer entries than asked and still have a `next`:
+    /// the node bounds how far one page looks.
+    HistoryEnd {
+        /// Where the next page starts.
+        next: Option<Seq>,
     },
 }
 

@@ -175,6 +175,24 @@ pub enum ConversationStep {
         /// Sealed body.
         body: Vec<u8>,
     },
+    /// The first and only frame: a page of the user's inbox.
+    History {
+        /// Only entries about this peer.
+        peer: Option<UserId>,
+        /// Only entries below this `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
+    /// The first and only frame: a page of a group's log.
+    GroupHistory {
+        /// The group.
+        group: GroupId,
+        /// Only entries below this `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
 }
 
 impl From<ConversationStep> for ConversationRequest {
@@ -214,6 +232,24 @@ impl From<ConversationStep> for ConversationRequest {
                 sent_at_ms,
                 epoch,
                 body,
+            },
+            ConversationStep::History {
+                peer,
+                before,
+                limit,
+            } => ConversationRequest::History {
+                peer,
+                before,
+                limit,
+            },
+            ConversationStep::GroupHistory {
+                group,
+                before,
+                limit,
+            } => ConversationRequest::GroupHistory {
+                group,
+                before,
+                limit,
             },
         }
     }
@@ -281,6 +317,36 @@ impl Phase for ConversationPhase {
                 epoch,
                 body,
             }),
+            (
+                StreamKind::Unknown,
+                R::History {
+                    peer,
+                    before,
+                    limit,
+                },
+            ) => {
+                self.state = StreamKind::Transfer;
+                Ok(ConversationStep::History {
+                    peer,
+                    before,
+                    limit,
+                })
+            }
+            (
+                StreamKind::Unknown,
+                R::GroupHistory {
+                    group,
+                    before,
+                    limit,
+                },
+            ) => {
+                self.state = StreamKind::Transfer;
+                Ok(ConversationStep::GroupHistory {
+                    group,
+                    before,
+                    limit,
+                })
+            }
             _ => Err(ErrorCode::UnexpectedFrame),
         }
     }

@@ -268,3 +268,50 @@ fn every_error_code_has_the_number_the_document_gives() {
         assert!(doc.contains(&row), "docs/PROTOCOL.md lacks the row {row}");
     }
 }
+
+#[test]
+fn history_streams() {
+    let page = ConversationRequest::History {
+        peer: Some(bob()),
+        before: Some(Seq(300)),
+        limit: 500,
+    };
+    assert_eq!(
+        payload(&page),
+        [6, 1, 3, b'b', b'o', b'b', 1, 0xac, 0x02, 0xf4, 0x03]
+    );
+    let newest = ConversationRequest::History {
+        peer: None,
+        before: None,
+        limit: 2,
+    };
+    assert_eq!(payload(&newest), [6, 0, 0, 2]);
+    let group = GroupId::parse("g0123456789abcdef").unwrap();
+    let g = payload(&group);
+    let group_page = ConversationRequest::GroupHistory {
+        group,
+        before: None,
+        limit: 2,
+    };
+    assert_eq!(payload(&group_page), cat(&[&[7], &g, &[0, 2]]));
+    let entry = Entry {
+        seq: Seq(3),
+        peer: bob(),
+        kind: EntryKind::Receipt {
+            kind: ReceiptKind::Read,
+            id: ClientMsgId(9),
+            seq: Seq(4),
+        },
+    };
+    let mut one = vec![3];
+    one.extend(payload(&entry));
+    assert_eq!(payload(&ConversationResponse::HistoryEntry { entry }), one);
+    assert_eq!(
+        payload(&ConversationResponse::HistoryEnd { next: Some(Seq(3)) }),
+        [4, 1, 3]
+    );
+    assert_eq!(
+        payload(&ConversationResponse::HistoryEnd { next: None }),
+        [4, 0]
+    );
+}

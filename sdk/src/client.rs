@@ -661,7 +661,13 @@ async fn read_answers(
                 }
                 return;
             }
-            Ok(None) | Err(_) => {
+            // History frames belong on history streams: a node that sends them here is
+            // broken, and the stream is written again on a new one.
+            Ok(Some(
+                ConversationResponse::HistoryEntry { .. } | ConversationResponse::HistoryEnd { .. },
+            ))
+            | Ok(None)
+            | Err(_) => {
                 queue.lose_stream(Some(which));
                 return;
             }

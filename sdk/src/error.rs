@@ -64,3 +64,18 @@ pub enum RestError {
         message: String,
     },
 }
+
+/// Why a history page was not read.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum HistoryError {
+    /// The client is not connected now; ask again once [`crate::ConnectionState::Online`].
+    #[error("not connected")]
+    Offline,
+    /// The node refused the page (`NotMember`, `RateLimited`, `Unavailable`…);
+    /// `code.is_retryable()` says whether to ask again.
+    #[error("refused by node: {0}")]
+    Refused(ErrorCode),
+    /// The stream failed or broke the protocol before the page ended; ask again.
+    #[error("history stream: {0}")]
+    Stream(String),
+}

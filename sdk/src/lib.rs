@@ -56,6 +56,7 @@ pub mod files;
 mod frames;
 mod group_rest;
 mod groups;
+mod history;
 mod link;
 mod options;
 mod outbox;
@@ -66,12 +67,13 @@ pub mod text;
 pub mod tls;
 
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
-pub use error::{ConnectError, RestError, SendError};
+pub use error::{ConnectError, HistoryError, RestError, SendError};
 pub use event::{ConnectionState, Event, Events, GroupMessage, Message, Receipt};
 pub use files::{
     Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
 };
 pub use groups::GroupKeys;
+pub use history::{HistoryOf, HistoryPage};
 pub use quiver_proto::files::{BlobId, FileRef};
 pub use quiver_proto::rest::{
     key_from_hex, FriendInfo, FriendsResponse, GroupChangeResponse, GroupInfo, GroupInvitation,

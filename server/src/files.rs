@@ -7,7 +7,7 @@
 use crate::blobs::UploadStart;
 use crate::live::Slot;
 use crate::metrics::MeshKind;
-use crate::net::{varint, write_frame};
+use crate::net::{pump, varint, write_frame};
 use crate::node::Shared;
 use crate::router::Home;
 use quiver_proto::files::{BlobId, FileResponse};
@@ -357,30 +357,7 @@ async fn relay(
         }
     };
     let _ = send.set_priority(FILE_PRIORITY);
-    tokio::join!(pump(recv, up), pump(down, send));
-}
-
-/// Copies one direction of a relayed stream; a failure on one side resets the other, so
-/// both ends see the transfer broken rather than complete.
-async fn pump(mut from: quinn::RecvStream, mut to: quinn::SendStream) {
-    loop {
-        match from.read_chunk(IO_CHUNK, true).await {
-            Ok(Some(chunk)) => {
-                if to.write_chunk(chunk.bytes).await.is_err() {
-                    let _ = from.stop(varint(ErrorCode::Unavailable));
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = to.finish();
-                return;
-            }
-            Err(_) => {
-                let _ = to.reset(varint(ErrorCode::Unavailable));
-                return;
-            }
-        }
-    }
+    tokio::join!(pump(recv, up, IO_CHUNK), pump(down, send, IO_CHUNK));
 }
 
 /// Refuses a transfer with one `Error` frame and closes the stream.

@@ -534,6 +534,13 @@ impl Inbox {
         Ok(state.durable.subscribe())
     }
 
+    /// `owner`'s durable head: the highest `seq` that is safe to read (0: none).
+    pub fn head(&self, owner: &UserId) -> Seq {
+        self.shard(owner)
+            .get(owner)
+            .map_or(Seq(0), |s| *s.durable.borrow())
+    }
+
     /// Bytes of the log from its oldest segment to its end, and how many segment files
     /// hold them.
     pub fn footprint(&self) -> (u64, usize) {

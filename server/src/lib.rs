@@ -17,6 +17,7 @@
 //! | [`metrics`] | counters, gauges, the flush histogram; Prometheus text |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
 //! | [`files`] | upload and download streams, here or relayed to the owner's home node |
+//! | [`history`] | history pages of an inbox or a group log, newest first, bounded |
 //! | [`blobs`] | sealed file bytes on disk by SHA-256, quotas, collection |
 //! | [`inbox`] | per-user logs and their index, device cursors, durable heads |
 //! | [`log`] | the inbox log's segment files: checksummed records, torn tails cut on open |
@@ -53,6 +54,7 @@ pub mod files;
 pub mod groups;
 pub mod hasher;
 pub mod held;
+pub mod history;
 pub mod http;
 pub mod https;
 pub mod inbox;

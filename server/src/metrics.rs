@@ -26,6 +26,8 @@ pub enum MeshKind {
     Attach = 2,
     /// An upload or download relayed to the blob owner's home node.
     File = 3,
+    /// A history page read from the user's home node.
+    History = 4,
 }
 
 /// Counters (`_total`, only grow) and gauges (go up and down) of one node.
@@ -77,7 +79,7 @@ pub struct Metrics {
     /// QUIC handshakes that did not finish within the handshake timeout.
     pub handshakes_timed_out: AtomicU64,
     /// Requests this node made to mesh peers, by [`MeshKind`].
-    mesh_requests: [AtomicU64; 4],
+    mesh_requests: [AtomicU64; 5],
     /// Refusals and closes the node sent, by error code.
     errors: [AtomicU64; CODES],
     /// Storage flushes by duration: one count per bucket of [`FLUSH_BUCKETS`], then +Inf.
@@ -343,7 +345,7 @@ impl Metrics {
         );
 
         let _ = writeln!(out, "# HELP quiver_mesh_requests_total Requests this node made to mesh peers.\n# TYPE quiver_mesh_requests_total counter");
-        for (kind, counter) in ["conversation", "receipt", "attach", "file"]
+        for (kind, counter) in ["conversation", "receipt", "attach", "file", "history"]
             .iter()
             .zip(&self.mesh_requests)
         {

@@ -125,6 +125,29 @@ pub async fn write_frame<T: Serialize>(
     send.write_all(&bytes).await.map_err(std::io::Error::other)
 }
 
+/// Copies one direction of a relayed stream; a failure on one side resets the other, so
+/// both ends see the transfer broken rather than complete.
+pub async fn pump(mut from: quinn::RecvStream, mut to: quinn::SendStream, chunk: usize) {
+    loop {
+        match from.read_chunk(chunk, true).await {
+            Ok(Some(chunk)) => {
+                if to.write_chunk(chunk.bytes).await.is_err() {
+                    let _ = from.stop(varint(ErrorCode::Unavailable));
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = to.finish();
+                return;
+            }
+            Err(_) => {
+                let _ = to.reset(varint(ErrorCode::Unavailable));
+                return;
+            }
+        }
+    }
+}
+
 /// A QUIC error code from a protocol error code.
 pub fn varint(code: ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code.to_u32())

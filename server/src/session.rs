@@ -414,6 +414,17 @@ impl Session {
                 let recv = reader.into_recv();
                 crate::files::download(shared, user, owner, blob, offset, send, recv).await
             }
+            Ok(Some(
+                step @ (ConversationStep::History { .. } | ConversationStep::GroupHistory { .. }),
+            )) => {
+                // A page costs a chat token: pages read files, and a flood must not.
+                if !self.take_send_token() {
+                    return self
+                        .refuse_stream(send, reader, ErrorCode::RateLimited)
+                        .await;
+                }
+                crate::history::serve(&shared, user, step, send).await
+            }
             // The phase refuses a chat before Open.
             Ok(Some(ConversationStep::Chat { .. } | ConversationStep::GroupChat { .. })) => {
                 self.refuse_stream(send, reader, ErrorCode::UnexpectedFrame)

@@ -75,7 +75,7 @@ pub struct Receipts {
 }
 
 /// The log's owner name for a group: a group id is a valid user name.
-fn owner(group: &GroupId) -> UserId {
+pub fn owner(group: &GroupId) -> UserId {
     UserId::parse(group.as_str()).expect("a group id is a valid log owner")
 }
 

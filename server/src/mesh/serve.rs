@@ -87,6 +87,15 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             };
             answer(send, kept).await
         }
+        MeshOpen::History {
+            user,
+            peer,
+            before,
+            limit,
+        } => {
+            let want = crate::history::Want { before, limit };
+            crate::history::inbox(&shared, user, peer, want, send, false).await
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared

@@ -542,3 +542,97 @@ async fn groups_a_user_was_removed_from_do_not_count_against_their_limit() -> an
     node.shutdown().await;
     Ok(())
 }
+
+/// Group history pages: each member pages back through exactly the entries their
+/// devices get — from the entry that added them, up to the one that removed them — and
+/// a stranger is refused.
+#[tokio::test]
+async fn members_page_group_history_within_their_range() -> anyhow::Result<()> {
+    use quiver_sdk::{HistoryError, HistoryOf};
+    let node = TestNode::start().await?;
+    let [alice, bob, carol, dave] = users(&node, ["alice", "bob", "carol", "dave"]).await?;
+    let group = group_of(&node, &alice, &[&bob]).await?;
+    let (a, _a_events) = join(&node, &alice, &group).await?;
+    send_all(&a, &group, (0..700).map(|i| format!("early {i}"))).await?;
+    node.befriend(&alice, &carol).await?;
+    let rest = node.rest();
+    let carol_added = rest
+        .add_member(&alice.login.token, &group, carol.id.as_str())
+        .await?;
+    ensure!(carol_added.status == "added");
+    send_all(&a, &group, (0..300).map(|i| format!("middle {i}"))).await?;
+    rest.remove_member(&alice.login.token, &group, bob.id.as_str())
+        .await?;
+    let a = {
+        // A new epoch after the removal: Alice seals with its key.
+        let (a, events) = join(&node, &alice, &group).await?;
+        drop(events);
+        a
+    };
+    send_all(&a, &group, (0..200).map(|i| format!("late {i}"))).await?;
+
+    /// Every page of the group's history as (seq, text or change) pairs.
+    async fn pages(client: &Client, group: &GroupId) -> anyhow::Result<Vec<(Seq, String)>> {
+        let (mut out, mut before) = (Vec::new(), None);
+        loop {
+            let page = client
+                .history(&HistoryOf::Group(group.clone()), before, 500)
+                .await?;
+            ensure!(page.events.len() <= 500);
+            for event in page.events {
+                out.push(match event {
+                    Event::GroupMessage(m) => (m.seq, m.text()),
+                    Event::GroupChange { seq, change, .. } => (seq, format!("{change:?}")),
+                    // Bob, removed, holds no keys any more.
+                    Event::GroupUndecryptable { seq, .. } => (seq, "sealed".into()),
+                    other => bail!("{other:?}"),
+                });
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+    let everything = pages(&a, &group).await?;
+    // Created, Alice's add of Bob, 700, Carol's add, 300, Bob's removal, 200.
+    ensure!(
+        everything.len() == 1 + 1 + 700 + 1 + 300 + 1 + 200,
+        "{}",
+        everything.len()
+    );
+    let seqs: Vec<u64> = everything.iter().map(|(s, _)| s.0).collect();
+    ensure!(seqs == (1..=seqs.len() as u64).rev().collect::<Vec<_>>());
+
+    let (c, _c_events) = join(&node, &carol, &group).await?;
+    let carols = pages(&c, &group).await?;
+    ensure!(carols.len() == 1 + 300 + 1 + 200, "{}", carols.len());
+    ensure!(
+        carols.last().unwrap().1.contains("Added"),
+        "{:?}",
+        carols.last()
+    );
+    ensure!(carols == everything[..carols.len()]);
+
+    let (b, _b_events) = node.connect(&bob).await?;
+    let bobs = pages(&b, &group).await?;
+    let (removal, _) = &everything[200];
+    ensure!(
+        bobs[0].0 == *removal && bobs[0].1.contains("Removed"),
+        "{:?}",
+        bobs[0]
+    );
+    let seqs = |entries: &[(Seq, String)]| entries.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+    ensure!(
+        seqs(&bobs) == seqs(&everything[200..everything.len() - 1]),
+        "Bob: from his add to his removal"
+    );
+
+    let (d, _d_events) = node.connect(&dave).await?;
+    let refused = d.history(&HistoryOf::Group(group.clone()), None, 10).await;
+    ensure!(
+        refused == Err(HistoryError::Refused(ErrorCode::NotMember)),
+        "{refused:?}"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod files;
 mod friends;
 mod groups;
 mod hardening;
+mod history;
 mod hostile;
 mod limits;
 mod mesh;
