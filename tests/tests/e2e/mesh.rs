@@ -93,7 +93,7 @@ async fn an_offline_backlog_arrives_in_order_once_on_another_node() -> anyhow::R
     }
     // Back on node 2, with the cursor the app kept.
     let cursor = live.last().map(|m| m.seq);
-    let (_b, mut b_events) = cluster.n(2).connect_from(&bob, cursor).await?;
+    let (b, mut b_events) = cluster.n(2).connect_from(&bob, cursor).await?;
     let got = messages(&mut b_events, 50).await?;
     let texts: Vec<_> = got.iter().map(|m| m.text()).collect();
     let expected: Vec<_> = (0..50).map(|i| format!("offline {i}")).collect();
@@ -103,6 +103,29 @@ async fn an_offline_backlog_arrives_in_order_once_on_another_node() -> anyhow::R
     );
     assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), seqs);
     assert_quiet(&mut b_events, Duration::from_millis(500)).await?;
+
+    // History through node 2, read on Bob's home (node 3): all 55, newest first.
+    let (mut paged, mut before) = (Vec::new(), None);
+    loop {
+        let page = b.history(&quiver_sdk::HistoryOf::Inbox, before, 20).await?;
+        paged.extend(page.events.into_iter().map(|e| match e {
+            quiver_sdk::Event::Message(m) => m.text(),
+            other => format!("{other:?}"),
+        }));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    let mut all: Vec<_> = live.iter().map(|m| m.text()).collect();
+    all.extend(expected);
+    all.reverse();
+    assert_eq!(paged, all);
+    let text = cluster.n(2).rest().metrics().await?;
+    assert!(
+        text.contains("quiver_mesh_requests_total{kind=\"history\"} 3\n"),
+        "{text}"
+    );
     Ok(())
 }
 
