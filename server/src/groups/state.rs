@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(g.may_send(&admin, 1).unwrap_err().0, ErrorCode::StaleEpoch);
         assert!(g.keys_for(&bob).is_empty(), "no key after removal");
         assert_eq!(g.keys_for(&admin), [(1, [1; 32]), (2, [2; 32])]);
-        assert_eq!(g.range(&bob), Some((Seq(1), Some(Seq(5)))));
+        assert_eq!(g.range(&bob), Some((Seq(4), Some(Seq(5)))), "from his add");
         assert_eq!(g.range(&eve), None);
 
         // The owner leaves only after handing the group over.
