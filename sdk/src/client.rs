@@ -146,7 +146,11 @@ impl Client {
     /// a bad token or address shows at once); after that the client reconnects by itself.
     /// Pushes begin right away: read the returned [`Events`], or the node stops pushing
     /// once its window is full.
-    pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
+    pub async fn connect(mut options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
+        if let Some(store) = options.store.clone() {
+            crate::persist::remember(&store, &mut options)
+                .map_err(|e| ConnectError::Store(e.to_string()))?;
+        }
         let config =
             crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
                 .map_err(ConnectError::Tls)?;
@@ -184,11 +188,17 @@ impl Client {
             stream_wanted: tokio::sync::Notify::new(),
             streams_waiting: std::sync::atomic::AtomicUsize::new(0),
         });
+        if let Some(store) = &inner.options.store {
+            let restored = crate::persist::restore(store, &mut lock(&inner.queues))
+                .map_err(|e| ConnectError::Store(e.to_string()))?;
+            tracing::debug!(restored, "outbox restored from the store");
+        }
         let link = Link::start(&inner, first, 1);
         inner.set_link(Some(link.clone()));
         tokio::spawn(crate::driver::drive(inner.clone(), link));
         tokio::spawn(close_idle_streams(Arc::downgrade(&inner)));
         let events = Events {
+            store: inner.options.store.clone(),
             rx,
             seen: inner.seen.clone(),
             seen_groups: HashMap::new(),
@@ -296,7 +306,7 @@ impl Client {
             .key(to)
             .ok_or_else(|| SendError::NoKey(to.to_string()))?;
         let sealed = seal::seal(&key, &self.inner.user, to, id, body);
-        self.inner.enqueue_chat(to, id, sealed, None).await
+        self.inner.enqueue_chat(to, id, sealed, None, body).await
     }
 
     /// Uploads the file at `path` and sends `to` a message that names it; resolves once
@@ -339,9 +349,22 @@ impl Client {
         )
     }
 
+    /// The client's store, if it has one.
+    pub fn store(&self) -> Option<&crate::Store> {
+        self.inner.options.store.as_ref()
+    }
+
     /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
     /// Queued behind the acknowledgements already due, so READ never overtakes DELIVERED.
     pub fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
+        if let Some(store) = self.store() {
+            let marked = store
+                .inbox_conversation(seq)
+                .and_then(|c| c.map_or(Ok(()), |c| store.mark_read(&c, seq)));
+            if let Err(e) = marked {
+                tracing::error!(error = %e, "store: could not mark read");
+            }
+        }
         self.send_control(ControlRequest::Read { seq })
     }
 
@@ -415,6 +438,7 @@ impl Inner {
         id: ClientMsgId,
         body: Vec<u8>,
         file: Option<FileRef>,
+        plain: &[u8],
     ) -> Result<PendingSend, SendError> {
         let chat = ConversationRequest::Chat {
             id,
@@ -422,22 +446,27 @@ impl Inner {
             body,
             file,
         };
-        self.enqueue(Conversation::Friend(to.clone()), id, &chat)
+        self.enqueue(Conversation::Friend(to.clone()), id, &chat, plain)
             .await
     }
 
-    /// Puts `frame`, a chat of `conversation` with `id`, in its outbox queue and writes
-    /// it if online.
+    /// Puts `request`, a chat of `conversation` with `id` whose opened body is `plain`, in
+    /// the store (if any) and its outbox queue, and writes it if online.
     pub(crate) async fn enqueue(
         self: &Arc<Self>,
         conversation: Conversation,
         id: ClientMsgId,
-        frame: &ConversationRequest,
+        request: &ConversationRequest,
+        plain: &[u8],
     ) -> Result<PendingSend, SendError> {
-        let frame = encode_frame(frame).map_err(|_| SendError::Seal)?;
+        let frame = encode_frame(request).map_err(|_| SendError::Seal)?;
         let (tx, rx) = oneshot::channel();
         let queue = self.queue(&conversation);
         let mut queue = queue.lock().await;
+        // Kept under the queue's lock: the store's outbox has the queue's order.
+        if let Some(store) = &self.options.store {
+            crate::persist::outgoing(store, &self.user, &conversation, request, &frame, plain)?;
+        }
         queue.push(id, frame, tx);
         self.flush(&conversation, &mut queue).await;
         Ok(PendingSend { id, answer: rx })
@@ -643,8 +672,12 @@ async fn read_answers(
         let Some(inner) = inner.upgrade() else { return };
         let queue = inner.queue(&peer);
         let mut queue = queue.lock().await;
+        let store = inner.options.store.as_ref();
         match answer {
-            Ok(Some(ConversationResponse::Sent { id, seq })) => queue.settle(id, Ok(seq)),
+            Ok(Some(ConversationResponse::Sent { id, seq })) => {
+                crate::persist::answered(store, &peer, id, Some(seq));
+                queue.settle(id, Ok(seq))
+            }
             Ok(Some(ConversationResponse::Rejected { id, code })) if code.is_retryable() => {
                 // Not stored; the resend check writes it (and what followed) again.
                 if let Some(at) = queue.pending.iter().position(|p| p.id == id) {
@@ -652,11 +685,15 @@ async fn read_answers(
                 }
             }
             Ok(Some(ConversationResponse::Rejected { id, code })) => {
+                crate::persist::answered(store, &peer, id, None);
                 queue.settle(id, Err(SendError::Rejected(code)))
             }
             Ok(Some(ConversationResponse::Error { code })) => {
                 queue.lose_stream(Some(which));
                 if !code.is_retryable() {
+                    for pending in &queue.pending {
+                        crate::persist::answered(store, &peer, pending.id, None);
+                    }
                     queue.fail_all(SendError::StreamClosed(code));
                 }
                 return;

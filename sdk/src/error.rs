@@ -22,6 +22,9 @@ pub enum ConnectError {
     /// The node broke the protocol during the handshake.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The client's store could not be read.
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Why a message was not sent.
@@ -42,6 +45,9 @@ pub enum SendError {
     /// The message could not be sealed.
     #[error("sealing failed")]
     Seal,
+    /// The client's store could not keep the message, so it was not sent.
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Why a REST call failed.

@@ -470,7 +470,7 @@ pub(crate) fn send_file(
         let body = postcard::to_stdvec(&info).map_err(io)?;
         let sealed = crate::seal::seal(&key, &inner.user, &to, id, &body);
         let sent = inner
-            .enqueue_chat(&to, id, sealed, Some(file))
+            .enqueue_chat(&to, id, sealed, Some(file), &body)
             .await?
             .await?;
         Ok(FileSent { sent, file, report })

@@ -101,20 +101,25 @@ impl Client {
             )
         };
         let id = ClientMsgId(crate::client::random_u128());
-        let body = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);
+        let sealed = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);
         let chat = ConversationRequest::GroupChat {
             id,
             sent_at_ms: crate::client::now_ms(),
             epoch,
-            body,
+            body: sealed,
         };
         self.inner
-            .enqueue(Conversation::Group(group.clone()), id, &chat)
+            .enqueue(Conversation::Group(group.clone()), id, &chat, body)
             .await
     }
 
     /// Tells the group you read its log up to `seq`.
     pub fn mark_group_read(&self, group: &GroupId, seq: Seq) -> Result<(), SendError> {
+        if let Some(store) = self.store() {
+            if let Err(e) = store.mark_read(&Conversation::Group(group.clone()), seq) {
+                tracing::error!(error = %e, "store: could not mark read");
+            }
+        }
         self.send_control(ControlRequest::GroupRead {
             group: group.clone(),
             seq,

@@ -60,9 +60,11 @@ mod history;
 mod link;
 mod options;
 mod outbox;
+mod persist;
 mod private_file;
 mod rest;
 pub mod seal;
+pub mod store;
 pub mod text;
 pub mod tls;
 
@@ -84,3 +86,4 @@ pub use quiver_proto::{
 };
 pub use rest::Rest;
 pub use seal::FriendKey;
+pub use store::{Conversation, Session, Store, StoreError};

@@ -52,6 +52,11 @@ pub struct ConnectOptions {
     /// one. When a new conversation is waiting for a stream, streams with nothing waiting
     /// are closed at once.
     pub close_idle_streams_after: Duration,
+    /// Where the client keeps its outbox, history, keys and cursor across restarts. With
+    /// one, `send` returns only once the message is in the store, and messages the last
+    /// run left without `Sent` go out again at connect; keys and cursor not given here
+    /// come from it.
+    pub store: Option<crate::Store>,
 }
 
 impl ConnectOptions {
@@ -73,6 +78,7 @@ impl ConnectOptions {
             backoff_max: Duration::from_secs(30),
             resend_after: Duration::from_secs(3),
             close_idle_streams_after: Duration::from_secs(10),
+            store: None,
         }
     }
 }

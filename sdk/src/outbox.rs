@@ -8,17 +8,11 @@
 //! with the `seq` it already gave.
 
 use crate::error::SendError;
-use quiver_proto::{ClientMsgId, ConversationRequest, GroupId, Seq, UserId};
+pub(crate) use crate::store::Conversation;
+use quiver_proto::{ClientMsgId, ConversationRequest, Seq};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Whom a queue's messages go to: a friend, or a group.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Conversation {
-    Friend(UserId),
-    Group(GroupId),
-}
 
 impl Conversation {
     /// The first frame of this conversation's stream.
@@ -28,15 +22,6 @@ impl Conversation {
             Conversation::Group(group) => ConversationRequest::OpenGroup {
                 group: group.clone(),
             },
-        }
-    }
-}
-
-impl std::fmt::Display for Conversation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Conversation::Friend(peer) => peer.fmt(f),
-            Conversation::Group(group) => group.fmt(f),
         }
     }
 }

@@ -15,3 +15,4 @@ mod offline;
 mod ops;
 mod raw;
 mod rest;
+mod store;
