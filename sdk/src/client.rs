@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) queues: Mutex<HashMap<Conversation, Arc<tokio::sync::Mutex<Queue>>>>,
     /// Group keys by group and epoch, and the epoch to seal at.
     pub(crate) group_keys: RwLock<HashMap<GroupId, GroupKeys>>,
+    /// When a fetch of friendship keys last failed to give a key a message needed.
+    pub(crate) friend_key_failed: Mutex<Option<Instant>>,
     /// When a fetch of each group's keys last failed to give a key an entry needed.
     pub(crate) group_key_failed: Mutex<HashMap<GroupId, Instant>>,
     pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
@@ -177,6 +179,7 @@ impl Client {
             keys: RwLock::new(options.keys.clone()),
             group_keys: RwLock::new(options.group_keys.clone()),
             group_key_failed: Mutex::new(HashMap::new()),
+            friend_key_failed: Mutex::new(None),
             options,
             endpoint,
             seen: Arc::new(Mutex::new(seen)),
@@ -255,11 +258,7 @@ impl Client {
 
     /// Adds or replaces a friendship key (after a new friendship).
     pub fn set_key(&self, friend: UserId, key: FriendKey) {
-        self.inner
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(friend, key);
+        self.inner.remember_key(friend, key);
     }
 
     /// A fresh random message id.
@@ -565,7 +564,17 @@ impl Inner {
         }
     }
 
-    pub(crate) fn open_entry(&self, entry: Entry) -> Event {
+    /// Opens `body`, a chat from `from` with `id`, with the friendship key.
+    fn open_chat(&self, from: &UserId, id: ClientMsgId, body: &[u8]) -> Result<Vec<u8>, String> {
+        match self.key(from) {
+            Some(key) => seal::open(&key, from, &self.user, id, body).map_err(|e| e.to_string()),
+            None => Err(format!("no friendship key for {from}")),
+        }
+    }
+
+    /// The event for an inbox entry: a chat opened (fetching the friendship keys once if
+    /// it does not open and there is a key source), or a receipt.
+    pub(crate) async fn open_entry(&self, entry: Entry) -> Event {
         match entry.kind {
             EntryKind::Chat {
                 id,
@@ -573,11 +582,10 @@ impl Inner {
                 body,
                 file,
             } => {
-                let opened = match self.key(&entry.peer) {
-                    Some(key) => seal::open(&key, &entry.peer, &self.user, id, &body)
-                        .map_err(|e| e.to_string()),
-                    None => Err(format!("no friendship key for {}", entry.peer)),
-                };
+                let mut opened = self.open_chat(&entry.peer, id, &body);
+                if opened.is_err() && self.refresh_friend_key(&entry.peer).await {
+                    opened = self.open_chat(&entry.peer, id, &body);
+                }
                 let opened = opened.and_then(|body| {
                     let Some(file) = file else {
                         return Ok((body, None));

@@ -4,7 +4,7 @@
 //!
 //! Keys come from the node's REST API ([`crate::Rest::group`]): give them to the client
 //! ([`crate::ConnectOptions::group_keys`], [`Client::set_group_keys`]). With
-//! [`crate::ConnectOptions::group_key_source`] the client fetches them itself once when
+//! [`crate::ConnectOptions::key_source`] the client fetches them itself once when
 //! an entry names an epoch it has no key for (after a removal or a leave), before it
 //! shows that entry or anything after it. A message sealed at an old epoch is refused with
 //! `StaleEpoch`: fetch the keys and send it again.
@@ -63,11 +63,11 @@ impl Client {
     }
 
     /// Sends `body` to `group`; resolves once it is durable in the group's log (SENT).
-    /// With a key source ([`crate::ConnectOptions::group_key_source`]), a refusal as
+    /// With a key source ([`crate::ConnectOptions::key_source`]), a refusal as
     /// `StaleEpoch` fetches the group's keys and sends once more, sealed at the new epoch.
     pub async fn send_group(&self, group: &GroupId, body: &[u8]) -> Result<crate::Sent, SendError> {
         let sent = self.enqueue_group(group, body).await?.await;
-        let Some(source) = &self.inner.options.group_key_source else {
+        let Some(source) = &self.inner.options.key_source else {
             return sent;
         };
         if sent != Err(SendError::Rejected(quiver_proto::ErrorCode::StaleEpoch)) {
@@ -137,7 +137,7 @@ impl Inner {
         if let Some(key) = known() {
             return Some(key);
         }
-        let source = self.options.group_key_source.as_ref()?;
+        let source = self.options.key_source.as_ref()?;
         // Entries of an epoch the node did not give a key for (or while it was down) ask
         // again at most every few seconds, not once per entry.
         let failed_at = lock(&self.group_key_failed).get(group).copied();

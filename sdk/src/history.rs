@@ -91,7 +91,7 @@ impl Client {
             }
             events.push(match of {
                 HistoryOf::Group(group) => self.inner.open_group_entry(group.clone(), entry).await,
-                _ => self.inner.open_entry(entry),
+                _ => self.inner.open_entry(entry).await,
             });
         }
     }

@@ -48,6 +48,7 @@
 //!   by the app (with the same id if it kept it); keep [`Client::cursor`] and pass it back
 //!   in [`ConnectOptions::cursor`] so nothing already shown is shown twice.
 
+mod app;
 mod client;
 mod driver;
 mod error;
@@ -57,6 +58,7 @@ mod frames;
 mod group_rest;
 mod groups;
 mod history;
+mod keys;
 mod link;
 mod options;
 mod outbox;
@@ -68,6 +70,7 @@ pub mod store;
 pub mod text;
 pub mod tls;
 
+pub use app::{App, AppError};
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, HistoryError, RestError, SendError};
 pub use event::{ConnectionState, Event, Events, GroupMessage, Message, Receipt};

@@ -206,7 +206,7 @@ async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvSt
         };
         if inner
             .events
-            .send((inner.open_entry(entry), Some(ack)))
+            .send((inner.open_entry(entry).await, Some(ack)))
             .await
             .is_err()
         {

@@ -31,7 +31,7 @@ pub struct ConnectOptions {
     /// Where the client fetches a group's keys by itself (with `token`) when an entry
     /// names an epoch it has no key for — after a removal or a leave started a new one.
     /// Without it, the app gives new keys with [`crate::Client::set_group_keys`].
-    pub group_key_source: Option<crate::Rest>,
+    pub key_source: Option<crate::Rest>,
     /// QUIC keep-alive interval. 15 s costs a phone about 8 small packets a minute (4 PINGs
     /// and their ACKs) and keeps typical carrier NAT bindings (30 s and up) open.
     pub keep_alive: Duration,
@@ -70,7 +70,7 @@ impl ConnectOptions {
             cursor: None,
             keys: HashMap::new(),
             group_keys: HashMap::new(),
-            group_key_source: None,
+            key_source: None,
             keep_alive: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),

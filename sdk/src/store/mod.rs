@@ -164,6 +164,16 @@ impl Store {
         Ok(())
     }
 
+    /// The QUIC address of the node the last login named.
+    pub fn node(&self) -> Result<Option<String>, StoreError> {
+        meta(&self.lock(), "node")
+    }
+
+    /// Saves the QUIC address of the user's node.
+    pub fn save_node(&self, quic_addr: &str) -> Result<(), StoreError> {
+        set_meta(&self.lock(), "node", quic_addr)
+    }
+
     /// The friendship keys saved.
     pub fn friend_keys(&self) -> Result<HashMap<UserId, FriendKey>, StoreError> {
         let conn = self.lock();

@@ -211,7 +211,7 @@ async fn a_removed_member_gets_nothing_after_the_removal_and_cannot_send() -> an
     let (_c, mut c_events) = node
         .connect_with(&carol, |o| {
             o.group_keys.insert(group.clone(), carol_keys);
-            o.group_key_source = Some(node.rest());
+            o.key_source = Some(node.rest());
         })
         .await?;
 

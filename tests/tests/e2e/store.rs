@@ -167,3 +167,51 @@ async fn an_app_killed_mid_send_sends_the_rest_once_in_order() -> anyhow::Result
     );
     Ok(())
 }
+
+/// An app on a store file: it logs in once; a friendship made after it connected opens
+/// by itself (the SDK fetches the key when a message does not open); started again on
+/// the same file it needs no login, and its history and unread count are there.
+#[tokio::test]
+async fn an_app_logs_in_once_and_never_handles_a_key() -> anyhow::Result<()> {
+    use quiver_sdk::{App, UserId};
+    let node = TestNode::start().await?;
+    let url = format!("https://{}", node.node().http_addr());
+    let dir = tempfile::tempdir()?;
+    let app = |name: &str| -> anyhow::Result<App> {
+        let store = Store::open(dir.path().join(format!("{name}.sqlite3")))?;
+        Ok(App::new(store, &url, &node.ca_pem)?)
+    };
+    let (alice, bob) = (app("alice")?, app("bob")?);
+    for (who, name) in [(&alice, "alice"), (&bob, "bob")] {
+        who.register(name, "a-long-password").await?;
+        who.login(name, "a-long-password").await?;
+    }
+    let (a, mut a_events) = alice.connect().await?;
+    bob.request_friend("alice").await?;
+    alice.accept_friend("bob").await?;
+    let (b, _b_events) = bob.connect().await?;
+    let alice_id = UserId::parse("alice")?;
+    b.send(&alice_id, b"hi, new friend").await?;
+    let got = next_message(&mut a_events).await?;
+    ensure!(got.text() == "hi, new friend", "{got:?}");
+    a.close().await;
+    drop((a, a_events, alice));
+
+    let alice = app("alice")?;
+    let device = alice.session()?.device;
+    let (a, _a_events) = alice.connect().await?;
+    ensure!(a.device() == device, "the same device as before");
+    let bob_id = UserId::parse("bob")?;
+    a.send(&bob_id, b"back again").await?;
+    let list = alice.store().conversations()?;
+    ensure!(list.len() == 1, "{list:?}");
+    let line = &list[0];
+    ensure!(line.conversation == Conversation::Friend(bob_id.clone()));
+    ensure!(
+        line.last.text() == "back again" && line.unread == 1,
+        "{line:?}"
+    );
+    a.mark_read(got.seq)?;
+    ensure!(alice.store().conversations()?[0].unread == 0);
+    Ok(())
+}
