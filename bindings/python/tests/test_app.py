@@ -1,0 +1,114 @@
+"""The Python bindings against a real node: accounts, friends, chat, receipts, a file,
+the store's history, and an app killed with SIGKILL mid-send."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import quiver_ffi
+from conftest import Collector, befriend, run
+
+
+def test_register_befriend_send_receive_and_receipts(new_user):
+    alice, bob = new_user("alice"), new_user("bob")
+    befriend(alice, bob)
+    assert run(alice[1].friends()) == [bob[0]]
+    a_events, b_events = Collector(), Collector()
+    run(alice[1].connect(a_events))
+    run(bob[1].connect(b_events))
+
+    sent = run(alice[1].send(bob[0], "hello from python"))
+    assert len(sent.id) == 32 and sent.seq >= 1
+    got = b_events.messages(1)[0]
+    assert (got.sender, got.text, got.seq) == (alice[0], "hello from python", sent.seq)
+
+    delivered = a_events.wait_for(lambda e: e.is_receipt())
+    assert (delivered.kind, delivered.id, delivered.peer) == ("delivered", sent.id, bob[0])
+    bob[1].mark_read(got.seq)
+    read = a_events.wait_for(lambda e: e.is_receipt())
+    assert (read.kind, read.id) == ("read", sent.id)
+
+    # Both stores keep the conversation.
+    [line] = alice[1].conversations()
+    assert (line.peer, line.last.text, line.last.state, line.unread) == (
+        bob[0], "hello from python", "read", 0)
+    [line] = bob[1].conversations()
+    assert (line.peer, line.last.text, line.last.outgoing, line.unread) == (
+        alice[0], "hello from python", False, 0)
+    run(alice[1].close())
+    run(bob[1].close())
+
+
+def test_errors_are_typed(new_user, node):
+    alice = new_user("alice")
+    with pytest.raises(quiver_ffi.QuiverError.Api) as refused:
+        run(alice[1].register(alice[0], "a-long-password"))
+    assert refused.value.status == 409
+    with pytest.raises(quiver_ffi.QuiverError.NotConnected):
+        run(alice[1].send("nobody", "x"))
+    run(alice[1].connect(Collector()))
+    with pytest.raises(quiver_ffi.QuiverError.Invalid):
+        run(alice[1].send("NOT A NAME!", "x"))
+    with pytest.raises(quiver_ffi.QuiverError.Send):
+        run(alice[1].send("nobody", "x"))  # no key: not a friend
+    run(alice[1].close())
+
+
+def test_a_file(new_user, tmp_path):
+    alice, bob = new_user("alice"), new_user("bob")
+    befriend(alice, bob)
+    b_events = Collector()
+    run(alice[1].connect(Collector()))
+    run(bob[1].connect(b_events))
+    source = tmp_path / "notes.txt"
+    content = os.urandom(300_000)
+    source.write_bytes(content)
+    sent = run(alice[1].send_file(bob[0], str(source), "text/plain"))
+    got = b_events.messages(1)[0]
+    assert (got.seq, got.file_name) == (sent.seq, "notes.txt")
+    target = tmp_path / "received.txt"
+    size = run(bob[1].download(got.seq, str(target)))
+    assert size >= len(content)
+    assert target.read_bytes() == content
+    run(alice[1].close())
+    run(bob[1].close())
+
+
+def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node):
+    url, _, ca_path = node
+    alice, bob = new_user("alice"), new_user("bob")
+    befriend(alice, bob)
+    run(alice[1].friends())  # the key into alice's store
+    b_events = Collector()
+    run(bob[1].connect(b_events))
+    child = os.path.join(os.path.dirname(__file__), "app_child.py")
+    store = alice[2]
+
+    app = subprocess.Popen(
+        [sys.executable, child, "queue", store, url, ca_path, bob[0], "1000"],
+        stdout=subprocess.PIPE, text=True)
+    assert app.stdout.readline().strip() == "queued"
+    app.kill()  # SIGKILL, with messages still waiting for SENT
+    app.wait()
+    assert app.returncode == -9
+    with open(ca_path) as f:
+        left = quiver_ffi.QuiverApp.open(store, url, f.read()).outbox_len()
+    print(f"{left} of 1000 were waiting for SENT at the kill")
+    assert left > 0, "the kill came after every SENT: nothing was in flight"
+
+    again = subprocess.run(
+        [sys.executable, child, "drain", store, url, ca_path],
+        stdout=subprocess.PIPE, text=True, timeout=60)
+    assert again.stdout.strip() == "drained", again
+
+    got = b_events.messages(1000)
+    assert [m.text for m in got] == [f"m{i}" for i in range(1000)]
+    assert len({m.seq for m in got}) == 1000
+    b_events.quiet(1.0)
+    # Alice's store: 1000 messages, every one SENT or further, newest first.
+    kept = alice[1].messages(bob[0], 5000)
+    assert [m.text for m in kept] == [f"m{i}" for i in reversed(range(1000))]
+    assert all(m.outgoing and m.state != "pending" for m in kept)
+    run(bob[1].close())
