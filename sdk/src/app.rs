@@ -4,7 +4,7 @@
 
 use crate::client::Client;
 use crate::error::{ConnectError, RestError};
-use crate::event::Events;
+use crate::events::Events;
 use crate::options::ConnectOptions;
 use crate::rest::Rest;
 use crate::seal::FriendKey;

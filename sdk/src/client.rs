@@ -4,30 +4,27 @@
 //! the driver reconnects with exponential backoff and jitter, the node resumes pushing from
 //! the device's cursor, and the outbox writes every unanswered message again with its
 //! original id. The app sees one continuous [`Events`] stream, with
-//! [`Event::Connection`] changes for its UI.
+//! [`crate::Event::Connection`] changes for its UI.
 //!
-//! An entry is acknowledged only when the app takes its [`Event`] from [`Events::recv`], so
+//! An entry is acknowledged only when the app takes its [`crate::Event`] from [`Events::recv`], so
 //! DELIVERED means the app really has it; entries the app already took (by `seq`) are
 //! acknowledged again but not shown twice.
 
 use crate::error::{ConnectError, SendError};
-use crate::event::{Ack, ConnectionState, Event, Events, Message, Receipt};
+use crate::event::ConnectionState;
+use crate::events::Events;
 use crate::files::{FileOffer, FileSent, Progress, Transfer, TransferReport};
-use crate::groups::GroupKeys;
-use crate::link::{handshake, ControlCommand, Link};
+use crate::link::{handshake, Link};
 pub use crate::options::ConnectOptions;
-use crate::outbox::{Conversation, Queue, Stream};
 use crate::seal::{self, FriendKey};
-use quiver_proto::files::FileRef;
-use quiver_proto::{
-    encode_frame, ClientMsgId, ControlRequest, ConversationRequest, ConversationResponse,
-    CursorTracker, DeviceId, Entry, EntryKind, GroupId, Seq, UserId,
-};
+pub use crate::send::{PendingSend, Sent};
+use crate::state::{lock, random_u128, ControlCommand, Inner};
+use quiver_proto::{ClientMsgId, ControlRequest, CursorTracker, DeviceId, Seq, UserId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events buffered before the SDK stops reading pushes (and so stops acknowledging).
@@ -35,46 +32,6 @@ const EVENT_BUFFER: usize = 1024;
 
 /// How long [`Client::close`] waits for each step of a polite close.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
-
-/// A message the node has made durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sent {
-    /// Your id for it.
-    pub id: ClientMsgId,
-    /// Its position in the recipient's inbox; receipts name it.
-    pub seq: Seq,
-}
-
-/// A message in the outbox; await it for SENT.
-pub struct PendingSend {
-    id: ClientMsgId,
-    answer: oneshot::Receiver<Result<Seq, SendError>>,
-}
-
-impl PendingSend {
-    /// The message's id.
-    pub fn id(&self) -> ClientMsgId {
-        self.id
-    }
-}
-
-impl std::future::Future for PendingSend {
-    type Output = Result<Sent, SendError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let id = self.id;
-        std::pin::Pin::new(&mut self.answer)
-            .poll(cx)
-            .map(|answer| match answer {
-                Ok(Ok(seq)) => Ok(Sent { id, seq }),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(SendError::Connection("client closed".into())),
-            })
-    }
-}
 
 /// A connected client. Clone it freely; every clone drives the same connection, which
 /// closes when the last clone is dropped.
@@ -97,50 +54,6 @@ impl Drop for StopOnDrop {
             }
         }
     }
-}
-
-/// State shared by the handle, the driver and the link tasks.
-pub(crate) struct Inner {
-    pub(crate) options: ConnectOptions,
-    pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) user: UserId,
-    pub(crate) device: DeviceId,
-    pub(crate) keys: RwLock<HashMap<UserId, FriendKey>>,
-    pub(crate) seen: Arc<Mutex<CursorTracker>>,
-    pub(crate) link: RwLock<Option<Arc<Link>>>,
-    pub(crate) queues: Mutex<HashMap<Conversation, Arc<tokio::sync::Mutex<Queue>>>>,
-    /// Group keys by group and epoch, and the epoch to seal at.
-    pub(crate) group_keys: RwLock<HashMap<GroupId, GroupKeys>>,
-    /// When a fetch of friendship keys last failed to give a key a message needed.
-    pub(crate) friend_key_failed: Mutex<Option<Instant>>,
-    /// When a fetch of each group's keys last failed to give a key an entry needed.
-    pub(crate) group_key_failed: Mutex<HashMap<GroupId, Instant>>,
-    pub(crate) events: mpsc::Sender<(Event, Option<Ack>)>,
-    pub(crate) state: watch::Sender<ConnectionState>,
-    pub(crate) closing: watch::Sender<bool>,
-    /// Woken when a conversation waits for the node to allow another stream.
-    pub(crate) stream_wanted: tokio::sync::Notify,
-    /// Conversations waiting for a stream now.
-    pub(crate) streams_waiting: std::sync::atomic::AtomicUsize,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn random_u128() -> u128 {
-    use rand::Rng;
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    u128::from_be_bytes(bytes)
 }
 
 impl Client {
@@ -199,7 +112,7 @@ impl Client {
         let link = Link::start(&inner, first, 1);
         inner.set_link(Some(link.clone()));
         tokio::spawn(crate::driver::drive(inner.clone(), link));
-        tokio::spawn(close_idle_streams(Arc::downgrade(&inner)));
+        tokio::spawn(crate::send::close_idle_streams(Arc::downgrade(&inner)));
         let events = Events {
             store: inner.options.store.clone(),
             rx,
@@ -330,7 +243,7 @@ impl Client {
         )
     }
 
-    /// Downloads a file from a message ([`Message::file`]) to `path`: chunk by chunk,
+    /// Downloads a file from a message ([`crate::Message::file`]) to `path`: chunk by chunk,
     /// each opened and checked as it arrives, resuming from `<path>.part` after a lost
     /// connection (or an earlier run), and renamed to `path` once the whole file matches
     /// its hash.
@@ -353,7 +266,7 @@ impl Client {
         self.inner.options.store.as_ref()
     }
 
-    /// Tells the sender of the message at `seq` (from an [`Event::Message`]) that you read it.
+    /// Tells the sender of the message at `seq` (from an [`crate::Event::Message`]) that you read it.
     /// Queued behind the acknowledgements already due, so READ never overtakes DELIVERED.
     pub fn mark_read(&self, seq: Seq) -> Result<(), SendError> {
         if let Some(store) = self.store() {
@@ -405,317 +318,5 @@ fn unspecified(addr: SocketAddr) -> SocketAddr {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    }
-}
-
-impl Inner {
-    pub(crate) fn seen(&self) -> std::sync::MutexGuard<'_, CursorTracker> {
-        lock(&self.seen)
-    }
-
-    pub(crate) fn link(&self) -> Option<Arc<Link>> {
-        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn set_link(&self, link: Option<Arc<Link>>) {
-        *self.link.write().unwrap_or_else(|p| p.into_inner()) = link;
-    }
-
-    /// The friendship key with `friend`, if known.
-    pub(crate) fn key(&self, friend: &UserId) -> Option<FriendKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(friend)
-            .cloned()
-    }
-
-    /// Puts a sealed chat in `to`'s outbox queue and writes it if online.
-    pub(crate) async fn enqueue_chat(
-        self: &Arc<Self>,
-        to: &UserId,
-        id: ClientMsgId,
-        body: Vec<u8>,
-        file: Option<FileRef>,
-        plain: &[u8],
-    ) -> Result<PendingSend, SendError> {
-        let chat = ConversationRequest::Chat {
-            id,
-            sent_at_ms: now_ms(),
-            body,
-            file,
-        };
-        self.enqueue(Conversation::Friend(to.clone()), id, &chat, plain)
-            .await
-    }
-
-    /// Puts `request`, a chat of `conversation` with `id` whose opened body is `plain`, in
-    /// the store (if any) and its outbox queue, and writes it if online.
-    pub(crate) async fn enqueue(
-        self: &Arc<Self>,
-        conversation: Conversation,
-        id: ClientMsgId,
-        request: &ConversationRequest,
-        plain: &[u8],
-    ) -> Result<PendingSend, SendError> {
-        let frame = encode_frame(request).map_err(|_| SendError::Seal)?;
-        let (tx, rx) = oneshot::channel();
-        let queue = self.queue(&conversation);
-        let mut queue = queue.lock().await;
-        // Kept under the queue's lock: the store's outbox has the queue's order.
-        if let Some(store) = &self.options.store {
-            crate::persist::outgoing(store, &self.user, &conversation, request, &frame, plain)?;
-        }
-        queue.push(id, frame, tx);
-        self.flush(&conversation, &mut queue).await;
-        Ok(PendingSend { id, answer: rx })
-    }
-
-    fn queue(&self, conversation: &Conversation) -> Arc<tokio::sync::Mutex<Queue>> {
-        lock(&self.queues)
-            .entry(conversation.clone())
-            .or_default()
-            .clone()
-    }
-
-    /// Announces a state change. Never waits: a full event buffer (an app that stopped
-    /// reading) must not stall reconnection; [`Client::state`] always has the truth.
-    pub(crate) fn announce(&self, state: ConnectionState) {
-        self.state.send_replace(state.clone());
-        let _ = self.events.try_send((Event::Connection(state), None));
-    }
-
-    /// Writes the queue's unwritten messages, in order, on the conversation's stream of
-    /// the current connection (opening it if needed). Does nothing while offline.
-    async fn flush(self: &Arc<Self>, peer: &Conversation, queue: &mut Queue) {
-        if queue.written >= queue.pending.len() {
-            return;
-        }
-        let Some(link) = self.link() else { return };
-        if queue.stream.as_ref().map(|s| s.link) != Some(link.id) {
-            let opening = link.conn.open_bi();
-            tokio::pin!(opening);
-            // At the node's stream limit this waits: have idle conversations make room.
-            let opened = match futures_now(&mut opening) {
-                Some(opened) => opened,
-                None => {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.streams_waiting.fetch_add(1, Relaxed);
-                    self.stream_wanted.notify_one();
-                    let opened = opening.await;
-                    self.streams_waiting.fetch_sub(1, Relaxed);
-                    opened
-                }
-            };
-            let Ok((mut send, recv)) = opened else {
-                return;
-            };
-            let Ok(frame) = encode_frame(&peer.open()) else {
-                return;
-            };
-            if send.write_all(&frame).await.is_err() {
-                return;
-            }
-            tokio::spawn(read_answers(
-                Arc::downgrade(self),
-                peer.clone(),
-                (link.id, send.id()),
-                recv,
-            ));
-            queue.stream = Some(Stream {
-                send,
-                link: link.id,
-            });
-            queue.written = 0;
-        }
-        let Queue {
-            pending,
-            written,
-            stream,
-            ..
-        } = queue;
-        let Some(stream) = stream else { return };
-        while let Some(message) = pending.get_mut(*written) {
-            if stream.send.write_all(&message.frame).await.is_err() {
-                queue.lose_stream(None);
-                return;
-            }
-            message.written_at = Some(Instant::now());
-            *written += 1;
-        }
-        queue.last_active = Some(Instant::now());
-    }
-
-    /// Writes every conversation's queue again (after a reconnect), or just the overdue
-    /// and unwritten ones.
-    pub(crate) async fn flush_all(self: &Arc<Self>, only_overdue: bool) {
-        let queues: Vec<_> = lock(&self.queues)
-            .iter()
-            .map(|(peer, q)| (peer.clone(), q.clone()))
-            .collect();
-        let now = Instant::now();
-        for (peer, queue) in queues {
-            let mut queue = queue.lock().await;
-            if only_overdue && queue.overdue(now, self.options.resend_after) {
-                tracing::debug!(%peer, "no answer in time; writing the conversation again");
-                queue.lose_stream(None);
-            }
-            self.flush(&peer, &mut queue).await;
-        }
-    }
-
-    /// Opens `body`, a chat from `from` with `id`, with the friendship key.
-    fn open_chat(&self, from: &UserId, id: ClientMsgId, body: &[u8]) -> Result<Vec<u8>, String> {
-        match self.key(from) {
-            Some(key) => seal::open(&key, from, &self.user, id, body).map_err(|e| e.to_string()),
-            None => Err(format!("no friendship key for {from}")),
-        }
-    }
-
-    /// The event for an inbox entry: a chat opened (fetching the friendship keys once if
-    /// it does not open and there is a key source), or a receipt.
-    pub(crate) async fn open_entry(&self, entry: Entry) -> Event {
-        match entry.kind {
-            EntryKind::Chat {
-                id,
-                sent_at_ms,
-                body,
-                file,
-            } => {
-                let mut opened = self.open_chat(&entry.peer, id, &body);
-                if opened.is_err() && self.refresh_friend_key(&entry.peer).await {
-                    opened = self.open_chat(&entry.peer, id, &body);
-                }
-                let opened = opened.and_then(|body| {
-                    let Some(file) = file else {
-                        return Ok((body, None));
-                    };
-                    let offer = FileOffer::read(entry.peer.clone(), file, &body)?;
-                    Ok((body, Some(offer)))
-                });
-                match opened {
-                    Ok((body, file)) => Event::Message(Message {
-                        from: entry.peer,
-                        seq: entry.seq,
-                        id,
-                        sent_at_ms,
-                        body,
-                        file,
-                    }),
-                    Err(reason) => Event::Undecryptable {
-                        from: entry.peer,
-                        seq: entry.seq,
-                        reason,
-                    },
-                }
-            }
-            EntryKind::Receipt { kind, id, seq } => Event::Receipt(Receipt {
-                peer: entry.peer,
-                kind,
-                id,
-                seq,
-            }),
-            // A user's inbox holds no group entries; a node that sent one is wrong.
-            EntryKind::GroupChat { .. } | EntryKind::Member(_) => Event::Undecryptable {
-                from: entry.peer,
-                seq: entry.seq,
-                reason: "a group entry in a user's inbox".into(),
-            },
-        }
-    }
-}
-
-/// The future's output if it is ready now, without waiting.
-fn futures_now<F: std::future::Future + Unpin>(future: &mut F) -> Option<F::Output> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match std::pin::Pin::new(future).poll(&mut cx) {
-        std::task::Poll::Ready(output) => Some(output),
-        std::task::Poll::Pending => None,
-    }
-}
-
-/// Closes conversation streams that have nothing waiting: after
-/// `close_idle_streams_after` of quiet, or at once when another conversation waits for a
-/// stream. Runs until the client is gone.
-async fn close_idle_streams(inner: Weak<Inner>) {
-    loop {
-        let (quiet, urgent) = {
-            let Some(inner) = inner.upgrade() else { return };
-            let after = inner.options.close_idle_streams_after;
-            let tick = after.min(Duration::from_secs(1));
-            let waiting = || {
-                inner
-                    .streams_waiting
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    > 0
-            };
-            let urgent = tokio::select! {
-                _ = tokio::time::sleep(tick) => waiting(),
-                _ = inner.stream_wanted.notified() => true,
-            };
-            (after, urgent)
-        };
-        let Some(inner) = inner.upgrade() else { return };
-        let queues: Vec<_> = lock(&inner.queues).values().cloned().collect();
-        let (now, after) = (Instant::now(), if urgent { Duration::ZERO } else { quiet });
-        for queue in queues {
-            // A queue busy flushing is not idle; it is looked at next time.
-            if let Ok(mut queue) = queue.try_lock() {
-                queue.close_if_idle(now, after);
-            }
-        }
-    }
-}
-
-/// Settles queued messages as the node answers on one conversation stream.
-async fn read_answers(
-    inner: Weak<Inner>,
-    peer: Conversation,
-    which: (u64, quinn::StreamId),
-    mut recv: quinn::RecvStream,
-) {
-    loop {
-        let answer = crate::frames::read_frame::<ConversationResponse>(&mut recv).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let queue = inner.queue(&peer);
-        let mut queue = queue.lock().await;
-        let store = inner.options.store.as_ref();
-        match answer {
-            Ok(Some(ConversationResponse::Sent { id, seq })) => {
-                crate::persist::answered(store, &peer, id, Some(seq));
-                queue.settle(id, Ok(seq))
-            }
-            Ok(Some(ConversationResponse::Rejected { id, code })) if code.is_retryable() => {
-                // Not stored; the resend check writes it (and what followed) again.
-                if let Some(at) = queue.pending.iter().position(|p| p.id == id) {
-                    queue.written = queue.written.min(at);
-                }
-            }
-            Ok(Some(ConversationResponse::Rejected { id, code })) => {
-                crate::persist::answered(store, &peer, id, None);
-                queue.settle(id, Err(SendError::Rejected(code)))
-            }
-            Ok(Some(ConversationResponse::Error { code })) => {
-                queue.lose_stream(Some(which));
-                if !code.is_retryable() {
-                    for pending in &queue.pending {
-                        crate::persist::answered(store, &peer, pending.id, None);
-                    }
-                    queue.fail_all(SendError::StreamClosed(code));
-                }
-                return;
-            }
-            // History frames belong on history streams: a node that sends them here is
-            // broken, and the stream is written again on a new one.
-            Ok(Some(
-                ConversationResponse::HistoryEntry { .. } | ConversationResponse::HistoryEnd { .. },
-            ))
-            | Ok(None)
-            | Err(_) => {
-                queue.lose_stream(Some(which));
-                return;
-            }
-        }
     }
 }

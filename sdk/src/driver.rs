@@ -2,10 +2,10 @@
 //! announces state changes, rewrites the outbox on each new connection and when answers
 //! are overdue, and reconnects with exponential backoff and jitter.
 
-use crate::client::{random_u128, Inner};
 use crate::error::ConnectError;
 use crate::event::{ConnectionState, Event};
 use crate::link::{handshake, Link};
+use crate::state::{random_u128, Inner};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -12,10 +12,10 @@
 //! in one friendship, and nothing else. The associated data ties every chunk to its place:
 //! reordered, truncated or altered chunks do not open.
 
-use crate::client::Inner;
 use crate::error::SendError;
 use crate::link::Link;
 use crate::seal::FriendKey;
+use crate::state::Inner;
 use crate::Sent;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -466,7 +466,7 @@ pub(crate) fn send_file(
         let Job {
             key, info, report, ..
         } = job;
-        let id = ClientMsgId(crate::client::random_u128());
+        let id = ClientMsgId(crate::state::random_u128());
         let body = postcard::to_stdvec(&info).map_err(io)?;
         let sealed = crate::seal::seal(&key, &inner.user, &to, id, &body);
         let sent = inner

@@ -1,12 +1,18 @@
-//! Friendship keys the client did not have: with a key source
+//! Friendship keys, and opening what they seal: an inbox entry becomes an [`Event`].
+//!
+//! Keys the client did not have: with a key source
 //! ([`crate::ConnectOptions::key_source`]) a message that does not open makes the client
 //! fetch its friends' keys once and try again — a friendship made after the client
 //! started, or a key the store never had. Failed fetches are not repeated for every
 //! entry: at most one every few seconds.
 
-use crate::client::{lock, Inner};
+use crate::event::{Event, Message, Receipt};
+use crate::files::FileOffer;
+use crate::seal;
 use crate::seal::FriendKey;
+use crate::state::{lock, Inner};
 use quiver_proto::UserId;
+use quiver_proto::{ClientMsgId, Entry, EntryKind};
 use std::time::{Duration, Instant};
 
 /// The least time between two fetches that did not give the key wanted.
@@ -49,5 +55,65 @@ impl Inner {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(friend, key);
+    }
+
+    /// Opens `body`, a chat from `from` with `id`, with the friendship key.
+    fn open_chat(&self, from: &UserId, id: ClientMsgId, body: &[u8]) -> Result<Vec<u8>, String> {
+        match self.key(from) {
+            Some(key) => seal::open(&key, from, &self.user, id, body).map_err(|e| e.to_string()),
+            None => Err(format!("no friendship key for {from}")),
+        }
+    }
+
+    /// The event for an inbox entry: a chat opened (fetching the friendship keys once if
+    /// it does not open and there is a key source), or a receipt.
+    pub(crate) async fn open_entry(&self, entry: Entry) -> Event {
+        match entry.kind {
+            EntryKind::Chat {
+                id,
+                sent_at_ms,
+                body,
+                file,
+            } => {
+                let mut opened = self.open_chat(&entry.peer, id, &body);
+                if opened.is_err() && self.refresh_friend_key(&entry.peer).await {
+                    opened = self.open_chat(&entry.peer, id, &body);
+                }
+                let opened = opened.and_then(|body| {
+                    let Some(file) = file else {
+                        return Ok((body, None));
+                    };
+                    let offer = FileOffer::read(entry.peer.clone(), file, &body)?;
+                    Ok((body, Some(offer)))
+                });
+                match opened {
+                    Ok((body, file)) => Event::Message(Message {
+                        from: entry.peer,
+                        seq: entry.seq,
+                        id,
+                        sent_at_ms,
+                        body,
+                        file,
+                    }),
+                    Err(reason) => Event::Undecryptable {
+                        from: entry.peer,
+                        seq: entry.seq,
+                        reason,
+                    },
+                }
+            }
+            EntryKind::Receipt { kind, id, seq } => Event::Receipt(Receipt {
+                peer: entry.peer,
+                kind,
+                id,
+                seq,
+            }),
+            // A user's inbox holds no group entries; a node that sent one is wrong.
+            EntryKind::GroupChat { .. } | EntryKind::Member(_) => Event::Undecryptable {
+                from: entry.peer,
+                seq: entry.seq,
+                reason: "a group entry in a user's inbox".into(),
+            },
+        }
     }
 }

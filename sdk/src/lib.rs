@@ -44,17 +44,30 @@
 //! - a lost connection, a node restart, a network change: the client reconnects (or
 //!   migrates) by itself; unanswered messages are written again from the in-memory outbox
 //!   with their ids, so they are stored once and in order; the event stream goes on.
-//! - an app restart: the outbox is in memory, so messages without SENT must be sent again
-//!   by the app (with the same id if it kept it); keep [`Client::cursor`] and pass it back
-//!   in [`ConnectOptions::cursor`] so nothing already shown is shown twice.
+//! - an app restart or kill: with a [`Store`] ([`App`], or [`ConnectOptions::store`]) every
+//!   message is in the store before `send` returns and goes out again at the next start,
+//!   same id, in order; the cursor, keys and history are there too. Without a store the
+//!   outbox is in memory: keep [`Client::cursor`] and pass it back in
+//!   [`ConnectOptions::cursor`] so nothing already shown is shown twice.
+//!
+//! ## Inside
+//! The connection state has one home, `state` (the `Inner` every task shares and the
+//! current `Link`); the tasks that work on it sit above it and never import each other in
+//! a circle: `link` (a connection's handshake, control and push streams), `driver`
+//! (reconnects), `send` (the outbox on conversation streams), `keys` and `group_open`
+//! (opening entries), `events` (the app's stream), `persist` (what goes to the store),
+//! `files`. [`Client`] assembles them; `groups`, `history` and [`App`] build on it.
 
 mod app;
 mod client;
 mod driver;
 mod error;
 mod event;
+mod events;
 pub mod files;
 mod frames;
+mod group_keys;
+mod group_open;
 mod group_rest;
 mod groups;
 mod history;
@@ -66,6 +79,8 @@ mod persist;
 mod private_file;
 mod rest;
 pub mod seal;
+mod send;
+mod state;
 pub mod store;
 pub mod text;
 pub mod tls;
@@ -73,11 +88,12 @@ pub mod tls;
 pub use app::{App, AppError};
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, HistoryError, RestError, SendError};
-pub use event::{ConnectionState, Event, Events, GroupMessage, Message, Receipt};
+pub use event::{ConnectionState, Event, GroupMessage, Message, Receipt};
+pub use events::Events;
 pub use files::{
     Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
 };
-pub use groups::GroupKeys;
+pub use group_keys::GroupKeys;
 pub use history::{HistoryOf, HistoryPage};
 pub use quiver_proto::files::{BlobId, FileRef};
 pub use quiver_proto::rest::{

@@ -2,33 +2,17 @@
 //! and the node's push streams. A client goes through many links over its life; the
 //! outbox, the cursor and the event stream outlive them.
 
-use crate::client::Inner;
 use crate::error::ConnectError;
-use crate::event::{Ack, Event};
+use crate::event::Event;
 use crate::frames::{read_frame, write_frame};
+pub(crate) use crate::state::Link;
+use crate::state::{Ack, ControlCommand, Inner};
 use quiver_proto::{
     ControlRequest, ControlResponse, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
-
-/// Work for the control stream's writer task.
-pub(crate) enum ControlCommand {
-    /// Write this frame.
-    Send(ControlRequest),
-    /// Finish the stream after everything queued before, then say so.
-    Finish(oneshot::Sender<()>),
-}
-
-/// A live connection.
-pub(crate) struct Link {
-    /// Counts up with each connection of a client.
-    pub id: u64,
-    pub conn: quinn::Connection,
-    /// Everything for the control stream goes through one writer, in order.
-    pub control: mpsc::UnboundedSender<ControlCommand>,
-}
+use tokio::sync::mpsc;
 
 /// What the node said in `Welcome`, with the streams it came on.
 pub(crate) struct Handshake {

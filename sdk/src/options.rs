@@ -1,7 +1,7 @@
 //! [`ConnectOptions`]: where the node is, who the client is, and the timings that suit a
 //! phone on a mobile network.
 
-use crate::groups::GroupKeys;
+use crate::group_keys::GroupKeys;
 use crate::seal::FriendKey;
 use quiver_proto::{GroupId, Seq, UserId};
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ pub struct ConnectOptions {
     /// Token from login.
     pub token: String,
     /// The highest contiguous `seq` the app has already processed, if it keeps one
-    /// ([`Client::cursor`] from an earlier run). The node may push such entries again after
+    /// ([`crate::Client::cursor`] from an earlier run). The node may push such entries again after
     /// a crash; the SDK acknowledges them without showing them twice.
     pub cursor: Option<Seq>,
     /// Friendship keys, by friend.
