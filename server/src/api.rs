@@ -4,7 +4,7 @@
 
 use crate::auth::{unix_now, Claims};
 use crate::directory::DirectoryError;
-use crate::node::Shared;
+use crate::shared::Shared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, StatusCode};

@@ -7,8 +7,8 @@
 //! go through here, so the rules are the same wherever the device is connected.
 
 use crate::net::{Reader, StreamEnd};
-use crate::node::Shared;
 use crate::router::Pushed;
+use crate::shared::Shared;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use quiver_proto::stream::{ControlPhase, ControlStep};
 use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};

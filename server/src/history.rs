@@ -9,8 +9,8 @@
 use crate::inbox::{Inbox, InboxError};
 use crate::metrics::MeshKind;
 use crate::net::{pump, varint, write_frame};
-use crate::node::Shared;
 use crate::router::Home;
+use crate::shared::Shared;
 use quiver_proto::mesh::MeshOpen;
 use quiver_proto::stream::ConversationStep;
 use quiver_proto::MAX_HISTORY_PAGE;

@@ -16,6 +16,7 @@
 //! | [`live`] | what is connected now: caps per address and per user, sessions to close |
 //! | [`metrics`] | counters, gauges, the flush histogram; Prometheus text |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
+//! | [`mesh_serve`] | what peers ask this node: every stream a mesh peer opens |
 //! | [`files`] | upload and download streams, here or relayed to the owner's home node |
 //! | [`history`] | history pages of an inbox or a group log, newest first, bounded |
 //! | [`blobs`] | sealed file bytes on disk by SHA-256, quotas, collection |
@@ -23,13 +24,14 @@
 //! | [`log`] | the inbox log's segment files: checksummed records, torn tails cut on open |
 //! | [`commit`] | group commit: one fsync for many concurrent appends |
 //! | [`directory`] | accounts, devices, friendships, homes (embedded sled or Redis) |
-//! | [`http`] | the REST API (axum) |
+//! | [`http`] | the REST API (axum), the groups' membership calls among it |
 //! | [`https`] | the HTTPS listener: TLS, connection caps, timeouts |
 //! | [`rest_limits`] | REST rate limits: logins per account and address, requests per user |
 //! | [`hasher`] | password hashing on a few threads, with a bounded queue |
 //! | [`auth`] | password hashing and signed tokens |
 //! | [`net`] | frames over quinn streams |
-//! | [`node`] | start-up and ordered shutdown |
+//! | [`shared`] | the state the running parts share (built by [`node`], used by the rest) |
+//! | [`node`] | start-up and ordered shutdown: the assembler on top |
 //! | [`private`] | the data folder and keys readable by the node's user only |
 //! | [`rate`] | token-bucket rate limits |
 //!
@@ -62,6 +64,7 @@ pub mod listener;
 pub mod live;
 pub mod log;
 pub mod mesh;
+pub mod mesh_serve;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -70,6 +73,7 @@ pub mod rate;
 pub mod rest_limits;
 pub mod router;
 pub mod session;
+pub mod shared;
 pub mod sled_flush;
 pub mod tls;
 

@@ -3,7 +3,7 @@
 
 use crate::config::Limits;
 use crate::credit::StreamCredit;
-use crate::node::Shared;
+use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

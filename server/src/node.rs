@@ -15,6 +15,7 @@ use crate::mesh::{Mesh, MeshError};
 use crate::metrics::Metrics;
 use crate::rest_limits::RestLimits;
 use crate::router::Router;
+use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
 use quiver_proto::ErrorCode;
 use quiver_proto::UserId;
@@ -26,28 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// What the node's parts share.
-pub struct Shared {
-    pub(crate) router: Router,
-    /// Sealed file bytes kept here.
-    pub(crate) blobs: Arc<Blobs>,
-    pub(crate) directory: Arc<dyn Directory>,
-    pub(crate) tokens: TokenKey,
-    pub(crate) config: Config,
-    /// The QUIC address clients are told to connect to.
-    pub(crate) quic_addr: SocketAddr,
-    /// Counters and gauges for operators (`GET /metrics`) and tests.
-    pub(crate) metrics: Arc<Metrics>,
-    /// REST rate limits: logins, registrations, authenticated requests.
-    pub(crate) limits: RestLimits,
-    /// Password hashing, a few at a time.
-    pub(crate) hasher: Hasher,
-    /// Connections, conversations and sessions open now.
-    pub(crate) live: Live,
-    /// The groups homed here; `None` in mesh mode, where groups are not served yet.
-    pub(crate) groups: Option<Arc<Groups>>,
-}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +200,7 @@ impl Node {
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {
-            let serve = crate::mesh::serve(mesh.endpoint().clone(), shared.clone());
+            let serve = crate::mesh_serve::serve(mesh.endpoint().clone(), shared.clone());
             mesh_tasks.push(tokio::spawn(serve));
             let period = Duration::from_millis(mc.heartbeat_ms);
             mesh_tasks.push(tokio::spawn(crate::mesh::heartbeat(mesh.clone(), period)));

@@ -18,9 +18,9 @@ use crate::groups::send::append_group_chats;
 use crate::mesh::MAX_MESH_FRAME;
 use crate::metrics::MeshKind;
 use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
-use crate::node::Shared;
 use crate::rate::TokenBucket;
 use crate::router::Home;
+use crate::shared::Shared;
 use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{

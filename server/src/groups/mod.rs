@@ -6,12 +6,11 @@
 //! - [`store`]: every group here — state, logs, receipt markers;
 //! - [`feed`]: a connected device's feeds of its groups, on its control stream;
 //! - [`send`]: a member's conversation stream to a group;
-//! - [`rest`]: the membership API.
+//! - the membership API is REST: [`crate::http`] (`http/groups.rs`).
 //!
 //! Single node only for now: in mesh mode the API answers 503 (see the README).
 
 pub mod feed;
-pub mod rest;
 pub mod send;
 pub mod state;
 pub mod store;

@@ -11,10 +11,8 @@
 //! requests for its users fail with `Unavailable`, which clients retry.
 
 mod registry;
-mod serve;
 
 pub use registry::{NodeAddrs, Registry};
-pub use serve::serve;
 
 use crate::net::{read_frame, varint, write_frame};
 use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};

@@ -4,13 +4,15 @@
 //! [`crate::https::serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
 //! shows internals; the internal cause is logged instead.
 
+mod groups;
+
 use crate::api::{ApiError, Authed};
 use crate::auth::{self, unix_now, Claims};
 use crate::directory::{FriendKey, FriendRequestOutcome};
 use crate::metrics::Scraped;
-use crate::node::Shared;
 use crate::rest_limits::Admit;
 use crate::router::Home;
+use crate::shared::Shared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
@@ -41,7 +43,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIEND_UNBLOCK, post(unblock))
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
-        .merge(crate::groups::rest::routes())
+        .merge(groups::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // The whole request, its body read included, or 408 (see `crate::https`).
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -4,9 +4,9 @@
 //! The adding rule: an owner or admin adds a **friend** of theirs at once; anyone else is
 //! **invited** and joins only by accepting.
 
-use super::store::{GroupView, Groups};
 use crate::api::{ApiError, Authed};
-use crate::node::Shared;
+use crate::groups::store::{GroupView, Groups};
+use crate::shared::Shared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};

@@ -1,13 +1,13 @@
 //! The receiving side of mesh links: every stream a peer opens, by its [`MeshOpen`] frame.
 //! The TLS handshake already proved the peer holds a cluster certificate.
 
-use super::MAX_MESH_FRAME;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
+use crate::mesh::MAX_MESH_FRAME;
 use crate::net::{read_frame, write_frame, Reader};
-use crate::node::Shared;
 use crate::router::Home;
+use crate::shared::Shared;
 use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};
 use quiver_proto::stream::{ControlPhase, ConversationPhase};
 use quiver_proto::{DeviceId, ErrorCode, UserId};
@@ -36,7 +36,7 @@ async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
     };
     tracing::info!(%remote, "mesh peer connected");
     let mut streams = JoinSet::new();
-    let credit = StreamCredit::new(super::FIRST_LINK_OFFER, super::MAX_LINK_STREAMS);
+    let credit = StreamCredit::new(crate::mesh::FIRST_LINK_OFFER, crate::mesh::MAX_LINK_STREAMS);
     let ended = credit
         .accept(&conn, 0, &mut streams, |send, recv| {
             stream(send, recv, shared.clone())

@@ -1,0 +1,39 @@
+//! [`Shared`]: the state every part of a running node reads — routing, storage, the
+//! directory, limits, metrics, what is connected. It lives at the bottom: the parts that
+//! serve clients, peers and REST calls use it; [`crate::node`] builds it and owns it; this
+//! module knows none of them.
+
+use crate::auth::TokenKey;
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::groups::Groups;
+use crate::hasher::Hasher;
+use crate::live::Live;
+use crate::metrics::Metrics;
+use crate::rest_limits::RestLimits;
+use crate::router::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the node's parts share.
+pub struct Shared {
+    pub(crate) router: Router,
+    /// Sealed file bytes kept here.
+    pub(crate) blobs: Arc<Blobs>,
+    pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) tokens: TokenKey,
+    pub(crate) config: Config,
+    /// The QUIC address clients are told to connect to.
+    pub(crate) quic_addr: SocketAddr,
+    /// Counters and gauges for operators (`GET /metrics`) and tests.
+    pub(crate) metrics: Arc<Metrics>,
+    /// REST rate limits: logins, registrations, authenticated requests.
+    pub(crate) limits: RestLimits,
+    /// Password hashing, a few at a time.
+    pub(crate) hasher: Hasher,
+    /// Connections, conversations and sessions open now.
+    pub(crate) live: Live,
+    /// The groups homed here; `None` in mesh mode, where groups are not served yet.
+    pub(crate) groups: Option<Arc<Groups>>,
+}
