@@ -93,7 +93,7 @@ fn parse_role(role: &str) -> Result<Role, String> {
 /// Runs one group command.
 pub async fn run(cmd: GroupCmd, profile: &Profile) -> anyhow::Result<()> {
     let rest = profile.rest()?;
-    let token = profile.token()?;
+    let token = &profile.token()?;
     let id = |g: &str| GroupId::parse(g).map_err(|e| anyhow::anyhow!("{g}: {e}"));
     let changed = |r: quiver_sdk::GroupChangeResponse, group: &str| {
         say_json(&json!({

@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 use output::{say, say_json, StdoutClosed};
 use profile::Profile;
 use quiver_sdk::text::terminal_safe;
-use quiver_sdk::{Client, ConnectOptions, Event, Events, GroupId, ReceiptKind, UserId};
+use quiver_sdk::{Client, Event, Events, GroupId, ReceiptKind, UserId};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,6 +109,18 @@ enum Cmd {
         id: u64,
         /// Where to save it.
         path: PathBuf,
+    },
+    /// Print the conversation with a friend from the profile's store, newest first, one
+    /// JSON object per line; with `--fetch`, page the node's history into the store first.
+    History {
+        /// The friend.
+        with: String,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Page back through the node's history first (for a new or wiped profile).
+        #[arg(long)]
+        fetch: bool,
     },
 }
 
@@ -206,23 +218,16 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             password,
         }) => {
             remember(profile, server);
-            let same_user = profile.user.as_deref() == Some(user.as_str());
-            let device = profile
-                .device
-                .filter(|_| same_user)
-                .map(quiver_sdk::DeviceId);
-            let login = profile.rest()?.login(&user, &password, device).await?;
-            if !same_user {
-                profile.cursor = 0;
-                profile.keys.clear();
+            let stored = profile.app()?.store().session()?;
+            if stored.is_some_and(|s| s.user.as_str() != user) {
+                // Another user's session, keys and history are not this one's.
+                profile.forget_store()?;
             }
-            profile.user = Some(login.user.to_string());
-            profile.device = Some(login.device.0);
-            profile.token = Some(login.token);
-            profile.quic_addr = Some(login.quic_addr);
-            profile.refresh_keys().await?;
+            let app = profile.app()?;
+            let session = app.login(&user, &password).await?;
+            app.friends().await?;
             say_json(
-                &json!({ "event": "logged_in", "user": user, "device": login.device.to_string() }),
+                &json!({ "event": "logged_in", "user": user, "device": session.device.to_string() }),
             )?;
         }
         Cmd::Friend { cmd } => friend(cmd, profile).await?,
@@ -247,9 +252,6 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
                 bail!("give the friend and the text");
             };
             let to = UserId::parse(to)?;
-            if !profile.keys.contains_key(to.as_str()) {
-                profile.refresh_keys().await?;
-            }
             let (client, _events) = connect(profile).await?;
             let sent = client.send(&to, text.as_bytes()).await?;
             say_json(
@@ -262,7 +264,6 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             timeout,
             read,
         } => {
-            profile.refresh_keys().await?;
             let (client, events) = connect(profile).await?;
             let limit = timeout
                 .map(Duration::from_secs_f64)
@@ -271,7 +272,6 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             let outcome = tokio::time::timeout(limit, listening)
                 .await
                 .unwrap_or(Ok(()));
-            profile.cursor = client.cursor().0;
             client.close().await;
             outcome?;
         }
@@ -281,9 +281,6 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             media_type,
         } => {
             let to = UserId::parse(&to)?;
-            if !profile.keys.contains_key(to.as_str()) {
-                profile.refresh_keys().await?;
-            }
             let (client, _events) = connect(profile).await?;
             let bar = progress_bar(&format!("sending {}", path.display()));
             let sent = client.send_file(&to, &path, &media_type, shows(&bar)).await;
@@ -296,13 +293,15 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             }))?;
             client.close().await;
         }
+        Cmd::History { with, limit, fetch } => {
+            history(profile, &UserId::parse(&with)?, limit, fetch).await?
+        }
         Cmd::GetFile { id, path } => {
             let offer = profile
                 .files
                 .get(&id)
                 .with_context(|| format!("no file {id} here: `quiver listen` shows files"))?
                 .offer()?;
-            profile.refresh_keys().await?;
             let (client, _events) = connect(profile).await?;
             let bar = progress_bar(&format!("receiving {}", offer.info.safe_name()));
             let report = client.download(&offer, &path, shows(&bar)).await;
@@ -317,22 +316,19 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
         }
         Cmd::Chat { with, group: true } => {
             let with = GroupId::parse(&with)?;
-            profile.refresh_keys().await?;
             let (client, events) = connect(profile).await?;
             let outcome = chat(&client, events, &Target::Group(with)).await;
-            profile.cursor = client.cursor().0;
             client.close().await;
             outcome?;
         }
         Cmd::Chat { with, group: false } => {
             let with = UserId::parse(&with)?;
-            profile.refresh_keys().await?;
-            if !profile.keys.contains_key(with.as_str()) {
+            let (client, events) = connect(profile).await?;
+            if !profile.knows(&with)? {
+                client.close().await;
                 bail!("{with} is not your friend yet: `quiver friend add {with}`");
             }
-            let (client, events) = connect(profile).await?;
             let outcome = chat(&client, events, &Target::Friend(with)).await;
-            profile.cursor = client.cursor().0;
             client.close().await;
             outcome?;
         }
@@ -350,8 +346,9 @@ fn remember(profile: &mut Profile, server: ServerArgs) {
 }
 
 async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
-    let rest = profile.rest()?;
-    let token = profile.token()?.to_owned();
+    let app = profile.app()?;
+    let rest = app.rest().clone();
+    let token = profile.token()?;
     match cmd {
         FriendCmd::Add { user } => {
             let status = rest.request_friend(&token, &user).await?;
@@ -374,7 +371,7 @@ async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
             say_json(&json!({ "event": "friend", "user": status.user, "status": status.status }))?;
         }
         FriendCmd::List => {
-            let friends = profile.refresh_keys().await?;
+            let friends = app.friends().await?;
             let names: Vec<_> = friends.friends.iter().map(|f| f.user.to_string()).collect();
             say_json(&json!({
                 "friends": names, "incoming": friends.incoming, "outgoing": friends.outgoing,
@@ -383,23 +380,47 @@ async fn friend(cmd: FriendCmd, profile: &mut Profile) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    profile.refresh_keys().await?;
+    app.friends().await?;
     Ok(())
 }
 
+/// Prints the conversation with `with` from the store, after paging the node's history
+/// into it when `fetch`.
+async fn history(profile: &Profile, with: &UserId, limit: u32, fetch: bool) -> anyhow::Result<()> {
+    if fetch {
+        let (client, _events) = connect(profile).await?;
+        let of = quiver_sdk::HistoryOf::Friend(with.clone());
+        let mut before = None;
+        loop {
+            let page = client
+                .history(&of, before, quiver_sdk::MAX_HISTORY_PAGE)
+                .await?;
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        client.close().await;
+    }
+    let store = profile.app()?.store().clone();
+    let page = store.messages(&quiver_sdk::Conversation::Friend(with.clone()), None, limit)?;
+    for m in page.messages {
+        say_json(&json!({
+            "from": m.from, "outgoing": m.outgoing, "id": m.id.to_string(),
+            "seq": m.seq.map(|s| s.0), "sent_at_ms": m.sent_at_ms,
+            "state": format!("{:?}", m.state).to_lowercase(), "text": m.text(),
+        }))?;
+    }
+    Ok(())
+}
+
+/// Connects with the profile's store: keys and cursor from it, messages a cut-short run
+/// left in its outbox sent first.
 async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
-    let addr = profile
-        .quic_addr
-        .as_deref()
-        .context("not logged in: run `quiver login` first")?;
-    let addr = addr
-        .parse()
-        .with_context(|| format!("bad QUIC address {addr}"))?;
-    let mut options = ConnectOptions::new(addr, profile.ca_pem()?, profile.token()?);
-    options.cursor = profile.cursor();
-    options.keys = profile.sdk_keys();
-    options.group_keys = group::keys(&profile.rest()?, profile.token()?).await?;
-    Ok(Client::connect(options).await?)
+    let app = profile.app()?;
+    let token = profile.token()?;
+    let group_keys = group::keys(app.rest(), &token).await?;
+    Ok(app.connect_with(|o| o.group_keys = group_keys).await?)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

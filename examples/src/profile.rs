@@ -1,8 +1,11 @@
-//! The profile folder: server address, CA, token, device id, friendship keys and the
-//! listening cursor, kept between runs of the `quiver` command (`profile.json`).
+//! The profile folder, kept between runs of the `quiver` command: the server address, the
+//! CA and the files `listen` showed (`profile.json`), and the SDK's client store
+//! (`store.sqlite3`: session, friendship keys, cursor, outbox and history). A `send` cut
+//! short leaves its message in the store's outbox; the next command that connects sends
+//! it.
 
 use anyhow::{bail, Context};
-use quiver_sdk::{BlobId, FileInfo, FileOffer, FileRef, FriendKey, Rest, Seq, UserId};
+use quiver_sdk::{App, BlobId, FileInfo, FileOffer, FileRef, Rest, Session, Store, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,23 +17,12 @@ pub struct Profile {
     pub server: Option<String>,
     /// Path of the CA certificate to trust.
     pub ca: Option<PathBuf>,
-    /// The logged-in user.
-    pub user: Option<String>,
-    /// This install's device id (kept across logins).
-    pub device: Option<u64>,
-    /// The current token.
-    pub token: Option<String>,
-    /// The node's QUIC address from login.
-    pub quic_addr: Option<String>,
-    /// Friendship keys (hex), by friend.
-    #[serde(default)]
-    pub keys: BTreeMap<String, String>,
-    /// Everything up to this seq was shown by `listen` or `chat`.
-    #[serde(default)]
-    pub cursor: u64,
     /// Files that `listen` showed, by the seq of their message, for `get-file`.
     #[serde(default)]
     pub files: BTreeMap<u64, SavedFile>,
+    /// The profile folder.
+    #[serde(skip)]
+    dir: PathBuf,
 }
 
 /// A file message as kept in the profile.
@@ -98,11 +90,13 @@ impl Profile {
 
     /// Loads the profile in `dir`, or an empty one.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        match std::fs::read(Self::file(dir)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).context("reading profile.json"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).context("reading profile.json"),
-        }
+        let mut profile: Self = match std::fs::read(Self::file(dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).context("reading profile.json")?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(e).context("reading profile.json"),
+        };
+        profile.dir = dir.to_owned();
+        Ok(profile)
     }
 
     /// Saves the profile (readable by the owner only: it holds a token and keys).
@@ -139,39 +133,64 @@ impl Profile {
         Ok(Rest::new(server, &self.ca_pem()?)?)
     }
 
-    /// The token, or an error telling the user to log in.
-    pub fn token(&self) -> anyhow::Result<&str> {
-        self.token
-            .as_deref()
+    /// The client store's file.
+    fn store_path(&self) -> PathBuf {
+        self.dir.join("store.sqlite3")
+    }
+
+    /// The app: the client store and the profile's server.
+    pub fn app(&self) -> anyhow::Result<App> {
+        let Some(server) = &self.server else {
+            bail!("no server in the profile: pass --server")
+        };
+        create_private_dir(&self.dir)?;
+        let store = Store::open(self.store_path()).context("opening the profile's store")?;
+        Ok(App::new(store, server, &self.ca_pem()?)?)
+    }
+
+    /// Starts the store afresh (another user logs in with this profile).
+    pub fn forget_store(&mut self) -> anyhow::Result<()> {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", self.store_path().display()));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        self.files.clear();
+        Ok(())
+    }
+
+    /// The saved session, or an error telling the user to log in.
+    pub fn session(&self) -> anyhow::Result<Session> {
+        self.app()?
+            .store()
+            .session()?
             .context("not logged in: run `quiver login` first")
     }
 
-    /// Fetches the friendship keys from the node and remembers them.
-    pub async fn refresh_keys(&mut self) -> anyhow::Result<quiver_sdk::FriendsResponse> {
-        let friends = self.rest()?.friends(self.token()?).await?;
-        self.keys = friends
-            .friends
-            .iter()
-            .map(|f| (f.user.to_string(), f.key.clone()))
-            .collect();
-        Ok(friends)
+    /// The token, or an error telling the user to log in.
+    pub fn token(&self) -> anyhow::Result<String> {
+        Ok(self.session()?.token)
     }
 
-    /// The keys in the SDK's form.
-    pub fn sdk_keys(&self) -> std::collections::HashMap<UserId, FriendKey> {
-        self.keys
-            .iter()
-            .filter_map(|(user, key)| {
-                Some((
-                    UserId::parse(user).ok()?,
-                    FriendKey(quiver_sdk::key_from_hex(key)?),
-                ))
-            })
-            .collect()
+    /// Whether the store has a friendship key for `friend`.
+    pub fn knows(&self, friend: &UserId) -> anyhow::Result<bool> {
+        Ok(self.app()?.store().friend_keys()?.contains_key(friend))
     }
+}
 
-    /// The saved cursor, if any.
-    pub fn cursor(&self) -> Option<Seq> {
-        (self.cursor > 0).then_some(Seq(self.cursor))
+/// Makes `dir` (readable by its owner only) if it is missing.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", dir.display())),
     }
 }

@@ -1,5 +1,5 @@
 //! The `quiver` command against a real node: register, login, friends, send, listen,
-//! chat, send-file and get-file.
+//! chat, history (the profile is a client store), send-file and get-file.
 
 use serde_json::Value;
 use std::io::Write;
@@ -76,6 +76,27 @@ async fn two_profiles_chat_through_the_cli() {
         // The cursor in the profile means the next listen starts after what was shown.
         let again = quiver(&bob, &["listen", "--timeout", "1"]);
         assert!(again.is_empty(), "{again:?}");
+
+        // The profile is a store: Alice's history has her message, read by Bob.
+        let mine = quiver(&alice, &["history", "bob"]);
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(
+            (&mine[0]["text"], &mine[0]["outgoing"], &mine[0]["state"]),
+            (&"hello from the cli".into(), &true.into(), &"read".into())
+        );
+        // Bob on a new profile (a new device) has nothing until he pages the node.
+        let fresh = dir_of(&bob).join("bob-laptop");
+        let password = ["--user", "bob", "--password", "bob-password"];
+        let (srv, ca_arg) = (["--server", &server], ["--ca", &ca]);
+        quiver(
+            &fresh,
+            &[&["login"][..], &srv[..], &ca_arg[..], &password[..]].concat(),
+        );
+        assert!(quiver(&fresh, &["history", "alice"]).is_empty());
+        let paged = quiver(&fresh, &["history", "alice", "--fetch"]);
+        assert_eq!(paged.len(), 1, "{paged:?}");
+        assert_eq!(paged[0]["text"], "hello from the cli");
+        assert_eq!(paged[0]["seq"], sent[0]["seq"]);
 
         // The interactive mode, driven through stdin.
         let mut chat = Command::new(env!("CARGO_BIN_EXE_quiver"))
@@ -158,6 +179,11 @@ async fn two_profiles_chat_through_the_cli() {
     });
     steps.await.unwrap();
     node.shutdown().await;
+}
+
+/// The folder a profile lives in.
+fn dir_of(profile: &Path) -> &Path {
+    profile.parent().expect("a profile folder has a parent")
 }
 
 /// Registers `user` in a new profile and logs in.

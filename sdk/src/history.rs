@@ -4,7 +4,8 @@
 //!
 //! A page is read on its own stream and opened as pushes are (the same keys, the same
 //! [`Event`]s), but not acknowledged: history does not move the device's cursor, and
-//! pushes go on beside it.
+//! pushes go on beside it. A client with a store keeps what it pages there (each message
+//! once, whether it came by page or by push).
 
 use crate::client::Client;
 use crate::error::HistoryError;
@@ -89,10 +90,14 @@ impl Client {
             if events.len() > quiver_proto::MAX_HISTORY_PAGE as usize {
                 return Err(HistoryError::Stream("a page longer than the cap".into()));
             }
-            events.push(match of {
+            let event = match of {
                 HistoryOf::Group(group) => self.inner.open_group_entry(group.clone(), entry).await,
                 _ => self.inner.open_entry(entry).await,
-            });
+            };
+            if let Some(store) = &self.inner.options.store {
+                crate::persist::taken(store, &event, None);
+            }
+            events.push(event);
         }
     }
 }

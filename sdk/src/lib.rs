@@ -102,6 +102,7 @@ pub use quiver_proto::rest::{
 };
 pub use quiver_proto::{
     ClientMsgId, DeviceId, ErrorCode, GroupChange, GroupId, ReceiptKind, Role, Seq, UserId,
+    MAX_HISTORY_PAGE,
 };
 pub use rest::Rest;
 pub use seal::FriendKey;

@@ -99,8 +99,8 @@ pub(crate) fn restore(
     Ok(count)
 }
 
-/// Keeps what an event the app is taking says; `cursor` is the inbox cursor once it is
-/// taken (`None` for a group's entry).
+/// Keeps what an event the app is taking (or a history page) says; `cursor` is the inbox
+/// cursor once it is taken (`None` for a group's entry or a page).
 pub(crate) fn taken(store: &Store, event: &Event, cursor: Option<Seq>) {
     let kept = match event {
         Event::Message(m) => store.save_incoming(
