@@ -11,6 +11,10 @@ use crate::seal::FriendKey;
 use crate::store::{Session, Store, StoreError};
 use quiver_proto::rest::{FriendStatus, FriendsResponse};
 
+/// How long connecting waits for fresh keys before using the stored ones (an app that
+/// starts offline should not wait for REST's own timeout).
+const KEY_REFRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Why an [`App`] call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -116,6 +120,9 @@ impl App {
     /// Connects with the saved session: the keys are refreshed first when the node
     /// answers (the stored ones are used when it does not), messages the last run left
     /// unsent go out, and the client fetches keys by itself when a message needs one.
+    /// When the node cannot be reached the client starts offline (after the first
+    /// attempt's `connect_timeout`) and connects by itself later; a refusal (a bad token)
+    /// is an error.
     pub async fn connect(&self) -> Result<(Client, Events), AppError> {
         self.connect_with(|_| {}).await
     }
@@ -126,8 +133,10 @@ impl App {
         adjust: impl FnOnce(&mut ConnectOptions),
     ) -> Result<(Client, Events), AppError> {
         let session = self.session()?;
-        if let Err(e) = self.friends().await {
-            tracing::debug!(error = %e, "keys not refreshed; using the stored ones");
+        match tokio::time::timeout(KEY_REFRESH_WAIT, self.friends()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "keys not refreshed; using the stored ones"),
+            Err(_) => tracing::debug!("keys not refreshed in time; using the stored ones"),
         }
         let node = self.store.node()?.ok_or(AppError::NotLoggedIn)?;
         let addr = node
@@ -137,6 +146,14 @@ impl App {
         options.store = Some(self.store.clone());
         options.key_source = Some(self.rest.clone());
         adjust(&mut options);
-        Ok(Client::connect(options).await?)
+        match Client::connect(options.clone()).await {
+            // The node is out of reach (no network, or it is down): start anyway, so the
+            // app can show its store and queue messages; the client connects when it can.
+            Err(ConnectError::Connect(reason)) => {
+                tracing::info!(%reason, "starting offline");
+                Ok(Client::start(options, session.user, session.device)?)
+            }
+            other => Ok(other?),
+        }
     }
 }

@@ -61,21 +61,9 @@ impl Client {
     /// a bad token or address shows at once); after that the client reconnects by itself.
     /// Pushes begin right away: read the returned [`Events`], or the node stops pushing
     /// once its window is full.
-    pub async fn connect(mut options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
-        if let Some(store) = options.store.clone() {
-            crate::persist::remember(&store, &mut options)
-                .map_err(|e| ConnectError::Store(e.to_string()))?;
-        }
-        let config =
-            crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
-                .map_err(ConnectError::Tls)?;
-        let mut endpoint = quinn::Endpoint::client(unspecified(options.addr))
-            .map_err(|e| ConnectError::Connect(e.to_string()))?;
-        endpoint.set_default_client_config(config);
-        let name = options
-            .server_name
-            .clone()
-            .unwrap_or_else(|| options.addr.ip().to_string());
+    pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
+        let (options, endpoint) = prepare(options)?;
+        let name = options.name_to_verify();
         let first = handshake(
             &endpoint,
             options.addr,
@@ -84,49 +72,21 @@ impl Client {
             options.connect_timeout,
         )
         .await?;
-        let seen = CursorTracker::new(first.cursor.max(options.cursor.unwrap_or_default()));
-        let (events, rx) = mpsc::channel(EVENT_BUFFER);
-        let inner = Arc::new(Inner {
-            user: first.user.clone(),
-            device: first.device,
-            keys: RwLock::new(options.keys.clone()),
-            group_keys: RwLock::new(options.group_keys.clone()),
-            group_key_failed: Mutex::new(HashMap::new()),
-            friend_key_failed: Mutex::new(None),
-            options,
-            endpoint,
-            seen: Arc::new(Mutex::new(seen)),
-            link: RwLock::new(None),
-            queues: Mutex::new(HashMap::new()),
-            events,
-            state: watch::channel(ConnectionState::Connecting).0,
-            closing: watch::channel(false).0,
-            stream_wanted: tokio::sync::Notify::new(),
-            streams_waiting: std::sync::atomic::AtomicUsize::new(0),
-        });
-        if let Some(store) = &inner.options.store {
-            let restored = crate::persist::restore(store, &mut lock(&inner.queues))
-                .map_err(|e| ConnectError::Store(e.to_string()))?;
-            tracing::debug!(restored, "outbox restored from the store");
-        }
-        let link = Link::start(&inner, first, 1);
-        inner.set_link(Some(link.clone()));
-        tokio::spawn(crate::driver::drive(inner.clone(), link));
-        tokio::spawn(crate::send::close_idle_streams(Arc::downgrade(&inner)));
-        let events = Events {
-            store: inner.options.store.clone(),
-            rx,
-            seen: inner.seen.clone(),
-            seen_groups: HashMap::new(),
-        };
-        let stop = Arc::new(StopOnDrop(Arc::downgrade(&inner)));
-        Ok((
-            Client {
-                inner,
-                _stop_on_drop: stop,
-            },
-            events,
-        ))
+        let (user, device) = (first.user.clone(), first.device);
+        assemble(options, endpoint, user, device, Some(first))
+    }
+
+    /// Starts a client for `user`'s `device` (from an earlier login) without waiting for
+    /// the node: it connects in the background, as after a lost connection, and the app
+    /// can queue messages meanwhile (kept in the store, if any). For an app that starts
+    /// offline; a bad token shows as [`crate::Event::Disconnected`].
+    pub fn start(
+        options: ConnectOptions,
+        user: UserId,
+        device: DeviceId,
+    ) -> Result<(Client, Events), ConnectError> {
+        let (options, endpoint) = prepare(options)?;
+        assemble(options, endpoint, user, device, None)
     }
 
     /// Who the node says you are.
@@ -310,6 +270,78 @@ impl Client {
         }
         self.inner.endpoint.wait_idle().await;
     }
+}
+
+/// Fills the options in from the store and makes the client's endpoint.
+fn prepare(mut options: ConnectOptions) -> Result<(ConnectOptions, quinn::Endpoint), ConnectError> {
+    if let Some(store) = options.store.clone() {
+        crate::persist::remember(&store, &mut options)
+            .map_err(|e| ConnectError::Store(e.to_string()))?;
+    }
+    let config = crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
+        .map_err(ConnectError::Tls)?;
+    let mut endpoint = quinn::Endpoint::client(unspecified(options.addr))
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok((options, endpoint))
+}
+
+/// Builds the client's state, restores the store's outbox, and starts the driver — on
+/// the connection `first`, or connecting in the background without one.
+fn assemble(
+    options: ConnectOptions,
+    endpoint: quinn::Endpoint,
+    user: UserId,
+    device: DeviceId,
+    first: Option<crate::link::Handshake>,
+) -> Result<(Client, Events), ConnectError> {
+    let cursor = first.as_ref().map_or(Seq(0), |f| f.cursor);
+    let seen = CursorTracker::new(cursor.max(options.cursor.unwrap_or_default()));
+    let (events, rx) = mpsc::channel(EVENT_BUFFER);
+    let inner = Arc::new(Inner {
+        user,
+        device,
+        keys: RwLock::new(options.keys.clone()),
+        group_keys: RwLock::new(options.group_keys.clone()),
+        group_key_failed: Mutex::new(HashMap::new()),
+        friend_key_failed: Mutex::new(None),
+        options,
+        endpoint,
+        seen: Arc::new(Mutex::new(seen)),
+        link: RwLock::new(None),
+        queues: Mutex::new(HashMap::new()),
+        events,
+        state: watch::channel(ConnectionState::Connecting).0,
+        closing: watch::channel(false).0,
+        stream_wanted: tokio::sync::Notify::new(),
+        streams_waiting: std::sync::atomic::AtomicUsize::new(0),
+    });
+    if let Some(store) = &inner.options.store {
+        let restored = crate::persist::restore(store, &mut lock(&inner.queues))
+            .map_err(|e| ConnectError::Store(e.to_string()))?;
+        tracing::debug!(restored, "outbox restored from the store");
+    }
+    let link = first.map(|first| {
+        let link = Link::start(&inner, first, 1);
+        inner.set_link(Some(link.clone()));
+        link
+    });
+    tokio::spawn(crate::driver::drive(inner.clone(), link));
+    tokio::spawn(crate::send::close_idle_streams(Arc::downgrade(&inner)));
+    let events = Events {
+        store: inner.options.store.clone(),
+        rx,
+        seen: inner.seen.clone(),
+        seen_groups: HashMap::new(),
+    };
+    let stop = Arc::new(StopOnDrop(Arc::downgrade(&inner)));
+    Ok((
+        Client {
+            inner,
+            _stop_on_drop: stop,
+        },
+        events,
+    ))
 }
 
 /// The unspecified address of `addr`'s family, port 0.

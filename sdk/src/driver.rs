@@ -13,9 +13,17 @@ use tokio::sync::watch;
 /// How often the driver looks for messages that wait too long for `Sent`.
 const RESEND_CHECK: Duration = Duration::from_secs(1);
 
-/// Keeps the client connected until it is closed.
-pub(crate) async fn drive(inner: Arc<Inner>, mut link: Arc<Link>) {
+/// Keeps the client connected until it is closed; without a first connection it starts
+/// by connecting.
+pub(crate) async fn drive(inner: Arc<Inner>, first: Option<Arc<Link>>) {
     let mut closing = inner.closing.subscribe();
+    let mut link = match first {
+        Some(link) => link,
+        None => match reconnect(&inner, &mut closing, 1).await {
+            Some(link) => link,
+            None => return,
+        },
+    };
     loop {
         inner.announce(ConnectionState::Online);
         inner.flush_all(false).await;
@@ -47,10 +55,7 @@ async fn reconnect(
     id: u64,
 ) -> Option<Arc<Link>> {
     let options = &inner.options;
-    let name = options
-        .server_name
-        .clone()
-        .unwrap_or_else(|| options.addr.ip().to_string());
+    let name = options.name_to_verify();
     let mut delay = options.backoff_min;
     loop {
         inner.announce(ConnectionState::Connecting);

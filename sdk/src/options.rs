@@ -60,6 +60,13 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// The name to verify in the node's certificate: `server_name`, or the address's IP.
+    pub(crate) fn name_to_verify(&self) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| self.addr.ip().to_string())
+    }
+
     /// Options with mobile-friendly defaults.
     pub fn new(addr: SocketAddr, ca_pem: impl Into<String>, token: impl Into<String>) -> Self {
         Self {

@@ -37,6 +37,8 @@ pub struct TestNode {
     node: Option<Node>,
     config: Config,
     dir: tempfile::TempDir,
+    /// The QUIC and HTTPS addresses of the last node stopped.
+    last_addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// PEM of the node's dev CA.
     pub ca_pem: String,
 }
@@ -82,6 +84,7 @@ impl TestNode {
             node: Some(node),
             config,
             dir,
+            last_addrs: None,
             ca_pem,
         })
     }
@@ -134,6 +137,18 @@ impl TestNode {
     /// data folder. Addresses change; tokens stay valid (the key is in the folder).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.restart_after(|_| Ok(())).await
+    }
+
+    /// Starts the node again (after [`TestNode::stop`], or while it runs) on the same data
+    /// folder and the same QUIC and HTTPS ports: clients that keep the old address find
+    /// it again.
+    pub async fn restart_on_same_ports(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        if let Some((quic, http)) = self.last_addrs {
+            self.config.quic_addr = quic;
+            self.config.http_addr = http;
+        }
+        self.restart().await
     }
 
     /// [`TestNode::restart`], running `between` on the data folder while the node is down
@@ -215,6 +230,7 @@ impl TestNode {
     /// Stops the node gracefully and keeps it stopped until [`TestNode::restart`].
     pub async fn stop(&mut self) {
         if let Some(node) = self.node.take() {
+            self.last_addrs = Some((node.quic_addr(), node.http_addr()));
             node.shutdown().await;
         }
     }

@@ -215,3 +215,57 @@ async fn an_app_logs_in_once_and_never_handles_a_key() -> anyhow::Result<()> {
     ensure!(alice.store().conversations()?[0].unread == 0);
     Ok(())
 }
+
+/// An app whose node is out of reach starts all the same: the app queues messages (kept
+/// in its store), and once the node is back the client connects by itself and sends
+/// them, once each, in order.
+#[tokio::test]
+async fn an_app_started_offline_sends_its_queue_when_the_node_is_back() -> anyhow::Result<()> {
+    use quiver_sdk::{App, ConnectionState, UserId};
+    let mut node = TestNode::start().await?;
+    let url = format!("https://{}", node.node().http_addr());
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path().join("alice.sqlite3"))?;
+    let alice = App::new(store.clone(), &url, &node.ca_pem)?;
+    alice.register("alice", "a-long-password").await?;
+    alice.login("alice", "a-long-password").await?;
+    let bob = node.user("bob").await?;
+    alice.request_friend("bob").await?;
+    node.rest().accept_friend(&bob.login.token, "alice").await?;
+    alice.friends().await?; // the key, into the store
+
+    node.stop().await;
+    let started = std::time::Instant::now();
+    let (a, _a_events) = alice
+        .connect_with(|o| o.connect_timeout = Duration::from_millis(500))
+        .await?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    ensure!(a.state() != ConnectionState::Online);
+    let bob_id = UserId::parse("bob")?;
+    let mut pending = Vec::new();
+    for i in 0..10 {
+        pending.push(
+            a.enqueue(&bob_id, format!("offline {i}").as_bytes())
+                .await?,
+        );
+    }
+    ensure!(store.outbox()?.len() == 10);
+
+    node.restart_on_same_ports().await?;
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(tokio::time::timeout(Duration::from_secs(30), p).await??.seq);
+    }
+    let (_b, mut b_events) = node.connect(&bob).await?;
+    let got = messages(&mut b_events, 10).await?;
+    let texts: Vec<String> = got.iter().map(|m| m.text()).collect();
+    ensure!(texts == (0..10).map(|i| format!("offline {i}")).collect::<Vec<_>>());
+    ensure!(got.iter().map(|m| m.seq).collect::<Vec<_>>() == seqs);
+    assert_quiet(&mut b_events, Duration::from_millis(300)).await?;
+    ensure!(store.outbox()?.is_empty());
+    Ok(())
+}
