@@ -34,6 +34,8 @@ pub struct HistoryMessage {
     pub text: String,
     /// `pending`, `sent`, `delivered`, `read`, `failed` (yours); `unread`, `seen` (theirs).
     pub state: String,
+    /// The file's name, for a file message.
+    pub file_name: Option<String>,
 }
 
 /// One line of the conversation list.
@@ -169,15 +171,22 @@ impl QuiverApp {
         })
     }
 
-    /// Downloads the file of the message at `seq` (a `Message` event with a file name) to
-    /// `path`; returns its size in sealed bytes.
+    /// Downloads the file of the message at `seq` of your inbox (a `Message` event or a
+    /// history message with a file name) to `path`; returns its size in sealed bytes.
     pub async fn download(&self, seq: u64, path: String) -> Result<u64, QuiverError> {
-        let offer = lock(&self.offers)
-            .get(&seq)
-            .cloned()
-            .ok_or_else(|| QuiverError::Invalid {
-                message: format!("no file message at seq {seq}"),
-            })?;
+        let seen = lock(&self.offers).get(&seq).cloned();
+        let offer = match seen {
+            Some(offer) => offer,
+            None => self
+                .app
+                .store()
+                .inbox_message(Seq(seq))?
+                .as_ref()
+                .and_then(FileOffer::from_stored)
+                .ok_or_else(|| QuiverError::Invalid {
+                    message: format!("no file message at seq {seq}"),
+                })?,
+        };
         let report = self.client()?.download(&offer, path, |_| {}).await?;
         Ok(report.size)
     }
@@ -229,6 +238,7 @@ fn history_message(m: &StoredMessage) -> HistoryMessage {
         id: hex_id(m.id),
         seq: m.seq.map(|s| s.0),
         text: m.text(),
+        file_name: FileOffer::from_stored(m).map(|f| f.info.safe_name()),
         state: match m.state {
             S::Pending => "pending",
             S::Sent => "sent",

@@ -88,6 +88,12 @@ impl FileInfo {
 
 impl FileOffer {
     /// Reads the sealed description of a file message (already opened).
+    /// The file of a message kept in the store, if it carries one (and its description
+    /// reads).
+    pub fn from_stored(message: &crate::store::StoredMessage) -> Option<Self> {
+        Self::read(message.from.clone(), message.file?, &message.body).ok()
+    }
+
     pub(crate) fn read(from: UserId, file: FileRef, body: &[u8]) -> Result<Self, String> {
         let info: FileInfo = postcard::from_bytes(body).map_err(|e| e.to_string())?;
         if sealed_len(info.size) != file.size {

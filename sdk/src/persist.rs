@@ -43,9 +43,14 @@ pub(crate) fn outgoing(
     frame: &[u8],
     plain: &[u8],
 ) -> Result<(), SendError> {
-    let (id, sent_at_ms) = match request {
-        ConversationRequest::Chat { id, sent_at_ms, .. }
-        | ConversationRequest::GroupChat { id, sent_at_ms, .. } => (*id, *sent_at_ms),
+    let (id, sent_at_ms, file) = match request {
+        ConversationRequest::Chat {
+            id,
+            sent_at_ms,
+            file,
+            ..
+        } => (*id, *sent_at_ms, *file),
+        ConversationRequest::GroupChat { id, sent_at_ms, .. } => (*id, *sent_at_ms, None),
         _ => return Err(SendError::Seal),
     };
     let message = Outgoing {
@@ -55,6 +60,7 @@ pub(crate) fn outgoing(
         sent_at_ms,
         body: plain,
         frame,
+        file,
     };
     store
         .outbox_add(message)
@@ -111,6 +117,7 @@ pub(crate) fn taken(store: &Store, event: &Event, cursor: Option<Seq>) {
                 seq: m.seq,
                 sent_at_ms: m.sent_at_ms,
                 body: &m.body,
+                file: m.file.as_ref().map(|f| f.file),
             },
             cursor,
         ),
@@ -122,6 +129,7 @@ pub(crate) fn taken(store: &Store, event: &Event, cursor: Option<Seq>) {
                 seq: m.seq,
                 sent_at_ms: m.sent_at_ms,
                 body: &m.body,
+                file: None,
             },
             None,
         ),

@@ -56,7 +56,7 @@ def test_errors_are_typed(new_user, node):
     run(alice[1].close())
 
 
-def test_a_file(new_user, tmp_path):
+def test_a_file(new_user, node, tmp_path):
     alice, bob = new_user("alice"), new_user("bob")
     befriend(alice, bob)
     b_events = Collector()
@@ -74,6 +74,20 @@ def test_a_file(new_user, tmp_path):
     assert target.read_bytes() == content
     run(alice[1].close())
     run(bob[1].close())
+
+    # Started again on the same store, Bob's app shows the file and fetches it again
+    # from what the store kept, with no event seen in this run.
+    url, ca_pem, _ = node
+    again = quiver_ffi.QuiverApp.open(bob[2], url, ca_pem)
+    [kept] = again.messages(alice[0], 10)
+    assert (kept.file_name, kept.seq) == ("notes.txt", sent.seq)
+    run(again.connect(Collector()))
+    second = tmp_path / "again.txt"
+    run(again.download(kept.seq, str(second)))
+    assert second.read_bytes() == content
+    [mine] = alice[1].messages(bob[0], 10)
+    assert (mine.file_name, mine.outgoing) == ("notes.txt", True)
+    run(again.close())
 
 
 def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node):

@@ -9,6 +9,7 @@
 
 use super::outbox::id_from;
 use super::{set_meta, Conversation, Store, StoreError};
+use quiver_proto::files::FileRef;
 use quiver_proto::{ClientMsgId, ReceiptKind, Seq, UserId};
 use rusqlite::{params, Row};
 
@@ -62,8 +63,10 @@ pub struct StoredMessage {
     pub seq: Option<Seq>,
     /// The sender's clock when written, ms since the Unix epoch.
     pub sent_at_ms: u64,
-    /// The opened body.
+    /// The opened body (for a file message, its encoded description).
     pub body: Vec<u8>,
+    /// The file it carries: [`crate::FileOffer::from_stored`] makes it downloadable.
+    pub file: Option<FileRef>,
     /// Where it stands.
     pub state: MessageState,
     /// Where it is in the store's order: pass [`StoredMessage::cursor`] as `before`.
@@ -121,9 +124,15 @@ pub(crate) struct Incoming<'a> {
     pub seq: Seq,
     pub sent_at_ms: u64,
     pub body: &'a [u8],
+    pub file: Option<FileRef>,
 }
 
-const COLUMNS: &str = "conversation, sender, id, outgoing, seq, sent_at_ms, body, state, pos";
+const COLUMNS: &str = "conversation, sender, id, outgoing, seq, sent_at_ms, body, state, pos, file";
+
+/// A file reference as stored.
+pub(crate) fn file_column(file: Option<FileRef>) -> Option<Vec<u8>> {
+    file.and_then(|f| postcard::to_stdvec(&f).ok())
+}
 
 fn message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StoreError>> {
     let conversation: String = row.get(0)?;
@@ -137,6 +146,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StoreError>>
         row.get::<_, Vec<u8>>(6)?,
         row.get::<_, i64>(8)?,
     );
+    let file: Option<Vec<u8>> = row.get(9)?;
     Ok((|| {
         Ok(StoredMessage {
             conversation: Conversation::from_key(&conversation)?,
@@ -147,6 +157,13 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StoreError>>
             seq: seq.map(|s| Seq(s as u64)),
             sent_at_ms: sent_at_ms as u64,
             body,
+            file: match file {
+                Some(bytes) => Some(
+                    postcard::from_bytes(&bytes)
+                        .map_err(|_| StoreError::Corrupt("a bad file reference".into()))?,
+                ),
+                None => None,
+            },
             state: MessageState::from_i64(state)
                 .ok_or_else(|| StoreError::Corrupt(format!("bad state {state}")))?,
             pos,
@@ -167,8 +184,8 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT OR IGNORE INTO messages
-                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state)
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
+                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8)",
             params![
                 message.conversation.key(),
                 message.from.as_str(),
@@ -177,6 +194,7 @@ impl Store {
                 message.sent_at_ms as i64,
                 message.body,
                 MessageState::Unread as i64,
+                file_column(message.file),
             ],
         )?;
         if let Some(cursor) = cursor {
@@ -239,6 +257,20 @@ impl Store {
         }
     }
 
+    /// The message of `seq` in your inbox (from a friend), if kept.
+    pub fn inbox_message(&self, seq: Seq) -> Result<Option<StoredMessage>, StoreError> {
+        let conn = self.lock();
+        let mut rows = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages
+             WHERE outgoing = 0 AND seq = ?1 AND conversation LIKE 'u:%' LIMIT 1"
+        ))?;
+        let mut rows = rows.query_map([seq.0 as i64], message)?;
+        match rows.next() {
+            Some(row) => Ok(Some(row??)),
+            None => Ok(None),
+        }
+    }
+
     /// Every conversation with a message, newest first, with its last message and how
     /// many of theirs are unread.
     pub fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
@@ -253,7 +285,7 @@ impl Store {
              ORDER BY m.sent_at_ms DESC, m.pos DESC",
             unread = MessageState::Unread as i64,
         ))?;
-        let rows = rows.query_map([], |row| Ok((message(row)?, row.get::<_, i64>(9)?)))?;
+        let rows = rows.query_map([], |row| Ok((message(row)?, row.get::<_, i64>(10)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (last, unread) = row?;

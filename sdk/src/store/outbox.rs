@@ -5,6 +5,7 @@
 
 use super::messages::MessageState;
 use super::{Conversation, Store, StoreError};
+use quiver_proto::files::FileRef;
 use quiver_proto::{ClientMsgId, Seq, UserId};
 use rusqlite::params;
 
@@ -34,6 +35,8 @@ pub struct Outgoing<'a> {
     pub body: &'a [u8],
     /// The encoded chat frame, for the node.
     pub frame: &'a [u8],
+    /// The file it carries.
+    pub file: Option<FileRef>,
 }
 
 impl Store {
@@ -49,8 +52,8 @@ impl Store {
         )?;
         tx.execute(
             "INSERT OR IGNORE INTO messages
-                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state)
-             VALUES (?1, ?2, ?3, 1, NULL, ?4, ?5, ?6)",
+                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file)
+             VALUES (?1, ?2, ?3, 1, NULL, ?4, ?5, ?6, ?7)",
             params![
                 message.conversation.key(),
                 message.from.as_str(),
@@ -58,6 +61,7 @@ impl Store {
                 message.sent_at_ms as i64,
                 message.body,
                 MessageState::Pending as i64,
+                super::messages::file_column(message.file),
             ],
         )?;
         tx.commit()?;

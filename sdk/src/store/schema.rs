@@ -9,7 +9,7 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// The migrations, in order: `MIGRATIONS[n]` takes a file from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: session, keys, outbox and history.
     "CREATE TABLE meta (
          key TEXT PRIMARY KEY,
@@ -39,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX messages_in_order ON messages (conversation, sent_at_ms, pos);
      CREATE INDEX messages_unread ON messages (conversation, outgoing, state);",
+    // 2: the file a message carries (its FileRef, postcard): its description is the body.
+    "ALTER TABLE messages ADD COLUMN file BLOB;",
 ];
 
 /// The schema version this SDK writes.

@@ -19,6 +19,7 @@ fn send(store: &Store, to: &Conversation, n: u128, at: u64) {
             sent_at_ms: at,
             body: body.as_bytes(),
             frame: &[n as u8],
+            file: None,
         })
         .unwrap();
 }
@@ -34,6 +35,7 @@ fn receive(store: &Store, from: &str, n: u128, seq: u64, at: u64) {
                 seq: Seq(seq),
                 sent_at_ms: at,
                 body: format!("from {from} {n}").as_bytes(),
+                file: None,
             },
             Some(Seq(seq)),
         )
@@ -168,4 +170,49 @@ fn history_pages_newest_first_and_the_list_counts_unread() {
     );
     store.mark_read(&bob, Seq(20)).unwrap();
     assert_eq!(store.conversations().unwrap()[0].unread, 5);
+}
+
+#[test]
+fn a_version_1_file_is_migrated_and_keeps_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO messages (conversation, sender, id, outgoing, seq, sent_at_ms, body, state)
+             VALUES ('u:bob', 'bob', ?1, 0, 3, 10, CAST('old' AS BLOB), 10)",
+            [ClientMsgId(9).0.to_be_bytes().as_slice()],
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    let bob = Conversation::Friend(user("bob"));
+    let page = store.messages(&bob, None, 10).unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(
+        (page.messages[0].text(), page.messages[0].file),
+        ("old".into(), None)
+    );
+
+    let file = quiver_proto::files::FileRef {
+        blob: quiver_proto::files::BlobId([7; 32]),
+        size: 99,
+    };
+    let from = user("bob");
+    let message = Incoming {
+        conversation: &bob,
+        from: &from,
+        id: ClientMsgId(10),
+        seq: Seq(4),
+        sent_at_ms: 20,
+        body: b"a description",
+        file: Some(file),
+    };
+    store.save_incoming(message, None).unwrap();
+    let kept = store.inbox_message(Seq(4)).unwrap().unwrap();
+    assert_eq!(kept.file, Some(file));
+    assert_eq!(store.inbox_message(Seq(3)).unwrap().unwrap().text(), "old");
 }
