@@ -26,6 +26,9 @@ pub const FRIENDS: &str = "/v1/friends";
 pub const LOGOUT: &str = "/v1/logout";
 /// `GET` — Prometheus text metrics (restrict it to operators at the proxy or firewall).
 pub const METRICS: &str = "/metrics";
+/// `POST`: registers the caller's device for push notifications ([`PushTarget`]);
+/// `DELETE`: removes it. Logging out removes it too.
+pub const PUSH: &str = "/v1/push";
 /// `GET` — readiness: 200 when the node can take new sessions (in a mesh: it is
 /// registered, so Redis answers), 503 otherwise.
 pub const READY: &str = "/v1/ready";
@@ -66,6 +69,17 @@ pub struct LoginResponse {
     pub expires_at: u64,
     /// The QUIC address (`host:port`) of the user's home node.
     pub quic_addr: String,
+}
+
+/// Body of [`PUSH`]: where the push gateway reaches this device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTarget {
+    /// `"apns"`, `"fcm"` or `"webhook"`.
+    pub kind: String,
+    /// The platform's token for the device (the gateway's "pushkey"), at most 4096 bytes.
+    pub token: String,
+    /// The app's id at the gateway (which credentials it uses), at most 256 bytes.
+    pub app_id: String,
 }
 
 /// Body of [`LOGOUT`].

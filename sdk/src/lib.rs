@@ -99,6 +99,7 @@ pub use quiver_proto::files::{BlobId, FileRef};
 pub use quiver_proto::rest::{
     key_from_hex, FriendInfo, FriendsResponse, GroupChangeResponse, GroupInfo, GroupInvitation,
     GroupKeyInfo, GroupMember, GroupReceipts, GroupsResponse, LoginResponse, MemberReceipt,
+    PushTarget,
 };
 pub use quiver_proto::{
     ClientMsgId, DeviceId, ErrorCode, GroupChange, GroupId, ReceiptKind, Role, Seq, UserId,

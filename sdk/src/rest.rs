@@ -124,6 +124,27 @@ impl Rest {
             .await
     }
 
+    /// Registers this device (the token's) for push notifications while it is away.
+    pub async fn set_push_target(
+        &self,
+        token: &str,
+        target: &rest::PushTarget,
+    ) -> Result<(), RestError> {
+        self.call::<serde_json::Value>(self.post(rest::PUSH, target, Some(token)))
+            .await?;
+        Ok(())
+    }
+
+    /// Stops push notifications for this device.
+    pub async fn remove_push_target(&self, token: &str) -> Result<(), RestError> {
+        let request = self
+            .http
+            .delete(format!("{}{}", self.base, rest::PUSH))
+            .bearer_auth(token);
+        self.call::<serde_json::Value>(request).await?;
+        Ok(())
+    }
+
     /// Friends (with friendship keys), pending requests and blocked users.
     pub async fn friends(&self, token: &str) -> Result<FriendsResponse, RestError> {
         let url = format!("{}{}", self.base, rest::FRIENDS);

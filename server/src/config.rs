@@ -35,6 +35,8 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// Groups: sizes and how fast they can be made.
     pub groups: GroupLimits,
+    /// Push notifications through a gateway: off unless `gateway_url` is set.
+    pub push: PushConfig,
     /// Mesh mode: join a cluster of nodes. Unset, the node runs alone.
     pub mesh: Option<MeshConfig>,
 }
@@ -203,6 +205,42 @@ impl Default for GroupLimits {
     }
 }
 
+/// `[push]`: notifications for devices that are away, through a push gateway (a separate
+/// service that holds the APNs and FCM credentials, as Matrix's Sygnal).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Where notifications are POSTed; unset, the node sends none.
+    pub gateway_url: Option<String>,
+    /// CA (PEM) that signed the gateway's certificate, for an `https` URL.
+    pub gateway_ca: Option<PathBuf>,
+    /// One request to the gateway may take this long.
+    pub timeout_ms: u64,
+    /// At most one notification per device per window while it stays away; the last
+    /// unread count wins.
+    pub coalesce_ms: u64,
+    /// Notifications waiting to be worked out, at most; more are dropped (and counted).
+    pub queue: usize,
+    /// Requests to the gateway in flight, at most; more are dropped (and counted).
+    pub in_flight: usize,
+    /// Tries after a 5xx or a timeout, with doubling backoff from 200 ms.
+    pub retries: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            gateway_ca: None,
+            timeout_ms: 5_000,
+            coalesce_ms: 3_000,
+            queue: 10_000,
+            in_flight: 64,
+            retries: 3,
+        }
+    }
+}
+
 /// File messages: what a user may store and for how long.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -296,6 +334,7 @@ impl Default for Config {
             files: FileLimits::default(),
             inbox: InboxConfig::default(),
             groups: GroupLimits::default(),
+            push: PushConfig::default(),
             mesh: None,
         }
     }
@@ -408,6 +447,12 @@ impl Config {
         }
         if self.mesh.is_some() && self.cert.is_none() {
             return Err(ConfigError::MeshWithoutCert);
+        }
+        let p = &self.push;
+        if p.timeout_ms == 0 || p.queue == 0 || p.in_flight == 0 {
+            return Err(ConfigError::Limit(
+                "push timeout, queue and in_flight must be positive",
+            ));
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 use crate::inbox::Appended;
 use crate::metrics::Metrics;
 use crate::net::{write_frame, Reader, StreamEnd};
+use crate::push::{Pusher, Stored};
 use crate::router::Router;
 use quiver_proto::stream::{ConversationPhase, ConversationStep};
 use quiver_proto::{ClientMsgId, ConversationResponse, ErrorCode, UserId};
@@ -15,8 +16,9 @@ use tokio::sync::mpsc;
 
 /// A reply queued for a conversation stream, in the order of the requests.
 pub enum Reply {
-    /// The outcome of an append made here.
-    Chat(ClientMsgId, Result<Appended, ErrorCode>),
+    /// The outcome of an append made here, and what to tell the push notifier once it is
+    /// durable (a fresh chat for a user; nothing for a retry or a group).
+    Chat(ClientMsgId, Result<Appended, ErrorCode>, Option<Stored>),
     /// An answer from the recipient's home node, passed on as it is.
     Forwarded(ConversationResponse),
     /// The stream closes with this code; nothing follows.
@@ -47,7 +49,15 @@ pub async fn append_chats(
                 file,
             })) => {
                 let appended = router.chat(from, to, id, sent_at_ms, body, file).await;
-                if tx.send(Reply::Chat(id, appended)).await.is_err() {
+                let notice = match &appended {
+                    Ok(a) if a.fresh => Some(Stored {
+                        owner: to.clone(),
+                        from: from.clone(),
+                        seq: a.seq,
+                    }),
+                    _ => None,
+                };
+                if tx.send(Reply::Chat(id, appended, notice)).await.is_err() {
                     return None;
                 }
             }
@@ -59,16 +69,23 @@ pub async fn append_chats(
     }
 }
 
-/// Answers a conversation stream's requests in order, then finishes the stream.
+/// Answers a conversation stream's requests in order, then finishes the stream; tells
+/// `push` of each chat once it is durable.
 pub async fn respond(
     mut send: quinn::SendStream,
     mut rx: mpsc::Receiver<Reply>,
     metrics: Arc<Metrics>,
+    push: Option<Pusher>,
 ) {
     while let Some(reply) = rx.recv().await {
         let frame = match reply {
-            Reply::Chat(id, Ok(appended)) => match appended.durable().await {
-                Ok(seq) => ConversationResponse::Sent { id, seq },
+            Reply::Chat(id, Ok(appended), notice) => match appended.durable().await {
+                Ok(seq) => {
+                    if let (Some(push), Some(notice)) = (&push, notice) {
+                        push.stored(notice);
+                    }
+                    ConversationResponse::Sent { id, seq }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "append not durable");
                     ConversationResponse::Rejected {
@@ -77,7 +94,7 @@ pub async fn respond(
                     }
                 }
             },
-            Reply::Chat(id, Err(code)) => ConversationResponse::Rejected { id, code },
+            Reply::Chat(id, Err(code), _) => ConversationResponse::Rejected { id, code },
             Reply::Forwarded(frame) => frame,
             Reply::Close(code) => ConversationResponse::Error { code },
         };

@@ -6,6 +6,7 @@
 //! it through a mesh attachment ([`crate::mesh`]). Either way acks, read marks and pushes
 //! go through here, so the rules are the same wherever the device is connected.
 
+use crate::live::Slot;
 use crate::net::{Reader, StreamEnd};
 use crate::router::Pushed;
 use crate::shared::Shared;
@@ -121,6 +122,8 @@ pub struct Feed {
     acks: Mutex<Acks>,
     /// The cursor moved: the push loop waits for it when its window is full.
     cursor_moved: Notify,
+    /// This device counts as connected (push notifications skip it) while the feed lives.
+    _live: Option<Slot<(UserId, DeviceId)>>,
 }
 
 /// What the device acknowledged and what it was sent.
@@ -169,12 +172,14 @@ impl Feed {
             saved: start,
             saving: false,
         };
+        let live = shared.live.feeds.take(&(user.clone(), device), u32::MAX);
         Ok(Arc::new(Feed {
             shared,
             user,
             device,
             acks: Mutex::new(acks),
             cursor_moved: Notify::new(),
+            _live: live,
         }))
     }
 

@@ -32,6 +32,7 @@
 //! | [`net`] | frames over quinn streams |
 //! | [`shared`] | the state the running parts share (built by [`node`], used by the rest) |
 //! | [`node`] | start-up and ordered shutdown: the assembler on top |
+//! | [`push`] | notifications for away devices through a push gateway: coalescing, retries |
 //! | [`private`] | the data folder and keys readable by the node's user only |
 //! | [`rate`] | token-bucket rate limits |
 //!
@@ -69,6 +70,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod private;
+pub mod push;
 pub mod rate;
 pub mod rest_limits;
 pub mod router;

@@ -1,6 +1,7 @@
 //! What is connected to this node right now, for the limits and actions that depend on it:
 //! connections per client address, conversation and transfer streams per user (all
-//! capped), and sessions by user and device (closed when the device logs out).
+//! capped), sessions by user and device (closed when the device logs out), and the devices
+//! whose feed is open here (not notified by push).
 //!
 //! Each holder gets a [`Slot`] that gives its place back when dropped, so counts cannot
 //! leak on any exit path.
@@ -21,6 +22,15 @@ pub struct Counts<K: Hash + Eq + Clone> {
 pub struct Slot<K: Hash + Eq + Clone> {
     held: Arc<Mutex<HashMap<K, u32>>>,
     key: K,
+}
+
+impl<K: Hash + Eq + Clone> Clone for Counts<K> {
+    /// Another handle on the same counts.
+    fn clone(&self) -> Self {
+        Self {
+            held: self.held.clone(),
+        }
+    }
 }
 
 impl<K: Hash + Eq + Clone> Default for Counts<K> {
@@ -159,6 +169,9 @@ pub struct Live {
     pub transfers: Counts<UserId>,
     /// Sessions by user and device.
     pub sessions: Sessions,
+    /// Devices with a feed open on this node, their user's home (wherever the device is
+    /// connected): the ones push notifications skip.
+    pub feeds: Counts<(UserId, DeviceId)>,
 }
 
 #[cfg(test)]

@@ -128,7 +128,8 @@ async fn conversation(
     recv: quinn::RecvStream,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.limits.send_pipeline);
-    let responder = tokio::spawn(respond(send, rx, shared.metrics.clone()));
+    let push = shared.push.clone();
+    let responder = tokio::spawn(respond(send, rx, shared.metrics.clone(), push));
     let phase = ConversationPhase::opened(to.clone());
     let mut reader = Reader::new(recv, phase, MAX_MESH_FRAME);
     let end = match shared.router.home(&to).await {

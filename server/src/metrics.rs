@@ -46,6 +46,15 @@ pub struct Metrics {
     pub open_conversations: AtomicU64,
     /// Chats stored in inboxes kept here (retries that found their first copy excluded).
     pub chats_stored: AtomicU64,
+    /// Notifications the push gateway accepted.
+    pub push_sent: AtomicU64,
+    /// Requests to the push gateway tried again (after a 5xx, a timeout, no connection).
+    pub push_retried: AtomicU64,
+    /// Notifications dropped: the queue or the requests in flight full, retries spent,
+    /// or refused by the gateway.
+    pub push_dropped: AtomicU64,
+    /// Push targets the gateway rejected (and the node forgot).
+    pub push_rejected: AtomicU64,
     /// Receipts stored in inboxes kept here.
     pub receipts_stored: AtomicU64,
     /// Inbox entries handed to devices (directly or through a mesh attachment).
@@ -236,6 +245,30 @@ impl Metrics {
             "Chats refused over a connection's rate limit.",
             get(&self.rate_limited).to_string(),
         );
+        for (name, help, counter) in [
+            (
+                "quiver_push_sent_total",
+                "Notifications the push gateway accepted.",
+                &self.push_sent,
+            ),
+            (
+                "quiver_push_retried_total",
+                "Push gateway requests tried again.",
+                &self.push_retried,
+            ),
+            (
+                "quiver_push_dropped_total",
+                "Notifications dropped (queue full, in flight full, retries spent, refused).",
+                &self.push_dropped,
+            ),
+            (
+                "quiver_push_rejected_total",
+                "Push targets the gateway rejected.",
+                &self.push_rejected,
+            ),
+        ] {
+            one(name, "counter", help, get(counter).to_string());
+        }
         one(
             "quiver_chats_stored_total",
             "counter",

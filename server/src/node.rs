@@ -13,6 +13,8 @@ use crate::listener::ListenerError;
 use crate::live::Live;
 use crate::mesh::{Mesh, MeshError};
 use crate::metrics::Metrics;
+use crate::push::gateway::GatewayError;
+use crate::push::Pusher;
 use crate::rest_limits::RestLimits;
 use crate::router::Router;
 use crate::shared::Shared;
@@ -34,6 +36,9 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The push gateway's client could not be made.
+    #[error(transparent)]
+    Push(#[from] GatewayError),
     /// Dev certificates could not be made.
     #[error(transparent)]
     Certs(#[from] quiver_certs::CertError),
@@ -171,6 +176,17 @@ impl Node {
             .map_err(io(format!("binding http {}", config.http_addr)))?;
         let http_addr = tcp.local_addr().map_err(io("http local address"))?;
 
+        let live = Live::default();
+        let sources = crate::push::Sources {
+            feeds: live.feeds.clone(),
+            inbox: inbox.clone(),
+            directory: directory.clone(),
+            metrics: metrics.clone(),
+        };
+        let (push, push_task) = match Pusher::start(&config.push, sources)? {
+            Some((pusher, task)) => (Some(pusher), Some(task)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             router: Router::new(
                 inbox,
@@ -195,8 +211,9 @@ impl Node {
             config,
             quic_addr,
             metrics: metrics.clone(),
-            live: Live::default(),
+            live,
             groups,
+            push,
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {
@@ -206,7 +223,7 @@ impl Node {
             mesh_tasks.push(tokio::spawn(crate::mesh::heartbeat(mesh.clone(), period)));
             tracing::info!(node = %mesh.node_id(), mesh_addr = ?mesh.endpoint().local_addr(), "joined the mesh");
         }
-        let housekeeping = vec![
+        let mut housekeeping = vec![
             tokio::spawn(periodically(
                 Arc::downgrade(&shared),
                 Duration::from_secs(shared.config.files.collect_every_secs),
@@ -224,6 +241,7 @@ impl Node {
                 },
             )),
         ];
+        housekeeping.extend(push_task);
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());

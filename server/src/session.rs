@@ -500,7 +500,8 @@ impl Session {
         let _counted = Counted::new(&self.shared.metrics.open_conversations);
         let (tx, rx) = mpsc::channel(self.shared.config.limits.send_pipeline);
         let metrics = self.shared.metrics.clone();
-        let responder = tokio::spawn(respond(send, rx, metrics));
+        let push = self.shared.push.clone();
+        let responder = tokio::spawn(respond(send, rx, metrics, push));
         let (mut reader, closing) = chats(tx.clone()).await;
         if let Some(code) = closing {
             tracing::debug!(%code, "closing conversation stream");

@@ -6,6 +6,7 @@
 //! fails the test instead of hanging it. [`relay::Relay`] puts loss, duplication,
 //! reordering and outages between a client and a node.
 
+pub mod gateway;
 pub mod mesh;
 pub mod relay;
 

@@ -37,19 +37,36 @@ pub struct Cluster {
 impl Cluster {
     /// Starts Redis and `count` mesh nodes.
     pub async fn start(count: usize) -> anyhow::Result<Self> {
+        Self::start_with(count, |_| {}).await
+    }
+
+    /// Starts Redis and `count` mesh nodes, each configured by `adjust` too.
+    pub async fn start_with(count: usize, adjust: impl Fn(&mut Config)) -> anyhow::Result<Self> {
         let redis = RedisServer::start()?;
         let ca = ClusterCa::new("Quiver test cluster CA")?;
         let mut nodes = Vec::new();
         for i in 1..=count {
-            nodes.push(Self::node(&ca, &redis.url(), &format!("n{i}")).await?);
+            let id = format!("n{i}");
+            nodes.push(Self::node_with(&ca, &redis.url(), &id, &adjust).await?);
         }
         Ok(Self { redis, ca, nodes })
     }
 
     /// Starts mesh node `id` in this process.
     pub async fn node(ca: &ClusterCa, redis_url: &str, id: &str) -> anyhow::Result<TestNode> {
+        Self::node_with(ca, redis_url, id, |_| {}).await
+    }
+
+    /// Starts mesh node `id` in this process, configured by `adjust` too.
+    pub async fn node_with(
+        ca: &ClusterCa,
+        redis_url: &str,
+        id: &str,
+        adjust: impl Fn(&mut Config),
+    ) -> anyhow::Result<TestNode> {
         let mut failed = None;
         let node = TestNode::start_with_ca(ca.ca_pem()?, |config| {
+            adjust(config);
             failed = mesh_config(config, id, ca, redis_url).err();
         })
         .await;

@@ -5,6 +5,7 @@ use super::{
     MAX_PENDING_REQUESTS,
 };
 use async_trait::async_trait;
+use quiver_proto::rest::PushTarget;
 use quiver_proto::{DeviceId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::Mutex;
@@ -26,6 +27,8 @@ pub struct SledDirectory {
     requests_in: sled::Tree,
     /// `user/other` for each user `user` blocked.
     blocks: sled::Tree,
+    /// `user/` then the device id → the device's push target (JSON).
+    push: sled::Tree,
     /// Requests one user may have waiting, each way.
     max_pending: usize,
     rng: SystemRandom,
@@ -70,6 +73,7 @@ impl SledDirectory {
             requests_out: db.open_tree("friend_requests_out")?,
             requests_in: db.open_tree("friend_requests_in")?,
             blocks: db.open_tree("blocks")?,
+            push: db.open_tree("push_targets")?,
             max_pending: MAX_PENDING_REQUESTS,
             rng: SystemRandom::new(),
             friend_lock: Mutex::new(()),
@@ -195,14 +199,56 @@ impl Directory for SledDirectory {
         match device {
             Some(device) => {
                 self.devices.remove(device_key(user, device))?;
+                self.push.remove(device_key(user, device))?;
             }
             None => {
-                for key in self.devices.scan_prefix(prefix(user)).keys() {
-                    self.devices.remove(key?)?;
+                for tree in [&self.devices, &self.push] {
+                    for key in tree.scan_prefix(prefix(user)).keys() {
+                        tree.remove(key?)?;
+                    }
                 }
             }
         }
         self.flush().await
+    }
+
+    async fn set_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        target: &PushTarget,
+    ) -> Result<(), DirectoryError> {
+        self.push
+            .insert(device_key(user, device), super::encode_target(target)?)?;
+        self.flush().await
+    }
+
+    async fn remove_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+    ) -> Result<(), DirectoryError> {
+        self.push.remove(device_key(user, device))?;
+        self.flush().await
+    }
+
+    async fn push_targets(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(DeviceId, PushTarget)>, DirectoryError> {
+        let start = prefix(user).len();
+        let mut out = Vec::new();
+        for item in self.push.scan_prefix(prefix(user)) {
+            let (key, value) = item?;
+            let Some(id) = key.get(start..).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                continue;
+            };
+            out.push((
+                DeviceId(u64::from_be_bytes(id)),
+                super::decode_target(&value)?,
+            ));
+        }
+        Ok(out)
     }
 
     async fn request_friend(

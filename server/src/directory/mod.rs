@@ -11,6 +11,7 @@ pub use embedded::SledDirectory;
 pub use redis_backed::{connect as connect_redis, RedisDirectory};
 
 use async_trait::async_trait;
+use quiver_proto::rest::PushTarget;
 use quiver_proto::{DeviceId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -148,10 +149,39 @@ pub trait Directory: Send + Sync {
     /// Whether `device` is one of `user`'s (not logged out). Tokens of other devices are
     /// refused, which is how logging out revokes them.
     async fn has_device(&self, user: &UserId, device: DeviceId) -> Result<bool, DirectoryError>;
-    /// Logs out one device, or every device of the user when `device` is `None`.
+    /// Logs out one device, or every device of the user when `device` is `None`, and
+    /// forgets their push targets.
     async fn remove_devices(
         &self,
         user: &UserId,
         device: Option<DeviceId>,
     ) -> Result<(), DirectoryError>;
+    /// Sets (or replaces) where the push gateway reaches `user`'s `device`.
+    async fn set_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        target: &PushTarget,
+    ) -> Result<(), DirectoryError>;
+    /// Forgets `device`'s push target (none is fine).
+    async fn remove_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+    ) -> Result<(), DirectoryError>;
+    /// The push targets of `user`'s devices.
+    async fn push_targets(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(DeviceId, PushTarget)>, DirectoryError>;
+}
+
+/// A push target as stored (JSON: the same in sled and in Redis).
+fn encode_target(target: &PushTarget) -> Result<Vec<u8>, DirectoryError> {
+    serde_json::to_vec(target).map_err(|e| DirectoryError::Storage(e.to_string()))
+}
+
+/// A stored push target.
+fn decode_target(bytes: &[u8]) -> Result<PushTarget, DirectoryError> {
+    serde_json::from_slice(bytes).map_err(|e| DirectoryError::Storage(e.to_string()))
 }

@@ -17,6 +17,7 @@ use super::{
     MAX_PENDING_REQUESTS,
 };
 use async_trait::async_trait;
+use quiver_proto::rest::PushTarget;
 use quiver_proto::{DeviceId, UserId};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -276,11 +277,49 @@ impl Directory for RedisDirectory {
         device: Option<DeviceId>,
     ) -> Result<(), DirectoryError> {
         let devices = key("devices", user);
+        let push = key("push", user);
         match device {
-            Some(device) => self.conn().srem::<_, _, ()>(devices, device.0).await?,
-            None => self.conn().del::<_, ()>(devices).await?,
+            Some(device) => {
+                self.conn().srem::<_, _, ()>(devices, device.0).await?;
+                self.conn().hdel::<_, _, ()>(push, device.0).await?;
+            }
+            None => self.conn().del::<_, ()>(&[devices, push]).await?,
         }
         Ok(())
+    }
+
+    async fn set_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        target: &PushTarget,
+    ) -> Result<(), DirectoryError> {
+        let value = super::encode_target(target)?;
+        self.conn()
+            .hset::<_, _, _, ()>(key("push", user), device.0, value)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_push_target(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+    ) -> Result<(), DirectoryError> {
+        self.conn()
+            .hdel::<_, _, ()>(key("push", user), device.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn push_targets(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(DeviceId, PushTarget)>, DirectoryError> {
+        let all: Vec<(u64, Vec<u8>)> = self.conn().hgetall(key("push", user)).await?;
+        all.into_iter()
+            .map(|(device, value)| Ok((DeviceId(device), super::decode_target(&value)?)))
+            .collect()
     }
 
     async fn request_friend(

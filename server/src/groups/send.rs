@@ -37,7 +37,7 @@ pub async fn append_group_chats(
                 body,
             })) => {
                 let appended = groups.chat(group, from, id, sent_at_ms, epoch, body);
-                if tx.send(Reply::Chat(id, appended)).await.is_err() {
+                if tx.send(Reply::Chat(id, appended, None)).await.is_err() {
                     return None;
                 }
             }

@@ -43,6 +43,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::FRIEND_UNBLOCK, post(unblock))
         .route(rest::FRIENDS, get(friends))
         .route(rest::LOGOUT, post(logout))
+        .route(rest::PUSH, post(set_push_target).delete(remove_push_target))
         .merge(groups::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // The whole request, its body read included, or 408 (see `crate::https`).
@@ -286,6 +287,41 @@ async fn logout(
     }
     tracing::info!(user = %me.user, all = req.all_devices, "logged out");
     Ok(Json(serde_json::json!({ "logged_out": true })))
+}
+
+/// Registers (or replaces) the caller's device's push target.
+async fn set_push_target(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+    body: Result<Json<rest::PushTarget>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(target) = body?;
+    if !["apns", "fcm", "webhook"].contains(&target.kind.as_str()) {
+        return Err(ApiError::BadRequest("kind: apns, fcm or webhook".into()));
+    }
+    if target.token.is_empty() || target.token.len() > 4096 {
+        return Err(ApiError::BadRequest("token: 1 to 4096 bytes".into()));
+    }
+    if target.app_id.is_empty() || target.app_id.len() > 256 {
+        return Err(ApiError::BadRequest("app_id: 1 to 256 bytes".into()));
+    }
+    shared
+        .directory
+        .set_push_target(&me.user, me.device, &target)
+        .await?;
+    Ok(Json(serde_json::json!({ "push": true })))
+}
+
+/// Forgets the caller's device's push target.
+async fn remove_push_target(
+    State(shared): State<Arc<Shared>>,
+    Authed(me): Authed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    shared
+        .directory
+        .remove_push_target(&me.user, me.device)
+        .await?;
+    Ok(Json(serde_json::json!({ "push": false })))
 }
 
 async fn friends(

@@ -1,0 +1,82 @@
+//! Push notifications: a device that is away (no feed open on this, its user's home node)
+//! and has a push target gets a notification when a chat for its user becomes durable —
+//! through the configured push gateway, which holds the APNs and FCM credentials (as
+//! Matrix's Sygnal); the node never does.
+//!
+//! - here: [`Pusher`], the handle the chat path tells of each stored chat. It never waits:
+//!   a full queue drops the notice and counts it;
+//! - [`worker`]: which devices are away, coalescing (one notification per device per
+//!   window, the last unread count wins);
+//! - [`gateway`]: the HTTP requests, retries with backoff, targets the gateway rejects.
+//!
+//! A notification carries no body: the conversation (the sender), the `seq`, the
+//! device's unread count and a priority. Receipts send none.
+
+pub mod gateway;
+pub mod worker;
+
+use crate::config::PushConfig;
+use crate::directory::Directory;
+use crate::inbox::Inbox;
+use crate::live::Counts;
+use crate::metrics::Metrics;
+use quiver_proto::{DeviceId, Seq, UserId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A chat made durable in `owner`'s inbox at `seq`, from `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Whose inbox.
+    pub owner: UserId,
+    /// The sender.
+    pub from: UserId,
+    /// Its place.
+    pub seq: Seq,
+}
+
+/// The chat path's handle on the notifier.
+#[derive(Clone)]
+pub struct Pusher {
+    tx: mpsc::Sender<Stored>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the notifier reads: who is away, how far each device has read, the targets.
+pub struct Sources {
+    /// Devices with a feed open here (the ones that are not away).
+    pub feeds: Counts<(UserId, DeviceId)>,
+    /// Inboxes: the head and each device's cursor give the unread count.
+    pub inbox: Arc<Inbox>,
+    /// Push targets.
+    pub directory: Arc<dyn Directory>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Pusher {
+    /// Starts the notifier for `config`; `None` when no gateway is configured.
+    pub fn start(
+        config: &PushConfig,
+        sources: Sources,
+    ) -> Result<Option<(Pusher, tokio::task::JoinHandle<()>)>, gateway::GatewayError> {
+        let Some(gateway) = gateway::Gateway::new(config)? else {
+            return Ok(None);
+        };
+        let (tx, rx) = mpsc::channel(config.queue);
+        let pusher = Pusher {
+            tx,
+            metrics: sources.metrics.clone(),
+        };
+        let task = tokio::spawn(worker::run(rx, sources, gateway, config.clone()));
+        Ok(Some((pusher, task)))
+    }
+
+    /// Tells the notifier of a durable chat. Never waits.
+    pub fn stored(&self, notice: Stored) {
+        if self.tx.try_send(notice).is_err() {
+            self.metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

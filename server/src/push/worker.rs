@@ -1,0 +1,143 @@
+//! The notifier's loop: for each durable chat, the devices of its owner that have a push
+//! target and are away (no feed open here, on the owner's home node) are notified — at
+//! once if the device got nothing in the last window, else once when the window ends,
+//! with the newest chat and the unread count as they are then. A device that came back
+//! meanwhile gets nothing.
+
+use super::gateway::{Gateway, Notification};
+use super::{Sources, Stored};
+use crate::config::PushConfig;
+use quiver_proto::rest::PushTarget;
+use quiver_proto::{DeviceId, Seq, UserId};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One device's coalescing window.
+struct Window {
+    /// When it was last notified.
+    last_sent: Instant,
+    /// The newest chat since then, and where to send it, if any.
+    pending: Option<(Stored, PushTarget)>,
+}
+
+/// Runs until the chat path's handles are all gone.
+pub async fn run(
+    mut rx: mpsc::Receiver<Stored>,
+    sources: Sources,
+    gateway: Gateway,
+    config: PushConfig,
+) {
+    let window = Duration::from_millis(config.coalesce_ms);
+    let mut windows: HashMap<(UserId, DeviceId), Window> = HashMap::new();
+    loop {
+        let next = windows
+            .values()
+            .filter(|w| w.pending.is_some())
+            .map(|w| w.last_sent + window)
+            .min();
+        tokio::select! {
+            notice = rx.recv() => match notice {
+                Some(notice) => stored(&sources, &gateway, &mut windows, window, notice).await,
+                None => return,
+            },
+            _ = sleep_until(next) => {}
+        }
+        flush_due(&sources, &gateway, &mut windows, window);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A chat is durable: notify the owner's away devices, or note it for the window's end.
+async fn stored(
+    sources: &Sources,
+    gateway: &Gateway,
+    windows: &mut HashMap<(UserId, DeviceId), Window>,
+    window: Duration,
+    notice: Stored,
+) {
+    let targets = match sources.directory.push_targets(&notice.owner).await {
+        Ok(targets) => targets,
+        Err(e) => {
+            tracing::warn!(error = %e, "push targets unreadable");
+            return;
+        }
+    };
+    let now = Instant::now();
+    for (device, target) in targets {
+        let key = (notice.owner.clone(), device);
+        if sources.feeds.count(&key) > 0 {
+            continue; // connected: it has the chat already, or will in a moment
+        }
+        match windows.get_mut(&key) {
+            Some(w) if now < w.last_sent + window => w.pending = Some((notice.clone(), target)),
+            _ => {
+                send(sources, gateway, &notice, device, target);
+                let pending = None;
+                windows.insert(
+                    key,
+                    Window {
+                        last_sent: now,
+                        pending,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Sends what waited for its window to end; forgets windows that ended quietly.
+fn flush_due(
+    sources: &Sources,
+    gateway: &Gateway,
+    windows: &mut HashMap<(UserId, DeviceId), Window>,
+    window: Duration,
+) {
+    let now = Instant::now();
+    windows.retain(|(_, device), w| {
+        if now < w.last_sent + window {
+            return true;
+        }
+        let Some((notice, target)) = w.pending.take() else {
+            return false;
+        };
+        if sources.feeds.count(&(notice.owner.clone(), *device)) > 0 {
+            return false;
+        }
+        send(sources, gateway, &notice, *device, target);
+        w.last_sent = now;
+        true
+    });
+}
+
+fn send(
+    sources: &Sources,
+    gateway: &Gateway,
+    notice: &Stored,
+    device: DeviceId,
+    target: PushTarget,
+) {
+    let inbox = &sources.inbox;
+    let cursor = inbox.cursor(&notice.owner, device).unwrap_or(Seq(0));
+    let unread = inbox.head(&notice.owner).0.saturating_sub(cursor.0);
+    let notification = Notification {
+        owner: notice.owner.clone(),
+        device,
+        target,
+        sender: notice.from.clone(),
+        seq: notice.seq,
+        unread,
+    };
+    gateway.send(
+        notification,
+        sources.directory.clone(),
+        sources.metrics.clone(),
+    );
+}

@@ -1,0 +1,255 @@
+//! Push notifications through a real HTTP gateway (axum on loopback): an away device is
+//! notified once per burst and once more after the window, a connected one never, no
+//! notification for receipts, a 5xx is retried, a rejected target is forgotten, logout
+//! forgets the target, and a gateway that hangs does not slow chat.
+
+use anyhow::ensure;
+use quiver_sdk::{PushTarget, UserId};
+use quiver_tests::gateway::{Answer, Gateway};
+use quiver_tests::*;
+use std::time::Duration;
+
+/// A node that notifies through `gateway`, with a coalescing window of `window_ms`.
+async fn node_with(gateway: &Gateway, window_ms: u64) -> anyhow::Result<TestNode> {
+    let url = gateway.url.clone();
+    TestNode::start_with(|c| {
+        c.push.gateway_url = Some(url);
+        c.push.coalesce_ms = window_ms;
+        c.push.timeout_ms = 2_000;
+        c.limits.messages_per_sec = 100_000;
+    })
+    .await
+}
+
+fn target(token: &str) -> PushTarget {
+    PushTarget {
+        kind: "fcm".into(),
+        token: token.into(),
+        app_id: "chat.quiver.test".into(),
+    }
+}
+
+/// Alice and Bob, friends; Bob's device registered for push and away.
+async fn pair(node: &TestNode) -> anyhow::Result<(TestUser, TestUser)> {
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    node.rest()
+        .set_push_target(&bob.login.token, &target("bob-phone"))
+        .await?;
+    Ok((alice, bob))
+}
+
+/// Sends `n` messages from `client` to `to`, pipelined, and waits for every SENT.
+async fn burst(client: &quiver_sdk::Client, to: &UserId, n: usize) -> anyhow::Result<()> {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        pending.push(client.enqueue(to, format!("m{i}").as_bytes()).await?);
+    }
+    for p in pending {
+        p.await?;
+    }
+    Ok(())
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_away_device_gets_one_notification_per_burst_and_one_after_the_window(
+) -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    let node = node_with(&gateway, 2_000).await?;
+    let (alice, bob) = pair(&node).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    burst(&a, &bob.id, 50).await?;
+
+    let seen = gateway.wait_for(1, Duration::from_secs(5)).await?;
+    let first = &seen[0]["notification"];
+    ensure!(first["sender"] == "alice" && first["seq"] == 1, "{first}");
+    // The unread count is the device's when the notification leaves: 1 to 50.
+    let unread = first["counts"]["unread"].as_u64().unwrap_or(0);
+    ensure!(
+        (1..=50).contains(&unread) && first["prio"] == "high",
+        "{first}"
+    );
+    let device = &first["devices"][0];
+    ensure!(
+        device["pushkey"] == "bob-phone" && device["kind"] == "fcm",
+        "{device}"
+    );
+    ensure!(device["app_id"] == "chat.quiver.test", "{device}");
+    ensure!(first.get("body").is_none(), "no body: {first}");
+
+    // The window ends: one more, with the newest chat and the unread count then.
+    let seen = gateway.wait_for(2, Duration::from_secs(5)).await?;
+    let last = &seen[1]["notification"];
+    ensure!(
+        last["seq"] == 50 && last["counts"]["unread"] == 50,
+        "{last}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    ensure!(gateway.seen().len() == 2, "{:?}", gateway.seen());
+    let metrics = node.rest().metrics().await?;
+    ensure!(metric(&metrics, "quiver_push_sent_total") == 2, "{metrics}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connected_device_and_receipts_get_none() -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    let node = node_with(&gateway, 0).await?;
+    let (alice, bob) = pair(&node).await?;
+    // Alice is away too, with a target: the DELIVERED and READ receipts Bob's device
+    // makes land in her inbox, and send her nothing.
+    node.rest()
+        .set_push_target(&alice.login.token, &target("alice-phone"))
+        .await?;
+    let (b, mut b_events) = node.connect(&bob).await?;
+    {
+        let (a, _a_events) = node.connect(&alice).await?;
+        burst(&a, &bob.id, 5).await?;
+        a.close().await;
+    }
+    for m in messages(&mut b_events, 5).await? {
+        b.mark_read(m.seq)?;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ensure!(gateway.seen().is_empty(), "{:?}", gateway.seen());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_a_rejected_target_is_forgotten() -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    let node = node_with(&gateway, 0).await?;
+    let (alice, bob) = pair(&node).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+
+    gateway.answer([Answer::Status(500), Answer::Status(503), Answer::Accept]);
+    a.send(&bob.id, b"one").await?;
+    let seen = gateway.wait_for(3, Duration::from_secs(5)).await?;
+    ensure!(
+        seen.iter().all(|n| n["notification"]["seq"] == 1),
+        "{seen:?}"
+    );
+    let metrics = node.rest().metrics().await?;
+    ensure!(
+        metric(&metrics, "quiver_push_retried_total") == 2,
+        "{metrics}"
+    );
+    ensure!(metric(&metrics, "quiver_push_sent_total") == 1, "{metrics}");
+
+    gateway.answer([Answer::Reject]);
+    a.send(&bob.id, b"two").await?;
+    gateway.wait_for(4, Duration::from_secs(5)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = node.rest().metrics().await?;
+    ensure!(
+        metric(&metrics, "quiver_push_rejected_total") == 1,
+        "{metrics}"
+    );
+    a.send(&bob.id, b"three").await?;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    ensure!(gateway.seen().len() == 4, "nothing for a forgotten target");
+
+    // A new target, then logout: logging out forgets it too.
+    node.rest()
+        .set_push_target(&bob.login.token, &target("bob-phone-2"))
+        .await?;
+    a.send(&bob.id, b"four").await?;
+    gateway.wait_for(5, Duration::from_secs(5)).await?;
+    node.rest().logout(&bob.login.token, false).await?;
+    a.send(&bob.id, b"five").await?;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    ensure!(gateway.seen().len() == 5, "nothing after logout");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_gateway_that_hangs_does_not_slow_chat() -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    gateway.answer(std::iter::repeat_n(Answer::Hang, 1_000));
+    let url = gateway.url.clone();
+    let node = TestNode::start_with(|c| {
+        c.push.gateway_url = Some(url);
+        c.push.coalesce_ms = 0;
+        c.push.timeout_ms = 60_000;
+        c.push.in_flight = 4;
+        c.limits.messages_per_sec = 100_000;
+    })
+    .await?;
+    let (alice, bob) = pair(&node).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    // Every chat wants a notification and the gateway answers none for a minute: the
+    // burst is SENT all the same, long before any request to the gateway could end.
+    tokio::time::timeout(Duration::from_secs(30), burst(&a, &bob.id, 200)).await??;
+    let metrics = node.rest().metrics().await?;
+    ensure!(
+        metric(&metrics, "quiver_push_dropped_total") > 0,
+        "{metrics}"
+    );
+    ensure!(metric(&metrics, "quiver_push_sent_total") == 0, "{metrics}");
+    ensure!(gateway.seen().len() <= 4, "at most in_flight requests out");
+    Ok(())
+}
+
+#[tokio::test]
+async fn push_targets_are_checked() -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    let node = node_with(&gateway, 0).await?;
+    let bob = node.user("bob").await?;
+    let rest = node.rest();
+    let status = |r: Result<(), quiver_sdk::RestError>| match r {
+        Err(quiver_sdk::RestError::Api { status, .. }) => status,
+        Ok(()) => 200,
+        Err(_) => 0,
+    };
+    let mut sms = target("t");
+    sms.kind = "sms".into();
+    ensure!(status(rest.set_push_target(&bob.login.token, &sms).await) == 400);
+    let huge = target(&"t".repeat(5_000));
+    ensure!(status(rest.set_push_target(&bob.login.token, &huge).await) == 400);
+    ensure!(status(rest.set_push_target("not-a-token", &target("t")).await) == 401);
+    ensure!(status(rest.set_push_target(&bob.login.token, &target("t")).await) == 200);
+    ensure!(status(rest.remove_push_target(&bob.login.token).await) == 200);
+    Ok(())
+}
+
+/// In a mesh, the target is kept in Redis (registered through any node), and the node
+/// that keeps the inbox notifies, once: Bob homed on n2 registers through n1; Alice, on
+/// n1, sends him a chat; the gateway gets one notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_mesh_the_inbox_home_notifies_once() -> anyhow::Result<()> {
+    use quiver_tests::mesh::Cluster;
+    let gateway = Gateway::start().await?;
+    let url = gateway.url.clone();
+    let cluster = Cluster::start_with(2, |c| {
+        c.push.gateway_url = Some(url.clone());
+        c.push.coalesce_ms = 0;
+    })
+    .await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    cluster.n(1).befriend(&alice, &bob).await?;
+    cluster
+        .n(1)
+        .rest()
+        .set_push_target(&bob.login.token, &target("bob-phone"))
+        .await?;
+    let (a, _a_events) = cluster.n(1).connect(&alice).await?;
+    a.send(&bob.id, b"across the mesh").await?;
+    let seen = gateway.wait_for(1, Duration::from_secs(5)).await?;
+    ensure!(seen[0]["notification"]["sender"] == "alice", "{seen:?}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    ensure!(gateway.seen().len() == 1, "{:?}", gateway.seen());
+    let mut sent = Vec::new();
+    for i in [1, 2] {
+        let text = cluster.n(i).rest().metrics().await?;
+        sent.push(metric(&text, "quiver_push_sent_total"));
+    }
+    ensure!(sent == [0, 1], "n2, Bob's home, sent it: {sent:?}");
+    Ok(())
+}
