@@ -191,6 +191,27 @@ impl QuiverApp {
         Ok(report.size)
     }
 
+    /// Tells `friend` you are typing (unreliable; send again every few seconds).
+    pub async fn typing(&self, friend: String) -> Result<(), QuiverError> {
+        Ok(self.client()?.typing(&user(&friend)?)?)
+    }
+
+    /// Shows `state` (`"online"`, `"away"`, or `"offline"` to hide) to your friends, and
+    /// starts receiving their presence and typing.
+    pub async fn set_presence(&self, state: String) -> Result<(), QuiverError> {
+        let state = match state.as_str() {
+            "online" => quiver_sdk::PresenceState::Online,
+            "away" => quiver_sdk::PresenceState::Away,
+            "offline" => quiver_sdk::PresenceState::Offline,
+            other => {
+                return Err(QuiverError::Invalid {
+                    message: format!("presence {other:?}: online, away or offline"),
+                })
+            }
+        };
+        Ok(self.client()?.set_presence(state)?)
+    }
+
     /// Tells the sender of the message at `seq` that you read it.
     pub fn mark_read(&self, seq: u64) -> Result<(), QuiverError> {
         Ok(self.client()?.mark_read(Seq(seq))?)

@@ -50,6 +50,22 @@ pub enum QuiverEvent {
         /// Why, when it went offline or stopped.
         reason: Option<String>,
     },
+    /// A friend is typing to you (`group` empty), or a member in a group.
+    Typing {
+        /// Who.
+        sender: String,
+        /// The group, if in one.
+        group: Option<String>,
+    },
+    /// A friend's presence: `"online"`, `"away"` or `"offline"`.
+    Presence {
+        /// The friend.
+        user: String,
+        /// What they show.
+        state: String,
+        /// When last seen, ms since the Unix epoch (0: unknown).
+        last_seen_ms: u64,
+    },
     /// Anything else (a membership change, a message that did not open), described.
     Other {
         /// What it was.
@@ -105,10 +121,32 @@ impl From<&Event> for QuiverEvent {
                 state: "disconnected".into(),
                 reason: Some(reason.clone()),
             },
+            Event::Typing { from, group } => QuiverEvent::Typing {
+                sender: from.to_string(),
+                group: group.as_ref().map(|g| g.to_string()),
+            },
+            Event::Presence {
+                user,
+                state,
+                last_seen_ms,
+            } => QuiverEvent::Presence {
+                user: user.to_string(),
+                state: presence_name(*state).into(),
+                last_seen_ms: *last_seen_ms,
+            },
             other => QuiverEvent::Other {
                 description: format!("{other:?}"),
             },
         }
+    }
+}
+
+/// A presence state's name.
+pub fn presence_name(state: quiver_sdk::PresenceState) -> &'static str {
+    match state {
+        quiver_sdk::PresenceState::Online => "online",
+        quiver_sdk::PresenceState::Away => "away",
+        quiver_sdk::PresenceState::Offline => "offline",
     }
 }
 

@@ -81,6 +81,9 @@ enum Cmd {
         /// Mark every message shown as read.
         #[arg(long)]
         read: bool,
+        /// Show yourself online and print friends' presence and typing too.
+        #[arg(long)]
+        presence: bool,
     },
     /// Chat interactively with a friend (or a group with `--group`): type lines, see
     /// replies, receipts and group traffic.
@@ -263,8 +266,9 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             count,
             timeout,
             read,
+            presence,
         } => {
-            let (client, events) = connect(profile).await?;
+            let (client, events) = connect_showing(profile, presence).await?;
             let limit = timeout
                 .map(Duration::from_secs_f64)
                 .unwrap_or(Duration::MAX);
@@ -316,14 +320,14 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
         }
         Cmd::Chat { with, group: true } => {
             let with = GroupId::parse(&with)?;
-            let (client, events) = connect(profile).await?;
+            let (client, events) = connect_showing(profile, true).await?;
             let outcome = chat(&client, events, &Target::Group(with)).await;
             client.close().await;
             outcome?;
         }
         Cmd::Chat { with, group: false } => {
             let with = UserId::parse(&with)?;
-            let (client, events) = connect(profile).await?;
+            let (client, events) = connect_showing(profile, true).await?;
             if !profile.knows(&with)? {
                 client.close().await;
                 bail!("{with} is not your friend yet: `quiver friend add {with}`");
@@ -417,10 +421,21 @@ async fn history(profile: &Profile, with: &UserId, limit: u32, fetch: bool) -> a
 /// Connects with the profile's store: keys and cursor from it, messages a cut-short run
 /// left in its outbox sent first.
 async fn connect(profile: &Profile) -> anyhow::Result<(Client, Events)> {
+    connect_showing(profile, false).await
+}
+
+/// [`connect`], showing presence `Online` (and getting friends' presence and typing)
+/// when `presence`.
+async fn connect_showing(profile: &Profile, presence: bool) -> anyhow::Result<(Client, Events)> {
     let app = profile.app()?;
     let token = profile.token()?;
     let group_keys = group::keys(app.rest(), &token).await?;
-    Ok(app.connect_with(|o| o.group_keys = group_keys).await?)
+    Ok(app
+        .connect_with(|o| {
+            o.group_keys = group_keys;
+            o.presence = presence.then_some(quiver_sdk::PresenceState::Online);
+        })
+        .await?)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -502,6 +517,23 @@ fn event_json(event: &Event) -> serde_json::Value {
             "event": "group_undecryptable", "group": group, "from": from, "seq": seq.0,
             "reason": reason,
         }),
+        Event::Typing { from, group } => json!({ "event": "typing", "from": from, "group": group }),
+        Event::Presence {
+            user,
+            state,
+            last_seen_ms,
+        } => json!({
+            "event": "presence", "user": user, "state": presence_name(*state),
+            "last_seen_ms": last_seen_ms,
+        }),
+    }
+}
+
+fn presence_name(state: quiver_sdk::PresenceState) -> &'static str {
+    match state {
+        quiver_sdk::PresenceState::Online => "online",
+        quiver_sdk::PresenceState::Away => "away",
+        quiver_sdk::PresenceState::Offline => "offline",
     }
 }
 
@@ -540,7 +572,10 @@ async fn listen(
             | Event::GroupChange { .. }
             | Event::GroupUndecryptable { .. } => shown += 1,
             Event::Disconnected { reason } => bail!("disconnected: {reason}"),
-            Event::ServerError { .. } | Event::Connection(_) => {}
+            Event::ServerError { .. }
+            | Event::Connection(_)
+            | Event::Typing { .. }
+            | Event::Presence { .. } => {}
         }
     }
     Ok(())
@@ -600,6 +635,9 @@ async fn chat(client: &Client, mut events: Events, target: &Target) -> anyhow::R
                 }
                 Some(Event::GroupChange { group, by, change, .. }) => say(&format!("[{group}] {by}: {}", terminal_safe(&format!("{change:?}"))))?,
                 Some(Event::GroupUndecryptable { group, from, reason, .. }) => say(&format!("[{from} in {group}] <unreadable: {}>", terminal_safe(&reason)))?,
+                Some(Event::Typing { from, group: None }) => eprintln!("{from} is typing…"),
+                Some(Event::Typing { from, group: Some(group) }) => eprintln!("{from} is typing in {group}…"),
+                Some(Event::Presence { user, state, .. }) => eprintln!("{user} is {}", presence_name(state)),
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
                 None => return Ok(()),
             }

@@ -30,6 +30,7 @@
 //!    [`Entry`] frames in `seq` order. The client acknowledges them on the control stream.
 
 pub mod cursor;
+pub mod datagram;
 pub mod error;
 pub mod files;
 pub mod frame;

@@ -315,3 +315,41 @@ fn history_streams() {
         [4, 0]
     );
 }
+
+/// A datagram's payload: the bare postcard encoding, no frame header.
+fn raw<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_stdvec(msg).unwrap()
+}
+
+#[test]
+fn datagrams() {
+    use quiver_proto::datagram::{ClientDatagram, NodeDatagram, PresenceState};
+    let group = GroupId::parse("g0123456789abcdef").unwrap();
+    let g = payload(&group);
+    assert_eq!(
+        raw(&ClientDatagram::Typing { to: bob() }),
+        [0, 3, b'b', b'o', b'b']
+    );
+    assert_eq!(
+        raw(&ClientDatagram::GroupTyping {
+            group: group.clone()
+        }),
+        cat(&[&[1], &g])
+    );
+    let away = ClientDatagram::Presence {
+        state: PresenceState::Away,
+    };
+    assert_eq!(raw(&away), [2, 1]);
+    assert_eq!(
+        raw(&NodeDatagram::Typing { from: bob() }),
+        [0, 3, b'b', b'o', b'b']
+    );
+    let typing = NodeDatagram::GroupTyping { group, from: bob() };
+    assert_eq!(raw(&typing), cat(&[&[1], &g, &[3, b'b', b'o', b'b']]));
+    let offline = NodeDatagram::Presence {
+        user: bob(),
+        state: PresenceState::Offline,
+        last_seen_ms: 300,
+    };
+    assert_eq!(raw(&offline), [2, 3, b'b', b'o', b'b', 2, 0xac, 0x02]);
+}

@@ -19,7 +19,8 @@ pub use crate::options::ConnectOptions;
 use crate::seal::{self, FriendKey};
 pub use crate::send::{PendingSend, Sent};
 use crate::state::{lock, random_u128, ControlCommand, Inner};
-use quiver_proto::{ClientMsgId, ControlRequest, CursorTracker, DeviceId, Seq, UserId};
+use quiver_proto::datagram::{ClientDatagram, PresenceState};
+use quiver_proto::{ClientMsgId, ControlRequest, CursorTracker, DeviceId, GroupId, Seq, UserId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -298,6 +299,7 @@ fn assemble(
     let cursor = first.as_ref().map_or(Seq(0), |f| f.cursor);
     let seen = CursorTracker::new(cursor.max(options.cursor.unwrap_or_default()));
     let (events, rx) = mpsc::channel(EVENT_BUFFER);
+    let options_presence = options.presence;
     let inner = Arc::new(Inner {
         user,
         device,
@@ -315,6 +317,7 @@ fn assemble(
         closing: watch::channel(false).0,
         stream_wanted: tokio::sync::Notify::new(),
         streams_waiting: std::sync::atomic::AtomicUsize::new(0),
+        presence: Mutex::new(options_presence),
     });
     if let Some(store) = &inner.options.store {
         let restored = crate::persist::restore(store, &mut lock(&inner.queues))
@@ -342,6 +345,44 @@ fn assemble(
         },
         events,
     ))
+}
+
+/// Typing and presence (datagrams: see [`crate::ConnectOptions::presence`]).
+impl Client {
+    /// Tells `friend` you are typing (send again every few seconds while you are).
+    /// Unreliable: it may not arrive, and nothing tells you.
+    pub fn typing(&self, friend: &UserId) -> Result<(), SendError> {
+        self.datagram(&ClientDatagram::Typing { to: friend.clone() })
+    }
+
+    /// Tells `group`'s members you are typing.
+    pub fn group_typing(&self, group: &GroupId) -> Result<(), SendError> {
+        self.datagram(&ClientDatagram::GroupTyping {
+            group: group.clone(),
+        })
+    }
+
+    /// Shows `state` to your friends from now on (and on every reconnection).
+    pub fn set_presence(&self, state: PresenceState) -> Result<(), SendError> {
+        let before = lock(&self.inner.presence).replace(state);
+        let link = self
+            .inner
+            .link()
+            .ok_or(SendError::Connection("offline".into()))?;
+        if before.is_none() {
+            let reader = crate::presence::read_datagrams(self.inner.clone(), link.conn.clone());
+            tokio::spawn(reader);
+        }
+        crate::presence::send(&link.conn, &ClientDatagram::Presence { state })
+    }
+
+    fn datagram(&self, message: &ClientDatagram) -> Result<(), SendError> {
+        let link = self
+            .inner
+            .link()
+            .ok_or(SendError::Connection("offline".into()))?;
+        crate::presence::send(&link.conn, message)
+    }
 }
 
 /// The unspecified address of `addr`'s family, port 0.

@@ -1,5 +1,6 @@
 //! What the app receives: the [`Event`]s of the [`crate::Events`] stream. Data only.
 
+use quiver_proto::datagram::PresenceState;
 use quiver_proto::{ClientMsgId, ErrorCode, GroupChange, GroupId, ReceiptKind, Seq, UserId};
 
 /// A message from a friend, opened.
@@ -111,6 +112,24 @@ pub enum Event {
         seq: Seq,
         /// Why it did not open.
         reason: String,
+    },
+    /// A friend is typing to you (`group: None`), or a member in a group. It lasts a
+    /// few seconds unless another comes. Only with [`crate::ConnectOptions::presence`].
+    Typing {
+        /// Who.
+        from: UserId,
+        /// In which group, if in one.
+        group: Option<GroupId>,
+    },
+    /// A friend's presence changed (or, right after connecting, what it is). Only with
+    /// [`crate::ConnectOptions::presence`].
+    Presence {
+        /// The friend.
+        user: UserId,
+        /// Online, away or offline.
+        state: PresenceState,
+        /// When they were last seen, ms since the Unix epoch (0: unknown).
+        last_seen_ms: u64,
     },
 }
 

@@ -76,6 +76,7 @@ mod link;
 mod options;
 mod outbox;
 mod persist;
+mod presence;
 mod private_file;
 mod rest;
 pub mod seal;
@@ -95,6 +96,7 @@ pub use files::{
 };
 pub use group_keys::GroupKeys;
 pub use history::{HistoryOf, HistoryPage};
+pub use quiver_proto::datagram::PresenceState;
 pub use quiver_proto::files::{BlobId, FileRef};
 pub use quiver_proto::rest::{
     key_from_hex, FriendInfo, FriendsResponse, GroupChangeResponse, GroupInfo, GroupInvitation,

@@ -115,6 +115,13 @@ impl Link {
         tokio::spawn(write_control(handshake.send, commands));
         tokio::spawn(read_control(inner.clone(), link.clone(), handshake.recv));
         tokio::spawn(accept_pushes(inner.clone(), link.clone()));
+        if let Some(state) = *crate::state::lock(&inner.presence) {
+            crate::presence::announce(&link.conn, state);
+            tokio::spawn(crate::presence::read_datagrams(
+                inner.clone(),
+                link.conn.clone(),
+            ));
+        }
         link
     }
 }

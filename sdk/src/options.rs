@@ -3,6 +3,7 @@
 
 use crate::group_keys::GroupKeys;
 use crate::seal::FriendKey;
+use quiver_proto::datagram::PresenceState;
 use quiver_proto::{GroupId, Seq, UserId};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +58,10 @@ pub struct ConnectOptions {
     /// run left without `Sent` go out again at connect; keys and cursor not given here
     /// come from it.
     pub store: Option<crate::Store>,
+    /// Presence to show friends from each connection (`Offline` hides you); with it the
+    /// client also receives friends' presence and typing ([`crate::Event::Presence`],
+    /// [`crate::Event::Typing`]). `None`: neither.
+    pub presence: Option<PresenceState>,
 }
 
 impl ConnectOptions {
@@ -86,6 +91,7 @@ impl ConnectOptions {
             resend_after: Duration::from_secs(3),
             close_idle_streams_after: Duration::from_secs(10),
             store: None,
+            presence: None,
         }
     }
 }

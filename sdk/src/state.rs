@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     pub(crate) closing: watch::Sender<bool>,
     /// Woken when a conversation waits for the node to allow another stream.
     pub(crate) stream_wanted: tokio::sync::Notify,
+    /// What this client shows its friends now (see [`ConnectOptions::presence`]).
+    pub(crate) presence: Mutex<Option<quiver_proto::datagram::PresenceState>>,
     /// Conversations waiting for a stream now.
     pub(crate) streams_waiting: std::sync::atomic::AtomicUsize,
 }

@@ -40,6 +40,8 @@ pub fn quic_config(
     transport
         .max_concurrent_uni_streams(1024u32.into())
         .max_concurrent_bidi_streams(0u32.into())
+        // Friends' typing and presence: small datagrams, a few a second.
+        .datagram_receive_buffer_size(Some(64 * 1024))
         .keep_alive_interval(Some(keep_alive))
         .max_idle_timeout(Some(
             idle_timeout

@@ -9,6 +9,8 @@
 //! | [`tls`] | certificates and rustls configurations |
 //! | [`listener`] | the QUIC endpoint and its accept loop |
 //! | [`session`] | one client connection: hello, control, conversations, pushes |
+//! | [`datagrams`] | a connection's typing and presence datagrams: checked, relayed, never stored |
+//! | [`presence`] | who shows what, in memory only |
 //! | [`credit`] | how many streams a client or mesh peer is offered, growing with use |
 //! | [`feed`] | one device's cursor, acks and push window, on its user's home node |
 //! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
@@ -50,6 +52,7 @@ pub mod commit;
 pub mod config;
 pub mod conversation;
 pub mod credit;
+pub mod datagrams;
 pub mod directory;
 pub mod disk;
 pub mod feed;
@@ -69,6 +72,7 @@ pub mod mesh_serve;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod presence;
 pub mod private;
 pub mod push;
 pub mod rate;

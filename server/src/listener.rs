@@ -31,6 +31,9 @@ pub fn endpoint(
         )
         // Clients never open unidirectional streams; pushes go the other way.
         .max_concurrent_uni_streams(0u32.into())
+        // Typing and presence datagrams: a few small ones a second, so little room.
+        .datagram_receive_buffer_size(Some(8 * 1024))
+        .datagram_send_buffer_size(16 * 1024)
         .stream_receive_window(limits.stream_receive_window.into())
         .receive_window(
             (limits.stream_receive_window as u64 * 4)

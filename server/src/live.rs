@@ -115,6 +115,18 @@ impl Sessions {
         }
     }
 
+    /// The connections of `user`'s sessions among `ids`.
+    pub fn connections_of(&self, user: &UserId, ids: &[u64]) -> Vec<quinn::Connection> {
+        let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|(id, _, _)| ids.contains(id))
+            .map(|(_, _, conn)| conn.clone())
+            .collect()
+    }
+
     /// The connections of every live session.
     pub fn connections(&self) -> Vec<quinn::Connection> {
         let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,6 +155,13 @@ impl Sessions {
             }
         }
         closed
+    }
+}
+
+impl SessionEntry {
+    /// The session's id on this node.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 }
 

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub open_conversations: AtomicU64,
     /// Chats stored in inboxes kept here (retries that found their first copy excluded).
     pub chats_stored: AtomicU64,
+    /// Datagrams received from clients (typing, presence).
+    pub datagrams_in: AtomicU64,
+    /// Datagrams sent to clients.
+    pub datagrams_out: AtomicU64,
+    /// Datagrams dropped: too large, over the rate, or not decodable.
+    pub datagrams_dropped: AtomicU64,
     /// Notifications the push gateway accepted.
     pub push_sent: AtomicU64,
     /// Requests to the push gateway tried again (after a 5xx, a timeout, no connection).
@@ -246,6 +252,21 @@ impl Metrics {
             get(&self.rate_limited).to_string(),
         );
         for (name, help, counter) in [
+            (
+                "quiver_datagrams_in_total",
+                "Datagrams received from clients.",
+                &self.datagrams_in,
+            ),
+            (
+                "quiver_datagrams_out_total",
+                "Datagrams sent to clients.",
+                &self.datagrams_out,
+            ),
+            (
+                "quiver_datagrams_dropped_total",
+                "Datagrams dropped: too large, over the rate, undecodable.",
+                &self.datagrams_dropped,
+            ),
             (
                 "quiver_push_sent_total",
                 "Notifications the push gateway accepted.",

@@ -213,6 +213,7 @@ impl Node {
             metrics: metrics.clone(),
             live,
             groups,
+            presence: crate::presence::Presence::default(),
             push,
         });
         let mut mesh_tasks = Vec::new();

@@ -85,7 +85,7 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
         tracing::info!(device = %session.device, cursor = %session.cursor, "session open");
         let _open = Counted::new(&shared.metrics.sessions_open);
         // Logging out closes the device's live sessions through this entry.
-        let _entry = shared
+        let entry = shared
             .live
             .sessions
             .register(&session.user, session.device, &conn);
@@ -118,8 +118,12 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
         let reason = if revoked {
             "logged out while connecting".to_string()
         } else {
-            session.clone().serve(&conn, send, control).await
+            session
+                .clone()
+                .serve(&conn, send, control, entry.id())
+                .await
         };
+        crate::datagrams::ended(&shared, &session.user, entry.id()).await;
         if let (Some(mesh), Some(location)) = (shared.router.mesh(), location) {
             let registry = mesh.registry();
             registry
@@ -296,15 +300,20 @@ async fn refuse(mut send: quinn::SendStream, code: ErrorCode, message: String) -
 }
 
 impl Session {
-    /// Runs the three loops until one ends; returns why.
+    /// Runs the session's loops (control, conversations, pushes, group feeds, datagrams)
+    /// until one ends; returns why. `id` is the session's on this node.
     async fn serve(
         self: Arc<Self>,
         conn: &quinn::Connection,
         send: quinn::SendStream,
         requests: Reader<ControlPhase>,
+        id: u64,
     ) -> String {
         let control = Arc::new(tokio::sync::Mutex::new(send));
+        let datagrams =
+            crate::datagrams::serve(self.shared.clone(), self.user.clone(), id, conn.clone());
         let ended = tokio::select! {
+            r = datagrams => r,
             r = self.clone().control_loop(conn, control.clone(), requests) => r,
             r = self.clone().accept_conversations(conn) => r,
             r = self.clone().push_loop(conn, control.clone()) => r,

@@ -11,6 +11,7 @@ use crate::groups::Groups;
 use crate::hasher::Hasher;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::push::Pusher;
 use crate::rest_limits::RestLimits;
 use crate::router::Router;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub(crate) live: Live,
     /// The groups homed here; `None` in mesh mode, where groups are not served yet.
     pub(crate) groups: Option<Arc<Groups>>,
+    /// What each user shows (in memory only).
+    pub(crate) presence: Presence,
     /// Push notifications for away devices; `None` without a gateway.
     pub(crate) push: Option<Pusher>,
 }

@@ -24,6 +24,15 @@ def test_register_befriend_send_receive_and_receipts(new_user):
     got = b_events.messages(1)[0]
     assert (got.sender, got.text, got.seq) == (alice[0], "hello from python", sent.seq)
 
+    # Typing and presence: datagrams, once both show presence.
+    run(alice[1].set_presence("online"))
+    run(bob[1].set_presence("online"))
+    seen = b_events.wait_for(lambda e: e.is_presence() and e.user == alice[0])
+    assert seen.state == "online"
+    run(alice[1].typing(bob[0]))
+    typing = b_events.wait_for(lambda e: e.is_typing())
+    assert (typing.sender, typing.group) == (alice[0], None)
+
     delivered = a_events.wait_for(lambda e: e.is_receipt())
     assert (delivered.kind, delivered.id, delivered.peer) == ("delivered", sent.id, bob[0])
     bob[1].mark_read(got.seq)

@@ -13,6 +13,7 @@ mod limits;
 mod mesh;
 mod offline;
 mod ops;
+mod presence;
 mod push;
 mod raw;
 mod rest;

@@ -1,0 +1,142 @@
+//! A connection's datagrams: typing indicators and presence (docs/PROTOCOL.md 3.6). Each
+//! is checked (size, rate, decoding) and dropped when it fails — never an error, never
+//! stored. Typing goes to a friend's (or the group's members') connections that
+//! announced presence; a presence change goes to the friends' such connections. This
+//! node only: friends connected to other nodes of a mesh do not get them.
+
+use crate::presence::Visible;
+use crate::rate::TokenBucket;
+use crate::shared::Shared;
+use quiver_proto::datagram::{ClientDatagram, NodeDatagram, PresenceState, MAX_DATAGRAM};
+use quiver_proto::{GroupId, UserId};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Datagrams one connection may send, a second, on average.
+pub const DATAGRAMS_PER_SEC: f64 = 10.0;
+/// ...and in a burst.
+pub const DATAGRAM_BURST: u32 = 20;
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads session `id`'s datagrams until the connection ends.
+pub async fn serve(
+    shared: Arc<Shared>,
+    user: UserId,
+    id: u64,
+    conn: quinn::Connection,
+) -> Result<(), String> {
+    let mut bucket = TokenBucket::new(DATAGRAMS_PER_SEC, DATAGRAM_BURST, Instant::now());
+    loop {
+        let bytes = conn.read_datagram().await.map_err(|e| e.to_string())?;
+        shared.metrics.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        let message = (bytes.len() <= MAX_DATAGRAM && bucket.try_take(Instant::now()))
+            .then(|| postcard::from_bytes::<ClientDatagram>(&bytes).ok())
+            .flatten();
+        let Some(message) = message else {
+            shared
+                .metrics
+                .datagrams_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        match message {
+            ClientDatagram::Typing { to } => {
+                if shared.router.check_friends(&user, &to).await.is_ok() {
+                    send(&shared, &to, &NodeDatagram::Typing { from: user.clone() });
+                }
+            }
+            ClientDatagram::GroupTyping { group } => group_typing(&shared, &user, group),
+            ClientDatagram::Presence { state } => presence(&shared, &user, id, &conn, state).await,
+        }
+    }
+}
+
+/// A connection ended: its user's friends learn if that changed what they see.
+pub async fn ended(shared: &Arc<Shared>, user: &UserId, id: u64) {
+    if let Some(visible) = shared.presence.ended(user, id, now_ms()) {
+        tell_friends(shared, user, visible).await;
+    }
+}
+
+fn group_typing(shared: &Shared, user: &UserId, group: GroupId) {
+    let Some(groups) = &shared.groups else { return };
+    let Ok(view) = groups.view(&group, user) else {
+        return;
+    };
+    let typing = NodeDatagram::GroupTyping {
+        group,
+        from: user.clone(),
+    };
+    for (member, _) in view.members.iter().filter(|(m, _)| m != user) {
+        send(shared, member, &typing);
+    }
+}
+
+async fn presence(
+    shared: &Arc<Shared>,
+    user: &UserId,
+    id: u64,
+    conn: &quinn::Connection,
+    state: PresenceState,
+) {
+    let first = !shared.presence.announced(user, id);
+    if let Some(visible) = shared.presence.set(user, id, state, now_ms()) {
+        tell_friends(shared, user, visible).await;
+    }
+    if !first {
+        return;
+    }
+    // A connection that just announced itself learns what its friends show now.
+    let Ok(relations) = shared.directory.relations(user).await else {
+        return;
+    };
+    for friend in relations.friends {
+        let visible = shared.presence.visible(&friend.user);
+        if visible.last_seen_ms > 0 {
+            let _ = conn.send_datagram(encode(&presence_of(friend.user, visible)).into());
+        }
+    }
+}
+
+async fn tell_friends(shared: &Arc<Shared>, user: &UserId, visible: Visible) {
+    let Ok(relations) = shared.directory.relations(user).await else {
+        return;
+    };
+    let message = presence_of(user.clone(), visible);
+    for friend in relations.friends {
+        send(shared, &friend.user, &message);
+    }
+}
+
+fn presence_of(user: UserId, visible: Visible) -> NodeDatagram {
+    NodeDatagram::Presence {
+        user,
+        state: visible.state,
+        last_seen_ms: visible.last_seen_ms,
+    }
+}
+
+fn encode(message: &NodeDatagram) -> Vec<u8> {
+    postcard::to_stdvec(message).unwrap_or_default()
+}
+
+/// Sends `message` to each connection of `to` here that announced itself.
+fn send(shared: &Shared, to: &UserId, message: &NodeDatagram) {
+    let listening = shared.presence.listening(to);
+    if listening.is_empty() {
+        return;
+    }
+    let bytes = encode(message);
+    for conn in shared.live.sessions.connections_of(to, &listening) {
+        if conn.send_datagram(bytes.clone().into()).is_ok() {
+            shared.metrics.datagrams_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
