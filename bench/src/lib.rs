@@ -20,6 +20,7 @@ pub mod files;
 pub mod group;
 pub mod mqtt;
 pub mod node;
+pub mod push;
 pub mod retention;
 pub mod stats;
 pub mod table;

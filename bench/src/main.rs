@@ -154,6 +154,22 @@ enum Mode {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Push: notifications a node hands to a gateway (in this process, answering each
+    /// request after `gateway_delay_ms`), and chat latency meanwhile.
+    Push {
+        /// Users who are away, each with a push target.
+        #[arg(long, default_value_t = 200)]
+        recipients: usize,
+        /// Chats sent round-robin to them (each wants a notification: no coalescing).
+        #[arg(long, default_value_t = 20_000)]
+        messages: u64,
+        /// Chats waiting for SENT at once.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// How long the gateway takes to answer each request.
+        #[arg(long, default_value_t = 0)]
+        gateway_delay_ms: u64,
+    },
     /// One group: every online member gets what S senders send (deliveries/s, latency).
     Group {
         /// Members of the group.
@@ -215,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("quiver-server"),
     };
+    let mut push_gateway = None;
     let bench = match args.mode {
         Mode::Fsync { count, size, dir } => {
             let dir = dir.unwrap_or_else(std::env::temp_dir);
@@ -245,6 +262,14 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Mode::Hop { .. } => Bench::start_mesh(&server_bin).context("starting the mesh")?,
+        Mode::Push {
+            gateway_delay_ms, ..
+        } => {
+            let gateway = quiver_bench::push::Gateway::start(gateway_delay_ms).await?;
+            let config = quiver_bench::push::node_config(&gateway.url);
+            push_gateway = Some(gateway);
+            Bench::start_with_config(&server_bin, &config).context("starting the node")?
+        }
         Mode::Group { .. } | Mode::GroupMemory { .. } => {
             let config = quiver_bench::group::node_config();
             Bench::start_with_config(&server_bin, &config).context("starting the node")?
@@ -277,6 +302,15 @@ async fn main() -> anyhow::Result<()> {
                     workload::compared(quiver, broker)
                 }
             }
+        }
+        Mode::Push {
+            recipients,
+            messages,
+            window,
+            ..
+        } => {
+            let gateway = push_gateway.as_ref().context("the push gateway")?;
+            quiver_bench::push::push(bench, gateway, recipients, messages, window).await?
         }
         Mode::Group {
             members,

@@ -221,7 +221,7 @@ pub struct PushConfig {
     pub coalesce_ms: u64,
     /// Notifications waiting to be worked out, at most; more are dropped (and counted).
     pub queue: usize,
-    /// Requests to the gateway in flight, at most; more are dropped (and counted).
+    /// Requests to the gateway in flight, at most; more wait in the queue.
     pub in_flight: usize,
     /// Tries after a 5xx or a timeout, with doubling backoff from 200 ms.
     pub retries: u32,

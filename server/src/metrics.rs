@@ -56,7 +56,7 @@ pub struct Metrics {
     pub push_sent: AtomicU64,
     /// Requests to the push gateway tried again (after a 5xx, a timeout, no connection).
     pub push_retried: AtomicU64,
-    /// Notifications dropped: the queue or the requests in flight full, retries spent,
+    /// Notifications dropped: the notifier's queue full, retries spent,
     /// or refused by the gateway.
     pub push_dropped: AtomicU64,
     /// Push targets the gateway rejected (and the node forgot).
@@ -279,7 +279,7 @@ impl Metrics {
             ),
             (
                 "quiver_push_dropped_total",
-                "Notifications dropped (queue full, in flight full, retries spent, refused).",
+                "Notifications dropped (queue full, retries spent, refused).",
                 &self.push_dropped,
             ),
             (

@@ -1,8 +1,9 @@
 //! Requests to the push gateway: one POST per notification (the body below), retried
 //! with doubling backoff after a 5xx, a timeout or a broken connection; a target the
-//! gateway names in `rejected` is forgotten. At most `in_flight` requests at once: more
-//! are dropped and counted, so a gateway that hangs costs the node a bounded number of
-//! tasks and never slows chat.
+//! gateway names in `rejected` is forgotten. At most `in_flight` requests at once: the
+//! notifier waits for a free one, so a gateway that hangs fills the notifier's bounded
+//! queue (what does not fit is dropped and counted). It costs the node a bounded number
+//! of tasks and never slows chat, whose side never waits.
 //!
 //! The body (Sygnal's shape): `{"notification": {"id", "sender", "seq", "counts":
 //! {"unread"}, "prio", "devices": [{"app_id", "pushkey", "kind", "device"}]}}`; the
@@ -88,11 +89,15 @@ impl Gateway {
         }))
     }
 
-    /// Sends `n` on a task of its own, unless `in_flight` requests are out already.
-    pub fn send(&self, n: Notification, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+    /// Sends `n` on a task of its own, once fewer than `in_flight` requests are out.
+    pub async fn send(
+        &self,
+        n: Notification,
+        directory: Arc<dyn Directory>,
+        metrics: Arc<Metrics>,
+    ) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
         };
         let this = self.clone();
         tokio::spawn(async move {

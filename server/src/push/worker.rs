@@ -44,7 +44,7 @@ pub async fn run(
             },
             _ = sleep_until(next) => {}
         }
-        flush_due(&sources, &gateway, &mut windows, window);
+        flush_due(&sources, &gateway, &mut windows, window).await;
     }
 }
 
@@ -79,7 +79,7 @@ async fn stored(
         match windows.get_mut(&key) {
             Some(w) if now < w.last_sent + window => w.pending = Some((notice.clone(), target)),
             _ => {
-                send(sources, gateway, &notice, device, target);
+                send(sources, gateway, &notice, device, target).await;
                 let pending = None;
                 windows.insert(
                     key,
@@ -94,13 +94,14 @@ async fn stored(
 }
 
 /// Sends what waited for its window to end; forgets windows that ended quietly.
-fn flush_due(
+async fn flush_due(
     sources: &Sources,
     gateway: &Gateway,
     windows: &mut HashMap<(UserId, DeviceId), Window>,
     window: Duration,
 ) {
     let now = Instant::now();
+    let mut due = Vec::new();
     windows.retain(|(_, device), w| {
         if now < w.last_sent + window {
             return true;
@@ -111,13 +112,17 @@ fn flush_due(
         if sources.feeds.count(&(notice.owner.clone(), *device)) > 0 {
             return false;
         }
-        send(sources, gateway, &notice, *device, target);
+        due.push((notice, *device, target));
         w.last_sent = now;
         true
     });
+    for (notice, device, target) in due {
+        send(sources, gateway, &notice, device, target).await;
+    }
 }
 
-fn send(
+/// Hands one notification to the gateway (waiting while `in_flight` requests are out).
+async fn send(
     sources: &Sources,
     gateway: &Gateway,
     notice: &Stored,
@@ -135,9 +140,6 @@ fn send(
         seq: notice.seq,
         unread,
     };
-    gateway.send(
-        notification,
-        sources.directory.clone(),
-        sources.metrics.clone(),
-    );
+    let (directory, metrics) = (sources.directory.clone(), sources.metrics.clone());
+    gateway.send(notification, directory, metrics).await;
 }

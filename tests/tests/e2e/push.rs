@@ -178,13 +178,15 @@ async fn a_gateway_that_hangs_does_not_slow_chat() -> anyhow::Result<()> {
         c.push.coalesce_ms = 0;
         c.push.timeout_ms = 60_000;
         c.push.in_flight = 4;
+        c.push.queue = 50;
         c.limits.messages_per_sec = 100_000;
     })
     .await?;
     let (alice, bob) = pair(&node).await?;
     let (a, _a_events) = node.connect(&alice).await?;
-    // Every chat wants a notification and the gateway answers none for a minute: the
-    // burst is SENT all the same, long before any request to the gateway could end.
+    // Every chat wants a notification and the gateway answers none for a minute: 4
+    // requests hang, the notifier waits, its queue of 50 fills and the rest is dropped;
+    // the burst is SENT all the same, long before any request to the gateway could end.
     tokio::time::timeout(Duration::from_secs(30), burst(&a, &bob.id, 200)).await??;
     let metrics = node.rest().metrics().await?;
     ensure!(
