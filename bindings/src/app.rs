@@ -54,6 +54,8 @@ pub struct ConversationLine {
 pub struct QuiverApp {
     app: App,
     client: Mutex<Option<Client>>,
+    /// How long `connect` waits for the node before starting offline.
+    connect_timeout: Mutex<Option<std::time::Duration>>,
     /// File messages seen, by `seq`, for [`QuiverApp::download`].
     offers: Arc<Mutex<HashMap<u64, FileOffer>>>,
 }
@@ -82,6 +84,7 @@ impl QuiverApp {
         Ok(Arc::new(Self {
             app: App::new(store, &server_url, &ca_pem)?,
             client: Mutex::new(None),
+            connect_timeout: Mutex::new(None),
             offers: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
@@ -94,6 +97,11 @@ impl QuiverApp {
     /// Logs in and keeps the session in the store; returns this device's id.
     pub async fn login(&self, user: String, password: String) -> Result<u64, QuiverError> {
         Ok(self.app.login(&user, &password).await?.device.0)
+    }
+
+    /// How long `connect` waits for the node before it starts offline (10 s unless set).
+    pub fn set_connect_timeout_ms(&self, ms: u64) {
+        *lock(&self.connect_timeout) = Some(std::time::Duration::from_millis(ms));
     }
 
     /// Whether the store holds a session (no login needed).
@@ -120,7 +128,15 @@ impl QuiverApp {
     /// Connects with the saved session. Messages the last run left unsent go out; events
     /// go to `listener`, each kept in the store first.
     pub async fn connect(&self, listener: Arc<dyn EventListener>) -> Result<(), QuiverError> {
-        let (client, mut events) = self.app.connect().await?;
+        let timeout = *lock(&self.connect_timeout);
+        let (client, mut events) = self
+            .app
+            .connect_with(|o| {
+                if let Some(timeout) = timeout {
+                    o.connect_timeout = timeout;
+                }
+            })
+            .await?;
         let offers = self.offers.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {

@@ -1,7 +1,8 @@
-"""The app the restart test kills: `queue <store> <url> <ca> <peer> <count>` connects,
-queues `count` messages m0.. (each in the store when `enqueue` returns), prints
-`queued` and waits to be killed; `drain <store> <url> <ca>` connects and prints
-`drained` once the store's outbox is empty."""
+"""The app the restart tests kill: `queue <store> <url> <ca> <peer> <count>` connects
+(or starts offline when the node is out of reach), queues `count` messages m0.. (each
+in the store when `enqueue` returns), prints `queued` and waits to be killed;
+`drain <store> <url> <ca>` connects and prints `drained` once the store's outbox is
+empty."""
 
 import asyncio
 import sys
@@ -19,7 +20,8 @@ async def main(mode, store, url, ca, *rest):
     with open(ca) as f:
         app = quiver_ffi.QuiverApp.open(store, url, f.read())
     assert app.logged_in(), "the store keeps the session"
-    await app.connect(Ignore())
+    app.set_connect_timeout_ms(500)
+    await app.connect(Ignore())  # starts offline if the node is out of reach
     if mode == "queue":
         peer, count = rest[0], int(rest[1])
         for i in range(count):

@@ -2,6 +2,7 @@
 the store's history, and an app killed with SIGKILL mid-send."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -134,4 +135,41 @@ def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node)
     kept = alice[1].messages(bob[0], 5000)
     assert [m.text for m in kept] == [f"m{i}" for i in reversed(range(1000))]
     assert all(m.outgoing and m.state != "pending" for m in kept)
+    run(bob[1].close())
+
+
+def test_messages_queued_offline_survive_a_kill_and_go_out_once_in_order(new_user, node):
+    url, _, ca_path = node
+    alice, bob = new_user("alice"), new_user("bob")
+    befriend(alice, bob)
+    run(alice[1].friends())  # the key into alice's store
+    b_events = Collector()
+    run(bob[1].connect(b_events))
+    child = os.path.join(os.path.dirname(__file__), "app_child.py")
+    store = alice[2]
+
+    # Out of reach: the store names a node address where nothing listens.
+    with sqlite3.connect(store) as db:
+        [(real,)] = db.execute("SELECT value FROM meta WHERE key = 'node'").fetchall()
+        db.execute("UPDATE meta SET value = '127.0.0.1:9' WHERE key = 'node'")
+    app = subprocess.Popen(
+        [sys.executable, child, "queue", store, url, ca_path, bob[0], "100"],
+        stdout=subprocess.PIPE, text=True)
+    assert app.stdout.readline().strip() == "queued"
+    app.kill()
+    app.wait()
+    with open(ca_path) as f:
+        assert quiver_ffi.QuiverApp.open(store, url, f.read()).outbox_len() == 100
+    b_events.quiet(0.5)
+
+    # Back in reach, started again on the same store.
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'node'", (real,))
+    again = subprocess.run(
+        [sys.executable, child, "drain", store, url, ca_path],
+        stdout=subprocess.PIPE, text=True, timeout=60)
+    assert again.stdout.strip() == "drained", again
+    got = b_events.messages(100)
+    assert [m.text for m in got] == [f"m{i}" for i in range(100)]
+    b_events.quiet(1.0)
     run(bob[1].close())
