@@ -169,6 +169,9 @@ enum Mode {
         /// How long the gateway takes to answer each request.
         #[arg(long, default_value_t = 0)]
         gateway_delay_ms: u64,
+        /// The baseline: recipients register no push target, so nothing is notified.
+        #[arg(long)]
+        no_targets: bool,
     },
     /// One group: every online member gets what S senders send (deliveries/s, latency).
     Group {
@@ -307,10 +310,12 @@ async fn main() -> anyhow::Result<()> {
             recipients,
             messages,
             window,
+            no_targets,
             ..
         } => {
             let gateway = push_gateway.as_ref().context("the push gateway")?;
-            quiver_bench::push::push(bench, gateway, recipients, messages, window).await?
+            let targets = !no_targets;
+            quiver_bench::push::push(bench, gateway, recipients, messages, window, targets).await?
         }
         Mode::Group {
             members,

@@ -80,6 +80,7 @@ pub async fn push(
     recipients: usize,
     messages: u64,
     window: usize,
+    targets: bool,
 ) -> anyhow::Result<Report> {
     let seen = &gateway.seen;
     let mut names = vec!["sender".to_string()];
@@ -90,6 +91,9 @@ pub async fn push(
         .ok_or_else(|| anyhow::anyhow!("no users"))?;
     for login in away {
         bench.befriend(sender, login).await?;
+        if !targets {
+            continue;
+        }
         let target = PushTarget {
             kind: "fcm".into(),
             token: format!("token-{}", login.user),
@@ -120,7 +124,7 @@ pub async fn push(
     // The gateway gets the rest once the node has worked through its queue.
     let mut quiet_since = Instant::now();
     let mut last = seen.count.load(Ordering::Relaxed);
-    while quiet_since.elapsed() < Duration::from_secs(3) && last < messages {
+    while targets && quiet_since.elapsed() < Duration::from_secs(3) && last < messages {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = seen.count.load(Ordering::Relaxed);
         if now != last {
@@ -141,7 +145,7 @@ pub async fn push(
     let per_sec = notified as f64 / span.as_secs_f64().max(0.001);
     let ms = |us: u64| us as f64 / 1000.0;
     let json = json!({
-        "workload": "push", "recipients": recipients, "messages": messages, "window": window,
+        "workload": "push", "targets": targets, "recipients": recipients, "messages": messages, "window": window,
         "notified": notified, "dropped": dropped, "notifications_per_sec": per_sec.round(),
         "chats_per_sec": (messages as f64 / sent_in.as_secs_f64()).round(),
         "chat_p50_ms": ms(percentile(&latencies, 50.0)), "chat_p99_ms": ms(percentile(&latencies, 99.0)),
