@@ -63,6 +63,9 @@ impl From<AppError> for QuiverError {
                 message: e.to_string(),
             },
             AppError::Store(e) => e.into(),
+            AppError::OtherUser(owner) => QuiverError::Invalid {
+                message: format!("this store is {owner}'s: open another one"),
+            },
         }
     }
 }

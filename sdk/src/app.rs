@@ -30,6 +30,9 @@ pub enum AppError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store belongs to another user: one store per account (open another file).
+    #[error("this store is {0}'s")]
+    OtherUser(String),
 }
 
 /// An app's client: a store, and the node it talks to.
@@ -72,13 +75,13 @@ impl App {
     }
 
     /// Logs in and keeps the session. Logging in again as the same user stays the same
-    /// device (its cursor and history go on).
+    /// device (its cursor and history go on); another user needs another store.
     pub async fn login(&self, user: &str, password: &str) -> Result<Session, AppError> {
-        let device = self
-            .store
-            .session()?
-            .filter(|s| s.user.as_str() == user)
-            .map(|s| s.device);
+        let stored = self.store.session()?;
+        if let Some(other) = stored.as_ref().filter(|s| s.user.as_str() != user) {
+            return Err(AppError::OtherUser(other.user.to_string()));
+        }
+        let device = stored.map(|s| s.device);
         let login = self.rest.login(user, password, device).await?;
         let session = Session {
             user: login.user,

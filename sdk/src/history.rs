@@ -87,7 +87,7 @@ impl Client {
                 }
                 None => return Err(HistoryError::Stream("ended before the page did".into())),
             };
-            if events.len() > quiver_proto::MAX_HISTORY_PAGE as usize {
+            if events.len() >= quiver_proto::MAX_HISTORY_PAGE as usize {
                 return Err(HistoryError::Stream("a page longer than the cap".into()));
             }
             let event = match of {

@@ -213,6 +213,12 @@ async fn an_app_logs_in_once_and_never_handles_a_key() -> anyhow::Result<()> {
     );
     a.mark_read(got.seq)?;
     ensure!(alice.store().conversations()?[0].unread == 0);
+    // One store per account: Bob cannot log in on Alice's.
+    let other = alice.login("bob", "a-long-password").await;
+    ensure!(
+        matches!(other, Err(quiver_sdk::AppError::OtherUser(ref who)) if who == "alice"),
+        "{other:?}"
+    );
     Ok(())
 }
 
