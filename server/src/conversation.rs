@@ -77,6 +77,7 @@ pub async fn respond(
     metrics: Arc<Metrics>,
     push: Option<Pusher>,
 ) {
+    let mut broken = false;
     while let Some(reply) = rx.recv().await {
         let frame = match reply {
             Reply::Chat(id, Ok(appended), notice) => match appended.durable().await {
@@ -103,9 +104,13 @@ pub async fn respond(
         {
             metrics.error(*code);
         }
-        if write_frame(&mut send, &frame).await.is_err() {
-            return;
+        // A stream that broke still has its replies worked through: a chat stored here
+        // must reach the push notifier even if its sender went away before `Sent`.
+        if !broken && write_frame(&mut send, &frame).await.is_err() {
+            broken = true;
         }
     }
-    let _ = send.finish();
+    if !broken {
+        let _ = send.finish();
+    }
 }
