@@ -272,30 +272,37 @@ impl Store {
     }
 
     /// Every conversation with a message, newest first, with its last message and how
-    /// many of theirs are unread.
+    /// many of theirs are unread. Two indexed lookups per conversation, whatever the
+    /// number of messages.
     pub fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
         let conn = self.lock();
-        let mut rows = conn.prepare(&format!(
-            "SELECT {COLUMNS},
-                 (SELECT COUNT(*) FROM messages u WHERE u.conversation = m.conversation
-                     AND u.outgoing = 0 AND u.state = {unread})
-             FROM messages m
-             WHERE m.pos = (SELECT l.pos FROM messages l WHERE l.conversation = m.conversation
-                            ORDER BY l.sent_at_ms DESC, l.pos DESC LIMIT 1)
-             ORDER BY m.sent_at_ms DESC, m.pos DESC",
-            unread = MessageState::Unread as i64,
+        let keys: Vec<String> = conn
+            .prepare("SELECT DISTINCT conversation FROM messages")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut last = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation = ?1
+             ORDER BY sent_at_ms DESC, pos DESC LIMIT 1"
         ))?;
-        let rows = rows.query_map([], |row| Ok((message(row)?, row.get::<_, i64>(10)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (last, unread) = row?;
-            let last = last?;
+        let mut unread = conn.prepare(
+            "SELECT COUNT(*) FROM messages
+             WHERE conversation = ?1 AND outgoing = 0 AND state = ?2",
+        )?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(message) = last.query_map([&key], message)?.next() else {
+                continue;
+            };
+            let last = message??;
+            let count: i64 =
+                unread.query_row(params![key, MessageState::Unread as i64], |row| row.get(0))?;
             out.push(ConversationSummary {
                 conversation: last.conversation.clone(),
                 last,
-                unread: unread as u64,
+                unread: count as u64,
             });
         }
+        out.sort_by_key(|c| std::cmp::Reverse((c.last.sent_at_ms, c.last.pos)));
         Ok(out)
     }
 

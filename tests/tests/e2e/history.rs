@@ -194,7 +194,10 @@ async fn a_flood_of_history_requests_is_rate_limited_not_fatal() -> anyhow::Resu
         }
     }
     ensure!(codes.is_empty(), "other failures: {codes:?}");
-    ensure!(limited > 0, "1,500 pages at once exceed a burst of 100 at 50/s");
+    ensure!(
+        limited > 0,
+        "1,500 pages at once exceed a burst of 100 at 50/s"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.send(&alice.id, b"still here").await?;
     let page = b.history(&HistoryOf::Inbox, None, 5).await?;
