@@ -87,6 +87,15 @@ pub enum MeshOpen {
         /// The blob and its size.
         file: FileRef,
     },
+    /// `user` (homed on the receiving node) logged a new device in through the opening
+    /// node: start its cursor at the inbox's head, so it pages history instead of being
+    /// pushed everything. Answered with one [`ReceiptAnswer`].
+    StartDevice {
+        /// The user.
+        user: UserId,
+        /// The new device.
+        device: DeviceId,
+    },
     /// A page of `user`'s inbox (homed on the receiving node), asked through the opening
     /// node. Then the stream is exactly a client's history stream after its first frame.
     History {

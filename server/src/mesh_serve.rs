@@ -87,6 +87,13 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             };
             answer(send, kept).await
         }
+        MeshOpen::StartDevice { user, device } => {
+            let started = match shared.router.home(&user).await {
+                Ok(Home::Here) => shared.router.start_device(&user, device).await,
+                Ok(Home::Peer(_)) | Err(_) => Err(ErrorCode::Unavailable),
+            };
+            answer(send, started).await
+        }
         MeshOpen::History {
             user,
             peer,

@@ -14,7 +14,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{MeshKind, Metrics};
 use quiver_proto::files::FileRef;
 use quiver_proto::mesh::MeshOpen;
-use quiver_proto::{ClientMsgId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
+use quiver_proto::{ClientMsgId, DeviceId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -200,6 +200,28 @@ impl Router {
                 self.receipt(owner, seq, ReceiptKind::Delivered, false)
                     .await
             }
+        }
+    }
+
+    /// A new device of `user`: its cursor starts at the inbox's durable head, on the
+    /// user's home node (asked over the mesh from another). The device pages what came
+    /// before instead of being pushed it.
+    pub async fn start_device(&self, user: &UserId, device: DeviceId) -> Result<(), ErrorCode> {
+        match (self.home(user).await?, &self.mesh) {
+            (Home::Here, _) => {
+                let head = self.inbox.head(user);
+                self.inbox
+                    .set_cursor(user, device, head)
+                    .map_err(storage_error)
+            }
+            (Home::Peer(node), Some(mesh)) => {
+                let ask = MeshOpen::StartDevice {
+                    user: user.clone(),
+                    device,
+                };
+                mesh.ask(&node, ask).await
+            }
+            (Home::Peer(_), None) => Err(ErrorCode::Unavailable),
         }
     }
 

@@ -165,6 +165,13 @@ async fn login(
         return Err(refused());
     }
     let device = shared.directory.register_device(&user, req.device).await?;
+    if req.device != Some(device) {
+        // A new device pages the history; it is pushed what comes from now on. Failing
+        // that, it is pushed everything, as before: worth a warning, not a refusal.
+        if let Err(code) = shared.router.start_device(&user, device).await {
+            tracing::warn!(%user, %device, %code, "a new device's cursor was not moved to the head");
+        }
+    }
     let expires_at = unix_now() + shared.config.token_ttl_secs;
     let token = shared.tokens.issue(&Claims {
         user: user.clone(),

@@ -126,6 +126,18 @@ async fn an_offline_backlog_arrives_in_order_once_on_another_node() -> anyhow::R
         text.contains("quiver_mesh_requests_total{kind=\"history\"} 3\n"),
         "{text}"
     );
+
+    // A new device of Bob's, logged in through n1 (not his home): its cursor starts at
+    // the head on n3, so none of the 55 is pushed to it; the next message is.
+    let laptop = bob.new_device(cluster.n(1)).await?;
+    let (_laptop, mut laptop_events) = cluster.n(2).connect(&laptop).await?;
+    assert_quiet(&mut laptop_events, Duration::from_millis(500)).await?;
+    let next = a.send(&bob.id, b"for the laptop").await?;
+    let got = next_message(&mut laptop_events).await?;
+    assert_eq!(
+        (got.seq, got.text()),
+        (next.seq, "for the laptop".to_string())
+    );
     Ok(())
 }
 
