@@ -154,6 +154,28 @@ async fn presence_reaches_friends_and_a_killed_client_goes_offline() -> anyhow::
         state == PresenceState::Online,
         "online on one device wins over away: {state:?}"
     );
+    // What a presence change costs on the wire where it arrives (UDP payload bytes
+    // Alice's client received for it), printed for the README: hide and show, 10 times.
+    let conn = a.connection().context("online")?;
+    let mut sizes = Vec::new();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let before = conn.stats().udp_rx;
+        let state = if i % 2 == 0 {
+            PresenceState::Offline
+        } else {
+            PresenceState::Away
+        };
+        b2.set_presence(state)?;
+        presence_of(&mut a_events, &bob.id, Duration::from_secs(5)).await?;
+        let after = conn.stats().udp_rx;
+        if after.datagrams == before.datagrams + 1 {
+            sizes.push(after.bytes - before.bytes);
+        }
+    }
+    sizes.sort_unstable();
+    println!("presence change of bob, UDP payload bytes received: {sizes:?}");
+    ensure!(!sizes.is_empty());
     b2.close().await;
 
     // SIGKILL: no goodbye; the node notices within its idle timeout.
