@@ -215,16 +215,10 @@ impl QuiverApp {
     /// Shows `state` (`"online"`, `"away"`, or `"offline"` to hide) to your friends, and
     /// starts receiving their presence and typing.
     pub async fn set_presence(&self, state: String) -> Result<(), QuiverError> {
-        let state = match state.as_str() {
-            "online" => quiver_sdk::PresenceState::Online,
-            "away" => quiver_sdk::PresenceState::Away,
-            "offline" => quiver_sdk::PresenceState::Offline,
-            other => {
-                return Err(QuiverError::Invalid {
-                    message: format!("presence {other:?}: online, away or offline"),
-                })
-            }
-        };
+        let state =
+            quiver_sdk::PresenceState::from_name(&state).ok_or_else(|| QuiverError::Invalid {
+                message: format!("presence {state:?}: online, away or offline"),
+            })?;
         Ok(self.client()?.set_presence(state)?)
     }
 
@@ -268,7 +262,6 @@ impl QuiverApp {
 }
 
 fn history_message(m: &StoredMessage) -> HistoryMessage {
-    use quiver_sdk::store::MessageState as S;
     HistoryMessage {
         sender: m.from.to_string(),
         outgoing: m.outgoing,
@@ -276,15 +269,6 @@ fn history_message(m: &StoredMessage) -> HistoryMessage {
         seq: m.seq.map(|s| s.0),
         text: m.text(),
         file_name: FileOffer::from_stored(m).map(|f| f.info.safe_name()),
-        state: match m.state {
-            S::Pending => "pending",
-            S::Sent => "sent",
-            S::Delivered => "delivered",
-            S::Read => "read",
-            S::Failed => "failed",
-            S::Unread => "unread",
-            S::Seen => "seen",
-        }
-        .into(),
+        state: m.state.name().into(),
     }
 }

@@ -131,22 +131,13 @@ impl From<&Event> for QuiverEvent {
                 last_seen_ms,
             } => QuiverEvent::Presence {
                 user: user.to_string(),
-                state: presence_name(*state).into(),
+                state: state.name().into(),
                 last_seen_ms: *last_seen_ms,
             },
             other => QuiverEvent::Other {
                 description: format!("{other:?}"),
             },
         }
-    }
-}
-
-/// A presence state's name.
-pub fn presence_name(state: quiver_sdk::PresenceState) -> &'static str {
-    match state {
-        quiver_sdk::PresenceState::Online => "online",
-        quiver_sdk::PresenceState::Away => "away",
-        quiver_sdk::PresenceState::Offline => "offline",
     }
 }
 

@@ -412,7 +412,7 @@ async fn history(profile: &Profile, with: &UserId, limit: u32, fetch: bool) -> a
         say_json(&json!({
             "from": m.from, "outgoing": m.outgoing, "id": m.id.to_string(),
             "seq": m.seq.map(|s| s.0), "sent_at_ms": m.sent_at_ms,
-            "state": format!("{:?}", m.state).to_lowercase(), "text": m.text(),
+            "state": m.state.name(), "text": m.text(),
         }))?;
     }
     Ok(())
@@ -523,17 +523,9 @@ fn event_json(event: &Event) -> serde_json::Value {
             state,
             last_seen_ms,
         } => json!({
-            "event": "presence", "user": user, "state": presence_name(*state),
+            "event": "presence", "user": user, "state": state.name(),
             "last_seen_ms": last_seen_ms,
         }),
-    }
-}
-
-fn presence_name(state: quiver_sdk::PresenceState) -> &'static str {
-    match state {
-        quiver_sdk::PresenceState::Online => "online",
-        quiver_sdk::PresenceState::Away => "away",
-        quiver_sdk::PresenceState::Offline => "offline",
     }
 }
 
@@ -637,7 +629,7 @@ async fn chat(client: &Client, mut events: Events, target: &Target) -> anyhow::R
                 Some(Event::GroupUndecryptable { group, from, reason, .. }) => say(&format!("[{from} in {group}] <unreadable: {}>", terminal_safe(&reason)))?,
                 Some(Event::Typing { from, group: None }) => eprintln!("{from} is typing…"),
                 Some(Event::Typing { from, group: Some(group) }) => eprintln!("{from} is typing in {group}…"),
-                Some(Event::Presence { user, state, .. }) => eprintln!("{user} is {}", presence_name(state)),
+                Some(Event::Presence { user, state, .. }) => eprintln!("{user} is {}", state.name()),
                 Some(Event::Disconnected { reason }) => bail!("disconnected: {reason}"),
                 None => return Ok(()),
             }

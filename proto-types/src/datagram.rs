@@ -21,6 +21,24 @@ pub enum PresenceState {
     Offline,
 }
 
+impl PresenceState {
+    /// Its name in JSON and in the bindings: `online`, `away`, `offline`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PresenceState::Online => "online",
+            PresenceState::Away => "away",
+            PresenceState::Offline => "offline",
+        }
+    }
+
+    /// The state a name gives.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Online, Self::Away, Self::Offline]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
 /// Client → node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientDatagram {

@@ -50,15 +50,14 @@ impl Client {
             .open_bi()
             .await
             .map_err(|e| HistoryError::Stream(e.to_string()))?;
+        let inbox = |peer: Option<&UserId>| ConversationRequest::History {
+            peer: peer.cloned(),
+            before,
+            limit,
+        };
         let request = match of {
-            HistoryOf::Inbox | HistoryOf::Friend(_) => ConversationRequest::History {
-                peer: match of {
-                    HistoryOf::Friend(peer) => Some(peer.clone()),
-                    _ => None,
-                },
-                before,
-                limit,
-            },
+            HistoryOf::Inbox => inbox(None),
+            HistoryOf::Friend(peer) => inbox(Some(peer)),
             HistoryOf::Group(group) => ConversationRequest::GroupHistory {
                 group: group.clone(),
                 before,

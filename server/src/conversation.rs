@@ -27,7 +27,8 @@ pub enum Reply {
 
 /// Reads chats from `from` to `to` until the stream ends and appends them in order, each
 /// reply queued on `tx`. `allow` is asked before each chat (a rate limit): when it says no,
-/// reading stops there, so nothing after the refused chat is stored. Returns the code to
+/// reading stops there, so nothing after the refused chat is stored. With `notify` (push
+/// is on) each fresh chat carries the notice for the push notifier. Returns the code to
 /// close the stream with, if any.
 pub async fn append_chats(
     router: &Router,
@@ -35,6 +36,7 @@ pub async fn append_chats(
     to: &UserId,
     reader: &mut Reader<ConversationPhase>,
     tx: &mpsc::Sender<Reply>,
+    notify: bool,
     mut allow: impl FnMut() -> bool,
 ) -> Option<ErrorCode> {
     loop {
@@ -50,7 +52,7 @@ pub async fn append_chats(
             })) => {
                 let appended = router.chat(from, to, id, sent_at_ms, body, file).await;
                 let notice = match &appended {
-                    Ok(a) if a.fresh => Some(Stored {
+                    Ok(a) if notify && a.fresh => Some(Stored {
                         owner: to.clone(),
                         from: from.clone(),
                         seq: a.seq,

@@ -142,7 +142,8 @@ async fn conversation(
     let end = match shared.router.home(&to).await {
         Ok(Home::Here) => {
             let router = &shared.router;
-            append_chats(router, &from, &to, &mut reader, &tx, || true).await
+            let notify = shared.push.is_some();
+            append_chats(router, &from, &to, &mut reader, &tx, notify, || true).await
         }
         // Homes never move, so a peer asking the wrong node is a bug or a race with a
         // registration; the sender retries.

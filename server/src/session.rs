@@ -583,7 +583,8 @@ impl Session {
             }
             _ => {
                 let allow = || self.take_send_token();
-                append_chats(router, &self.user, peer, reader, tx, allow).await
+                let notify = self.shared.push.is_some();
+                append_chats(router, &self.user, peer, reader, tx, notify, allow).await
             }
         }
     }

@@ -100,33 +100,49 @@ def test_a_file(new_user, node, tmp_path):
     run(again.close())
 
 
-def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node):
-    url, _, ca_path = node
+CHILD = os.path.join(os.path.dirname(__file__), "app_child.py")
+
+
+def friends_with_bob_listening(new_user):
+    """Alice (her key in her store) and Bob, friends; Bob connected and collecting."""
     alice, bob = new_user("alice"), new_user("bob")
     befriend(alice, bob)
     run(alice[1].friends())  # the key into alice's store
     b_events = Collector()
     run(bob[1].connect(b_events))
-    child = os.path.join(os.path.dirname(__file__), "app_child.py")
-    store = alice[2]
+    return alice, bob, b_events
 
+
+def queue_and_kill(node, store, peer, count):
+    """Runs the app child on `store` to queue `count` messages to `peer`, then SIGKILLs
+    it; returns how many are left in the store's outbox."""
+    url, ca_pem, ca_path = node
     app = subprocess.Popen(
-        [sys.executable, child, "queue", store, url, ca_path, bob[0], "1000"],
+        [sys.executable, CHILD, "queue", store, url, ca_path, peer, str(count)],
         stdout=subprocess.PIPE, text=True)
     assert app.stdout.readline().strip() == "queued"
     app.kill()  # SIGKILL, with messages still waiting for SENT
     app.wait()
     assert app.returncode == -9
-    with open(ca_path) as f:
-        left = quiver_ffi.QuiverApp.open(store, url, f.read()).outbox_len()
-    print(f"{left} of 1000 were waiting for SENT at the kill")
-    assert left > 0, "the kill came after every SENT: nothing was in flight"
+    return quiver_ffi.QuiverApp.open(store, url, ca_pem).outbox_len()
 
+
+def drain(node, store):
+    """Runs the app child again on `store` until its outbox is empty."""
+    url, _, ca_path = node
     again = subprocess.run(
-        [sys.executable, child, "drain", store, url, ca_path],
+        [sys.executable, CHILD, "drain", store, url, ca_path],
         stdout=subprocess.PIPE, text=True, timeout=60)
     assert again.stdout.strip() == "drained", again
 
+
+def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node):
+    alice, bob, b_events = friends_with_bob_listening(new_user)
+    left = queue_and_kill(node, alice[2], bob[0], 1000)
+    print(f"{left} of 1000 were waiting for SENT at the kill")
+    assert left > 0, "the kill came after every SENT: nothing was in flight"
+
+    drain(node, alice[2])
     got = b_events.messages(1000)
     assert [m.text for m in got] == [f"m{i}" for i in range(1000)]
     assert len({m.seq for m in got}) == 1000
@@ -139,36 +155,19 @@ def test_an_app_killed_mid_send_sends_each_message_once_in_order(new_user, node)
 
 
 def test_messages_queued_offline_survive_a_kill_and_go_out_once_in_order(new_user, node):
-    url, _, ca_path = node
-    alice, bob = new_user("alice"), new_user("bob")
-    befriend(alice, bob)
-    run(alice[1].friends())  # the key into alice's store
-    b_events = Collector()
-    run(bob[1].connect(b_events))
-    child = os.path.join(os.path.dirname(__file__), "app_child.py")
+    alice, bob, b_events = friends_with_bob_listening(new_user)
     store = alice[2]
-
     # Out of reach: the store names a node address where nothing listens.
     with sqlite3.connect(store) as db:
         [(real,)] = db.execute("SELECT value FROM meta WHERE key = 'node'").fetchall()
         db.execute("UPDATE meta SET value = '127.0.0.1:9' WHERE key = 'node'")
-    app = subprocess.Popen(
-        [sys.executable, child, "queue", store, url, ca_path, bob[0], "100"],
-        stdout=subprocess.PIPE, text=True)
-    assert app.stdout.readline().strip() == "queued"
-    app.kill()
-    app.wait()
-    with open(ca_path) as f:
-        assert quiver_ffi.QuiverApp.open(store, url, f.read()).outbox_len() == 100
+    assert queue_and_kill(node, store, bob[0], 100) == 100
     b_events.quiet(0.5)
 
     # Back in reach, started again on the same store.
     with sqlite3.connect(store) as db:
         db.execute("UPDATE meta SET value = ? WHERE key = 'node'", (real,))
-    again = subprocess.run(
-        [sys.executable, child, "drain", store, url, ca_path],
-        stdout=subprocess.PIPE, text=True, timeout=60)
-    assert again.stdout.strip() == "drained", again
+    drain(node, store)
     got = b_events.messages(100)
     assert [m.text for m in got] == [f"m{i}" for i in range(100)]
     b_events.quiet(1.0)

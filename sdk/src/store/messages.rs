@@ -33,6 +33,20 @@ pub enum MessageState {
 }
 
 impl MessageState {
+    /// Its name in JSON and in the bindings: `pending`, `sent`, `delivered`, `read`,
+    /// `failed`, `unread`, `seen`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+            Self::Unread => "unread",
+            Self::Seen => "seen",
+        }
+    }
+
     fn from_i64(n: i64) -> Option<Self> {
         Some(match n {
             0 => Self::Pending,
