@@ -37,7 +37,7 @@ use tokio::io::AsyncBufReadExt;
 #[derive(Parser)]
 #[command(name = "quiver", about = "Quiver command-line client")]
 struct Args {
-    /// Profile folder (token, device id, keys, cursor).
+    /// Profile folder: server, CA and the client store (session, keys, cursor, outbox, history).
     #[arg(long, env = "QUIVER_PROFILE", global = true)]
     profile: Option<PathBuf>,
     #[command(subcommand)]
