@@ -62,6 +62,8 @@ async fn connect(
     options
         .group_keys
         .insert(info.id.clone(), GroupKeys::from_info(info));
+    // A thousand clients in one process: one network watcher each would only add sockets.
+    options.watch_network = false;
     Ok(Client::connect(options).await?)
 }
 

@@ -193,6 +193,8 @@ impl Bench {
             let key = quiver_sdk::key_from_hex(&friend.key).context("friend key")?;
             options.keys.insert(friend.user, FriendKey(key));
         }
+        // Many clients in one process: one network watcher each would only add sockets.
+        options.watch_network = false;
         Ok(Client::connect(options).await?)
     }
 

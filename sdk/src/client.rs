@@ -18,7 +18,7 @@ use crate::link::{handshake, Link};
 pub use crate::options::ConnectOptions;
 use crate::seal::{self, FriendKey};
 pub use crate::send::{PendingSend, Sent};
-use crate::state::{lock, random_u128, ControlCommand, Inner};
+use crate::state::{lock, random_u128, unspecified, ControlCommand, Inner};
 use quiver_proto::datagram::{ClientDatagram, PresenceState};
 use quiver_proto::{ClientMsgId, ControlRequest, CursorTracker, DeviceId, GroupId, Seq, UserId};
 use std::collections::HashMap;
@@ -124,10 +124,10 @@ impl Client {
     /// Moves the connection to a new local socket — call it when the OS says the network
     /// changed (Wi-Fi to 4G). QUIC migrates the live connection: no new handshake, nothing
     /// resent, nothing lost. Returns the new local address.
+    /// The SDK does this by itself when the path to the node changes
+    /// ([`ConnectOptions::watch_network`]).
     pub fn rebind(&self) -> std::io::Result<SocketAddr> {
-        let socket = std::net::UdpSocket::bind(unspecified(self.inner.options.addr))?;
-        self.inner.endpoint.rebind(socket)?;
-        self.inner.endpoint.local_addr()
+        self.inner.rebind()
     }
 
     /// Adds or replaces a friendship key (after a new friendship).
@@ -318,6 +318,7 @@ fn assemble(
         stream_wanted: tokio::sync::Notify::new(),
         streams_waiting: std::sync::atomic::AtomicUsize::new(0),
         presence: Mutex::new(options_presence),
+        network_changed: tokio::sync::Notify::new(),
     });
     if let Some(store) = &inner.options.store {
         let restored = crate::persist::restore(store, &mut lock(&inner.queues))
@@ -331,6 +332,9 @@ fn assemble(
     });
     tokio::spawn(crate::driver::drive(inner.clone(), link));
     tokio::spawn(crate::send::close_idle_streams(Arc::downgrade(&inner)));
+    if inner.options.watch_network {
+        tokio::spawn(crate::netwatch::follow(Arc::downgrade(&inner)));
+    }
     let events = Events {
         store: inner.options.store.clone(),
         rx,
@@ -382,14 +386,5 @@ impl Client {
             .link()
             .ok_or(SendError::Connection("offline".into()))?;
         crate::presence::send(&link.conn, message)
-    }
-}
-
-/// The unspecified address of `addr`'s family, port 0.
-fn unspecified(addr: SocketAddr) -> SocketAddr {
-    if addr.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     }
 }

@@ -84,10 +84,11 @@ async fn reconnect(
         // in lockstep after a node restart.
         let jittered = delay.mul_f64(0.5 + (random_u128() % 1000) as f64 / 1000.0);
         tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
+            _ = tokio::time::sleep(jittered) => delay = (delay * 2).min(options.backoff_max),
+            // A new path (the train left the tunnel): try at once, from the shortest delay.
+            _ = inner.network_changed.notified() => delay = options.backoff_min,
             _ = closing.changed() => return None,
         }
-        delay = (delay * 2).min(options.backoff_max);
     }
 }
 

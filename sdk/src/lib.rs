@@ -56,7 +56,8 @@
 //! a circle: `link` (a connection's handshake, control and push streams), `driver`
 //! (reconnects), `send` (the outbox on conversation streams), `keys` and `group_open`
 //! (opening entries), `events` (the app's stream), `persist` (what goes to the store),
-//! `files`. [`Client`] assembles them; `groups`, `history` and [`App`] build on it.
+//! `files`, `netwatch` (moves the connection when the network changes). [`Client`]
+//! assembles them; `groups`, `history` and [`App`] build on it.
 
 mod app;
 mod client;
@@ -73,6 +74,7 @@ mod groups;
 mod history;
 mod keys;
 mod link;
+mod netwatch;
 mod options;
 mod outbox;
 mod persist;

@@ -62,6 +62,11 @@ pub struct ConnectOptions {
     /// client also receives friends' presence and typing ([`crate::Event::Presence`],
     /// [`crate::Event::Typing`]). `None`: neither.
     pub presence: Option<PresenceState>,
+    /// Follow the machine's network (on by default): when the path to the node changes
+    /// (Wi-Fi gone, back, a new default route), move the connection to it at once, as
+    /// [`crate::Client::rebind`] does, and cut a reconnect wait short. Off only for
+    /// processes that hold many clients (benchmarks).
+    pub watch_network: bool,
 }
 
 impl ConnectOptions {
@@ -92,6 +97,7 @@ impl ConnectOptions {
             close_idle_streams_after: Duration::from_secs(10),
             store: None,
             presence: None,
+            watch_network: true,
         }
     }
 }

@@ -68,6 +68,28 @@ pub(crate) struct Inner {
     pub(crate) presence: Mutex<Option<quiver_proto::datagram::PresenceState>>,
     /// Conversations waiting for a stream now.
     pub(crate) streams_waiting: std::sync::atomic::AtomicUsize,
+    /// Woken when the network changed to a path that works: a client waiting to
+    /// reconnect tries at once.
+    pub(crate) network_changed: tokio::sync::Notify,
+}
+
+impl Inner {
+    /// Moves the endpoint to a fresh UDP socket; QUIC sends from it at once, so the node
+    /// migrates the live connection to the new path. Returns the new local address.
+    pub(crate) fn rebind(&self) -> std::io::Result<std::net::SocketAddr> {
+        let socket = std::net::UdpSocket::bind(unspecified(self.options.addr))?;
+        self.endpoint.rebind(socket)?;
+        self.endpoint.local_addr()
+    }
+}
+
+/// The unspecified address of `addr`'s family, port 0: let the OS pick the source.
+pub(crate) fn unspecified(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

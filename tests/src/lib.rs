@@ -8,6 +8,7 @@
 
 pub mod gateway;
 pub mod mesh;
+pub mod netns;
 pub mod relay;
 
 use anyhow::{bail, Context};

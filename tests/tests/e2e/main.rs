@@ -11,6 +11,7 @@ mod history;
 mod hostile;
 mod limits;
 mod mesh;
+mod mobility;
 mod offline;
 mod ops;
 mod presence;
