@@ -29,6 +29,7 @@
 //! 4. **Push** — one server-opened unidirectional stream per peer, carrying inbox
 //!    [`Entry`] frames in `seq` order. The client acknowledges them on the control stream.
 
+pub mod carrier;
 pub mod cursor;
 pub mod datagram;
 pub mod error;

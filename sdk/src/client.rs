@@ -10,6 +10,7 @@
 //! DELIVERED means the app really has it; entries the app already took (by `seq`) are
 //! acknowledged again but not shown twice.
 
+use crate::carrier::Carrier;
 use crate::error::{ConnectError, SendError};
 use crate::event::ConnectionState;
 use crate::events::Events;
@@ -63,7 +64,7 @@ impl Client {
     /// Pushes begin right away: read the returned [`Events`], or the node stops pushing
     /// once its window is full.
     pub async fn connect(options: ConnectOptions) -> Result<(Client, Events), ConnectError> {
-        let (options, endpoint) = prepare(options)?;
+        let (options, endpoint, carrier) = prepare(options)?;
         let name = options.name_to_verify();
         let first = handshake(
             &endpoint,
@@ -71,10 +72,13 @@ impl Client {
             &name,
             &options.token,
             options.connect_timeout,
+            options
+                .tcp_fallback
+                .then_some((&carrier, options.fallback_after)),
         )
         .await?;
         let (user, device) = (first.user.clone(), first.device);
-        assemble(options, endpoint, user, device, Some(first))
+        assemble(options, endpoint, carrier, user, device, Some(first))
     }
 
     /// Starts a client for `user`'s `device` (from an earlier login) without waiting for
@@ -86,8 +90,8 @@ impl Client {
         user: UserId,
         device: DeviceId,
     ) -> Result<(Client, Events), ConnectError> {
-        let (options, endpoint) = prepare(options)?;
-        assemble(options, endpoint, user, device, None)
+        let (options, endpoint, carrier) = prepare(options)?;
+        assemble(options, endpoint, carrier, user, device, None)
     }
 
     /// Who the node says you are.
@@ -114,6 +118,17 @@ impl Client {
     /// The current QUIC connection, if online (for statistics and tests).
     pub fn connection(&self) -> Option<quinn::Connection> {
         self.inner.link().map(|link| link.conn.clone())
+    }
+
+    /// Whether the connection travels over the TCP carrier now (UDP blocked), rather
+    /// than QUIC over UDP.
+    pub fn on_tcp(&self) -> bool {
+        self.inner.carrier.on_tcp()
+    }
+
+    /// How many times the connection moved between UDP and TCP.
+    pub fn carrier_moves(&self) -> u64 {
+        self.inner.carrier.moves()
     }
 
     /// The local UDP address the client sends from.
@@ -273,18 +288,40 @@ impl Client {
     }
 }
 
-/// Fills the options in from the store and makes the client's endpoint.
-fn prepare(mut options: ConnectOptions) -> Result<(ConnectOptions, quinn::Endpoint), ConnectError> {
+/// Fills the options in from the store and makes the client's endpoint, on a socket
+/// that carries UDP or the TCP tunnel.
+fn prepare(
+    mut options: ConnectOptions,
+) -> Result<(ConnectOptions, quinn::Endpoint, Arc<Carrier>), ConnectError> {
     if let Some(store) = options.store.clone() {
         crate::persist::remember(&store, &mut options)
             .map_err(|e| ConnectError::Store(e.to_string()))?;
     }
     let config = crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
         .map_err(ConnectError::Tls)?;
-    let mut endpoint = quinn::Endpoint::client(unspecified(options.addr))
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+    let failed = |e: std::io::Error| ConnectError::Connect(e.to_string());
+    let socket = std::net::UdpSocket::bind(unspecified(options.addr)).map_err(failed)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let udp = quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(failed)?;
+    let carrier = Carrier::new(
+        options.addr,
+        options.name_to_verify(),
+        &options.ca_pem,
+        udp.clone(),
+    )
+    .map_err(ConnectError::Tls)?;
+    if options.tcp_only {
+        carrier.pin_tcp();
+    }
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        None,
+        carrier.socket(udp),
+        runtime,
+    )
+    .map_err(failed)?;
     endpoint.set_default_client_config(config);
-    Ok((options, endpoint))
+    Ok((options, endpoint, carrier))
 }
 
 /// Builds the client's state, restores the store's outbox, and starts the driver — on
@@ -292,6 +329,7 @@ fn prepare(mut options: ConnectOptions) -> Result<(ConnectOptions, quinn::Endpoi
 fn assemble(
     options: ConnectOptions,
     endpoint: quinn::Endpoint,
+    carrier: Arc<Carrier>,
     user: UserId,
     device: DeviceId,
     first: Option<crate::link::Handshake>,
@@ -319,6 +357,7 @@ fn assemble(
         streams_waiting: std::sync::atomic::AtomicUsize::new(0),
         presence: Mutex::new(options_presence),
         network_changed: tokio::sync::Notify::new(),
+        carrier,
     });
     if let Some(store) = &inner.options.store {
         let restored = crate::persist::restore(store, &mut lock(&inner.queues))
@@ -334,6 +373,13 @@ fn assemble(
     tokio::spawn(crate::send::close_idle_streams(Arc::downgrade(&inner)));
     if inner.options.watch_network {
         tokio::spawn(crate::netwatch::follow(Arc::downgrade(&inner)));
+    }
+    if inner.options.tcp_fallback && !inner.options.tcp_only {
+        tokio::spawn(crate::carrier::follow(
+            Arc::downgrade(&inner.carrier),
+            inner.closing.subscribe(),
+            inner.options.udp_probe_every,
+        ));
     }
     let events = Events {
         store: inner.options.store.clone(),

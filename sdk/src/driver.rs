@@ -65,6 +65,9 @@ async fn reconnect(
             &name,
             &options.token,
             options.connect_timeout,
+            options
+                .tcp_fallback
+                .then_some((&inner.carrier, options.fallback_after)),
         )
         .await
         {

@@ -56,10 +56,12 @@
 //! a circle: `link` (a connection's handshake, control and push streams), `driver`
 //! (reconnects), `send` (the outbox on conversation streams), `keys` and `group_open`
 //! (opening entries), `events` (the app's stream), `persist` (what goes to the store),
-//! `files`, `netwatch` (moves the connection when the network changes). [`Client`]
+//! `files`, `netwatch` (moves the connection when the network changes), `carrier` (UDP,
+//! or QUIC in TLS over TCP where UDP is blocked, under the endpoint). [`Client`]
 //! assembles them; `groups`, `history` and [`App`] build on it.
 
 mod app;
+mod carrier;
 mod client;
 mod driver;
 mod error;
@@ -89,6 +91,7 @@ pub mod text;
 pub mod tls;
 
 pub use app::{App, AppError};
+pub use carrier::tcp_endpoint;
 pub use client::{Client, ConnectOptions, PendingSend, Sent};
 pub use error::{ConnectError, HistoryError, RestError, SendError};
 pub use event::{ConnectionState, Event, GroupMessage, Message, Receipt};

@@ -2,6 +2,7 @@
 //! and the node's push streams. A client goes through many links over its life; the
 //! outbox, the cursor and the event stream outlive them.
 
+use crate::carrier::Carrier;
 use crate::error::ConnectError;
 use crate::event::Event;
 use crate::frames::{read_frame, write_frame};
@@ -12,6 +13,7 @@ use quiver_proto::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the node said in `Welcome`, with the streams it came on.
@@ -25,14 +27,18 @@ pub(crate) struct Handshake {
 }
 
 /// Connects and says Hello; bounded by `timeout` (QUIC alone would wait an idle timeout).
+/// With a `fallback` carrier, an attempt that UDP has not completed after its delay goes on
+/// over the TCP tunnel.
 pub(crate) async fn handshake(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
     server_name: &str,
     token: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
+    fallback: Option<(&Arc<Carrier>, Duration)>,
 ) -> Result<Handshake, ConnectError> {
-    match tokio::time::timeout(timeout, handshake_inner(endpoint, addr, server_name, token)).await {
+    let attempt = handshake_inner(endpoint, addr, server_name, token, fallback);
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Connect(format!(
             "no answer from {addr} within {timeout:?}"
@@ -45,13 +51,25 @@ async fn handshake_inner(
     addr: SocketAddr,
     server_name: &str,
     token: &str,
+    fallback: Option<(&Arc<Carrier>, Duration)>,
 ) -> Result<Handshake, ConnectError> {
     let failed = |e: &dyn std::fmt::Display| ConnectError::Connect(e.to_string());
-    let conn = endpoint
+    let mut connecting = endpoint
         .connect(addr, server_name)
-        .map_err(|e| failed(&e))?
-        .await
-        .map_err(|e| closed_by_node(&e).unwrap_or_else(|| failed(&e)))?;
+        .map_err(|e| failed(&e))?;
+    let connected = match fallback {
+        // Happy Eyeballs: QUIC over UDP first, the same handshake over TCP if UDP is
+        // silent; its next Initial goes down the tunnel.
+        Some((carrier, after)) if !carrier.on_tcp() => tokio::select! {
+            done = &mut connecting => done,
+            _ = tokio::time::sleep(after) => {
+                carrier.use_tcp();
+                connecting.await
+            }
+        },
+        _ => connecting.await,
+    };
+    let conn = connected.map_err(|e| closed_by_node(&e).unwrap_or_else(|| failed(&e)))?;
     // The node may close the connection at any point of the handshake (a cap, a bad
     // token): its close code says why, whichever step noticed first.
     let why = |e: &dyn std::fmt::Display| refusal(&conn).unwrap_or_else(|| failed(e));

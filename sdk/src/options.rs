@@ -67,6 +67,18 @@ pub struct ConnectOptions {
     /// [`crate::Client::rebind`] does, and cut a reconnect wait short. Off only for
     /// processes that hold many clients (benchmarks).
     pub watch_network: bool,
+    /// Where UDP does not get through, carry the connection over TLS on TCP to the same
+    /// address and port (on by default): a connection attempt with no answer over UDP after
+    /// `fallback_after` goes on over TCP, and a live one moves there when UDP stops
+    /// answering. It moves back when a probe finds UDP working again.
+    pub tcp_fallback: bool,
+    /// Carry the connection over TCP only, never UDP: for a network known to block UDP
+    /// (an app setting), and for tests of the TCP carrier.
+    pub tcp_only: bool,
+    /// How long a connection attempt waits for UDP before going on over TCP.
+    pub fallback_after: Duration,
+    /// How often a client on TCP probes whether UDP works again (two 16-byte packets).
+    pub udp_probe_every: Duration,
 }
 
 impl ConnectOptions {
@@ -98,6 +110,10 @@ impl ConnectOptions {
             store: None,
             presence: None,
             watch_network: true,
+            tcp_fallback: true,
+            tcp_only: false,
+            fallback_after: Duration::from_millis(250),
+            udp_probe_every: Duration::from_secs(30),
         }
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Woken when the network changed to a path that works: a client waiting to
     /// reconnect tries at once.
     pub(crate) network_changed: tokio::sync::Notify,
+    /// UDP or the TCP tunnel, under the endpoint.
+    pub(crate) carrier: Arc<crate::carrier::Carrier>,
 }
 
 impl Inner {
@@ -78,7 +80,8 @@ impl Inner {
     /// migrates the live connection to the new path. Returns the new local address.
     pub(crate) fn rebind(&self) -> std::io::Result<std::net::SocketAddr> {
         let socket = std::net::UdpSocket::bind(unspecified(self.options.addr))?;
-        self.endpoint.rebind(socket)?;
+        let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
+        self.endpoint.rebind_abstract(self.carrier.socket(udp))?;
         self.endpoint.local_addr()
     }
 }

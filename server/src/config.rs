@@ -17,6 +17,9 @@ pub struct Config {
     pub quic_addr: SocketAddr,
     /// TCP address of the HTTPS REST API.
     pub http_addr: SocketAddr,
+    /// Serve the TCP carrier (QUIC in TLS over TCP, for clients whose network blocks UDP)
+    /// on `quic_addr`'s address and port number.
+    pub tcp_carrier: bool,
     /// TLS certificate (PEM) for QUIC and HTTPS; dev certificates are made when unset.
     pub cert: Option<PathBuf>,
     /// Private key (PEM) matching `cert`.
@@ -325,6 +328,7 @@ impl Default for Config {
             data_dir: PathBuf::from("quiver-data"),
             quic_addr: "127.0.0.1:4433".parse().expect("valid literal"),
             http_addr: "127.0.0.1:8443".parse().expect("valid literal"),
+            tcp_carrier: true,
             cert: None,
             key: None,
             token_ttl_secs: 24 * 3600,

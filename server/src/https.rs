@@ -85,6 +85,7 @@ pub async fn serve(
         );
         connections.spawn(async move {
             metrics.http_open.fetch_add(1, Ordering::Relaxed);
+            let local = tcp.local_addr().ok();
             let mut tcp = tokio_io_timeout::TimeoutStream::new(tcp);
             let idle = Duration::from_millis(limits.idle_timeout_ms);
             tcp.set_read_timeout(Some(idle));
@@ -92,7 +93,9 @@ pub async fn serve(
             let header = Duration::from_millis(limits.header_timeout_ms);
             match tokio::time::timeout(header, acceptor.accept(Box::pin(tcp))).await {
                 Ok(Ok(tls)) => {
-                    let app = app.layer(axum::Extension(ConnectInfo(remote)));
+                    let app = app
+                        .layer(axum::Extension(ConnectInfo(remote)))
+                        .layer(axum::Extension(crate::http::ReachedAt(local)));
                     connection(tls, app, header).await;
                 }
                 _ => tracing::debug!(%remote, "tls handshake failed or timed out"),

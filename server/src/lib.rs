@@ -8,6 +8,7 @@
 //! | [`config`] | the validated configuration and every limit |
 //! | [`tls`] | certificates and rustls configurations |
 //! | [`listener`] | the QUIC endpoint and its accept loop |
+//! | [`carrier`] | the endpoint's socket: UDP, and QUIC in TLS over TCP where UDP is blocked |
 //! | [`session`] | one client connection: hello, control, conversations, pushes |
 //! | [`datagrams`] | a connection's typing and presence datagrams: checked, relayed, never stored |
 //! | [`presence`] | who shows what, in memory only |
@@ -48,6 +49,7 @@
 pub mod api;
 pub mod auth;
 pub mod blobs;
+pub mod carrier;
 pub mod commit;
 pub mod config;
 pub mod conversation;

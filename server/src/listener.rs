@@ -1,6 +1,8 @@
 //! The client QUIC endpoint: one quinn endpoint per node (several sockets on one port would
-//! break connection migration), transport limits sized for chat, and the accept loop.
+//! break connection migration), transport limits sized for chat, and the accept loop. Its
+//! socket carries UDP and the TCP carrier's tunnels ([`crate::carrier`]).
 
+use crate::carrier::Tunnels;
 use crate::config::Limits;
 use crate::credit::StreamCredit;
 use crate::shared::Shared;
@@ -15,12 +17,17 @@ use tokio::sync::mpsc;
 /// clients of a restarted node learn at once that their connection is gone. The connection
 /// ids are keyed from it too: quinn drops (without a reset) packets whose connection id
 /// does not validate, and a per-process random key would make every old id invalid.
+///
+/// With `tcp`, also binds the TCP carrier's listener on the same address and port number
+/// (on port 0, a number free for both).
 pub fn endpoint(
     addr: SocketAddr,
     identity: &Identity,
     limits: &Limits,
     reset_key: &[u8; 32],
-) -> Result<quinn::Endpoint, ListenerError> {
+    tunnels: Arc<Tunnels>,
+    tcp: bool,
+) -> Result<(quinn::Endpoint, Option<std::net::TcpListener>), ListenerError> {
     let mut transport = quinn::TransportConfig::default();
     transport
         // A new connection is offered a few streams; its session offers more as they are used.
@@ -54,9 +61,39 @@ pub fn endpoint(
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let socket = std::net::UdpSocket::bind(addr).map_err(ListenerError::Bind)?;
-    quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
-        .map_err(ListenerError::Bind)
+    let (socket, listener) = bind(addr, tcp)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let udp = quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(ListenerError::Bind)?;
+    let socket = Arc::new(tunnels.socket(udp));
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)
+        .map_err(ListenerError::Bind)?;
+    Ok((endpoint, listener))
+}
+
+/// Binds UDP at `addr` and, with `tcp`, TCP at the same address and port. On port 0 the
+/// UDP port the OS picks may be taken for TCP: then both are tried again.
+fn bind(
+    addr: SocketAddr,
+    tcp: bool,
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), ListenerError> {
+    let mut attempts = 0;
+    loop {
+        let udp = std::net::UdpSocket::bind(addr).map_err(ListenerError::Bind)?;
+        if !tcp {
+            return Ok((udp, None));
+        }
+        let bound = udp.local_addr().map_err(ListenerError::Bind)?;
+        match std::net::TcpListener::bind(bound) {
+            Ok(listener) => {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(ListenerError::Bind)?;
+                return Ok((udp, Some(listener)));
+            }
+            Err(_) if addr.port() == 0 && attempts < 16 => attempts += 1,
+            Err(e) => return Err(ListenerError::Bind(e)),
+        }
+    }
 }
 
 /// Accepts connections until the endpoint is closed, then waits for their sessions.

@@ -138,8 +138,15 @@ impl Node {
             Some(_) => (None, None),
         };
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
-        let endpoint =
-            crate::listener::endpoint(config.quic_addr, &identity, &config.limits, &reset_secret)?;
+        let tunnels = Arc::new(crate::carrier::Tunnels::default());
+        let (endpoint, tunnel_listener) = crate::listener::endpoint(
+            config.quic_addr,
+            &identity,
+            &config.limits,
+            &reset_secret,
+            tunnels.clone(),
+            config.tcp_carrier,
+        )?;
         let quic_addr = endpoint.local_addr().map_err(io("quic local address"))?;
 
         let (directory, mesh): (Arc<dyn Directory>, _) = match &config.mesh {
@@ -215,6 +222,7 @@ impl Node {
             groups,
             presence: crate::presence::Presence::default(),
             push,
+            tunnels: tunnels.clone(),
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {
@@ -244,6 +252,18 @@ impl Node {
         ];
         housekeeping.extend(push_task);
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
+        if let Some(listener) = tunnel_listener {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(io("tcp carrier listener"))?;
+            let limits = &shared.config.limits;
+            let limits = crate::carrier::TunnelLimits {
+                per_address: limits.max_connections_per_address,
+                handshake: Duration::from_millis(limits.handshake_timeout_ms),
+                idle: Duration::from_millis(limits.idle_timeout_ms),
+            };
+            let tls = Arc::new(identity.tunnel()?);
+            tokio::spawn(crate::carrier::serve(listener, tls, tunnels, limits));
+        }
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
         let http_task = tokio::spawn(crate::https::serve(
@@ -377,6 +397,7 @@ impl Node {
         let _ = tokio::time::timeout(bound, self.quic_task).await;
         let _ = tokio::time::timeout(bound, self.http_task).await;
         let _ = tokio::time::timeout(bound, self.endpoint.wait_idle()).await;
+        self.shared.tunnels.close();
         drop(self.shared);
         if let Err(e) = crate::sled_flush::flush(&self.db).await {
             tracing::error!(error = %e, "final flush failed");

@@ -59,7 +59,9 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
     };
     let remote = conn.remote_address();
     let limit = shared.config.limits.max_connections_per_address;
-    let Some(_address_slot) = shared.live.connections.take(&remote.ip(), limit) else {
+    // A tunnelled client counts at its real address, not its tunnel's.
+    let ip = shared.tunnels.peer_ip(remote);
+    let Some(_address_slot) = shared.live.connections.take(&ip, limit) else {
         tracing::info!(%remote, "too many connections from this address");
         let code = ErrorCode::TooManyConnections;
         shared.metrics.error(code);

@@ -5,6 +5,7 @@
 
 use crate::auth::TokenKey;
 use crate::blobs::Blobs;
+use crate::carrier::Tunnels;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::groups::Groups;
@@ -42,4 +43,6 @@ pub struct Shared {
     pub(crate) presence: Presence,
     /// Push notifications for away devices; `None` without a gateway.
     pub(crate) push: Option<Pusher>,
+    /// The TCP carrier's open tunnels (which real address each stands for).
+    pub(crate) tunnels: Arc<Tunnels>,
 }

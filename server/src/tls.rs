@@ -117,6 +117,11 @@ impl Identity {
         Ok((server, client))
     }
 
+    /// rustls configuration for the TCP carrier's tunnels.
+    pub fn tunnel(&self) -> Result<rustls::ServerConfig, TlsError> {
+        self.server_config(&[quiver_proto::carrier::TUNNEL_ALPN])
+    }
+
     /// rustls configuration for HTTPS (HTTP/2 and HTTP/1.1).
     pub fn https(&self) -> Result<rustls::ServerConfig, TlsError> {
         self.server_config(&[b"h2", b"http/1.1"])

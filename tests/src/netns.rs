@@ -28,8 +28,12 @@ impl Phone {
         if !is_root() {
             bail!("network namespace tests need root (CI runs as root)");
         }
-        let id = std::process::id();
-        let net = 20 + (id % 200) as u8;
+        // Unique per process and per phone: tests run side by side.
+        static PHONES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = PHONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+        let pid = std::process::id();
+        let id = format!("{pid}{n}");
+        let net = 20 + ((pid % 50) * 4 + n) as u8;
         let phone = Phone {
             ns: format!("qvphone{id}"),
             wifi_host: format!("qvw{id}"),
@@ -85,6 +89,32 @@ impl Phone {
     pub fn link_up(&self, link: &str) -> anyhow::Result<()> {
         ip_in(&self.ns, &["link", "set", link, "up"])?;
         self.default_route(link)
+    }
+
+    /// Drops every UDP packet in and out of the phone (nftables), as a network that
+    /// blocks UDP does; TCP still passes.
+    pub fn block_udp(&self) -> anyhow::Result<()> {
+        let nft = |args: &[&str]| {
+            run(Command::new("ip")
+                .args(["netns", "exec", &self.ns, "nft"])
+                .args(args))
+        };
+        nft(&["add", "table", "inet", "qvblock"])?;
+        for (chain, hook) in [("in", "input"), ("out", "output")] {
+            let spec = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
+            nft(&["add", "chain", "inet", "qvblock", chain, &spec])?;
+            nft(&[
+                "add", "rule", "inet", "qvblock", chain, "meta", "l4proto", "udp", "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Lets UDP through again.
+    pub fn unblock_udp(&self) -> anyhow::Result<()> {
+        run(Command::new("ip").args([
+            "netns", "exec", &self.ns, "nft", "delete", "table", "inet", "qvblock",
+        ]))
     }
 
     /// Packets our end of a link sent so far (towards the phone).

@@ -136,9 +136,15 @@ async fn register(
     ))
 }
 
+/// The local address a REST client reached the node at: a node listening on all
+/// addresses tells each client the QUIC address on the same IP.
+#[derive(Clone, Copy, Debug)]
+pub struct ReachedAt(pub Option<SocketAddr>);
+
 async fn login(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    reached: Option<axum::Extension<ReachedAt>>,
     body: Result<Json<rest::LoginRequest>, JsonRejection>,
 ) -> Result<Json<rest::LoginResponse>, ApiError> {
     let Json(req) = body?;
@@ -184,12 +190,18 @@ async fn login(
         (Ok(Home::Peer(node)), Some(mesh)) => mesh.registry().lookup(&node).await.map(|n| n.client),
         _ => None,
     };
+    let mut quic_addr = quic_addr.unwrap_or(shared.quic_addr);
+    if let (true, Some(axum::Extension(ReachedAt(Some(local))))) =
+        (quic_addr.ip().is_unspecified(), reached)
+    {
+        quic_addr.set_ip(local.ip());
+    }
     Ok(Json(rest::LoginResponse {
         token,
         user,
         device,
         expires_at,
-        quic_addr: quic_addr.unwrap_or(shared.quic_addr).to_string(),
+        quic_addr: quic_addr.to_string(),
     }))
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: real nodes, real QUIC, real sled, driven through the SDK (and, for
 //! hostile input, through raw QUIC streams). One binary, so it links once.
 
+mod carrier;
 mod chat;
 mod faults;
 mod files;
@@ -14,6 +15,7 @@ mod mesh;
 mod mobility;
 mod offline;
 mod ops;
+mod phone;
 mod presence;
 mod push;
 mod raw;

@@ -3,91 +3,21 @@
 //! app never calls `rebind()`: the SDK notices the change of path by itself and the node
 //! moves the same connection to the new path. Needs root (CI runs as root).
 
-use anyhow::{ensure, Context};
-use quiver_tests::netns::Phone;
+use crate::phone::PhoneScene;
+use anyhow::ensure;
 use quiver_tests::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// The phone, a child process in its namespace, and its lines with when they came.
-struct PhoneApp {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-}
-
-impl PhoneApp {
-    fn start(phone: &Phone, args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &phone.ns,
-                env!("CARGO_BIN_EXE_phone_child"),
-            ])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    /// Every line that came until now.
-    fn take(&self) -> Vec<(Instant, String)> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for PhoneApp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiving_phone_follows_wifi_to_cell_and_back_without_rebind() -> anyhow::Result<()> {
-    let phone = Phone::new()?;
-    let node = TestNode::start_with(|c| c.quic_addr = "0.0.0.0:0".parse().expect("addr")).await?;
-    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
-    node.befriend(&alice, &bob).await?;
-    let key = node.rest().friends(&bob.login.token).await?.friends[0]
-        .key
-        .clone();
-    let dir = tempfile::tempdir()?;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &node.ca_pem)?;
-    let server = std::net::SocketAddr::from((phone.server_ip(), node.quic_addr().port()));
-    let mut args = vec![
-        server.to_string(),
-        ca.display().to_string(),
-        bob.login.token.clone(),
-        alice.id.to_string(),
-        key,
-    ];
+    let scene = PhoneScene::new().await?;
     // The figure before the watcher: the same run with the phone not watching (it fails).
-    if std::env::var_os("QUIVER_MOBILITY_NO_WATCH").is_some() {
-        args.push("--no-watch".into());
-    }
-    let app = PhoneApp::start(&phone, &args)?;
-    let started = Instant::now();
-    while !app.take().iter().any(|(_, l)| l == "online") {
-        ensure!(started.elapsed() < WAIT, "the phone did not come online");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let port = node.quic_addr().port();
-    let (a, _a_events) = node
-        .connect_with(&alice, |o| o.addr = ([127, 0, 0, 1], port).into())
+    let no_watch = std::env::var_os("QUIVER_MOBILITY_NO_WATCH").is_some();
+    let app = scene
+        .start_app(if no_watch { &["--no-watch"] } else { &[] })
         .await?;
+    let (phone, node, bob) = (&scene.phone, &scene.node, &scene.bob);
+    let (a, _a_events) = scene.alice_client().await?;
 
     // One message every 20 ms: 1 s on wifi, 3 s after wifi goes, 3 s after it comes back.
     // The phone acknowledges each as it takes it, so while messages flow its own packets
@@ -136,7 +66,7 @@ async fn a_receiving_phone_follows_wifi_to_cell_and_back_without_rebind() -> any
             if let Some(text) = line.strip_prefix("msg ") {
                 arrived.push((at, text.to_owned()));
             } else {
-                ensure!(!line.starts_with("state"), "the phone reconnected: {line}");
+                ensure!(line == "state Online", "the phone reconnected: {line}");
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,0 +1,323 @@
+//! The client's two carriers under one QUIC connection: UDP, or QUIC packets tunnelled
+//! through TLS over TCP where a network blocks UDP (docs/PROTOCOL.md 3.7).
+//!
+//! The seam is the endpoint's socket, [`ClientSocket`]: quinn sends to the node and reads
+//! from it, and which carrier the packets take is decided below it. Moving carriers is
+//! therefore a path change to QUIC, as moving from Wi-Fi to 4G is: the same connection,
+//! its streams, its outbox and its cursor go on, and the node migrates it.
+//!
+//! When to move ([`follow`]): a connection attempt that has heard nothing over UDP after
+//! `fallback_after` (~250 ms, RFC 8305 style) goes on over TCP; a live connection whose
+//! UDP packets go unanswered for a second sends a UDP probe, and moves to TCP if the node
+//! does not echo it either. On TCP, a probe every `udp_probe_every` (30 s) tells when UDP
+//! works again, and the connection moves back.
+
+mod tunnel;
+
+use quinn::udp::Transmit;
+use quinn::AsyncUdpSocket;
+use quiver_carrier::{CarrierSocket, Inbound, Router};
+use quiver_proto::carrier::{PROBE_LEN, PROBE_MAGIC};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// The endpoint's socket: UDP, or the tunnel when the carrier says so.
+pub(crate) type ClientSocket = CarrierSocket<Carrier>;
+
+/// UDP unanswered this long makes the client probe whether UDP still works.
+const SUSPECT_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a probe's echo may take.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a tunnel stays open after moving back to UDP, for packets on their way.
+const TUNNEL_GRACE: Duration = Duration::from_secs(5);
+
+/// After a tunnel could not be opened, TCP is not tried again for this long.
+const TCP_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Packets from the tunnel waiting for quinn.
+const INBOUND_QUEUE: usize = 1024;
+
+/// Which carrier the client is on, and what it knows of UDP.
+pub(crate) struct Carrier {
+    me: Weak<Carrier>,
+    server: SocketAddr,
+    server_name: String,
+    tls: Arc<rustls::ClientConfig>,
+    /// The UDP socket now (rebinding replaces it).
+    udp: Mutex<Arc<dyn AsyncUdpSocket>>,
+    on_tcp: AtomicBool,
+    tunnel: Mutex<Option<tunnel::Handle>>,
+    inbound_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    inbound: Arc<Inbound>,
+    /// Since when packets sent over UDP have had no answer over UDP.
+    udp_unanswered: Mutex<Option<Instant>>,
+    /// Woken when UDP packets start waiting for an answer, and when a probe is echoed.
+    udp_news: Notify,
+    probe_echoed: AtomicBool,
+    /// Moves between carriers so far (for tests and statistics).
+    moves: std::sync::atomic::AtomicU64,
+    /// When a tunnel last failed to open: TCP is not tried again for a while.
+    tcp_failed: Mutex<Option<Instant>>,
+    /// On TCP for good ([`crate::ConnectOptions::tcp_only`]).
+    pinned: AtomicBool,
+}
+
+impl fmt::Debug for Carrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Carrier")
+            .field("server", &self.server)
+            .field("on_tcp", &self.on_tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Carrier {
+    /// A carrier to `server` starting on UDP with `udp`; tunnels verify `server_name`
+    /// with the roots of `ca_pem`.
+    pub(crate) fn new(
+        server: SocketAddr,
+        server_name: String,
+        ca_pem: &str,
+        udp: Arc<dyn AsyncUdpSocket>,
+    ) -> Result<Arc<Self>, String> {
+        let tls = crate::tls::rustls_config(ca_pem, &[quiver_proto::carrier::TUNNEL_ALPN])?;
+        let (inbound_tx, inbound) = Inbound::new(INBOUND_QUEUE);
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            server,
+            server_name,
+            tls: Arc::new(tls),
+            udp: Mutex::new(udp),
+            on_tcp: AtomicBool::new(false),
+            tunnel: Mutex::new(None),
+            inbound_tx,
+            inbound,
+            udp_unanswered: Mutex::new(None),
+            udp_news: Notify::new(),
+            probe_echoed: AtomicBool::new(false),
+            moves: std::sync::atomic::AtomicU64::new(0),
+            tcp_failed: Mutex::new(None),
+            pinned: AtomicBool::new(false),
+        }))
+    }
+
+    /// The socket quinn uses: this carrier over `udp` (a new one after a rebind). A new
+    /// socket means a new path: a tunnel opened on the old one is closed, and the next
+    /// packet opens another.
+    pub(crate) fn socket(self: &Arc<Self>, udp: Arc<dyn AsyncUdpSocket>) -> Arc<ClientSocket> {
+        *lock(&self.udp) = udp.clone();
+        *lock(&self.udp_unanswered) = None;
+        lock(&self.tunnel).take();
+        Arc::new(CarrierSocket::new(udp, self.clone(), self.inbound.clone()))
+    }
+
+    /// Whether packets go through the TCP tunnel now.
+    pub(crate) fn on_tcp(&self) -> bool {
+        self.on_tcp.load(Ordering::Relaxed)
+    }
+
+    /// Moves between carriers so far.
+    pub(crate) fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Relaxed)
+    }
+
+    /// Sends everything through the TCP tunnel from now on (opening it if needed) —
+    /// unless a tunnel failed to open a short while ago.
+    pub(crate) fn use_tcp(self: &Arc<Self>) {
+        if lock(&self.tcp_failed).is_some_and(|at| at.elapsed() < TCP_COOLDOWN) {
+            return;
+        }
+        if !self.on_tcp.swap(true, Ordering::Relaxed) {
+            self.moves.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(server = %self.server, "UDP does not get through; moving to TCP");
+        }
+        self.tunnel_out();
+    }
+
+    /// Sends through the TCP tunnel only, from now on and for good.
+    pub(crate) fn pin_tcp(self: &Arc<Self>) {
+        self.pinned.store(true, Ordering::Relaxed);
+        self.on_tcp.store(true, Ordering::Relaxed);
+        self.tunnel_out();
+    }
+
+    /// Sends over UDP again; the tunnel closes a little later.
+    fn use_udp(self: &Arc<Self>) {
+        if self.on_tcp.swap(false, Ordering::Relaxed) {
+            self.moves.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(server = %self.server, "UDP works again; moving back to QUIC over UDP");
+            let this = Arc::downgrade(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(TUNNEL_GRACE).await;
+                if let Some(this) = this.upgrade() {
+                    if !this.on_tcp() {
+                        lock(&this.tunnel).take();
+                    }
+                }
+            });
+        }
+    }
+
+    /// The open tunnel's queue, opening a tunnel if there is none (or it ended).
+    fn tunnel_out(&self) -> mpsc::Sender<Vec<u8>> {
+        let mut tunnel = lock(&self.tunnel);
+        if let Some(open) = tunnel.as_ref().filter(|t| !t.ended()) {
+            return open.out.clone();
+        }
+        let this = self.me.clone();
+        let failed = move || {
+            // No tunnel either: back to UDP, which may yet work (a lossy path, not a
+            // blocked one), and leave TCP alone for a while.
+            if let Some(this) = this.upgrade().filter(|t| !t.pinned.load(Ordering::Relaxed)) {
+                *lock(&this.tcp_failed) = Some(Instant::now());
+                if this.on_tcp.swap(false, Ordering::Relaxed) {
+                    this.moves.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        let handle = tunnel::open(
+            self.server,
+            self.server_name.clone(),
+            self.tls.clone(),
+            self.inbound_tx.clone(),
+            failed,
+        );
+        let out = handle.out.clone();
+        *tunnel = Some(handle);
+        out
+    }
+
+    /// Sends a UDP probe and says whether the node echoed it in time.
+    async fn probe(&self) -> bool {
+        self.probe_echoed.store(false, Ordering::Relaxed);
+        let mut probe = [0u8; PROBE_LEN];
+        probe[..8].copy_from_slice(&PROBE_MAGIC);
+        probe[8..].copy_from_slice(&crate::state::random_u128().to_le_bytes()[..8]);
+        let udp = lock(&self.udp).clone();
+        let transmit = Transmit {
+            destination: self.server,
+            ecn: None,
+            contents: &probe,
+            segment_size: None,
+            src_ip: None,
+        };
+        let _ = udp.try_send(&transmit);
+        let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+        while !self.probe_echoed.load(Ordering::Relaxed) {
+            if tokio::time::timeout_at(deadline, self.udp_news.notified())
+                .await
+                .is_err()
+            {
+                return self.probe_echoed.load(Ordering::Relaxed);
+            }
+        }
+        true
+    }
+}
+
+/// A quinn client endpoint whose packets to `server` all travel through the TCP carrier:
+/// for tools and tests that speak the protocol themselves over TCP. `server_name` is
+/// verified with the roots in `ca_pem`.
+pub fn tcp_endpoint(
+    server: SocketAddr,
+    server_name: &str,
+    ca_pem: &str,
+) -> io::Result<quinn::Endpoint> {
+    let unspecified = crate::state::unspecified(server);
+    let udp = quinn::Runtime::wrap_udp_socket(
+        &quinn::TokioRuntime,
+        std::net::UdpSocket::bind(unspecified)?,
+    )?;
+    let carrier = Carrier::new(server, server_name.to_owned(), ca_pem, udp.clone())
+        .map_err(io::Error::other)?;
+    carrier.pin_tcp();
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        None,
+        carrier.socket(udp),
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// Moves the connection between carriers as UDP stops or starts getting through, until
+/// `closing` turns true or the client is gone.
+pub(crate) async fn follow(
+    carrier: std::sync::Weak<Carrier>,
+    mut closing: watch::Receiver<bool>,
+    probe_every: Duration,
+) {
+    loop {
+        let Some(this) = carrier.upgrade() else {
+            return;
+        };
+        let wait = if this.on_tcp() {
+            // On TCP: try UDP again now and then.
+            tokio::time::sleep(probe_every)
+        } else {
+            match *lock(&this.udp_unanswered) {
+                Some(since) => tokio::time::sleep_until((since + SUSPECT_AFTER).into()),
+                // Nothing waits for an answer: sleep until something does.
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            }
+        };
+        let news = this.udp_news.notified();
+        tokio::select! {
+            _ = wait => {}
+            _ = news => continue,
+            // `closing` only ever turns true.
+            _ = closing.changed() => return,
+        }
+        if this.on_tcp() {
+            if this.probe().await {
+                this.use_udp();
+            }
+        } else {
+            let overdue =
+                lock(&this.udp_unanswered).is_some_and(|since| since.elapsed() >= SUSPECT_AFTER);
+            // Two probes unanswered: one lost on a lossy path is not a blocked one.
+            if overdue && !this.probe().await && !this.probe().await {
+                this.use_tcp();
+            }
+        }
+    }
+}
+
+impl Router for Carrier {
+    fn tunnel(&self, _destination: SocketAddr) -> Option<mpsc::Sender<Vec<u8>>> {
+        self.on_tcp().then(|| self.tunnel_out())
+    }
+
+    fn probe(
+        &self,
+        _udp: &dyn AsyncUdpSocket,
+        _from: SocketAddr,
+        _dst: Option<IpAddr>,
+        _probe: &[u8],
+    ) {
+        self.probe_echoed.store(true, Ordering::Relaxed);
+        self.udp_news.notify_one();
+    }
+
+    fn sent_udp(&self) {
+        let mut unanswered = lock(&self.udp_unanswered);
+        if unanswered.is_none() {
+            *unanswered = Some(Instant::now());
+            self.udp_news.notify_one();
+        }
+    }
+
+    fn heard_udp(&self) {
+        *lock(&self.udp_unanswered) = None;
+    }
+}

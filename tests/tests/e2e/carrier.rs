@@ -1,0 +1,146 @@
+//! The TCP carrier: QUIC packets in TLS over TCP, for networks that block UDP. A client
+//! pinned to TCP does everything a UDP one does; in a real network namespace where
+//! nftables drops UDP mid-session, the phone moves to TCP by itself and back when UDP
+//! returns, on the same connection, losing and repeating nothing.
+
+use crate::phone::PhoneScene;
+use anyhow::{ensure, Context};
+use quiver_sdk::Event;
+use quiver_tests::*;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_tcp_chats_sends_files_and_types_like_one_on_udp() -> anyhow::Result<()> {
+    let node = TestNode::start().await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, mut a_events) = node
+        .connect_with(&alice, |o| {
+            o.presence = Some(quiver_sdk::PresenceState::Online)
+        })
+        .await?;
+    let (b, mut b_events) = node
+        .connect_with(&bob, |o| {
+            o.tcp_only = true;
+            o.presence = Some(quiver_sdk::PresenceState::Online);
+        })
+        .await?;
+    ensure!(b.on_tcp(), "bob is on the TCP carrier");
+
+    // Chat both ways, in order.
+    for i in 0..50 {
+        b.send(&alice.id, format!("from tcp {i}").as_bytes())
+            .await?;
+        a.send(&bob.id, format!("from udp {i}").as_bytes()).await?;
+    }
+    let to_alice = texts(&mut a_events, 50).await?;
+    let to_bob = texts(&mut b_events, 50).await?;
+    ensure!(to_alice == (0..50).map(|i| format!("from tcp {i}")).collect::<Vec<_>>());
+    ensure!(to_bob == (0..50).map(|i| format!("from udp {i}")).collect::<Vec<_>>());
+
+    // A file up and down over TCP.
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("photo.bin");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&source, &content)?;
+    b.send_file(&alice.id, &source, "image/jpeg", |_| {})
+        .await?;
+    let offer = loop {
+        match next_event(&mut a_events).await? {
+            Event::Message(m) if m.file.is_some() => break m.file.context("file")?,
+            _ => continue,
+        }
+    };
+    let target = dir.path().join("copy.bin");
+    a.download(&offer, &target, |_| {}).await?;
+    ensure!(std::fs::read(&target)? == content, "byte-identical");
+    // Typing: a datagram inside the tunnelled QUIC connection.
+    let deadline = Instant::now() + WAIT;
+    let typed = loop {
+        a.typing(&bob.id)?;
+        match tokio::time::timeout(Duration::from_millis(300), b_events.recv()).await {
+            Ok(Some(Event::Typing { from, .. })) => break from,
+            _ => ensure!(Instant::now() < deadline, "no typing over TCP"),
+        }
+    };
+    ensure!(typed == alice.id);
+    ensure!(b.on_tcp() && b.carrier_moves() == 0, "stayed on TCP");
+    Ok(())
+}
+
+/// The texts of the next `n` messages, other events (presence) skipped.
+async fn texts(events: &mut quiver_sdk::Events, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    while texts.len() < n {
+        if let Event::Message(m) = next_event(events).await? {
+            texts.push(m.text());
+        }
+    }
+    Ok(texts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_blocked_mid_session_moves_to_tcp_and_back_losing_nothing() -> anyhow::Result<()> {
+    let scene = PhoneScene::new().await?;
+    let count = 300;
+    let app = scene
+        .start_app(&["--send", &count.to_string(), "--probe-ms", "1000"])
+        .await?;
+    let (a, mut a_events) = scene.alice_client().await?;
+    let bob = scene.bob.id.clone();
+    let sending = tokio::spawn(async move {
+        for i in 0..count {
+            a.send(&bob, i.to_string().as_bytes()).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(a)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    scene.phone.block_udp()?;
+    let blocked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    scene.phone.unblock_udp()?;
+    let unblocked = Instant::now();
+
+    // Everything Bob sent reaches Alice once, in order.
+    let from_bob: Vec<String> = messages(&mut a_events, count)
+        .await?
+        .iter()
+        .map(|m| m.text())
+        .collect();
+    ensure!(
+        from_bob == (0..count).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "Bob's messages once and in order: {from_bob:?}"
+    );
+    let _a = sending.await??;
+    // And everything Alice sent reaches Bob once, in order.
+    let (mut got, mut carriers) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + WAIT;
+    while (got.len() < count || carriers.len() < 2) && Instant::now() < deadline {
+        for (at, line) in app.take() {
+            if let Some(text) = line.strip_prefix("msg ") {
+                got.push(text.to_owned());
+            } else if let Some(carrier) = line.strip_prefix("carrier ") {
+                carriers.push((at, carrier.to_owned()));
+            } else if line.starts_with("state") {
+                ensure!(line == "state Online", "the phone reconnected: {line}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        got == (0..count).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "Alice's messages once and in order: {got:?}"
+    );
+    let moves: Vec<&str> = carriers.iter().map(|(_, c)| c.as_str()).collect();
+    ensure!(moves == ["tcp", "udp"], "to TCP and back: {moves:?}");
+    let to_tcp = carriers[0].0.saturating_duration_since(blocked);
+    let to_udp = carriers[1].0.saturating_duration_since(unblocked);
+    eprintln!("moved to TCP {to_tcp:?} after UDP was blocked, back {to_udp:?} after it returned");
+    ensure!(
+        scene.node.sessions_opened() == 2,
+        "the same connection throughout: {} sessions",
+        scene.node.sessions_opened()
+    );
+    Ok(())
+}
