@@ -36,7 +36,10 @@ mod tests {
     #[test]
     fn the_written_down_numbers_hold() {
         // docs/PROTOCOL.md 3.7: foreign clients depend on these exact bytes.
-        assert_eq!(PROBE_MAGIC, [0x00, 0x51, 0x56, 0x50, 0x52, 0x4f, 0x42, 0x45]);
+        assert_eq!(
+            PROBE_MAGIC,
+            [0x00, 0x51, 0x56, 0x50, 0x52, 0x4f, 0x42, 0x45]
+        );
         assert_eq!(TUNNEL_ALPN, b"quiver-tunnel/1");
         assert_eq!((PROBE_LEN, MAX_TUNNEL_PACKET), (16, 1500));
     }

@@ -144,3 +144,75 @@ async fn udp_blocked_mid_session_moves_to_tcp_and_back_losing_nothing() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tunnels_are_bounded_and_an_honest_one_chats_on() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = TestNode::start_with(|c| {
+        c.limits.max_connections_per_address = 4;
+        c.limits.handshake_timeout_ms = 500;
+    })
+    .await?;
+    let (alice, bob) = (node.user("alice").await?, node.user("bob").await?);
+    node.befriend(&alice, &bob).await?;
+    let (a, _a_events) = node.connect(&alice).await?;
+    let (_b, mut b_events) = node.connect_with(&bob, |o| o.tcp_only = true).await?;
+    let chat = |n: usize| {
+        let (a, bob) = (a.clone(), bob.id.clone());
+        async move {
+            for i in 0..n {
+                a.send(&bob, format!("honest {i}").as_bytes()).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    chat(5).await?;
+    ensure!(texts(&mut b_events, 5).await?.len() == 5);
+
+    // From another address: TCP connections that never speak TLS take the address's
+    // four tunnel slots; a fifth is closed at once; the four after the handshake timeout.
+    let attacker = || async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        anyhow::Ok(socket.connect(node.quic_addr()).await?)
+    };
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(attacker().await?);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fifth = attacker().await?;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_millis(400), fifth.read(&mut byte)).await;
+    ensure!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a fifth tunnel is refused: {closed:?}"
+    );
+    for mut stream in idle {
+        let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut byte)).await;
+        ensure!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "closed after the handshake timeout"
+        );
+    }
+
+    // A tunnel that speaks TLS, then sends a length no packet has: closed, alone.
+    let tls = quiver_sdk::tls::rustls_config(&node.ca_pem, &[quiver_proto::carrier::TUNNEL_ALPN])
+        .map_err(anyhow::Error::msg)?;
+    let tcp = attacker().await?;
+    let mut tunnel = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect("127.0.0.1".try_into()?, tcp)
+        .await?;
+    tunnel.write_all(&u16::MAX.to_be_bytes()).await?;
+    tunnel.write_all(&[0u8; 64]).await?;
+    let closed = tokio::time::timeout(Duration::from_secs(3), tunnel.read(&mut byte)).await;
+    ensure!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a bad length ends the tunnel"
+    );
+
+    // Bob's tunnel carried on throughout.
+    chat(5).await?;
+    ensure!(texts(&mut b_events, 5).await?.len() == 5);
+    Ok(())
+}

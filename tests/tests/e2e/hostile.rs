@@ -1,8 +1,9 @@
 //! Hostile and broken clients: forged senders, bad tokens, bad bytes. Each gets its error,
 //! closes at most its own stream or connection, and an honest chat running beside it
-//! loses nothing.
+//! loses nothing. The raw clients' tests run twice: over UDP and over the TCP carrier,
+//! which must answer the same.
 
-use crate::raw;
+use crate::raw::{self, Via};
 use quiver_proto::{
     encode_frame, ClientMsgId, ControlRequest, ControlResponse, ConversationRequest,
     ConversationResponse, ErrorCode, Seq,
@@ -66,11 +67,24 @@ pub(crate) async fn honest_chat_still_works(
 
 #[tokio::test]
 async fn the_sender_is_stamped_from_the_session_never_from_the_client() -> anyhow::Result<()> {
+    the_sender_is_stamped_from_the_session_never_from_the_client_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn the_sender_is_stamped_from_the_session_never_from_the_client_over_tcp(
+) -> anyhow::Result<()> {
+    the_sender_is_stamped_from_the_session_never_from_the_client_via(Via::Tcp).await
+}
+
+async fn the_sender_is_stamped_from_the_session_never_from_the_client_via(
+    via: Via,
+) -> anyhow::Result<()> {
     let s = scene().await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
 
     // Mallory seals a body that claims to come from Alice, with the only key she has.
-    let (conn, _ctl_send, _ctl_recv, welcome) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let (conn, _ctl_send, _ctl_recv, welcome) =
+        raw::hello_via(via, &s.node, &s.mallory.login.token).await?;
     assert!(matches!(welcome, ControlResponse::Welcome { ref user, .. } if *user == s.mallory.id));
     let key = s.node.rest().friends(&s.mallory.login.token).await?.friends[0]
         .key
@@ -115,7 +129,7 @@ async fn the_sender_is_stamped_from_the_session_never_from_the_client() -> anyho
     let alice_claims = s.alice.login.token.split_once('.').unwrap().0;
     assert_ne!(claims, alice_claims);
     let forged_token = format!("{alice_claims}.{tag}");
-    let (_conn, _s, _r, answer) = raw::hello(&s.node, &forged_token).await?;
+    let (_conn, _s, _r, answer) = raw::hello_via(via, &s.node, &forged_token).await?;
     assert!(matches!(
         answer,
         ControlResponse::Error {
@@ -128,6 +142,17 @@ async fn the_sender_is_stamped_from_the_session_never_from_the_client() -> anyho
 
 #[tokio::test]
 async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Result<()> {
+    bad_and_expired_tokens_and_wrong_passwords_are_refused_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn bad_and_expired_tokens_and_wrong_passwords_are_refused_over_tcp() -> anyhow::Result<()> {
+    bad_and_expired_tokens_and_wrong_passwords_are_refused_via(Via::Tcp).await
+}
+
+async fn bad_and_expired_tokens_and_wrong_passwords_are_refused_via(
+    via: Via,
+) -> anyhow::Result<()> {
     let node = TestNode::start_with(|c| c.token_ttl_secs = 2).await?;
     let alice = node.user("alice").await?;
     let rest = node.rest();
@@ -149,7 +174,7 @@ async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Res
         refused.downcast_ref(),
         Some(RestError::Api { status: 401, .. })
     ));
-    let (_c, _s, _r, answer) = raw::hello(&node, "garbage.token").await?;
+    let (_c, _s, _r, answer) = raw::hello_via(via, &node, "garbage.token").await?;
     assert!(matches!(
         answer,
         ControlResponse::Error {
@@ -165,12 +190,14 @@ async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Res
     let (c, _events) = node.connect(&bad).await?;
     drop(c);
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (_c, _s, _r, answer) = raw::hello(&node, &bad.login.token).await?;
+    let (_c, _s, _r, answer) = raw::hello_via(via, &node, &bad.login.token).await?;
     assert!(
         matches!(answer, ControlResponse::Error { code: ErrorCode::Unauthenticated, ref message } if message.contains("expired")),
         "{answer:?}"
     );
-    let options = quiver_sdk::ConnectOptions::new(node.quic_addr(), &node.ca_pem, &bad.login.token);
+    let mut options =
+        quiver_sdk::ConnectOptions::new(node.quic_addr(), &node.ca_pem, &bad.login.token);
+    options.tcp_only = via == Via::Tcp;
     let refused = quiver_sdk::Client::connect(options)
         .await
         .err()
@@ -192,13 +219,22 @@ async fn bad_and_expired_tokens_and_wrong_passwords_are_refused() -> anyhow::Res
 
 #[tokio::test]
 async fn malformed_and_oversize_frames_close_only_their_stream() -> anyhow::Result<()> {
+    malformed_and_oversize_frames_close_only_their_stream_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_frames_close_only_their_stream_over_tcp() -> anyhow::Result<()> {
+    malformed_and_oversize_frames_close_only_their_stream_via(Via::Tcp).await
+}
+
+async fn malformed_and_oversize_frames_close_only_their_stream_via(via: Via) -> anyhow::Result<()> {
     let s = scene().await?;
     let (a, _a_events) = s.node.connect(&s.alice).await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
     honest_chat_still_works(&s, &a, &mut b_events, 5).await?;
 
     let (conn, _ctl_send, _ctl_recv, _welcome) =
-        raw::hello(&s.node, &s.mallory.login.token).await?;
+        raw::hello_via(via, &s.node, &s.mallory.login.token).await?;
     // Garbage where a frame should be.
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await?;
@@ -268,19 +304,31 @@ async fn malformed_and_oversize_frames_close_only_their_stream() -> anyhow::Resu
 
 #[tokio::test]
 async fn garbage_on_the_control_stream_closes_only_that_connection() -> anyhow::Result<()> {
+    garbage_on_the_control_stream_closes_only_that_connection_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn garbage_on_the_control_stream_closes_only_that_connection_over_tcp() -> anyhow::Result<()>
+{
+    garbage_on_the_control_stream_closes_only_that_connection_via(Via::Tcp).await
+}
+
+async fn garbage_on_the_control_stream_closes_only_that_connection_via(
+    via: Via,
+) -> anyhow::Result<()> {
     let s = scene().await?;
     let (a, _a_events) = s.node.connect(&s.alice).await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
 
     // Before hello.
-    let conn = raw::connect(&s.node).await?;
+    let conn = raw::connect_via(via, &s.node).await?;
     let (mut send, _recv) = conn.open_bi().await?;
     send.write_all(b"\x00\x00\x00\x05hello").await?;
     let closed = conn.closed().await;
     assert_eq!(app_code(&closed), Some(ErrorCode::Malformed), "{closed}");
 
     // After hello: an oversize frame.
-    let (conn, mut send, _recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let (conn, mut send, _recv, _) = raw::hello_via(via, &s.node, &s.mallory.login.token).await?;
     send.write_all(&u32::MAX.to_be_bytes()).await?;
     let closed = conn.closed().await;
     assert_eq!(
@@ -290,7 +338,7 @@ async fn garbage_on_the_control_stream_closes_only_that_connection() -> anyhow::
     );
 
     // A first frame that is not hello.
-    let conn = raw::connect(&s.node).await?;
+    let conn = raw::connect_via(via, &s.node).await?;
     let (mut send, _recv) = conn.open_bi().await?;
     send.write_all(&encode_frame(&ControlRequest::Ack { seq: Seq(1) })?)
         .await?;
@@ -307,13 +355,26 @@ async fn garbage_on_the_control_stream_closes_only_that_connection() -> anyhow::
 
 #[tokio::test]
 async fn acks_and_read_marks_for_seqs_that_are_not_yours_are_refused() -> anyhow::Result<()> {
+    acks_and_read_marks_for_seqs_that_are_not_yours_are_refused_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn acks_and_read_marks_for_seqs_that_are_not_yours_are_refused_over_tcp() -> anyhow::Result<()>
+{
+    acks_and_read_marks_for_seqs_that_are_not_yours_are_refused_via(Via::Tcp).await
+}
+
+async fn acks_and_read_marks_for_seqs_that_are_not_yours_are_refused_via(
+    via: Via,
+) -> anyhow::Result<()> {
     let s = scene().await?;
     let (a, _a_events) = s.node.connect(&s.alice).await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
     honest_chat_still_works(&s, &a, &mut b_events, 3).await?;
 
     // Mallory has nothing in her inbox: seq 2 exists only in Bob's.
-    let (_conn, mut send, mut recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let (_conn, mut send, mut recv, _) =
+        raw::hello_via(via, &s.node, &s.mallory.login.token).await?;
     for request in [
         ControlRequest::Ack { seq: Seq(2) },
         ControlRequest::Read { seq: Seq(2) },
@@ -522,9 +583,19 @@ async fn ten_thousand_streams_at_once_are_served_within_the_stream_limit() -> an
 
 #[tokio::test]
 async fn a_replayed_chat_frame_is_stored_once() -> anyhow::Result<()> {
+    a_replayed_chat_frame_is_stored_once_via(Via::Udp).await
+}
+
+#[tokio::test]
+async fn a_replayed_chat_frame_is_stored_once_over_tcp() -> anyhow::Result<()> {
+    a_replayed_chat_frame_is_stored_once_via(Via::Tcp).await
+}
+
+async fn a_replayed_chat_frame_is_stored_once_via(via: Via) -> anyhow::Result<()> {
     let s = scene().await?;
     let (_b, mut b_events) = s.node.connect(&s.bob).await?;
-    let (conn, _ctl_send, _ctl_recv, _) = raw::hello(&s.node, &s.mallory.login.token).await?;
+    let (conn, _ctl_send, _ctl_recv, _) =
+        raw::hello_via(via, &s.node, &s.mallory.login.token).await?;
     let chat = ConversationRequest::Chat {
         id: ClientMsgId(5),
         sent_at_ms: 0,

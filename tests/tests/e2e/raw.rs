@@ -5,9 +5,22 @@ use quiver_tests::TestNode;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// A QUIC connection to `node` with the right ALPN and trust, but no session yet.
-pub async fn connect(node: &TestNode) -> anyhow::Result<quinn::Connection> {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+/// Which carrier a raw client's packets take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// QUIC over UDP.
+    Udp,
+    /// QUIC in TLS over TCP (the carrier for networks that block UDP).
+    Tcp,
+}
+
+/// A QUIC connection to `node` over `via`, with the right ALPN and trust, but no session
+/// yet.
+pub async fn connect_via(via: Via, node: &TestNode) -> anyhow::Result<quinn::Connection> {
+    let mut endpoint = match via {
+        Via::Udp => quinn::Endpoint::client("127.0.0.1:0".parse()?)?,
+        Via::Tcp => quiver_sdk::tcp_endpoint(node.quic_addr(), "127.0.0.1", &node.ca_pem)?,
+    };
     endpoint.set_default_client_config(
         quiver_sdk::tls::quic_config(
             &node.ca_pem,
@@ -19,17 +32,22 @@ pub async fn connect(node: &TestNode) -> anyhow::Result<quinn::Connection> {
     Ok(endpoint.connect(node.quic_addr(), "127.0.0.1")?.await?)
 }
 
-/// Connects and says Hello with `token`; returns the control stream and the node's answer.
-pub async fn hello(
-    node: &TestNode,
-    token: &str,
-) -> anyhow::Result<(
+/// A connection with its control stream, and the node's answer to Hello.
+pub type Helloed = (
     quinn::Connection,
     quinn::SendStream,
     quinn::RecvStream,
     ControlResponse,
-)> {
-    let conn = connect(node).await?;
+);
+
+/// Connects and says Hello with `token`; returns the control stream and the node's answer.
+pub async fn hello(node: &TestNode, token: &str) -> anyhow::Result<Helloed> {
+    hello_via(Via::Udp, node, token).await
+}
+
+/// [`hello`] over the carrier `via`.
+pub async fn hello_via(via: Via, node: &TestNode, token: &str) -> anyhow::Result<Helloed> {
+    let conn = connect_via(via, node).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = ControlRequest::Hello {
         version: PROTOCOL_VERSION,
