@@ -14,6 +14,7 @@
 //! Markdown table of `docs/PERFORMANCE.md`), and `fsync` (the disk's sync latency now,
 //! no node: [`disk`]).
 
+pub mod carriers;
 pub mod cluster;
 pub mod disk;
 pub mod files;

@@ -60,10 +60,14 @@ enum Mode {
         /// mosquitto, QoS 1, persistent sessions), and report the ratio.
         #[arg(long, value_enum)]
         compare: Option<Compare>,
-        /// With `--compare`: this many runs of each, alternating, each on a fresh node;
-        /// every ratio and their median.
-        #[arg(long, default_value_t = 1, requires = "compare")]
+        /// With `--compare` or `--carriers`: this many runs of each, alternating, each on
+        /// a fresh node; every figure and their median.
+        #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Quiver over both carriers, QUIC over UDP and QUIC in TLS over TCP (the
+        /// fallback where UDP is blocked), and mosquitto, alternating.
+        #[arg(long)]
+        carriers: bool,
     },
     /// Cross-node vs same-node delivery in a mesh of two nodes and a private redis-server
     /// (needs `redis-server` on the PATH): `pairs` twice in one run.
@@ -247,6 +251,22 @@ async fn main() -> anyhow::Result<()> {
             let table = quiver_bench::table::table(&server_bin).await?;
             eprintln!("{}", table.json);
             println!("{}", table.summary);
+            return Ok(());
+        }
+        Mode::Pairs {
+            pairs,
+            messages,
+            size,
+            window,
+            runs,
+            carriers: true,
+            ..
+        } => {
+            let report =
+                quiver_bench::carriers::carriers(&server_bin, pairs, messages, size, window, runs)
+                    .await?;
+            println!("{}", report.json);
+            eprintln!("{}", report.summary);
             return Ok(());
         }
         Mode::Pairs {

@@ -189,7 +189,7 @@ pub async fn pairs_runs(
 }
 
 /// The median of sorted numbers (the mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> f64 {
+pub(crate) fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => sorted[n / 2],
@@ -199,7 +199,7 @@ fn median(sorted: &[f64]) -> f64 {
 
 /// "65,051 msg/s; p50 31 ms, p99 135 ms" from a delivery report; fails the table (by
 /// saying so in the cell) if anything was lost, duplicated or reordered.
-fn delivery(json: &Value) -> String {
+pub(crate) fn delivery(json: &Value) -> String {
     let faults = ["lost", "duplicated", "reordered"]
         .iter()
         .map(|k| json[*k].as_u64().unwrap_or(u64::MAX))

@@ -36,6 +36,8 @@ pub struct Bench {
     peer: Option<(NodeProcess, Rest)>,
     pub(crate) ca: String,
     epoch: Instant,
+    /// Carry the SDK clients over the TCP carrier (QUIC in TLS over TCP).
+    pub tcp_only: bool,
     _redis: Option<RedisServer>,
     _cluster_ca: Option<ClusterCa>,
     _dir: tempfile::TempDir,
@@ -91,6 +93,7 @@ impl Bench {
             peer: None,
             ca,
             epoch: Instant::now(),
+            tcp_only: false,
             _redis: None,
             _cluster_ca: None,
             _dir: dir,
@@ -121,6 +124,7 @@ impl Bench {
             peer,
             ca,
             epoch: Instant::now(),
+            tcp_only: false,
             _redis: Some(redis),
             _cluster_ca: Some(cluster_ca),
             _dir: dir,
@@ -195,6 +199,7 @@ impl Bench {
         }
         // Many clients in one process: one network watcher each would only add sockets.
         options.watch_network = false;
+        options.tcp_only = self.tcp_only;
         Ok(Client::connect(options).await?)
     }
 

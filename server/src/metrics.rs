@@ -111,6 +111,8 @@ pub struct Scraped {
     pub inbox_log_bytes: u64,
     /// Inbox log segment files, the one being written included.
     pub inbox_segments: u64,
+    /// TCP carrier tunnels open now.
+    pub tunnels_open: u64,
 }
 
 /// Transport figures of the connections open now, from quinn.
@@ -361,6 +363,12 @@ impl Metrics {
             "gauge",
             "Inbox log segment files, the one being written included.",
             scraped.inbox_segments.to_string(),
+        );
+        one(
+            "quiver_tcp_tunnels_open",
+            "gauge",
+            "TCP carrier tunnels open now (clients whose network blocks UDP).",
+            scraped.tunnels_open.to_string(),
         );
         one(
             "quiver_quic_connections",

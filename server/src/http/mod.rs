@@ -82,6 +82,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl axum::response::Into
     let (bytes, segments) = shared.router.inbox().footprint();
     scraped.inbox_log_bytes = bytes;
     scraped.inbox_segments = segments as u64;
+    scraped.tunnels_open = shared.tunnels.count() as u64;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(&scraped),

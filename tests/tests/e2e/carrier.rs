@@ -26,6 +26,11 @@ async fn a_client_on_tcp_chats_sends_files_and_types_like_one_on_udp() -> anyhow
         })
         .await?;
     ensure!(b.on_tcp(), "bob is on the TCP carrier");
+    let text = node.rest().metrics().await?;
+    ensure!(
+        text.lines().any(|l| l == "quiver_tcp_tunnels_open 1"),
+        "one tunnel open on the node"
+    );
 
     // Chat both ways, in order.
     for i in 0..50 {
