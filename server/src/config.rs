@@ -228,6 +228,10 @@ pub struct PushConfig {
     pub in_flight: usize,
     /// Tries after a 5xx or a timeout, with doubling backoff from 200 ms.
     pub retries: u32,
+    /// A group chat notifies the away devices of every member but the sender in groups
+    /// of up to this many members; larger groups notify none (a chat would cost a
+    /// notice per member).
+    pub group_max_members: usize,
 }
 
 impl Default for PushConfig {
@@ -240,6 +244,7 @@ impl Default for PushConfig {
             queue: 10_000,
             in_flight: 64,
             retries: 3,
+            group_max_members: 256,
         }
     }
 }

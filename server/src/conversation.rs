@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 /// A reply queued for a conversation stream, in the order of the requests.
 pub enum Reply {
     /// The outcome of an append made here, and what to tell the push notifier once it is
-    /// durable (a fresh chat for a user; nothing for a retry or a group).
-    Chat(ClientMsgId, Result<Appended, ErrorCode>, Option<Stored>),
+    /// durable (a fresh chat: its recipient, or a group's members; nothing for a retry).
+    Chat(ClientMsgId, Result<Appended, ErrorCode>, Vec<Stored>),
     /// An answer from the recipient's home node, passed on as it is.
     Forwarded(ConversationResponse),
     /// The stream closes with this code; nothing follows.
@@ -52,12 +52,13 @@ pub async fn append_chats(
             })) => {
                 let appended = router.chat(from, to, id, sent_at_ms, body, file).await;
                 let notice = match &appended {
-                    Ok(a) if notify && a.fresh => Some(Stored {
+                    Ok(a) if notify && a.fresh => vec![Stored {
                         owner: to.clone(),
                         from: from.clone(),
                         seq: a.seq,
-                    }),
-                    _ => None,
+                        group: None,
+                    }],
+                    _ => Vec::new(),
                 };
                 if tx.send(Reply::Chat(id, appended, notice)).await.is_err() {
                     return None;
@@ -84,8 +85,8 @@ pub async fn respond(
         let frame = match reply {
             Reply::Chat(id, Ok(appended), notice) => match appended.durable().await {
                 Ok(seq) => {
-                    if let (Some(push), Some(notice)) = (&push, notice) {
-                        push.stored(notice);
+                    if let Some(push) = &push {
+                        notice.into_iter().for_each(|n| push.stored(n));
                     }
                     ConversationResponse::Sent { id, seq }
                 }

@@ -187,6 +187,7 @@ impl Node {
         let sources = crate::push::Sources {
             feeds: live.feeds.clone(),
             inbox: inbox.clone(),
+            group_log: groups.as_ref().map(|g| g.log().clone()),
             directory: directory.clone(),
             metrics: metrics.clone(),
         };

@@ -490,7 +490,10 @@ impl Session {
             let closing = match &self.shared.groups {
                 Some(groups) => {
                     let allow = || self.take_send_token();
-                    append_group_chats(groups, &self.user, group, &mut reader, &tx, allow).await
+                    let config = &self.shared.config.push;
+                    let notify = self.shared.push.as_ref().map(|_| config.group_max_members);
+                    let user = &self.user;
+                    append_group_chats(groups, user, group, &mut reader, &tx, notify, allow).await
                 }
                 None => Some(ErrorCode::Unavailable),
             };

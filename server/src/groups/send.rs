@@ -5,18 +5,22 @@
 use super::store::Groups;
 use crate::conversation::Reply;
 use crate::net::{Reader, StreamEnd};
+use crate::push::Stored;
 use quiver_proto::stream::{ConversationPhase, ConversationStep};
 use quiver_proto::{ErrorCode, GroupId, UserId};
 use tokio::sync::mpsc;
 
 /// Reads `from`'s chats to `group` until the stream ends; `allow` is the connection's
-/// rate limit. Returns the code to close the stream with, if any.
+/// rate limit. With `notify` (push is on: groups of up to that many members notify),
+/// each fresh chat carries a notice per member to tell. Returns the code to close the
+/// stream with, if any.
 pub async fn append_group_chats(
     groups: &Groups,
     from: &UserId,
     group: &GroupId,
     reader: &mut Reader<ConversationPhase>,
     tx: &mpsc::Sender<Reply>,
+    notify: Option<usize>,
     mut allow: impl FnMut() -> bool,
 ) -> Option<ErrorCode> {
     if groups
@@ -37,7 +41,20 @@ pub async fn append_group_chats(
                 body,
             })) => {
                 let appended = groups.chat(group, from, id, sent_at_ms, epoch, body);
-                if tx.send(Reply::Chat(id, appended, None)).await.is_err() {
+                let notices = match (&appended, notify) {
+                    (Ok(a), Some(max)) if a.fresh => groups
+                        .to_notify(group, from, max)
+                        .into_iter()
+                        .map(|member| Stored {
+                            owner: member,
+                            from: from.clone(),
+                            seq: a.seq,
+                            group: Some(group.clone()),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if tx.send(Reply::Chat(id, appended, notices)).await.is_err() {
                     return None;
                 }
             }

@@ -438,6 +438,24 @@ impl Groups {
             })
     }
 
+    /// The members of `group` but `except`, if it has at most `max` members: whom a chat
+    /// of `except`'s there notifies. Empty for a larger group.
+    pub fn to_notify(&self, group: &GroupId, except: &UserId, max: usize) -> Vec<UserId> {
+        let Ok(state) = self.state(group) else {
+            return Vec::new();
+        };
+        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.members.len() > max {
+            return Vec::new();
+        }
+        state
+            .members
+            .keys()
+            .filter(|member| *member != except)
+            .cloned()
+            .collect()
+    }
+
     /// A device of `user` has `group`'s log up to `seq`.
     pub fn delivered(&self, group: &GroupId, user: &UserId, seq: Seq) {
         self.mark(group, user, 0, seq);

@@ -13,7 +13,7 @@ use crate::config::PushConfig;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
 use quiver_proto::rest::PushTarget;
-use quiver_proto::{DeviceId, Seq, UserId};
+use quiver_proto::{DeviceId, GroupId, Seq, UserId};
 use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +45,8 @@ pub struct Notification {
     pub target: PushTarget,
     /// The sender of the newest chat.
     pub sender: UserId,
+    /// The group it was sent to, for a group chat.
+    pub group: Option<GroupId>,
     /// The newest chat's place.
     pub seq: Seq,
     /// Entries the device has not acknowledged.
@@ -108,8 +110,12 @@ impl Gateway {
 
     async fn deliver(&self, n: Notification, directory: Arc<dyn Directory>, metrics: Arc<Metrics>) {
         let body = serde_json::json!({ "notification": {
-            "id": format!("{}:{}", n.owner, n.seq.0),
+            "id": match &n.group {
+                Some(group) => format!("{}:{}:{}", n.owner, group, n.seq.0),
+                None => format!("{}:{}", n.owner, n.seq.0),
+            },
             "sender": n.sender,
+            "group": n.group,
             "seq": n.seq.0,
             "counts": { "unread": n.unread },
             "prio": "high",

@@ -9,8 +9,9 @@
 //!   window, the last unread count wins);
 //! - [`gateway`]: the HTTP requests, retries with backoff, targets the gateway rejects.
 //!
-//! A notification carries no body: the conversation (the sender), the `seq`, the
-//! device's unread count and a priority. Receipts send none.
+//! A notification carries no body: the conversation (the sender, and the group for a
+//! group chat), the `seq`, the device's unread count there and a priority. Receipts and
+//! membership changes send none; groups larger than `group_max_members` send none.
 
 pub mod gateway;
 pub mod worker;
@@ -20,20 +21,23 @@ use crate::directory::Directory;
 use crate::inbox::Inbox;
 use crate::live::Counts;
 use crate::metrics::Metrics;
-use quiver_proto::{DeviceId, Seq, UserId};
+use quiver_proto::{DeviceId, GroupId, Seq, UserId};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// A chat made durable in `owner`'s inbox at `seq`, from `from`.
+/// A chat made durable for `owner`, from `from`: in their inbox at `seq`, or in `group`'s
+/// log at `seq` (one notice per member to tell).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
-    /// Whose inbox.
+    /// Who is told: the inbox's owner, or a member of the group.
     pub owner: UserId,
     /// The sender.
     pub from: UserId,
-    /// Its place.
+    /// Its place in the inbox, or in the group's log.
     pub seq: Seq,
+    /// The group, for a group chat.
+    pub group: Option<GroupId>,
 }
 
 /// The chat path's handle on the notifier.
@@ -49,6 +53,8 @@ pub struct Sources {
     pub feeds: Counts<(UserId, DeviceId)>,
     /// Inboxes: the head and each device's cursor give the unread count.
     pub inbox: Arc<Inbox>,
+    /// Group logs, likewise for a group chat (none in mesh mode).
+    pub group_log: Option<Arc<Inbox>>,
     /// Push targets.
     pub directory: Arc<dyn Directory>,
     /// Counters.

@@ -255,3 +255,79 @@ async fn in_a_mesh_the_inbox_home_notifies_once() -> anyhow::Result<()> {
     ensure!(sent == [0, 1], "n2, Bob's home, sent it: {sent:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -> anyhow::Result<()>
+{
+    let gateway = Gateway::start().await?;
+    let node = node_with(&gateway, 2_000).await?;
+    let rest = node.rest();
+    let (alice, bob, carol) = (
+        node.user("alice").await?,
+        node.user("bob").await?,
+        node.user("carol").await?,
+    );
+    let group = rest.create_group(&alice.login.token, "team").await?.id;
+    for member in [&bob, &carol] {
+        node.befriend(&alice, member).await?;
+        rest.add_member(&alice.login.token, &group, member.id.as_str())
+            .await?;
+    }
+    // Everyone has a push target; Bob is away, Carol connected, Alice sends.
+    for (user, token) in [
+        (&alice, "alice-phone"),
+        (&bob, "bob-phone"),
+        (&carol, "carol-phone"),
+    ] {
+        rest.set_push_target(&user.login.token, &target(token))
+            .await?;
+    }
+    let keys = |user: &TestUser| {
+        let (rest, token, group) = (node.rest(), user.login.token.clone(), group.clone());
+        async move {
+            let info = rest.group(&token, &group).await?;
+            anyhow::Ok(quiver_sdk::GroupKeys::from_info(&info))
+        }
+    };
+    let alice_keys = keys(&alice).await?;
+    let carol_keys = keys(&carol).await?;
+    let (a, _a_events) = node
+        .connect_with(&alice, |o| {
+            o.group_keys.insert(group.clone(), alice_keys);
+        })
+        .await?;
+    let (_c, _c_events) = node
+        .connect_with(&carol, |o| {
+            o.group_keys.insert(group.clone(), carol_keys);
+        })
+        .await?;
+    let mut pending = Vec::new();
+    for i in 0..20 {
+        pending.push(a.enqueue_group(&group, format!("g{i}").as_bytes()).await?);
+    }
+    for p in pending {
+        p.await?;
+    }
+
+    let seen = gateway.wait_for(1, Duration::from_secs(5)).await?;
+    let first = &seen[0]["notification"];
+    ensure!(
+        first["group"] == group.as_str() && first["sender"] == "alice",
+        "{first}"
+    );
+    ensure!(first["devices"][0]["pushkey"] == "bob-phone", "{first}");
+    let unread = first["counts"]["unread"].as_u64().unwrap_or(0);
+    ensure!(unread >= 1, "{first}");
+    // One more at the window's end, with the newest chat; nothing for Alice or Carol.
+    let seen = gateway.wait_for(2, Duration::from_secs(5)).await?;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let all = gateway.seen();
+    ensure!(all.len() == 2, "two notifications in all: {all:?}");
+    let last = &seen[1]["notification"];
+    ensure!(
+        last["devices"][0]["pushkey"] == "bob-phone"
+            && last["seq"].as_u64() > first["seq"].as_u64(),
+        "{last}"
+    );
+    Ok(())
+}
