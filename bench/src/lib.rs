@@ -21,6 +21,7 @@ pub mod files;
 pub mod group;
 pub mod mqtt;
 pub mod node;
+pub mod presence;
 pub mod push;
 pub mod retention;
 pub mod stats;

@@ -214,6 +214,19 @@ enum Mode {
     /// The standard runs, each on a fresh node, as one Markdown table (stdout; the JSON
     /// of every run and the summaries go to stderr). A few minutes.
     Table,
+    /// What presence costs the node: users connected, each changing presence once per
+    /// window (`--secs`, a minute by default), against the same users idle.
+    Presence {
+        /// Users connected (each registered and logged in first: argon2 takes a while).
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        /// Friends each (a ring).
+        #[arg(long, default_value_t = 10)]
+        friends: usize,
+        /// The measuring window, in seconds, idle and then changing.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
     /// C idle authenticated connections: node memory per connection.
     Idle {
         /// Connections (each SDK client has its own UDP socket: mind `ulimit -n`).
@@ -390,6 +403,11 @@ async fn main() -> anyhow::Result<()> {
             retention_secs,
             ..
         } => quiver_bench::retention::expire(bench, messages, size, retention_secs).await?,
+        Mode::Presence {
+            users,
+            friends,
+            secs,
+        } => quiver_bench::presence::presence(bench, users, friends, secs).await?,
         Mode::Idle {
             connections,
             one_socket,

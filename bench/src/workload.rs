@@ -43,10 +43,17 @@ pub struct Bench {
     _dir: tempfile::TempDir,
 }
 
-/// An authenticated connection made without the SDK (see [`Bench::hello`]); held, not
-/// used: the session lasts as long as it.
-#[allow(dead_code)]
+/// An authenticated connection made without the SDK (see [`Bench::hello`]); the session
+/// lasts as long as it.
+#[allow(dead_code)] // the control stream is held, not used
 pub struct RawSession(quinn::Connection, quinn::SendStream, quinn::RecvStream);
+
+impl RawSession {
+    /// The connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.0
+    }
+}
 
 /// An idle client of the `idle` workload.
 #[allow(dead_code)] // held, not used: the connection lives as long as it

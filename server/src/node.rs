@@ -89,6 +89,8 @@ pub struct Node {
     endpoint: quinn::Endpoint,
     stop_http: watch::Sender<bool>,
     quic_task: JoinHandle<()>,
+    /// The TCP carrier's accept loop, when it is served.
+    tunnel_task: Option<JoinHandle<()>>,
     http_task: JoinHandle<()>,
     commit_task: JoinHandle<()>,
     /// Makes group log appends durable (single-node mode).
@@ -253,6 +255,7 @@ impl Node {
         ];
         housekeeping.extend(push_task);
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
+        let mut tunnel_task = None;
         if let Some(listener) = tunnel_listener {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(io("tcp carrier listener"))?;
@@ -263,7 +266,9 @@ impl Node {
                 idle: Duration::from_millis(limits.idle_timeout_ms),
             };
             let tls = Arc::new(identity.tunnel()?);
-            tokio::spawn(crate::carrier::serve(listener, tls, tunnels, limits));
+            tunnel_task = Some(tokio::spawn(crate::carrier::serve(
+                listener, tls, tunnels, limits,
+            )));
         }
         let (stop_http, stopped) = watch::channel(false);
         let app = crate::http::app(shared.clone());
@@ -283,6 +288,7 @@ impl Node {
             endpoint,
             stop_http,
             quic_task,
+            tunnel_task,
             http_task,
             commit_task,
             group_commit_task,
@@ -399,6 +405,11 @@ impl Node {
         let _ = tokio::time::timeout(bound, self.http_task).await;
         let _ = tokio::time::timeout(bound, self.endpoint.wait_idle()).await;
         self.shared.tunnels.close();
+        if let Some(task) = self.tunnel_task {
+            // Its listener is closed once it returns: a node started next on the same
+            // port can bind it.
+            let _ = tokio::time::timeout(bound, task).await;
+        }
         drop(self.shared);
         if let Err(e) = crate::sled_flush::flush(&self.db).await {
             tracing::error!(error = %e, "final flush failed");
