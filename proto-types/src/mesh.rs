@@ -108,6 +108,15 @@ pub enum MeshOpen {
         /// Entries wanted.
         limit: u32,
     },
+    /// Typing or a presence change for users with connections on the receiving node:
+    /// hand `message` to each one's connections there that announced presence. Nothing
+    /// is answered; the opener finishes the stream and does not wait.
+    Datagram {
+        /// Whom it is for (friends of its sender, checked by the opening node).
+        to: Vec<UserId>,
+        /// What they get.
+        message: crate::datagram::NodeDatagram,
+    },
 }
 
 /// The answer to [`MeshOpen::Receipt`], [`MeshOpen::Logout`] and [`MeshOpen::Retain`].

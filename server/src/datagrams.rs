@@ -1,8 +1,9 @@
 //! A connection's datagrams: typing indicators and presence (docs/PROTOCOL.md 3.6). Each
 //! is checked (size, rate, decoding) and dropped when it fails — never an error, never
 //! stored. Typing goes to a friend's (or the group's members') connections that
-//! announced presence; a presence change goes to the friends' such connections. This
-//! node only: friends connected to other nodes of a mesh do not get them.
+//! announced presence; a presence change goes to the friends' such connections, here
+//! and, in a mesh, on the other nodes they are connected to ([`crate::presence_mesh`]).
+//! Group typing stays on this node (groups are not served in a mesh yet).
 
 use crate::presence::Visible;
 use crate::rate::TokenBucket;
@@ -49,7 +50,9 @@ pub async fn serve(
         match message {
             ClientDatagram::Typing { to } => {
                 if shared.router.check_friends(&user, &to).await.is_ok() {
-                    send(&shared, &to, &NodeDatagram::Typing { from: user.clone() });
+                    let typing = NodeDatagram::Typing { from: user.clone() };
+                    send(&shared, &to, &typing);
+                    crate::presence_mesh::forward(&shared, vec![to], typing);
                 }
             }
             ClientDatagram::GroupTyping { group } => group_typing(&shared, &user, group),
@@ -110,9 +113,11 @@ async fn tell_friends(shared: &Arc<Shared>, user: &UserId, visible: Visible) {
         return;
     };
     let message = presence_of(user.clone(), visible);
-    for friend in relations.friends {
+    for friend in &relations.friends {
         send(shared, &friend.user, &message);
     }
+    let friends = relations.friends.into_iter().map(|f| f.user).collect();
+    crate::presence_mesh::forward(shared, friends, message);
 }
 
 fn presence_of(user: UserId, visible: Visible) -> NodeDatagram {
@@ -128,7 +133,7 @@ fn encode(message: &NodeDatagram) -> Vec<u8> {
 }
 
 /// Sends `message` to each connection of `to` here that announced itself.
-fn send(shared: &Shared, to: &UserId, message: &NodeDatagram) {
+pub fn send(shared: &Shared, to: &UserId, message: &NodeDatagram) {
     let listening = shared.presence.listening(to);
     if listening.is_empty() {
         return;

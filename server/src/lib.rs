@@ -75,6 +75,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod presence;
+pub mod presence_mesh;
 pub mod private;
 pub mod push;
 pub mod rate;

@@ -103,6 +103,15 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             let want = crate::history::Want { before, limit };
             crate::history::inbox(&shared, user, peer, want, send, false).await
         }
+        MeshOpen::Datagram { to, message } => {
+            // From a peer node (mutual TLS), which checked the friendship; bounded all
+            // the same.
+            for user in to.iter().take(MAX_DATAGRAM_USERS) {
+                crate::datagrams::send(&shared, user, &message);
+            }
+            let mut send = send;
+            let _ = send.finish();
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared
@@ -114,6 +123,9 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
         }
     }
 }
+
+/// Users one forwarded datagram may be for, at most (a user's friends, on one node).
+const MAX_DATAGRAM_USERS: usize = 10_000;
 
 /// Writes the one answer of a one-answer request (receipt, logout, retain) and ends.
 async fn answer(mut send: quinn::SendStream, outcome: Result<(), ErrorCode>) {

@@ -226,6 +226,7 @@ impl Node {
             presence: crate::presence::Presence::default(),
             push,
             tunnels: tunnels.clone(),
+            mesh_forwards: Arc::new(tokio::sync::Semaphore::new(crate::presence_mesh::FORWARDS)),
         });
         let mut mesh_tasks = Vec::new();
         if let (Some(mesh), Some(mc)) = (&mesh, &shared.config.mesh) {

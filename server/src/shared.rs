@@ -45,4 +45,7 @@ pub struct Shared {
     pub(crate) push: Option<Pusher>,
     /// The TCP carrier's open tunnels (which real address each stands for).
     pub(crate) tunnels: Arc<Tunnels>,
+    /// Typing and presence forwards to other mesh nodes on their way
+    /// ([`crate::presence_mesh`]).
+    pub(crate) mesh_forwards: Arc<tokio::sync::Semaphore>,
 }

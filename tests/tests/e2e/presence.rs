@@ -271,3 +271,43 @@ async fn a_flood_of_datagrams_is_capped_and_chat_goes_on() -> anyhow::Result<()>
     ensure!(texts == (0..50).map(|i| format!("after {i}")).collect::<Vec<_>>());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_presence_reach_friends_connected_to_another_mesh_node() -> anyhow::Result<()> {
+    let cluster = quiver_tests::mesh::Cluster::start(2).await?;
+    let (n1, n2) = (cluster.n(1), cluster.n(2));
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let eve = cluster.user(2, "eve").await?;
+    n1.befriend(&alice, &bob).await?;
+    let (a, _a_events) = online(n1, &alice).await?;
+    let (_b, mut b_events) = online(n2, &bob).await?;
+    let (_e, mut e_events) = online(n2, &eve).await?;
+    // Bob learns Alice is online when she first shows it only if he was there; show a
+    // change now that both are connected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.set_presence(PresenceState::Away)?;
+    let (state, _) = presence_of(&mut b_events, &alice.id, Duration::from_secs(5)).await?;
+    ensure!(state == PresenceState::Away, "{state:?}");
+
+    a.typing(&bob.id)?;
+    let got = typing(&mut b_events, Duration::from_secs(5)).await?;
+    ensure!(
+        got == Some(Event::Typing {
+            from: alice.id.clone(),
+            group: None
+        }),
+        "typing across nodes: {got:?}"
+    );
+    a.typing(&eve.id)?; // not a friend: dropped on n1
+    ensure!(typing(&mut e_events, Duration::from_millis(500))
+        .await?
+        .is_none());
+    ensure!(
+        presence_of(&mut e_events, &alice.id, Duration::from_millis(300))
+            .await
+            .is_err(),
+        "a stranger on the other node sees nothing of Alice"
+    );
+    Ok(())
+}

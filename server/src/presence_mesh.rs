@@ -1,0 +1,52 @@
+//! Typing and presence for friends connected to other nodes of a mesh. The registry
+//! knows where each device is connected; for each node (other than this one) that has a
+//! connection of someone the message is for, one mesh stream carries it with the list of
+//! those users ([`MeshOpen::Datagram`]), and that node hands it to their announced
+//! connections there. Like the datagrams themselves this is best effort: a lookup or a
+//! peer that fails drops it, and at most [`FORWARDS`] are on their way at once.
+
+use crate::shared::Shared;
+use quiver_proto::datagram::NodeDatagram;
+use quiver_proto::mesh::MeshOpen;
+use quiver_proto::UserId;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Forwards on their way at once, per node; more are dropped (and counted).
+pub const FORWARDS: usize = 256;
+
+/// Sends `message` to the other nodes where `to` have connections; returns at once.
+pub fn forward(shared: &Arc<Shared>, to: Vec<UserId>, message: NodeDatagram) {
+    let Some(mesh) = shared.router.mesh().cloned() else {
+        return;
+    };
+    let Ok(permit) = shared.mesh_forwards.clone().try_acquire_owned() else {
+        shared
+            .metrics
+            .datagrams_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    tokio::spawn(async move {
+        let mut by_node: BTreeMap<String, BTreeSet<UserId>> = BTreeMap::new();
+        for user in to {
+            let Ok(locations) = mesh.registry().locations(&user).await else {
+                continue;
+            };
+            for (_, node) in locations.into_iter().filter(|(_, n)| n != mesh.node_id()) {
+                by_node.entry(node).or_default().insert(user.clone());
+            }
+        }
+        for (node, users) in by_node {
+            let open = MeshOpen::Datagram {
+                to: users.into_iter().collect(),
+                message: message.clone(),
+            };
+            if let Ok((mut send, _recv)) = mesh.open(&node, &open).await {
+                let _ = send.finish();
+            }
+        }
+        drop(permit);
+    });
+}
