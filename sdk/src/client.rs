@@ -10,7 +10,7 @@
 //! DELIVERED means the app really has it; entries the app already took (by `seq`) are
 //! acknowledged again but not shown twice.
 
-use crate::carrier::Carrier;
+use crate::carrier::{unspecified, Carrier};
 use crate::error::{ConnectError, SendError};
 use crate::event::ConnectionState;
 use crate::events::Events;
@@ -19,7 +19,7 @@ use crate::link::{handshake, Link};
 pub use crate::options::ConnectOptions;
 use crate::seal::{self, FriendKey};
 pub use crate::send::{PendingSend, Sent};
-use crate::state::{lock, random_u128, unspecified, ControlCommand, Inner};
+use crate::state::{lock, random_u128, ControlCommand, Inner};
 use quiver_proto::datagram::{ClientDatagram, PresenceState};
 use quiver_proto::{ClientMsgId, ControlRequest, CursorTracker, DeviceId, GroupId, Seq, UserId};
 use std::collections::HashMap;

@@ -79,19 +79,10 @@ impl Inner {
     /// Moves the endpoint to a fresh UDP socket; QUIC sends from it at once, so the node
     /// migrates the live connection to the new path. Returns the new local address.
     pub(crate) fn rebind(&self) -> std::io::Result<std::net::SocketAddr> {
-        let socket = std::net::UdpSocket::bind(unspecified(self.options.addr))?;
+        let socket = std::net::UdpSocket::bind(crate::carrier::unspecified(self.options.addr))?;
         let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
         self.endpoint.rebind_abstract(self.carrier.socket(udp))?;
         self.endpoint.local_addr()
-    }
-}
-
-/// The unspecified address of `addr`'s family, port 0: let the OS pick the source.
-pub(crate) fn unspecified(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    if addr.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     }
 }
 

@@ -189,7 +189,9 @@ impl Node {
         let sources = crate::push::Sources {
             feeds: live.feeds.clone(),
             inbox: inbox.clone(),
-            group_log: groups.as_ref().map(|g| g.log().clone()),
+            group_unread: groups.clone().map(|groups| -> crate::push::GroupUnread {
+                Box::new(move |group, device| groups.unread(group, device))
+            }),
             directory: directory.clone(),
             metrics: metrics.clone(),
         };

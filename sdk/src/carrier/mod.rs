@@ -29,6 +29,16 @@ use tokio::sync::{mpsc, watch, Notify};
 /// The endpoint's socket: UDP, or the tunnel when the carrier says so.
 pub(crate) type ClientSocket = CarrierSocket<Carrier>;
 
+/// The unspecified address of `addr`'s family, port 0: the OS picks the source, per
+/// packet, from the routing table.
+pub(crate) fn unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
+}
+
 /// UDP unanswered this long makes the client probe whether UDP still works.
 const SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -145,11 +155,11 @@ impl Carrier {
         self.tunnel_out();
     }
 
-    /// Sends through the TCP tunnel only, from now on and for good.
-    pub(crate) fn pin_tcp(self: &Arc<Self>) {
+    /// Sends through the TCP tunnel only, from now on and for good; the tunnel opens
+    /// with the first packet.
+    pub(crate) fn pin_tcp(&self) {
         self.pinned.store(true, Ordering::Relaxed);
         self.on_tcp.store(true, Ordering::Relaxed);
-        self.tunnel_out();
     }
 
     /// Sends over UDP again; the tunnel closes a little later.
@@ -203,7 +213,7 @@ impl Carrier {
         self.probe_echoed.store(false, Ordering::Relaxed);
         let mut probe = [0u8; PROBE_LEN];
         probe[..8].copy_from_slice(&PROBE_MAGIC);
-        probe[8..].copy_from_slice(&crate::state::random_u128().to_le_bytes()[..8]);
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut probe[8..]);
         let udp = lock(&self.udp).clone();
         let transmit = Transmit {
             destination: self.server,
@@ -234,10 +244,9 @@ pub fn tcp_endpoint(
     server_name: &str,
     ca_pem: &str,
 ) -> io::Result<quinn::Endpoint> {
-    let unspecified = crate::state::unspecified(server);
     let udp = quinn::Runtime::wrap_udp_socket(
         &quinn::TokioRuntime,
-        std::net::UdpSocket::bind(unspecified)?,
+        std::net::UdpSocket::bind(unspecified(server))?,
     )?;
     let carrier = Carrier::new(server, server_name.to_owned(), ca_pem, udp.clone())
         .map_err(io::Error::other)?;

@@ -13,7 +13,8 @@
 //! that leaves the path alone (another interface, a router advertisement refreshing the
 //! same default route) costs two system calls and no packet.
 
-use crate::state::{unspecified, Inner};
+use crate::carrier::unspecified;
+use crate::state::Inner;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 use std::time::Duration;

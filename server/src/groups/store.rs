@@ -11,7 +11,9 @@ use super::state::{GroupKey, GroupState, Refusal};
 use crate::inbox::{Appended, Inbox, InboxError};
 use crate::rate::KeyedLimiter;
 use crate::GroupLimits;
-use quiver_proto::{ClientMsgId, EntryKind, ErrorCode, GroupChange, GroupId, Seq, UserId};
+use quiver_proto::{
+    ClientMsgId, DeviceId, EntryKind, ErrorCode, GroupChange, GroupId, Seq, UserId,
+};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -454,6 +456,13 @@ impl Groups {
             .filter(|member| *member != except)
             .cloned()
             .collect()
+    }
+
+    /// Entries of `group`'s log that `device` has not acknowledged.
+    pub fn unread(&self, group: &GroupId, device: DeviceId) -> u64 {
+        let owner = owner(group);
+        let cursor = self.log.cursor(&owner, device).unwrap_or(Seq(0));
+        self.log.head(&owner).0.saturating_sub(cursor.0)
     }
 
     /// A device of `user` has `group`'s log up to `seq`.

@@ -47,14 +47,18 @@ pub struct Pusher {
     metrics: Arc<Metrics>,
 }
 
+/// A device's unread entries in a group.
+pub type GroupUnread = Box<dyn Fn(&GroupId, DeviceId) -> u64 + Send + Sync>;
+
 /// What the notifier reads: who is away, how far each device has read, the targets.
 pub struct Sources {
     /// Devices with a feed open here (the ones that are not away).
     pub feeds: Counts<(UserId, DeviceId)>,
     /// Inboxes: the head and each device's cursor give the unread count.
     pub inbox: Arc<Inbox>,
-    /// Group logs, likewise for a group chat (none in mesh mode).
-    pub group_log: Option<Arc<Inbox>>,
+    /// The unread count of a device in a group (none in mesh mode, where groups are not
+    /// served): the groups know their logs; the notifier only asks.
+    pub group_unread: Option<GroupUnread>,
     /// Push targets.
     pub directory: Arc<dyn Directory>,
     /// Counters.

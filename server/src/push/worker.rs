@@ -129,14 +129,15 @@ async fn send(
     device: DeviceId,
     target: PushTarget,
 ) {
-    // The unread count of the conversation notified: the inbox, or the group's log
-    // (whose entries live under the group's id).
-    let (log, owner) = match (&notice.group, &sources.group_log) {
-        (Some(group), Some(log)) => (log, crate::groups::store::owner(group)),
-        _ => (&sources.inbox, notice.owner.clone()),
+    // The unread count of the conversation notified: the inbox, or the group.
+    let unread = match (&notice.group, &sources.group_unread) {
+        (Some(group), Some(group_unread)) => group_unread(group, device),
+        _ => {
+            let inbox = &sources.inbox;
+            let cursor = inbox.cursor(&notice.owner, device).unwrap_or(Seq(0));
+            inbox.head(&notice.owner).0.saturating_sub(cursor.0)
+        }
     };
-    let cursor = log.cursor(&owner, device).unwrap_or(Seq(0));
-    let unread = log.head(&owner).0.saturating_sub(cursor.0);
     let notification = Notification {
         owner: notice.owner.clone(),
         device,

@@ -30,6 +30,17 @@ async fn typing(events: &mut Events, wait: Duration) -> anyhow::Result<Option<Ev
     }
 }
 
+/// Waits (5 s at most) for `from`'s typing to a friend.
+async fn typed_by(events: &mut Events, from: &UserId) -> anyhow::Result<()> {
+    let got = typing(events, Duration::from_secs(5)).await?;
+    let want = Event::Typing {
+        from: from.clone(),
+        group: None,
+    };
+    ensure!(got == Some(want), "typing of {from}: {got:?}");
+    Ok(())
+}
+
 /// The next presence event of `of` within `wait`.
 async fn presence_of(
     events: &mut Events,
@@ -66,14 +77,7 @@ async fn typing_reaches_a_friend_and_group_members_never_a_stranger() -> anyhow:
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     a.typing(&bob.id)?;
-    let got = typing(&mut b_events, Duration::from_secs(5)).await?;
-    ensure!(
-        got == Some(Event::Typing {
-            from: alice.id.clone(),
-            group: None
-        }),
-        "{got:?}"
-    );
+    typed_by(&mut b_events, &alice.id).await?;
     a.typing(&eve.id)?; // not a friend: dropped by the node
     ensure!(typing(&mut e_events, Duration::from_millis(500))
         .await?
@@ -291,14 +295,7 @@ async fn typing_and_presence_reach_friends_connected_to_another_mesh_node() -> a
     ensure!(state == PresenceState::Away, "{state:?}");
 
     a.typing(&bob.id)?;
-    let got = typing(&mut b_events, Duration::from_secs(5)).await?;
-    ensure!(
-        got == Some(Event::Typing {
-            from: alice.id.clone(),
-            group: None
-        }),
-        "typing across nodes: {got:?}"
-    );
+    typed_by(&mut b_events, &alice.id).await?;
     a.typing(&eve.id)?; // not a friend: dropped on n1
     ensure!(typing(&mut e_events, Duration::from_millis(500))
         .await?
