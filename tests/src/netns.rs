@@ -94,18 +94,27 @@ impl Phone {
     /// Drops every UDP packet in and out of the phone (nftables), as a network that
     /// blocks UDP does; TCP still passes.
     pub fn block_udp(&self) -> anyhow::Result<()> {
+        self.block_udp_on(None)
+    }
+
+    /// Drops UDP in and out of the phone on `link` only (`None`: on every link): a
+    /// network of its own that blocks UDP, a hotel's Wi-Fi or a corporate one.
+    pub fn block_udp_on(&self, link: Option<&str>) -> anyhow::Result<()> {
         let nft = |args: &[&str]| {
             run(Command::new("ip")
                 .args(["netns", "exec", &self.ns, "nft"])
                 .args(args))
         };
         nft(&["add", "table", "inet", "qvblock"])?;
-        for (chain, hook) in [("in", "input"), ("out", "output")] {
+        for (chain, hook, dir) in [("in", "input", "iifname"), ("out", "output", "oifname")] {
             let spec = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
             nft(&["add", "chain", "inet", "qvblock", chain, &spec])?;
-            nft(&[
-                "add", "rule", "inet", "qvblock", chain, "meta", "l4proto", "udp", "drop",
-            ])?;
+            let mut rule = vec!["add", "rule", "inet", "qvblock", chain];
+            if let Some(link) = link {
+                rule.extend([dir, link]);
+            }
+            rule.extend(["meta", "l4proto", "udp", "drop"]);
+            nft(&rule)?;
         }
         Ok(())
     }

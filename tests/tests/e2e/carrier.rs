@@ -221,3 +221,55 @@ async fn hostile_tunnels_are_bounded_and_an_honest_one_chats_on() -> anyhow::Res
     ensure!(texts(&mut b_events, 5).await?.len() == 5);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiving_phone_that_moves_onto_a_udp_blocking_network_goes_on_over_tcp(
+) -> anyhow::Result<()> {
+    // The train: Wi-Fi (UDP fine) goes away; the phone falls to a network that drops UDP.
+    let scene = PhoneScene::new().await?;
+    scene.phone.block_udp_on(Some("cell"))?;
+    let app = scene.start_app(&[]).await?;
+    let (a, _a_events) = scene.alice_client().await?;
+    let count = 150;
+    let mut sent_at = Vec::new();
+    for i in 0..count {
+        if i == 50 {
+            // A quiet moment, then Wi-Fi goes: nothing of the phone's own is in flight.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            scene.phone.link_down("wifi")?;
+        }
+        sent_at.push(Instant::now());
+        a.send(&scene.bob.id, i.to_string().as_bytes()).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut got, mut carriers) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + WAIT;
+    while got.len() < count && Instant::now() < deadline {
+        for (at, line) in app.take() {
+            if let Some(text) = line.strip_prefix("msg ") {
+                got.push((at, text.to_owned()));
+            } else if let Some(carrier) = line.strip_prefix("carrier ") {
+                carriers.push(carrier.to_owned());
+            } else if line.starts_with("state") {
+                ensure!(line == "state Online", "the phone reconnected: {line}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+    let expected: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+    ensure!(texts == expected, "once and in order: {texts:?}");
+    ensure!(carriers == ["tcp"], "moved to TCP: {carriers:?}");
+    let worst = (50..count)
+        .map(|i| got[i].0.saturating_duration_since(sent_at[i]))
+        .max()
+        .unwrap_or_default();
+    eprintln!("worst delay after moving onto the UDP-blocking network: {worst:?}");
+    // A second to suspect UDP, two probes of a second each, then the tunnel.
+    ensure!(worst <= Duration::from_secs(5), "{worst:?}");
+    ensure!(
+        scene.node.sessions_opened() == 2,
+        "the same connection throughout"
+    );
+    Ok(())
+}
