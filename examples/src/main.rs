@@ -40,6 +40,10 @@ struct Args {
     /// Profile folder: server, CA and the client store (session, keys, cursor, outbox, history).
     #[arg(long, env = "QUIVER_PROFILE", global = true)]
     profile: Option<PathBuf>,
+    /// Carry the connection over TCP only (QUIC in TLS over TCP, as where UDP is
+    /// blocked). Without it the client tries UDP and falls back to TCP by itself.
+    #[arg(long, env = "QUIVER_TCP", global = true)]
+    tcp: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -195,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         None => PathBuf::from(std::env::var("HOME").context("HOME is not set")?).join(".quiver"),
     };
     let mut profile = Profile::load(&dir)?;
+    profile.tcp_only = args.tcp;
     let outcome = run(args.cmd, &mut profile).await;
     profile.save(&dir)?;
     match outcome {
@@ -434,6 +439,7 @@ async fn connect_showing(profile: &Profile, presence: bool) -> anyhow::Result<(C
         .connect_with(|o| {
             o.group_keys = group_keys;
             o.presence = presence.then_some(quiver_sdk::PresenceState::Online);
+            o.tcp_only = profile.tcp_only;
         })
         .await?)
 }

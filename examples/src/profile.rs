@@ -23,6 +23,9 @@ pub struct Profile {
     /// The profile folder.
     #[serde(skip)]
     dir: PathBuf,
+    /// This run carries its connection over TCP only (`--tcp`); not saved.
+    #[serde(skip)]
+    pub tcp_only: bool,
 }
 
 /// A file message as kept in the profile.

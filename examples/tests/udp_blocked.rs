@@ -159,8 +159,9 @@ async fn the_cli_registers_chats_and_sends_files_where_udp_is_blocked() {
         assert_eq!(saved[0]["verified"], true);
         assert_eq!(std::fs::read(&target).unwrap(), content);
 
-        // And back: Alice's message reaches Bob behind the firewall.
-        quiver(None, &alice, &["send", "bob", "seen it"]);
+        // And back: Alice's message (over TCP too, pinned with --tcp) reaches Bob behind
+        // the firewall.
+        quiver(None, &alice, &["--tcp", "send", "bob", "seen it"]);
         // (Receipts for what Bob sent come first.)
         let got = quiver(ns, &bob, &["listen", "--timeout", "3"]);
         let texts: Vec<&str> = got.iter().filter_map(|e| e["text"].as_str()).collect();
