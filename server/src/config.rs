@@ -108,6 +108,9 @@ pub struct Limits {
     /// A QUIC handshake must finish within this many milliseconds of its first packet;
     /// one that does not is dropped (a half-open one costs ~25 KiB).
     pub handshake_timeout_ms: u64,
+    /// TCP carrier tunnels open at once, from all addresses together (each also counts
+    /// against `max_connections_per_address`); past it new ones are closed at once.
+    pub max_tunnels: u32,
     /// QUIC handshakes in progress at once. Past half of it, a client whose address is
     /// not yet validated is asked to prove it (a Retry, which costs the node no state);
     /// past it, new connection attempts are refused.
@@ -362,6 +365,7 @@ impl Default for Limits {
             idle_timeout_ms: 30_000,
             hello_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
+            max_tunnels: 10_000,
             max_handshakes: 1024,
             min_free_disk_bytes: 256 << 20,
             registration_open: true,
@@ -411,6 +415,7 @@ impl Config {
             || l.max_conversations_per_user == 0
             || l.max_connections_per_address == 0
             || l.max_handshakes < 2
+            || l.max_tunnels == 0
             || l.handshake_timeout_ms == 0
         {
             return Err(ConfigError::Limit(

@@ -265,6 +265,7 @@ impl Node {
             let limits = &shared.config.limits;
             let limits = crate::carrier::TunnelLimits {
                 per_address: limits.max_connections_per_address,
+                total: limits.max_tunnels,
                 handshake: Duration::from_millis(limits.handshake_timeout_ms),
                 idle: Duration::from_millis(limits.idle_timeout_ms),
             };

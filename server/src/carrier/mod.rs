@@ -99,8 +99,17 @@ impl Tunnels {
         CarrierSocket::new(udp, self.clone(), self.inbound.clone())
     }
 
-    /// Opens a tunnel for `peer`, unless it already has `limit` open.
-    pub(crate) fn register(self: &Arc<Self>, peer: IpAddr, limit: u32) -> Option<Registration> {
+    /// Opens a tunnel for `peer`, unless it already has `limit` open or `total` are open
+    /// in all.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        limit: u32,
+        total: u32,
+    ) -> Option<Registration> {
+        if self.count() >= total as usize {
+            return None;
+        }
         {
             let mut per_ip = lock(&self.per_ip);
             let n = per_ip.entry(peer).or_insert(0);
@@ -204,16 +213,23 @@ mod tests {
     }
 
     #[test]
-    fn the_per_address_limit_counts_open_tunnels() {
+    fn the_per_address_and_total_limits_count_open_tunnels() {
         let tunnels = Arc::new(Tunnels::default());
         let ip: IpAddr = "10.0.0.7".parse().expect("ip");
-        let first = tunnels.register(ip, 2).expect("first");
-        let second = tunnels.register(ip, 2).expect("second");
-        assert!(tunnels.register(ip, 2).is_none(), "a third is refused");
+        let first = tunnels.register(ip, 2, 100).expect("first");
+        let second = tunnels.register(ip, 2, 100).expect("second");
+        assert!(tunnels.register(ip, 2, 100).is_none(), "a third is refused");
         assert_eq!(tunnels.peer_ip(first.addr), ip);
         drop(second);
-        let third = tunnels.register(ip, 2).expect("room again once one closed");
+        let third = tunnels
+            .register(ip, 2, 100)
+            .expect("room again once one closed");
         assert_eq!(tunnels.count(), 2);
         assert_ne!(first.addr, third.addr);
+        let elsewhere: IpAddr = "10.0.0.8".parse().expect("ip");
+        assert!(
+            tunnels.register(elsewhere, 2, 2).is_none(),
+            "the total cap holds"
+        );
     }
 }

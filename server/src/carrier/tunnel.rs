@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct TunnelLimits {
     /// Tunnels open at once from one address.
     pub per_address: u32,
+    /// Tunnels open at once in all.
+    pub total: u32,
     /// Time for the TLS handshake.
     pub handshake: Duration,
     /// A tunnel silent this long is closed (QUIC keep-alives cross it far more often).
@@ -45,8 +47,10 @@ pub async fn serve(
             // `closing` only ever turns true.
             _ = closing.changed() => return,
         };
-        let Some(registration) = tunnels.register(peer.ip(), limits.per_address) else {
-            tracing::info!(%peer, "too many tunnels from this address");
+        let Some(registration) = tunnels.register(peer.ip(), limits.per_address, limits.total)
+        else {
+            // Dropping the stream closes it, before TLS costs anything.
+            tracing::debug!(%peer, "tunnel refused: over a cap");
             continue;
         };
         let (acceptor, tunnels) = (acceptor.clone(), tunnels.clone());
