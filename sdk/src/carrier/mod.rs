@@ -48,8 +48,10 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// How long a tunnel stays open after moving back to UDP, for packets on their way.
 const TUNNEL_GRACE: Duration = Duration::from_secs(5);
 
-/// After a tunnel could not be opened, TCP is not tried again for this long.
-const TCP_COOLDOWN: Duration = Duration::from_secs(30);
+/// After a tunnel could not be opened, TCP is not tried again for this long: a lossy
+/// UDP path (no TCP behind it) is not pestered, and a node that restarts behind a
+/// UDP-blocking firewall is found again over TCP soon after it is back.
+const TCP_COOLDOWN: Duration = Duration::from_secs(5);
 
 /// Packets from the tunnel waiting for quinn.
 const INBOUND_QUEUE: usize = 1024;

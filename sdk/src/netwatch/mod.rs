@@ -42,6 +42,9 @@ use os::Watcher;
 /// judged once the burst has been quiet this long.
 const SETTLE: Duration = Duration::from_millis(30);
 
+/// The longest a burst may hold the judgement back.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(300);
+
 /// Watches the network until the client closes or is dropped.
 pub(crate) async fn follow(inner: Weak<Inner>) {
     let Some((server, mut closing)) = inner
@@ -66,11 +69,14 @@ pub(crate) async fn follow(inner: Weak<Inner>) {
             },
             _ = closing.changed() => return,
         }
-        // Let the burst settle; every further change restarts the wait.
+        // Let the burst settle; every further change restarts the wait, up to a bound (a
+        // host that never stops changing links still gets its path judged).
+        let deadline = tokio::time::Instant::now() + SETTLE_AT_MOST;
         loop {
+            let quiet = (tokio::time::Instant::now() + SETTLE).min(deadline);
             tokio::select! {
                 changed = watcher.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep(SETTLE) => break,
+                _ = tokio::time::sleep_until(quiet) => break,
             }
         }
         let Some(inner) = inner.upgrade() else { return };
