@@ -273,3 +273,44 @@ async fn a_receiving_phone_that_moves_onto_a_udp_blocking_network_goes_on_over_t
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_behind_a_udp_blocking_firewall_finds_a_restarted_node_over_tcp(
+) -> anyhow::Result<()> {
+    let mut scene = PhoneScene::new().await?;
+    scene.phone.block_udp()?;
+    let app = scene.start_app(&[]).await?;
+    let (a, _a_events) = scene.alice_client().await?;
+    let bob = scene.bob.id.clone();
+    a.send(&bob, b"before").await?;
+    let restarted = Instant::now();
+    scene.node.restart_on_same_ports().await?;
+    // Alice reconnects by herself; her message waits in her outbox until then.
+    a.send(&bob, b"after").await?;
+    let (mut texts, mut carriers, mut back) = (Vec::new(), Vec::new(), None);
+    let deadline = Instant::now() + WAIT;
+    while back.is_none() && Instant::now() < deadline {
+        for (at, line) in app.take() {
+            if let Some(text) = line.strip_prefix("msg ") {
+                texts.push(text.to_owned());
+                if text == "after" {
+                    back = Some(at.saturating_duration_since(restarted));
+                }
+            } else if let Some(carrier) = line.strip_prefix("carrier ") {
+                carriers.push(carrier.to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = back.context("the phone never got the message sent after the restart")?;
+    eprintln!("behind the firewall, the phone had the first message after the restart {back:?} later; carriers {carriers:?}");
+    ensure!(
+        texts == ["before", "after"],
+        "each once, in order: {texts:?}"
+    );
+    ensure!(
+        carriers.first().map(String::as_str) == Some("tcp"),
+        "{carriers:?}"
+    );
+    Ok(())
+}
