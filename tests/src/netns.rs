@@ -30,10 +30,10 @@ impl Phone {
         }
         // Unique per process and per phone: tests run side by side.
         static PHONES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = PHONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+        let n = PHONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 8;
         let pid = std::process::id();
         let id = format!("{pid}{n}");
-        let net = 20 + ((pid % 50) * 4 + n) as u8;
+        let net = 20 + ((pid % 25) * 8 + n) as u8;
         let phone = Phone {
             ns: format!("qvphone{id}"),
             wifi_host: format!("qvw{id}"),
