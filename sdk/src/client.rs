@@ -377,6 +377,7 @@ fn assemble(
     if inner.options.tcp_fallback && !inner.options.tcp_only {
         tokio::spawn(crate::carrier::follow(
             Arc::downgrade(&inner.carrier),
+            inner.endpoint.clone(),
             inner.closing.subscribe(),
             inner.options.udp_probe_every,
         ));

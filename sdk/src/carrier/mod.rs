@@ -134,6 +134,15 @@ impl Carrier {
         Arc::new(CarrierSocket::new(udp, self.clone(), self.inbound.clone()))
     }
 
+    /// A new socket over the same UDP socket and tunnel, for quinn to rebind to: quinn
+    /// then sends on every connection at once (a PING), so after a move between carriers
+    /// the node learns the new path now, not at QUIC's next retransmission (which backs
+    /// off while a path is dead).
+    fn resocket(self: &Arc<Self>) -> Arc<ClientSocket> {
+        let udp = lock(&self.udp).clone();
+        Arc::new(CarrierSocket::new(udp, self.clone(), self.inbound.clone()))
+    }
+
     /// Whether packets go through the TCP tunnel now.
     pub(crate) fn on_tcp(&self) -> bool {
         self.on_tcp.load(Ordering::Relaxed)
@@ -265,9 +274,15 @@ pub fn tcp_endpoint(
 /// `closing` turns true or the client is gone.
 pub(crate) async fn follow(
     carrier: std::sync::Weak<Carrier>,
+    endpoint: quinn::Endpoint,
     mut closing: watch::Receiver<bool>,
     probe_every: Duration,
 ) {
+    let kick = |carrier: &Arc<Carrier>| {
+        if let Err(error) = endpoint.rebind_abstract(carrier.resocket()) {
+            tracing::warn!(%error, "could not make QUIC send on the new carrier");
+        }
+    };
     loop {
         let Some(this) = carrier.upgrade() else {
             return;
@@ -292,6 +307,7 @@ pub(crate) async fn follow(
         if this.on_tcp() {
             if this.probe().await {
                 this.use_udp();
+                kick(&this);
             }
         } else {
             let overdue =
@@ -299,6 +315,9 @@ pub(crate) async fn follow(
             // Two probes unanswered: one lost on a lossy path is not a blocked one.
             if overdue && !this.probe().await && !this.probe().await {
                 this.use_tcp();
+                if this.on_tcp() {
+                    kick(&this);
+                }
             }
         }
     }

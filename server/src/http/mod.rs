@@ -191,12 +191,16 @@ async fn login(
         (Ok(Home::Peer(node)), Some(mesh)) => mesh.registry().lookup(&node).await.map(|n| n.client),
         _ => None,
     };
-    let mut quic_addr = quic_addr.unwrap_or(shared.quic_addr);
-    if let (true, Some(axum::Extension(ReachedAt(Some(local))))) =
-        (quic_addr.ip().is_unspecified(), reached)
-    {
-        quic_addr.set_ip(local.ip());
-    }
+    let quic_addr = quic_addr.unwrap_or_else(|| {
+        // This node: bound to every address, it answers with the one the client reached.
+        let mut own = shared.quic_addr;
+        if let (true, Some(axum::Extension(ReachedAt(Some(local))))) =
+            (own.ip().is_unspecified(), reached)
+        {
+            own.set_ip(local.ip());
+        }
+        own
+    });
     Ok(Json(rest::LoginResponse {
         token,
         user,
