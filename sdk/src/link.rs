@@ -63,7 +63,7 @@ async fn handshake_inner(
         Some((carrier, after)) if !carrier.on_tcp() => tokio::select! {
             done = &mut connecting => done,
             _ = tokio::time::sleep(after) => {
-                carrier.use_tcp();
+                carrier.use_tcp(false);
                 connecting.await
             }
         },

@@ -154,9 +154,10 @@ impl Carrier {
     }
 
     /// Sends everything through the TCP tunnel from now on (opening it if needed) —
-    /// unless a tunnel failed to open a short while ago.
-    pub(crate) fn use_tcp(self: &Arc<Self>) {
-        if lock(&self.tcp_failed).is_some_and(|at| at.elapsed() < TCP_COOLDOWN) {
+    /// unless a tunnel failed to open a short while ago and UDP is not known to be
+    /// blocked (`blocked`: probes went unanswered, so TCP is all there may be).
+    pub(crate) fn use_tcp(self: &Arc<Self>, blocked: bool) {
+        if !blocked && lock(&self.tcp_failed).is_some_and(|at| at.elapsed() < TCP_COOLDOWN) {
             return;
         }
         if !self.on_tcp.swap(true, Ordering::Relaxed) {
@@ -314,7 +315,7 @@ pub(crate) async fn follow(
                 lock(&this.udp_unanswered).is_some_and(|since| since.elapsed() >= SUSPECT_AFTER);
             // Two probes unanswered: one lost on a lossy path is not a blocked one.
             if overdue && !this.probe().await && !this.probe().await {
-                this.use_tcp();
+                this.use_tcp(true);
                 if this.on_tcp() {
                     kick(&this);
                 }

@@ -16,6 +16,12 @@ use std::time::Duration;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // What the SDK decides (moves between carriers, path changes) goes to stderr, which
+    // the test does not read: it shows in the test's output when something fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("quiver_sdk=info"))
+        .with_writer(std::io::stderr)
+        .try_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (addr, ca, token, friend, key) = match args.as_slice() {
         [addr, ca, token, friend, key, ..] => (addr, ca, token, friend, key),
