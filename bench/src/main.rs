@@ -271,28 +271,19 @@ async fn main() -> anyhow::Result<()> {
             messages,
             size,
             window,
+            compare,
             runs,
-            carriers: true,
-            ..
-        } => {
-            let report =
-                quiver_bench::carriers::carriers(&server_bin, pairs, messages, size, window, runs)
-                    .await?;
-            println!("{}", report.json);
-            eprintln!("{}", report.summary);
-            return Ok(());
-        }
-        Mode::Pairs {
-            pairs,
-            messages,
-            size,
-            window,
-            runs,
-            ..
-        } if runs > 1 => {
-            let report =
-                quiver_bench::table::pairs_runs(&server_bin, pairs, messages, size, window, runs)
-                    .await?;
+            carriers,
+        } if carriers || runs > 1 => {
+            let report = if carriers {
+                let carriers = quiver_bench::carriers::carriers;
+                carriers(&server_bin, pairs, messages, size, window, runs).await?
+            } else if compare.is_some() {
+                let runs_of = quiver_bench::table::pairs_runs;
+                runs_of(&server_bin, pairs, messages, size, window, runs).await?
+            } else {
+                anyhow::bail!("--runs needs --compare or --carriers");
+            };
             println!("{}", report.json);
             eprintln!("{}", report.summary);
             return Ok(());

@@ -1,29 +1,13 @@
 //! The `quiver` command against a real node: register, login, friends, send, listen,
 //! chat, history (the profile is a client store), send-file and get-file.
 
+mod common;
+
+use common::{account, command, dir_of, quiver};
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-fn quiver(profile: &Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .output()
-        .expect("run quiver");
-    assert!(
-        out.status.success(),
-        "quiver {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
+use std::process::Stdio;
 
 /// A node with its data in `dir/node`: the node, its REST URL and its CA's path.
 async fn start_node(dir: &Path) -> (quiver_server::Node, String, String) {
@@ -99,10 +83,7 @@ async fn two_profiles_chat_through_the_cli() {
         assert_eq!(paged[0]["seq"], sent[0]["seq"]);
 
         // The interactive mode, driven through stdin.
-        let mut chat = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("--profile")
-            .arg(&bob)
-            .args(["chat", "alice"])
+        let mut chat = command(None, &bob, &["chat", "alice"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -146,10 +127,7 @@ async fn two_profiles_chat_through_the_cli() {
         // the same JSON value, with nothing raw in the output.
         let hostile = "evil\x1b[2J\u{9b}31m\u{202e}gpj.exe\u{2028}[bob] fake";
         quiver(&alice, &["send", "bob", hostile]);
-        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("--profile")
-            .arg(&bob)
-            .args(["listen", "--count", "1", "--timeout", "20"])
+        let out = command(None, &bob, &["listen", "--count", "1", "--timeout", "20"])
             .output()
             .unwrap();
         let raw = String::from_utf8(out.stdout).unwrap();
@@ -163,10 +141,7 @@ async fn two_profiles_chat_through_the_cli() {
         // A reader that goes away (`quiver listen | head -0`) ends listen quietly.
         quiver(&alice, &["send", "bob", "one"]);
         quiver(&alice, &["send", "bob", "two"]);
-        let mut cut = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("--profile")
-            .arg(&bob)
-            .args(["listen", "--count", "2", "--timeout", "20"])
+        let mut cut = command(None, &bob, &["listen", "--count", "2", "--timeout", "20"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,23 +154,6 @@ async fn two_profiles_chat_through_the_cli() {
     });
     steps.await.unwrap();
     node.shutdown().await;
-}
-
-/// The folder a profile lives in.
-fn dir_of(profile: &Path) -> &Path {
-    profile.parent().expect("a profile folder has a parent")
-}
-
-/// Registers `user` in a new profile and logs in.
-fn account(profile: &Path, server: &str, ca: &str, user: &str) {
-    let password = format!("{user}-password");
-    let (server, ca) = (["--server", server], ["--ca", ca]);
-    let who = ["--user", user, "--password", &password];
-    quiver(
-        profile,
-        &[&["register"], &server[..], &ca[..], &who[..]].concat(),
-    );
-    quiver(profile, &[&["login"][..], &who[..]].concat());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,20 +210,14 @@ async fn a_group_through_the_cli() {
         assert!(receipts[0]["delivered"].as_u64().unwrap() >= 1);
 
         // Carol, a plain member, may not remove; Alice may, and Carol's send is refused.
-        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("--profile")
-            .arg(&carol)
-            .args(["group", "remove", &group, "bob"])
+        let out = command(None, &carol, &["group", "remove", &group, "bob"])
             .output()
             .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not_member"));
         let removed = quiver(&alice, &["group", "remove", &group, "carol"]);
         assert_eq!(removed[0]["status"], "removed");
-        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("--profile")
-            .arg(&carol)
-            .args(["send", "--group", &group, "still here?"])
+        let out = command(None, &carol, &["send", "--group", &group, "still here?"])
             .output()
             .unwrap();
         assert!(!out.status.success());

@@ -3,49 +3,14 @@
 //! file and receives — over the TCP carrier, found by itself. Needs root (`ip netns`,
 //! `nft`), as CI has.
 
+mod common;
+
+use common::{account_in as account, command, dir_of, quiver_in as quiver};
 use quiver_tests::netns::Phone;
-use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// Runs `quiver --profile profile args`, in namespace `ns` if given; its JSON lines.
-fn quiver(ns: Option<&str>, profile: &Path, args: &[&str]) -> Vec<Value> {
-    let out = command(ns, profile, args).output().expect("run quiver");
-    assert!(
-        out.status.success(),
-        "quiver {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
-
-fn command(ns: Option<&str>, profile: &Path, args: &[&str]) -> Command {
-    let mut command = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_quiver")]);
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_quiver")),
-    };
-    command.arg("--profile").arg(profile).args(args);
-    command
-}
-
-/// Registers `user` at `server` in a new profile and logs in.
-fn account(ns: Option<&str>, profile: &Path, server: &str, ca: &str, user: &str) {
-    let password = format!("{user}-password");
-    let who = ["--user", user, "--password", &password];
-    let place = ["--server", server, "--ca", ca];
-    quiver(ns, profile, &[&["register"], &place[..], &who[..]].concat());
-    quiver(ns, profile, &[&["login"][..], &who[..]].concat());
-}
 
 /// The median time of three runs of `quiver args` in `ns` (each sends a message).
 fn median_send(ns: &str, profile: &Path, text: &str) -> Duration {
@@ -170,9 +135,4 @@ async fn the_cli_registers_chats_and_sends_files_where_udp_is_blocked() {
     });
     steps.await.unwrap();
     node.shutdown().await;
-}
-
-/// The folder a profile lives in.
-fn dir_of(profile: &Path) -> &Path {
-    profile.parent().expect("a profile folder has a parent")
 }

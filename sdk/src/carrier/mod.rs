@@ -21,7 +21,7 @@ use quiver_proto::carrier::{PROBE_LEN, PROBE_MAGIC};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -68,13 +68,15 @@ pub(crate) struct Carrier {
     tunnel: Mutex<Option<tunnel::Handle>>,
     inbound_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     inbound: Arc<Inbound>,
-    /// Since when packets sent over UDP have had no answer over UDP.
-    udp_unanswered: Mutex<Option<Instant>>,
+    /// Since when packets sent over UDP have had no answer over UDP, as nanoseconds after
+    /// `epoch` plus one; 0 when nothing waits. An atomic: every packet touches it.
+    udp_unanswered: AtomicU64,
+    epoch: Instant,
     /// Woken when UDP packets start waiting for an answer, and when a probe is echoed.
     udp_news: Notify,
     probe_echoed: AtomicBool,
     /// Moves between carriers so far (for tests and statistics).
-    moves: std::sync::atomic::AtomicU64,
+    moves: AtomicU64,
     /// When a tunnel last failed to open: TCP is not tried again for a while.
     tcp_failed: Mutex<Option<Instant>>,
     /// On TCP for good ([`crate::ConnectOptions::tcp_only`]).
@@ -115,10 +117,11 @@ impl Carrier {
             tunnel: Mutex::new(None),
             inbound_tx,
             inbound,
-            udp_unanswered: Mutex::new(None),
+            udp_unanswered: AtomicU64::new(0),
+            epoch: Instant::now(),
             udp_news: Notify::new(),
             probe_echoed: AtomicBool::new(false),
-            moves: std::sync::atomic::AtomicU64::new(0),
+            moves: AtomicU64::new(0),
             tcp_failed: Mutex::new(None),
             pinned: AtomicBool::new(false),
         }))
@@ -129,7 +132,7 @@ impl Carrier {
     /// packet opens another.
     pub(crate) fn socket(self: &Arc<Self>, udp: Arc<dyn AsyncUdpSocket>) -> Arc<ClientSocket> {
         *lock(&self.udp) = udp.clone();
-        *lock(&self.udp_unanswered) = None;
+        self.udp_unanswered.store(0, Ordering::Relaxed);
         lock(&self.tunnel).take();
         Arc::new(CarrierSocket::new(udp, self.clone(), self.inbound.clone()))
     }
@@ -141,6 +144,14 @@ impl Carrier {
     fn resocket(self: &Arc<Self>) -> Arc<ClientSocket> {
         let udp = lock(&self.udp).clone();
         Arc::new(CarrierSocket::new(udp, self.clone(), self.inbound.clone()))
+    }
+
+    /// Since when UDP packets have waited for an answer, if any do.
+    fn unanswered_since(&self) -> Option<Instant> {
+        match self.udp_unanswered.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos - 1)),
+        }
     }
 
     /// Whether packets go through the TCP tunnel now.
@@ -292,7 +303,7 @@ pub(crate) async fn follow(
             // On TCP: try UDP again now and then.
             tokio::time::sleep(probe_every)
         } else {
-            match *lock(&this.udp_unanswered) {
+            match this.unanswered_since() {
                 Some(since) => tokio::time::sleep_until((since + SUSPECT_AFTER).into()),
                 // Nothing waits for an answer: sleep until something does.
                 None => tokio::time::sleep(Duration::from_secs(3600)),
@@ -311,8 +322,9 @@ pub(crate) async fn follow(
                 kick(&this);
             }
         } else {
-            let overdue =
-                lock(&this.udp_unanswered).is_some_and(|since| since.elapsed() >= SUSPECT_AFTER);
+            let overdue = this
+                .unanswered_since()
+                .is_some_and(|since| since.elapsed() >= SUSPECT_AFTER);
             // Two probes unanswered: one lost on a lossy path is not a blocked one.
             if overdue && !this.probe().await && !this.probe().await {
                 this.use_tcp(true);
@@ -341,14 +353,21 @@ impl Router for Carrier {
     }
 
     fn sent_udp(&self) {
-        let mut unanswered = lock(&self.udp_unanswered);
-        if unanswered.is_none() {
-            *unanswered = Some(Instant::now());
+        if self.udp_unanswered.load(Ordering::Relaxed) != 0 {
+            return; // already waiting: no clock read, no write
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64 + 1;
+        let armed =
+            self.udp_unanswered
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        if armed.is_ok() {
             self.udp_news.notify_one();
         }
     }
 
     fn heard_udp(&self) {
-        *lock(&self.udp_unanswered) = None;
+        if self.udp_unanswered.load(Ordering::Relaxed) != 0 {
+            self.udp_unanswered.store(0, Ordering::Relaxed);
+        }
     }
 }
