@@ -142,7 +142,15 @@ async fn presence_reaches_friends_and_a_killed_client_goes_offline() -> anyhow::
     ensure!(line.trim() == "online", "{line:?}");
 
     // Alice connects: she learns Bob is online; then sees him go away and come back.
-    let (a, mut a_events) = online(&node, &alice).await?;
+    // Her keep-alive is under the node's 2 s idle timeout, like the child's: else her own
+    // connection could time out with his, and the next connection's first news of Bob
+    // would be the "online" he still showed then.
+    let (a, mut a_events) = node
+        .connect_with(&alice, |o| {
+            o.presence = Some(PresenceState::Online);
+            o.keep_alive = Duration::from_millis(500);
+        })
+        .await?;
     let (state, seen) = presence_of(&mut a_events, &bob.id, Duration::from_secs(5)).await?;
     ensure!(
         state == PresenceState::Online && seen > 0,
