@@ -6,7 +6,7 @@
 //! its own authenticated client session: peers trust each other, never clients.
 
 use crate::files::{BlobId, FileRef};
-use crate::{ClientMsgId, DeviceId, Entry, ErrorCode, ReceiptKind, Seq, UserId};
+use crate::{ClientMsgId, DeviceId, Entry, ErrorCode, GroupId, ReceiptKind, Role, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// ALPN protocol id of node-to-node links.
@@ -117,6 +117,111 @@ pub enum MeshOpen {
         /// What they get.
         message: crate::datagram::NodeDatagram,
     },
+    /// Chats from `from` to `group`, homed on the receiving node. Then the stream is
+    /// exactly a client's group conversation after `OpenGroup`: `Sent` only once the
+    /// entry is durable in the group's log here.
+    GroupConversation {
+        /// The sender, authenticated by the opening node.
+        from: UserId,
+        /// The group, homed on the receiving node.
+        group: GroupId,
+    },
+    /// A device of `user` is connected to the opening node: push it the logs of its
+    /// groups homed on the receiving node. Then [`crate::ControlRequest::GroupAck`] and
+    /// [`crate::ControlRequest::GroupRead`] frames go up, and
+    /// [`crate::ControlResponse::GroupEntry`] and [`crate::ControlResponse::Error`]
+    /// frames come down, as on the device's control stream.
+    GroupAttach {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// A membership request of `user` (REST on the opening node) for `group`, homed on
+    /// the receiving node. Answered with one [`GroupAnswer`].
+    GroupCall {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+        /// The group.
+        group: GroupId,
+        /// What they ask.
+        call: GroupCall,
+    },
+    /// What of `user`'s groups and invitations the receiving node homes, as the REST
+    /// API's group list. Answered with one [`GroupAnswer`].
+    GroupList {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+    },
+    /// A page of `group`'s log (homed on the receiving node) for `user`. Then the stream
+    /// is exactly a client's history stream after its first frame.
+    GroupHistory {
+        /// The user, authenticated by the opening node.
+        user: UserId,
+        /// The group.
+        group: GroupId,
+        /// Only entries below this `seq`.
+        before: Option<Seq>,
+        /// Entries wanted.
+        limit: u32,
+    },
+    /// `user` now has a group (or an invitation) on `node`, which is new for them: their
+    /// sessions on the receiving node attach to `node` for its group logs. Answered with
+    /// one [`ReceiptAnswer`].
+    GroupHomeAdded {
+        /// The user.
+        user: UserId,
+        /// The node that homes the group.
+        node: String,
+    },
+}
+
+/// A membership request carried by [`MeshOpen::GroupCall`]: the REST API's group routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCall {
+    /// The group as the user sees it.
+    Info,
+    /// Add `user` (a friend of the asker) or invite them.
+    Add {
+        /// Whom.
+        user: UserId,
+    },
+    /// Accept an invitation.
+    Accept,
+    /// Remove `user`.
+    Remove {
+        /// Whom.
+        user: UserId,
+    },
+    /// Leave.
+    Leave,
+    /// Rename.
+    Rename {
+        /// The new name.
+        name: String,
+    },
+    /// Give `user` `role`.
+    Role {
+        /// Whom.
+        user: UserId,
+        /// The role.
+        role: Role,
+    },
+    /// How far the members are with entry `seq`.
+    Receipts {
+        /// The entry.
+        seq: Seq,
+    },
+}
+
+/// The answer to [`MeshOpen::GroupCall`] and [`MeshOpen::GroupList`]: the REST answer the home node gives, which the
+/// opening node hands its client as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub json: Vec<u8>,
 }
 
 /// The answer to [`MeshOpen::Receipt`], [`MeshOpen::Logout`] and [`MeshOpen::Retain`].

@@ -121,6 +121,14 @@ impl ConversationPhase {
         }
     }
 
+    /// A group stream whose group is already known (a node forwarding it says which in
+    /// its own opening frame).
+    pub fn opened_group() -> Self {
+        Self {
+            state: StreamKind::Group,
+        }
+    }
+
     /// The peer, once `Open` was read.
     pub fn peer(&self) -> Option<&UserId> {
         match &self.state {

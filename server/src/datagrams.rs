@@ -3,7 +3,8 @@
 //! stored. Typing goes to a friend's (or the group's members') connections that
 //! announced presence; a presence change goes to the friends' such connections, here
 //! and, in a mesh, on the other nodes they are connected to ([`crate::presence_mesh`]).
-//! Group typing stays on this node (groups are not served in a mesh yet).
+//! Group typing reaches the members connected to the group's home node only: in a mesh it
+//! is not passed to other nodes yet.
 
 use crate::presence::Visible;
 use crate::rate::TokenBucket;
@@ -69,8 +70,7 @@ pub async fn ended(shared: &Arc<Shared>, user: &UserId, id: u64) {
 }
 
 fn group_typing(shared: &Shared, user: &UserId, group: GroupId) {
-    let Some(groups) = &shared.groups else { return };
-    let Ok(view) = groups.view(&group, user) else {
+    let Ok(view) = shared.groups.view(&group, user) else {
         return;
     };
     let typing = NodeDatagram::GroupTyping {

@@ -114,7 +114,7 @@ pub async fn serve(
             group: id,
             before,
             limit,
-        } => group(shared, user, id, Want { before, limit }, send).await,
+        } => group(shared, user, id, Want { before, limit }, send, true).await,
         // The session passes only history steps.
         _ => refuse(shared, send, ErrorCode::UnexpectedFrame).await,
     }
@@ -156,17 +156,32 @@ pub async fn inbox(
     }
 }
 
-/// A page of `group`'s log for `user`, a member (or one who was), within their range.
-async fn group(
+/// A page of `group`'s log for `user`, a member (or one who was), within their range. On
+/// another node than the group's home, relayed there when `may_relay` (a client's
+/// stream), refused when not (a peer's).
+pub async fn group(
     shared: &Arc<Shared>,
     user: UserId,
     group: GroupId,
     want: Want,
     send: quinn::SendStream,
+    may_relay: bool,
 ) {
-    let Some(groups) = shared.groups.clone() else {
-        return refuse(shared, send, ErrorCode::Unavailable).await;
-    };
+    match crate::group_mesh::home(shared, &group).await {
+        Ok(Home::Here) => {}
+        Ok(Home::Peer(node)) if may_relay => {
+            let open = MeshOpen::GroupHistory {
+                user,
+                group,
+                before: want.before,
+                limit: want.limit,
+            };
+            return relay(shared, &node, open, send).await;
+        }
+        Ok(Home::Peer(_)) => return refuse(shared, send, ErrorCode::Unavailable).await,
+        Err(code) => return refuse(shared, send, code).await,
+    }
+    let groups = shared.groups.clone();
     let Some(range) = groups.range(&group, &user) else {
         return refuse(shared, send, ErrorCode::NotMember).await;
     };

@@ -4,11 +4,13 @@
 use crate::conversation::{append_chats, respond, Reply};
 use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
+use crate::groups::send::append_group_chats;
 use crate::mesh::MAX_MESH_FRAME;
 use crate::net::{read_frame, write_frame, Reader};
 use crate::router::Home;
 use crate::shared::Shared;
-use quiver_proto::mesh::{AttachDown, MeshOpen, ReceiptAnswer};
+use axum::response::IntoResponse;
+use quiver_proto::mesh::{AttachDown, GroupAnswer, MeshOpen, ReceiptAnswer};
 use quiver_proto::stream::{ControlPhase, ConversationPhase};
 use quiver_proto::{DeviceId, ErrorCode, UserId};
 use std::sync::Arc;
@@ -112,6 +114,41 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             let mut send = send;
             let _ = send.finish();
         }
+        MeshOpen::GroupConversation { from, group } => {
+            group_conversation(&shared, from, group, send, recv).await
+        }
+        MeshOpen::GroupAttach { user, device } => {
+            crate::group_mesh::serve_attachment(shared, user, device, send, recv).await
+        }
+        MeshOpen::GroupCall { user, group, call } => {
+            let response = match crate::group_mesh::home(&shared, &group).await {
+                Ok(Home::Here) => {
+                    crate::http::group_calls::serve(&shared, &user, &group, call).await
+                }
+                // Homes never move: a peer asking the wrong node raced a restart.
+                _ => crate::api::ApiError::Group(ErrorCode::Unavailable, "group not homed here")
+                    .into_response(),
+            };
+            group_answer(send, response).await
+        }
+        MeshOpen::GroupList { user } => {
+            let list = crate::http::group_calls::list(&shared, &user);
+            group_answer(send, axum::Json(list).into_response()).await
+        }
+        MeshOpen::GroupHistory {
+            user,
+            group,
+            before,
+            limit,
+        } => {
+            let want = crate::history::Want { before, limit };
+            crate::history::group(&shared, user, group, want, send, false).await
+        }
+        MeshOpen::GroupHomeAdded { user, node } => {
+            tracing::debug!(%user, %node, "a member's sessions here attach to a new group node");
+            shared.groups.touch(&user);
+            answer(send, Ok(())).await
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared
@@ -136,6 +173,66 @@ async fn answer(mut send: quinn::SendStream, outcome: Result<(), ErrorCode>) {
     if write_frame(&mut send, &answer).await.is_ok() {
         let _ = send.finish();
     }
+}
+
+/// Writes the one answer of a group call: the REST answer as this node gives it.
+async fn group_answer(mut send: quinn::SendStream, response: axum::response::Response) {
+    let status = response.status().as_u16();
+    let json = match axum::body::to_bytes(response.into_body(), MAX_MESH_FRAME / 2).await {
+        Ok(json) => json.to_vec(),
+        Err(e) => {
+            tracing::error!(error = %e, "group answer too large for the mesh");
+            return;
+        }
+    };
+    if write_frame(&mut send, &GroupAnswer { status, json })
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+/// Chats to a group homed here, forwarded by the sender's node.
+async fn group_conversation(
+    shared: &Arc<Shared>,
+    from: UserId,
+    group: quiver_proto::GroupId,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let (tx, rx) = mpsc::channel(shared.config.limits.send_pipeline);
+    let push = shared.push.clone();
+    let responder = tokio::spawn(respond(send, rx, shared.metrics.clone(), push));
+    let mut reader = Reader::new(recv, ConversationPhase::opened_group(), MAX_MESH_FRAME);
+    let end = match crate::group_mesh::home(shared, &group).await {
+        Ok(Home::Here) => {
+            let notify = shared
+                .push
+                .as_ref()
+                .map(|_| shared.config.push.group_max_members);
+            let groups = &shared.groups;
+            let router = &shared.router;
+            append_group_chats(
+                groups,
+                router,
+                &from,
+                &group,
+                &mut reader,
+                &tx,
+                notify,
+                || true,
+            )
+            .await
+        }
+        Ok(Home::Peer(_)) | Err(_) => Some(ErrorCode::Unavailable),
+    };
+    if let Some(code) = end {
+        reader.stop(code);
+        let _ = tx.send(Reply::Close(code)).await;
+    }
+    drop(tx);
+    let _ = responder.await;
 }
 
 /// Chats forwarded by the sender's node, appended here like a local client's.

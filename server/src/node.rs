@@ -93,8 +93,8 @@ pub struct Node {
     tunnel_task: Option<JoinHandle<()>>,
     http_task: JoinHandle<()>,
     commit_task: JoinHandle<()>,
-    /// Makes group log appends durable (single-node mode).
-    group_commit_task: Option<JoinHandle<()>>,
+    /// Makes group log appends durable.
+    group_commit_task: JoinHandle<()>,
     /// Mesh mode: the mesh endpoint's accept loop and the registry heartbeat.
     mesh_tasks: Vec<JoinHandle<()>>,
     /// Removes blobs nothing refers to and inbox segments past retention, periodically.
@@ -129,16 +129,9 @@ impl Node {
         let db = open_db(&data.join("db"), config.storage_cache_bytes).await?;
         let metrics = Arc::new(Metrics::default());
         let (inbox, commit_task) = Inbox::open(&db, &data, &config.inbox, metrics.clone())?;
-        // Groups are served by a single node only for now: a mesh node opens no group log.
-        let (groups, group_commit_task) = match config.mesh {
-            None => {
-                let (log, task) =
-                    Inbox::open_logs(Logs::Groups, &db, &data, &config.inbox, metrics.clone())?;
-                let groups = Groups::open(&db, log, config.groups.clone())?;
-                (Some(Arc::new(groups)), Some(task))
-            }
-            Some(_) => (None, None),
-        };
+        let (group_log, group_commit_task) =
+            Inbox::open_logs(Logs::Groups, &db, &data, &config.inbox, metrics.clone())?;
+        let groups = Arc::new(Groups::open(&db, group_log, config.groups.clone())?);
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let tunnels = Arc::new(crate::carrier::Tunnels::default());
         let (endpoint, tunnel_listener) = crate::listener::endpoint(
@@ -189,9 +182,10 @@ impl Node {
         let sources = crate::push::Sources {
             feeds: live.feeds.clone(),
             inbox: inbox.clone(),
-            group_unread: groups.clone().map(|groups| -> crate::push::GroupUnread {
+            group_unread: {
+                let groups = groups.clone();
                 Box::new(move |group, device| groups.unread(group, device))
-            }),
+            },
             directory: directory.clone(),
             metrics: metrics.clone(),
         };
@@ -420,9 +414,7 @@ impl Node {
         }
         // The flush task ends once the last inbox handle is gone.
         let _ = tokio::time::timeout(bound, self.commit_task).await;
-        if let Some(task) = self.group_commit_task {
-            let _ = tokio::time::timeout(bound, task).await;
-        }
+        let _ = tokio::time::timeout(bound, self.group_commit_task).await;
         tracing::info!("node stopped");
     }
 }
@@ -446,11 +438,9 @@ fn expire_now(shared: &Shared, now: SystemTime) -> Result<Expired, InboxError> {
     if expired.segments > 0 {
         tracing::info!(?expired, "removed inbox entries past retention");
     }
-    if let Some(groups) = &shared.groups {
-        let gone = groups.log().expire(now)?;
-        if gone.segments > 0 {
-            tracing::info!(expired = ?gone, "removed group entries past retention");
-        }
+    let gone = shared.groups.log().expire(now)?;
+    if gone.segments > 0 {
+        tracing::info!(expired = ?gone, "removed group entries past retention");
     }
     Ok(expired)
 }

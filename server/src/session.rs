@@ -13,6 +13,7 @@ use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
+use crate::group_mesh::RemoteGroups;
 use crate::groups::feed::{Control as GroupControl, Device as GroupDevice, GroupAcks};
 use crate::groups::send::append_group_chats;
 use crate::mesh::MAX_MESH_FRAME;
@@ -157,6 +158,8 @@ struct Session {
     send_rate: Mutex<TokenBucket>,
     /// Where the device's group acks go: its group feeds.
     group_acks: Arc<GroupAcks>,
+    /// Where acks and read marks of groups homed on other nodes go.
+    remote_groups: Arc<RemoteGroups>,
 }
 
 /// The device's feed: local, or on the home node through a mesh attachment.
@@ -257,6 +260,7 @@ async fn hello(
             Instant::now(),
         )),
         group_acks: Arc::default(),
+        remote_groups: Arc::default(),
     };
     Ok((session, send, control))
 }
@@ -348,6 +352,7 @@ impl Session {
                     // A polite goodbye: record the acks already received, then close.
                     acking.finish().await;
                     self.group_acks.finish(Duration::from_secs(2)).await;
+                    self.remote_groups.finish().await;
                     if let HomeFeed::Remote(attachment) = &self.home {
                         let _ = attachment.up.lock().await.finish();
                     }
@@ -362,8 +367,8 @@ impl Session {
                 Err(StreamEnd::Failed(e)) => return Err(e),
             };
             let refused = match (step, &self.home) {
-                (ControlStep::GroupAck(group, seq), _) => self.group_ack(&group, seq),
-                (ControlStep::GroupRead(group, seq), _) => self.group_read(&group, seq),
+                (ControlStep::GroupAck(group, seq), _) => self.group_ack(&group, seq).await,
+                (ControlStep::GroupRead(group, seq), _) => self.group_read(&group, seq).await,
                 (step, HomeFeed::Local(feed)) => feed.handle(step, &mut acking).await.err(),
                 (step, HomeFeed::Remote(attachment)) => {
                     // The home node checks it and answers refusals down the attachment.
@@ -479,7 +484,8 @@ impl Session {
         .await;
     }
 
-    /// One stream to a group after `OpenGroup`: its chats appended to the group's log.
+    /// One stream to a group after `OpenGroup`: its chats appended to the group's log
+    /// here, or relayed to the group's home node.
     async fn group_conversation(
         &self,
         group: &GroupId,
@@ -487,15 +493,33 @@ impl Session {
         mut reader: Reader<ConversationPhase>,
     ) {
         self.answered(send, |tx| async move {
-            let closing = match &self.shared.groups {
-                Some(groups) => {
-                    let allow = || self.take_send_token();
-                    let config = &self.shared.config.push;
-                    let notify = self.shared.push.as_ref().map(|_| config.group_max_members);
-                    let user = &self.user;
-                    append_group_chats(groups, user, group, &mut reader, &tx, notify, allow).await
+            let shared = &self.shared;
+            let closing = match (
+                crate::group_mesh::home(shared, group).await,
+                shared.router.mesh(),
+            ) {
+                (Err(code), _) => Some(code),
+                (Ok(Home::Peer(node)), Some(mesh)) => {
+                    let open = MeshOpen::GroupConversation {
+                        from: self.user.clone(),
+                        group: group.clone(),
+                    };
+                    shared.metrics.mesh_request(MeshKind::Conversation);
+                    match mesh.open(&node, &open).await {
+                        Ok(link) => self.relay(link, &mut reader, &tx).await,
+                        Err(code) => Some(code),
+                    }
                 }
-                None => Some(ErrorCode::Unavailable),
+                _ => {
+                    let allow = || self.take_send_token();
+                    let notify = shared
+                        .push
+                        .as_ref()
+                        .map(|_| shared.config.push.group_max_members);
+                    let (groups, router, user) = (&shared.groups, &shared.router, &self.user);
+                    append_group_chats(groups, router, user, group, &mut reader, &tx, notify, allow)
+                        .await
+                }
             };
             (reader, closing)
         })
@@ -526,22 +550,26 @@ impl Session {
         let _ = responder.await;
     }
 
-    /// Runs the device's group feeds (none in mesh mode).
+    /// Runs the device's group feeds: of the groups homed here, and through attachments
+    /// to the other nodes that home its groups.
     async fn group_feeds(self: Arc<Self>, control: GroupControl) -> Result<(), String> {
-        let Some(groups) = self.shared.groups.clone() else {
-            return std::future::pending().await;
-        };
         let device = Arc::new(GroupDevice {
             user: self.user.clone(),
             device: self.device,
             window: self.shared.config.limits.push_window,
         });
-        crate::groups::feed::run(groups, device, control, self.group_acks.clone()).await
+        let groups = self.shared.groups.clone();
+        let acks = self.group_acks.clone();
+        let remote = self.remote_groups.clone();
+        tokio::select! {
+            r = crate::groups::feed::run(groups, device.clone(), control.clone(), acks) => r,
+            r = crate::group_mesh::attach_all(self.shared.clone(), device, control, remote) => r,
+        }
     }
 
-    /// An ack of a group entry, for that group's feed.
-    fn group_ack(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        if self.group_acks.ack(group, seq) {
+    /// An ack of a group entry, for that group's feed, here or on the group's home.
+    async fn group_ack(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
+        if self.group_acks.ack(group, seq) || self.remote_groups.ack(group, seq).await {
             return None;
         }
         Some((
@@ -550,16 +578,12 @@ impl Session {
         ))
     }
 
-    /// A read mark of a group: the member's read-up-to marker.
-    fn group_read(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        let groups = self.shared.groups.as_ref()?;
-        match groups.range(group, &self.user) {
-            Some((_, None)) => {
-                groups.read(group, &self.user, seq);
-                None
-            }
-            _ => Some((ErrorCode::NotMember, format!("not a member of {group}"))),
+    /// A read mark of a group: the member's read-up-to marker, here or on its home.
+    async fn group_read(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
+        if self.remote_groups.read(&self.shared, group, seq).await {
+            return None;
         }
+        crate::group_mesh::read_mark(&self.shared, &self.user, group, seq)
     }
 
     /// Serves an opened conversation; returns the code to close it with, if any.
@@ -627,10 +651,14 @@ impl Session {
                 }
             };
             match step {
-                Ok(Some(ConversationStep::Chat { .. })) if !self.take_send_token() => {
+                Ok(Some(ConversationStep::Chat { .. } | ConversationStep::GroupChat { .. }))
+                    if !self.take_send_token() =>
+                {
                     break Some(ErrorCode::RateLimited);
                 }
-                Ok(Some(chat @ ConversationStep::Chat { .. })) => {
+                Ok(Some(
+                    chat @ (ConversationStep::Chat { .. } | ConversationStep::GroupChat { .. }),
+                )) => {
                     if write_frame(&mut up, &ConversationRequest::from(chat))
                         .await
                         .is_err()

@@ -37,8 +37,8 @@ pub struct Shared {
     pub(crate) hasher: Hasher,
     /// Connections, conversations and sessions open now.
     pub(crate) live: Live,
-    /// The groups homed here; `None` in mesh mode, where groups are not served yet.
-    pub(crate) groups: Option<Arc<Groups>>,
+    /// The groups homed here.
+    pub(crate) groups: Arc<Groups>,
     /// What each user shows (in memory only).
     pub(crate) presence: Presence,
     /// Push notifications for away devices; `None` without a gateway.

@@ -108,20 +108,33 @@ pub async fn run(
                 });
             }
         }
-        loop {
-            tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(user) if user == device.user => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                },
-                Some(ended) = feeds.join_next() => {
-                    if let Ok(Err(e)) = ended {
-                        return Err(e);
-                    }
+        next_change(&mut changes, &device.user, &mut feeds, None).await?;
+    }
+}
+
+/// Waits until `user`'s groups change (or `changes` lagged, or `until` passed) while
+/// watching `tasks`: the first that fails ends the wait with its error.
+pub async fn next_change(
+    changes: &mut broadcast::Receiver<UserId>,
+    user: &UserId,
+    tasks: &mut JoinSet<Result<(), String>>,
+    until: Option<tokio::time::Instant>,
+) -> Result<(), String> {
+    let deadline = until.unwrap_or_else(tokio::time::Instant::now);
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(changed) if changed == *user => return Ok(()),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            },
+            Some(ended) = tasks.join_next() => {
+                if let Ok(Err(e)) = ended {
+                    return Err(e);
                 }
             }
+            () = tokio::time::sleep_until(deadline), if until.is_some() => return Ok(()),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`send`]: a member's conversation stream to a group;
 //! - the membership API is REST: [`crate::http`] (`http/groups.rs`).
 //!
-//! Single node only for now: in mesh mode the API answers 503 (see the README).
+//! In a mesh, a group lives on its home node; requests, chats and devices elsewhere reach
+//! it through [`crate::group_mesh`].
 
 pub mod feed;
 pub mod send;

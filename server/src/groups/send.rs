@@ -6,16 +6,20 @@ use super::store::Groups;
 use crate::conversation::Reply;
 use crate::net::{Reader, StreamEnd};
 use crate::push::Stored;
+use crate::router::{Home, Router};
 use quiver_proto::stream::{ConversationPhase, ConversationStep};
 use quiver_proto::{ErrorCode, GroupId, UserId};
 use tokio::sync::mpsc;
 
 /// Reads `from`'s chats to `group` until the stream ends; `allow` is the connection's
 /// rate limit. With `notify` (push is on: groups of up to that many members notify),
-/// each fresh chat carries a notice per member to tell. Returns the code to close the
-/// stream with, if any.
+/// each fresh chat carries a notice per member to tell — members homed on this node: in
+/// a mesh only a member's home node knows whether their devices are connected anywhere.
+/// Returns the code to close the stream with, if any.
+#[allow(clippy::too_many_arguments)]
 pub async fn append_group_chats(
     groups: &Groups,
+    router: &Router,
     from: &UserId,
     group: &GroupId,
     reader: &mut Reader<ConversationPhase>,
@@ -41,19 +45,23 @@ pub async fn append_group_chats(
                 body,
             })) => {
                 let appended = groups.chat(group, from, id, sent_at_ms, epoch, body);
-                let notices = match (&appended, notify) {
-                    (Ok(a), Some(max)) if a.fresh => groups
-                        .to_notify(group, from, max)
-                        .into_iter()
-                        .map(|member| Stored {
-                            owner: member,
-                            from: from.clone(),
-                            seq: a.seq,
-                            group: Some(group.clone()),
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
+                let mut notices = Vec::new();
+                if let (Ok(a), Some(max)) = (&appended, notify) {
+                    let members = match a.fresh {
+                        true => groups.to_notify(group, from, max),
+                        false => Vec::new(),
+                    };
+                    for member in members {
+                        if router.home(&member).await == Ok(Home::Here) {
+                            notices.push(Stored {
+                                owner: member,
+                                from: from.clone(),
+                                seq: a.seq,
+                                group: Some(group.clone()),
+                            });
+                        }
+                    }
+                }
                 if tx.send(Reply::Chat(id, appended, notices)).await.is_err() {
                     return None;
                 }

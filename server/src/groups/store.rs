@@ -175,19 +175,32 @@ impl Groups {
         Ok(seq)
     }
 
-    /// `owner` makes a group named `name`.
-    pub async fn create(&self, owner: &UserId, name: String) -> Result<GroupId, Refusal> {
+    /// A fresh group id, for [`Groups::create`].
+    pub fn new_id(&self) -> Result<GroupId, Refusal> {
+        let mut bits = [0u8; 8];
+        self.rng
+            .fill(&mut bits)
+            .map_err(|_| storage("no randomness"))?;
+        Ok(GroupId::from_bits(u64::from_be_bytes(bits)))
+    }
+
+    /// Tells `user`'s sessions here to look for groups to feed again (a node of the mesh
+    /// homes a group of theirs now).
+    pub fn touch(&self, user: &UserId) {
+        let _ = self.changed.send(user.clone());
+    }
+
+    /// `owner` makes a group named `name`, with the id `id` (from [`Groups::new_id`]).
+    pub async fn create(&self, id: GroupId, owner: &UserId, name: String) -> Result<(), Refusal> {
         if self.memberships(owner) >= self.limits.max_groups_per_user as usize {
             return Err((ErrorCode::QuotaExceeded, "you are in too many groups"));
         }
         if !self.created.try_take(owner.clone(), Instant::now()) {
             return Err((ErrorCode::RateLimited, "too many groups made this hour"));
         }
-        let mut bits = [0u8; 8];
-        self.rng
-            .fill(&mut bits)
-            .map_err(|_| storage("no randomness"))?;
-        let id = GroupId::from_bits(u64::from_be_bytes(bits));
+        if self.state(&id).is_ok() {
+            return Err((ErrorCode::Internal, "that group id is taken"));
+        }
         let state = GroupState::new(name.clone(), owner, self.key()?);
         let appended = {
             let change = EntryKind::Member(GroupChange::Created { name });
@@ -205,7 +218,7 @@ impl Groups {
             .groups
             .insert(id.clone());
         self.settle(appended, std::slice::from_ref(owner)).await?;
-        Ok(id)
+        Ok(())
     }
 
     /// Runs `decide` on the group's state; appends the change it returns, made by

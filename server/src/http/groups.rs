@@ -1,25 +1,28 @@
 //! The groups' REST API: make a group, add (a friend) or invite (anyone), accept, remove,
 //! leave, rename, roles, members and keys, receipts. Chat goes over QUIC.
 //!
-//! The adding rule: an owner or admin adds a **friend** of theirs at once; anyone else is
-//! **invited** and joins only by accepting.
+//! A group is made on the node that serves the request, which becomes its home. Every
+//! other request about a group is carried out by its home node
+//! ([`super::group_calls`]): here, or over the mesh, whose answer is passed on as it is.
+//! The list gathers what each node that homes a group of the user's says.
 
+use super::group_calls::{self, info_of, refused};
 use crate::api::{ApiError, Authed};
-use crate::groups::store::{GroupView, Groups};
+use crate::router::Home;
 use crate::shared::Shared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use quiver_proto::rest::{
-    self, to_hex, GroupChangeResponse, GroupInfo, GroupInvitation, GroupKeyInfo, GroupMember,
-    GroupReceipts, GroupsResponse, MemberReceipt, MemberRequest, NewGroup, RoleRequest,
-};
+use quiver_proto::mesh::{GroupAnswer, GroupCall, MeshOpen};
+use quiver_proto::rest::{self, GroupInfo, GroupsResponse, MemberRequest, NewGroup, RoleRequest};
 use quiver_proto::{ErrorCode, GroupId, Seq, UserId};
 use std::sync::Arc;
 
 type Body<T> = Result<Json<T>, JsonRejection>;
-type Answer = Result<Json<GroupChangeResponse>, ApiError>;
+type Answer = Result<Response, ApiError>;
 
 /// The group routes.
 pub fn routes() -> Router<Arc<Shared>> {
@@ -36,12 +39,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route(&group("/receipts/{seq}"), get(receipts))
 }
 
-fn groups(shared: &Shared) -> Result<&Arc<Groups>, ApiError> {
-    shared.groups.as_ref().ok_or(ApiError::Group(
-        ErrorCode::Unavailable,
-        "groups are not served in mesh mode yet",
-    ))
-}
+const UNREACHABLE: ApiError = ApiError::Group(
+    ErrorCode::Unavailable,
+    "the node that keeps this group is unreachable; try again",
+);
 
 fn group_id(id: &str) -> Result<GroupId, ApiError> {
     // A malformed id names no group you are in: the same answer as any other.
@@ -63,35 +64,32 @@ fn name(name: String) -> Result<String, ApiError> {
     }
 }
 
-fn refused((code, why): (ErrorCode, &'static str)) -> ApiError {
-    ApiError::Group(code, why)
+/// A peer's answer, as it gave it.
+fn passed_on(answer: GroupAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    (status, json, answer.json).into_response()
 }
 
-fn changed(status: &str, seq: Option<Seq>) -> Answer {
-    Ok(Json(GroupChangeResponse {
-        status: status.into(),
-        seq,
-    }))
-}
-
-fn info_of(view: GroupView) -> GroupInfo {
-    GroupInfo {
-        id: view.id,
-        name: view.name,
-        epoch: view.epoch,
-        members: view
-            .members
-            .into_iter()
-            .map(|(user, role)| GroupMember { user, role })
-            .collect(),
-        keys: view
-            .keys
-            .into_iter()
-            .map(|(epoch, key)| GroupKeyInfo {
-                epoch,
-                key: to_hex(&key),
-            })
-            .collect(),
+/// Has `call` carried out by `group`'s home node.
+async fn forward(shared: &Shared, me: &UserId, group: GroupId, call: GroupCall) -> Answer {
+    match crate::group_mesh::home(shared, &group).await {
+        Ok(Home::Here) => Ok(group_calls::serve(shared, me, &group, call).await),
+        Ok(Home::Peer(node)) => {
+            let mesh = shared.router.mesh().ok_or(UNREACHABLE)?;
+            let open = MeshOpen::GroupCall {
+                user: me.clone(),
+                group,
+                call,
+            };
+            let answer = mesh.request::<GroupAnswer>(&node, &open).await;
+            Ok(passed_on(answer.map_err(|_| UNREACHABLE)?))
+        }
+        Err(ErrorCode::NotMember) => Err(refused((
+            ErrorCode::NotMember,
+            "not a member of this group",
+        ))),
+        Err(_) => Err(UNREACHABLE),
     }
 }
 
@@ -101,9 +99,25 @@ async fn create(
     body: Body<NewGroup>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     let Json(req) = body?;
-    let groups = groups(&shared)?;
-    let id = groups
-        .create(&me.user, name(req.name)?)
+    let name = name(req.name)?;
+    let groups = &shared.groups;
+    let id = groups.new_id().map_err(refused)?;
+    if let Some(mesh) = shared.router.mesh() {
+        // The home is known before the group exists, so no request for it finds none.
+        match mesh.group_homes().claim(&id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(refused((ErrorCode::Internal, "that group id is taken"))),
+            Err(e) => {
+                tracing::warn!(error = %e, "group home not recorded");
+                return Err(UNREACHABLE);
+            }
+        }
+        crate::group_mesh::joined(&shared, &me.user)
+            .await
+            .map_err(refused)?;
+    }
+    groups
+        .create(id.clone(), &me.user, name)
         .await
         .map_err(refused)?;
     tracing::info!(user = %me.user, group = %id, "group created");
@@ -114,25 +128,36 @@ async fn list(
     State(shared): State<Arc<Shared>>,
     Authed(me): Authed,
 ) -> Result<Json<GroupsResponse>, ApiError> {
-    let (views, invitations) = groups(&shared)?.list(&me.user);
-    Ok(Json(GroupsResponse {
-        groups: views.into_iter().map(info_of).collect(),
-        invitations: invitations
-            .into_iter()
-            .map(|(id, name)| GroupInvitation { id, name })
-            .collect(),
-    }))
+    let mut all = group_calls::list(&shared, &me.user);
+    if let Some(mesh) = shared.router.mesh() {
+        let nodes = mesh.group_homes().of_user(&me.user).await.map_err(|e| {
+            tracing::warn!(error = %e, "group nodes unknown");
+            UNREACHABLE
+        })?;
+        for node in nodes.iter().filter(|n| *n != mesh.node_id()) {
+            let open = MeshOpen::GroupList {
+                user: me.user.clone(),
+            };
+            // A list without the groups of a node that is down would look like a loss.
+            let answer = mesh.request::<GroupAnswer>(node, &open).await;
+            let theirs = answer
+                .ok()
+                .filter(|a| a.status == 200)
+                .and_then(|a| serde_json::from_slice::<GroupsResponse>(&a.json).ok())
+                .ok_or(UNREACHABLE)?;
+            all.groups.extend(theirs.groups);
+            all.invitations.extend(theirs.invitations);
+        }
+    }
+    Ok(Json(all))
 }
 
 async fn info(
     State(shared): State<Arc<Shared>>,
     Authed(me): Authed,
     Path(id): Path<String>,
-) -> Result<Json<GroupInfo>, ApiError> {
-    let view = groups(&shared)?
-        .view(&group_id(&id)?, &me.user)
-        .map_err(refused)?;
-    Ok(Json(info_of(view)))
+) -> Answer {
+    forward(&shared, &me.user, group_id(&id)?, GroupCall::Info).await
 }
 
 async fn add(
@@ -142,20 +167,8 @@ async fn add(
     body: Body<MemberRequest>,
 ) -> Answer {
     let Json(req) = body?;
-    let (group, other) = (group_id(&id)?, user(&req.user)?);
-    if shared.directory.home(&other).await?.is_none() {
-        return Err(ApiError::NotFound("no such user"));
-    }
-    let friends = shared
-        .directory
-        .friendship(&me.user, &other)
-        .await?
-        .is_some();
-    let seq = groups(&shared)?
-        .add(&group, &me.user, &other, friends)
-        .await
-        .map_err(refused)?;
-    changed(if seq.is_some() { "added" } else { "invited" }, seq)
+    let (group, user) = (group_id(&id)?, user(&req.user)?);
+    forward(&shared, &me.user, group, GroupCall::Add { user }).await
 }
 
 async fn accept(
@@ -163,12 +176,7 @@ async fn accept(
     Authed(me): Authed,
     Path(id): Path<String>,
 ) -> Answer {
-    let group = group_id(&id)?;
-    let seq = groups(&shared)?
-        .accept(&group, &me.user)
-        .await
-        .map_err(refused)?;
-    changed("accepted", Some(seq))
+    forward(&shared, &me.user, group_id(&id)?, GroupCall::Accept).await
 }
 
 async fn remove(
@@ -178,14 +186,8 @@ async fn remove(
     body: Body<MemberRequest>,
 ) -> Answer {
     let Json(req) = body?;
-    let (group, other) = (group_id(&id)?, user(&req.user)?);
-    let groups = groups(&shared)?;
-    let seq = groups
-        .remove(&group, &me.user, &other)
-        .await
-        .map_err(refused)?;
-    tracing::info!(user = %me.user, %group, removed = %other, "group member removed");
-    changed("removed", Some(seq))
+    let (group, user) = (group_id(&id)?, user(&req.user)?);
+    forward(&shared, &me.user, group, GroupCall::Remove { user }).await
 }
 
 async fn leave(
@@ -193,12 +195,7 @@ async fn leave(
     Authed(me): Authed,
     Path(id): Path<String>,
 ) -> Answer {
-    let group = group_id(&id)?;
-    let seq = groups(&shared)?
-        .leave(&group, &me.user)
-        .await
-        .map_err(refused)?;
-    changed("left", Some(seq))
+    forward(&shared, &me.user, group_id(&id)?, GroupCall::Leave).await
 }
 
 async fn rename(
@@ -208,13 +205,8 @@ async fn rename(
     body: Body<NewGroup>,
 ) -> Answer {
     let Json(req) = body?;
-    let group = group_id(&id)?;
-    let groups = groups(&shared)?;
-    let seq = groups
-        .rename(&group, &me.user, name(req.name)?)
-        .await
-        .map_err(refused)?;
-    changed("renamed", Some(seq))
+    let (group, name) = (group_id(&id)?, name(req.name)?);
+    forward(&shared, &me.user, group, GroupCall::Rename { name }).await
 }
 
 async fn role(
@@ -224,36 +216,15 @@ async fn role(
     body: Body<RoleRequest>,
 ) -> Answer {
     let Json(req) = body?;
-    let (group, other) = (group_id(&id)?, user(&req.user)?);
-    let groups = groups(&shared)?;
-    let seq = groups
-        .set_role(&group, &me.user, &other, req.role)
-        .await
-        .map_err(refused)?;
-    changed("role_changed", Some(seq))
+    let (group, user, role) = (group_id(&id)?, user(&req.user)?, req.role);
+    forward(&shared, &me.user, group, GroupCall::Role { user, role }).await
 }
 
 async fn receipts(
     State(shared): State<Arc<Shared>>,
     Authed(me): Authed,
     Path((id, seq)): Path<(String, u64)>,
-) -> Result<Json<GroupReceipts>, ApiError> {
-    let group = group_id(&id)?;
-    let receipts = groups(&shared)?
-        .receipts(&group, &me.user, Seq(seq))
-        .map_err(refused)?;
-    Ok(Json(GroupReceipts {
-        members: receipts.members,
-        delivered: receipts.delivered,
-        read: receipts.read,
-        by_member: receipts.by_member.map(|each| {
-            each.into_iter()
-                .map(|(user, delivered, read)| MemberReceipt {
-                    user,
-                    delivered,
-                    read,
-                })
-                .collect()
-        }),
-    }))
+) -> Answer {
+    let call = GroupCall::Receipts { seq: Seq(seq) };
+    forward(&shared, &me.user, group_id(&id)?, call).await
 }

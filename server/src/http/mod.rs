@@ -4,6 +4,7 @@
 //! [`crate::https::serve`] runs it behind rustls. Errors go out as one JSON shape ([`ApiError`]) that never
 //! shows internals; the internal cause is logged instead.
 
+pub(crate) mod group_calls;
 mod groups;
 
 use crate::api::{ApiError, Authed};

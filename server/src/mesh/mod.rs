@@ -10,8 +10,10 @@
 //! one each way) and redials when it drops. A peer that is down or unregistered makes
 //! requests for its users fail with `Unavailable`, which clients retry.
 
+mod group_homes;
 mod registry;
 
+pub use group_homes::GroupHomes;
 pub use registry::{NodeAddrs, Registry};
 
 use crate::net::{read_frame, varint, write_frame};
@@ -39,6 +41,7 @@ pub struct Mesh {
     node_id: String,
     endpoint: quinn::Endpoint,
     registry: Registry,
+    group_homes: GroupHomes,
     links: Mutex<HashMap<String, Link>>,
 }
 
@@ -106,6 +109,7 @@ impl Mesh {
         Ok(Arc::new(Mesh {
             node_id: node_id.to_string(),
             endpoint,
+            group_homes: GroupHomes::new(redis.clone(), node_id),
             registry: Registry::new(redis, node_id, own, heartbeat),
             links: Mutex::new(HashMap::new()),
         }))
@@ -124,6 +128,11 @@ impl Mesh {
     /// The registry of nodes and locations.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Where groups live.
+    pub fn group_homes(&self) -> &GroupHomes {
+        &self.group_homes
     }
 
     /// A live connection to `node`, dialing it if needed.
@@ -174,13 +183,23 @@ impl Mesh {
     /// Sends `node` a one-answer request (a receipt for `owner`'s inbox, which is durable
     /// when this returns, a logout, or keeping a blob); returns its answer.
     pub async fn ask(&self, node: &str, request: MeshOpen) -> Result<(), ErrorCode> {
-        let (mut send, mut recv) = self.open(node, &request).await?;
-        let _ = send.finish();
-        match read_frame(&mut recv, MAX_MESH_FRAME).await {
-            Ok(ReceiptAnswer::Stored) => Ok(()),
-            Ok(ReceiptAnswer::Refused { code }) => Err(code),
-            Err(e) => Err(unavailable(node, &e)),
+        match self.request(node, &request).await? {
+            ReceiptAnswer::Stored => Ok(()),
+            ReceiptAnswer::Refused { code } => Err(code),
         }
+    }
+
+    /// Sends `node` a request answered with one frame, and reads that frame.
+    pub async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &str,
+        request: &MeshOpen,
+    ) -> Result<T, ErrorCode> {
+        let (mut send, mut recv) = self.open(node, request).await?;
+        let _ = send.finish();
+        read_frame(&mut recv, MAX_MESH_FRAME)
+            .await
+            .map_err(|e| unavailable(node, &e))
     }
 
     /// Asks every other node where `user` has a live session (of `device`, or of any

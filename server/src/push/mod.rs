@@ -56,9 +56,9 @@ pub struct Sources {
     pub feeds: Counts<(UserId, DeviceId)>,
     /// Inboxes: the head and each device's cursor give the unread count.
     pub inbox: Arc<Inbox>,
-    /// The unread count of a device in a group (none in mesh mode, where groups are not
-    /// served): the groups know their logs; the notifier only asks.
-    pub group_unread: Option<GroupUnread>,
+    /// The unread count of a device in a group: the groups know their logs; the notifier
+    /// only asks.
+    pub group_unread: GroupUnread,
     /// Push targets.
     pub directory: Arc<dyn Directory>,
     /// Counters.

@@ -1,0 +1,412 @@
+//! Groups across a mesh (real Redis, real nodes): members homed on three nodes, requests
+//! made on any node carried out by the group's home, and the home killed with SIGKILL in
+//! the middle of a burst.
+
+use anyhow::{bail, ensure, Context};
+use quiver_sdk::{
+    Client, ClientMsgId, ConnectOptions, Event, Events, GroupId, GroupKeys, GroupMessage,
+    HistoryOf, Rest, RestError, SendError, Seq,
+};
+use quiver_server::Config;
+use quiver_tests::mesh::{free_port, mesh_config, Cluster, ClusterCa, RedisServer};
+use quiver_tests::*;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A mesh node in a process of its own (`node_child`), which a test can kill with
+/// SIGKILL and start again on the same data folder and ports.
+struct ChildNode {
+    child: Option<Child>,
+    config: PathBuf,
+    quic: SocketAddr,
+    http: SocketAddr,
+}
+
+impl ChildNode {
+    /// Writes `config` next to its data folder and starts the node.
+    fn start(config: &Config) -> anyhow::Result<Self> {
+        let path = config.data_dir.with_extension("json");
+        std::fs::create_dir_all(path.parent().context("config folder")?)?;
+        std::fs::write(&path, serde_json::to_vec(config)?)?;
+        let mut node = Self {
+            child: None,
+            config: path,
+            quic: config.quic_addr,
+            http: config.http_addr,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_node_child"))
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        ensure!(line.starts_with("ready "), "node_child said {line:?}");
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn rest(&self, ca_pem: &str) -> anyhow::Result<Rest> {
+        Ok(Rest::new(&format!("https://{}", self.http), ca_pem)?)
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Group messages until `n` arrived (counting each in `count`), skipping membership
+/// changes; then nothing more for a moment.
+async fn collect(
+    events: &mut Events,
+    n: usize,
+    count: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<GroupMessage>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
+            Ok(Some(Event::GroupMessage(m))) => {
+                out.push(m);
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(Event::GroupUndecryptable { seq, reason, .. })) => {
+                bail!("entry {seq} could not be opened: {reason}")
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("events ended after {} messages", out.len()),
+            Err(_) => bail!("only {} of {n} messages within a minute", out.len()),
+        }
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            match events.recv().await {
+                Some(Event::GroupMessage(m)) => return Some(m),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    });
+    if let Ok(Some(extra)) = quiet.await {
+        bail!("a message beyond the {n} sent arrived: seq {}", extra.seq);
+    }
+    Ok(out)
+}
+
+/// Connects a device at `addr` with `group`'s keys as fetched through `rest`.
+async fn join(
+    addr: SocketAddr,
+    ca_pem: &str,
+    rest: &Rest,
+    user: &TestUser,
+    group: &GroupId,
+) -> anyhow::Result<(Client, Events)> {
+    let info = rest.group(&user.login.token, group).await?;
+    let mut options = ConnectOptions::new(addr, ca_pem, &user.login.token);
+    options
+        .group_keys
+        .insert(group.clone(), GroupKeys::from_info(&info));
+    // New epochs (after a removal) are fetched through the device's own node too.
+    options.key_source = Some(rest.clone());
+    Ok(Client::connect(options).await?)
+}
+
+/// Queues `n` messages to `group` at once and waits until each is SENT.
+async fn burst(client: Client, group: GroupId, n: usize) -> Result<Vec<Seq>, SendError> {
+    let mut pending = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = format!("{}-{i}", client.user());
+        pending.push(client.enqueue_group(&group, body.as_bytes()).await?);
+    }
+    let mut seqs = Vec::with_capacity(n);
+    for p in pending {
+        seqs.push(p.await?.seq);
+    }
+    Ok(seqs)
+}
+
+fn summary(messages: &[GroupMessage]) -> Vec<(Seq, ClientMsgId)> {
+    messages.iter().map(|m| (m.seq, m.id)).collect()
+}
+
+#[tokio::test]
+async fn the_group_home_killed_mid_burst_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    const EACH: usize = 200;
+    let redis = RedisServer::start()?;
+    let ca = ClusterCa::new("Quiver group mesh CA")?;
+    let ca_pem = ca.ca_pem()?;
+    let fast = |c: &mut Config| c.limits.messages_per_sec = 100_000;
+    // n1, the group's home, runs in a process of its own on fixed ports.
+    let dir = tempfile::tempdir()?;
+    let mut config = Config {
+        data_dir: dir.path().join("n1"),
+        quic_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+        http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+        ..Config::default()
+    };
+    fast(&mut config);
+    mesh_config(&mut config, "n1", &ca, &redis.url())?;
+    if let Some(mesh) = config.mesh.as_mut() {
+        mesh.mesh_addr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    }
+    let mut n1 = ChildNode::start(&config)?;
+    let n2 = Cluster::node_with(&ca, &redis.url(), "n2", fast).await?;
+    let n3 = Cluster::node_with(&ca, &redis.url(), "n3", fast).await?;
+
+    let rest1 = n1.rest(&ca_pem)?;
+    rest1.register("alice", "alice-password").await?;
+    let alice = TestUser {
+        id: quiver_sdk::UserId::parse("alice")?,
+        password: "alice-password".into(),
+        login: rest1.login("alice", "alice-password", None).await?,
+    };
+    let bob = n2.user("bob").await?;
+    let carol = n3.user("carol").await?;
+    for other in [&bob, &carol] {
+        rest1
+            .request_friend(&alice.login.token, other.id.as_str())
+            .await?;
+        rest1
+            .accept_friend(&other.login.token, alice.id.as_str())
+            .await?;
+    }
+    let group = rest1.create_group(&alice.login.token, "mesh").await?.id;
+    for other in [&bob, &carol] {
+        // Asked on the member's own node, carried out by the group's home.
+        let rest = if other.id == bob.id {
+            n2.rest()
+        } else {
+            n3.rest()
+        };
+        let added = rest
+            .add_member(&alice.login.token, &group, other.id.as_str())
+            .await?;
+        ensure!(added.status == "added", "{added:?}");
+    }
+
+    let (a, mut a_events) = join(n1.quic, &ca_pem, &rest1, &alice, &group).await?;
+    let (b, mut b_events) = join(n2.quic_addr(), &ca_pem, &n2.rest(), &bob, &group).await?;
+    let (c, mut c_events) = join(n3.quic_addr(), &ca_pem, &n3.rest(), &carol, &group).await?;
+    let total = 3 * EACH;
+    let carol_has = Arc::new(AtomicUsize::new(0));
+    let receivers = [
+        (&mut a_events, Arc::new(AtomicUsize::new(0))),
+        (&mut b_events, Arc::new(AtomicUsize::new(0))),
+        (&mut c_events, carol_has.clone()),
+    ]
+    .map(|(events, count)| collect(events, total, count));
+    let senders = [a.clone(), b.clone(), c.clone()].map(|client| {
+        let group = group.clone();
+        tokio::spawn(async move { burst(client, group, EACH).await })
+    });
+    let killer = async {
+        while carol_has.load(Ordering::Relaxed) < total / 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n1.kill();
+        let had = carol_has.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        n1.spawn()?;
+        anyhow::Ok(had)
+    };
+    let [ra, rb, rc] = receivers;
+    let (killed_at, seen_a, seen_b, seen_c) = tokio::join!(killer, ra, rb, rc);
+    let killed_at = killed_at?;
+    let mut sent = Vec::new();
+    for s in senders {
+        sent.extend(s.await??);
+    }
+    sent.sort();
+    let seen = [seen_a?, seen_b?, seen_c?];
+    let first = summary(&seen[0]);
+    for (i, other) in seen.iter().enumerate() {
+        ensure!(summary(other) == first, "device {i} saw another sequence");
+    }
+    let seqs: Vec<Seq> = first.iter().map(|e| e.0).collect();
+    ensure!(seqs.windows(2).all(|w| w[0] < w[1]), "seqs not increasing");
+    ensure!(seqs == sent, "what was SENT is not what arrived");
+    let ids: HashSet<ClientMsgId> = first.iter().map(|e| e.1).collect();
+    ensure!(ids.len() == total, "an entry was stored twice");
+    eprintln!("group home killed after carol had {killed_at} of {total}; all {total} arrived once, in order, on 3 nodes");
+    drop((a, b, c));
+    Ok(())
+}
+
+#[tokio::test]
+async fn group_requests_on_any_node_are_carried_out_by_the_home() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let carol = cluster.user(3, "carol").await?;
+    let mallory = cluster.user(3, "mallory").await?;
+    let (n1, n2, n3) = (cluster.n(1), cluster.n(2), cluster.n(3));
+    n1.befriend(&alice, &bob).await?;
+    // Made on n2 by a user homed on n1: n2 is the group's home.
+    let group = n2
+        .rest()
+        .create_group(&alice.login.token, "across")
+        .await?
+        .id;
+    let added = n3
+        .rest()
+        .add_member(&alice.login.token, &group, bob.id.as_str())
+        .await?;
+    ensure!(added.status == "added", "{added:?}");
+    // Carol is no friend of Alice's: invited, she accepts on her own node.
+    let invited = n1
+        .rest()
+        .add_member(&alice.login.token, &group, carol.id.as_str())
+        .await?;
+    ensure!(invited.status == "invited", "{invited:?}");
+    let listed = n3.rest().groups(&carol.login.token).await?;
+    ensure!(
+        listed.invitations.iter().any(|i| i.id == group),
+        "carol's list on n3 misses the invitation: {listed:?}"
+    );
+    n3.rest()
+        .accept_invitation(&carol.login.token, &group)
+        .await?;
+    for (node, user) in [(n1, &alice), (n2, &bob), (n3, &carol)] {
+        let listed = node.rest().groups(&user.login.token).await?;
+        ensure!(listed
+            .groups
+            .iter()
+            .any(|g| g.id == group && g.members.len() == 3));
+    }
+    // A stranger on another node than the home is refused, and so is a forged id.
+    let refused = n3.rest().group(&mallory.login.token, &group).await;
+    ensure!(
+        matches!(&refused, Err(RestError::Api { status: 403, error, .. }) if error == "not_member"),
+        "{refused:?}"
+    );
+    // A member without rights, asking on a node that is not the home, is refused there.
+    let removal = n1
+        .rest()
+        .remove_member(&bob.login.token, &group, alice.id.as_str())
+        .await;
+    ensure!(
+        matches!(&removal, Err(RestError::Api { status: 403, .. })),
+        "{removal:?}"
+    );
+    let forged = GroupId::parse("g00000000000000ab")?;
+    let refused = n1.rest().group(&alice.login.token, &forged).await;
+    ensure!(
+        matches!(&refused, Err(RestError::Api { status: 403, .. })),
+        "{refused:?}"
+    );
+
+    // Chat: members connected to three nodes, the log on n2.
+    let (a, mut a_events) = join(
+        n1.quic_addr(),
+        &cluster.ca.ca_pem()?,
+        &n1.rest(),
+        &alice,
+        &group,
+    )
+    .await?;
+    let (_b, mut b_events) = join(
+        n2.quic_addr(),
+        &cluster.ca.ca_pem()?,
+        &n2.rest(),
+        &bob,
+        &group,
+    )
+    .await?;
+    let (c, mut c_events) = join(
+        n3.quic_addr(),
+        &cluster.ca.ca_pem()?,
+        &n3.rest(),
+        &carol,
+        &group,
+    )
+    .await?;
+    let first = a.send_group(&group, b"hello from n1").await?;
+    for events in [&mut a_events, &mut b_events, &mut c_events] {
+        let got = collect(events, 1, Arc::default()).await?;
+        ensure!(got[0].seq == first.seq && got[0].text() == "hello from n1");
+    }
+    // Carol is removed through n1; nothing after reaches her on n3, and her send is
+    // refused by the home through her node.
+    let removed = n1
+        .rest()
+        .remove_member(&alice.login.token, &group, carol.id.as_str())
+        .await?;
+    let after = a.send_group(&group, b"after carol left").await?;
+    ensure!(after.seq > removed.seq.context("removal seq")?);
+    let got = collect(&mut b_events, 1, Arc::default()).await?;
+    ensure!(
+        got[0].text() == "after carol left",
+        "bob got {:?}",
+        got[0].text()
+    );
+    let refused = c.send_group(&group, b"let me back").await;
+    ensure!(
+        matches!(
+            refused,
+            Err(SendError::StreamClosed(quiver_sdk::ErrorCode::NotMember))
+                | Err(SendError::Rejected(quiver_sdk::ErrorCode::NotMember))
+                | Err(SendError::Rejected(quiver_sdk::ErrorCode::StaleEpoch))
+        ),
+        "{refused:?}"
+    );
+    let mut carol_saw = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(800), c_events.recv()).await
+    {
+        if let Event::GroupMessage(m) = event {
+            carol_saw.push(m.text());
+        }
+    }
+    ensure!(
+        !carol_saw.iter().any(|t| t == "after carol left"),
+        "a removed member got what came after the removal: {carol_saw:?}"
+    );
+    // Alice, on n1, pages the log kept on n2: relayed by her node.
+    let page = a
+        .history(&HistoryOf::Group(group.clone()), None, 10)
+        .await?;
+    let texts: Vec<String> = page
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::GroupMessage(m) => Some(m.text()),
+            _ => None,
+        })
+        .collect();
+    ensure!(
+        texts == ["after carol left", "hello from n1"],
+        "history through n1: {texts:?}"
+    );
+    // Receipts: asked on n3, answered by n2, the read mark passed up from n1.
+    a.mark_group_read(&group, after.seq)?;
+    wait_for(|| async {
+        n3.rest()
+            .group_receipts(&alice.login.token, &group, after.seq)
+            .await
+            .is_ok_and(|r| r.read >= 1)
+    })
+    .await
+    .context("alice's read mark did not reach the group's home")?;
+    Ok(())
+}
