@@ -28,6 +28,12 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// Memory sled may use to cache pages, in bytes (its own default is 1 GiB).
     pub storage_cache_bytes: u64,
+    /// The kernel's receive and send buffers of the QUIC socket, in bytes: room for a
+    /// burst from many clients at once (a full buffer drops packets, and each drop costs a
+    /// sender a loss recovery). Linux caps it at `net.core.rmem_max` / `wmem_max`; the
+    /// node logs what it got. Memory is used only while packets wait. 0 leaves the
+    /// kernel's default.
+    pub udp_buffer_bytes: usize,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
     /// The HTTPS side: connections, timeouts, password hashing.
@@ -341,6 +347,7 @@ impl Default for Config {
             key: None,
             token_ttl_secs: 24 * 3600,
             storage_cache_bytes: 64 * 1024 * 1024,
+            udp_buffer_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
             http: HttpLimits::default(),
             files: FileLimits::default(),

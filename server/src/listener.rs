@@ -3,7 +3,7 @@
 //! socket carries UDP and the TCP carrier's tunnels ([`crate::carrier`]).
 
 use crate::carrier::Tunnels;
-use crate::config::Limits;
+use crate::config::Config;
 use crate::credit::StreamCredit;
 use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
@@ -18,16 +18,15 @@ use tokio::sync::mpsc;
 /// ids are keyed from it too: quinn drops (without a reset) packets whose connection id
 /// does not validate, and a per-process random key would make every old id invalid.
 ///
-/// With `tcp`, also binds the TCP carrier's listener on the same address and port number
+/// With `config.tcp_carrier`, also binds the TCP carrier's listener on the same address and port number
 /// (on port 0, a number free for both).
 pub fn endpoint(
-    addr: SocketAddr,
+    config: &Config,
     identity: &Identity,
-    limits: &Limits,
     reset_key: &[u8; 32],
     tunnels: Arc<Tunnels>,
-    tcp: bool,
 ) -> Result<(quinn::Endpoint, Option<std::net::TcpListener>), ListenerError> {
+    let limits = &config.limits;
     let mut transport = quinn::TransportConfig::default();
     transport
         // A new connection is offered a few streams; its session offers more as they are used.
@@ -57,17 +56,41 @@ pub fn endpoint(
     let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
     let cid_key = ring::hmac::sign(&reset, b"quiver connection id key");
     let cid_key = u64::from_be_bytes(cid_key.as_ref()[..8].try_into().expect("8 of 32 bytes"));
-    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
-    config.cid_generator(move || {
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset));
+    endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let (socket, listener) = bind(addr, tcp)?;
+    let (socket, listener) = bind(config.quic_addr, config.tcp_carrier)?;
+    if config.udp_buffer_bytes > 0 {
+        size_buffers(&socket, config.udp_buffer_bytes);
+    }
     let runtime = Arc::new(quinn::TokioRuntime);
     let udp = quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(ListenerError::Bind)?;
     let socket = Arc::new(tunnels.socket(udp));
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)
-        .map_err(ListenerError::Bind)?;
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, runtime)
+            .map_err(ListenerError::Bind)?;
     Ok((endpoint, listener))
+}
+
+/// Asks the kernel for `bytes` of receive and send buffer on the QUIC socket, and says
+/// when it gave less (Linux caps the request at `net.core.rmem_max` / `wmem_max`).
+fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) {
+    let socket = socket2::SockRef::from(socket);
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    // Linux reports twice what it keeps for the packets themselves.
+    let got = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if got < bytes {
+        tracing::warn!(
+            asked = bytes,
+            got,
+            "the QUIC socket's receive buffer is smaller than asked: raise net.core.rmem_max \
+             so bursts from many clients are not dropped"
+        );
+    } else {
+        tracing::debug!(bytes = got, "QUIC socket buffers sized");
+    }
 }
 
 /// Binds UDP at `addr` and, with `tcp`, TCP at the same address and port. On port 0 the

@@ -50,6 +50,10 @@ struct Args {
     /// Logins and registrations per client address per minute [default: 60].
     #[arg(long, global = true)]
     logins_per_minute_per_address: Option<u32>,
+    /// Receive and send buffer of the QUIC socket, in bytes; 0 leaves the kernel's
+    /// default [default: 4194304].
+    #[arg(long, global = true)]
+    udp_buffer_bytes: Option<usize>,
     /// Chat messages one connection may send per second; past it RateLimited, and the SDK
     /// slows down and retries [default: 500].
     #[arg(long, global = true)]
@@ -131,6 +135,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(mib) = args.storage_cache_mib {
         config.storage_cache_bytes = mib << 20;
     }
+    set(&mut config.udp_buffer_bytes, &args.udp_buffer_bytes);
     let limits = &mut config.limits;
     set(
         &mut limits.logins_per_minute_per_account,

@@ -134,14 +134,8 @@ impl Node {
         let groups = Arc::new(Groups::open(&db, group_log, config.groups.clone())?);
         let blobs = Arc::new(Blobs::open(&db, &data.join("blobs"), config.files.clone())?);
         let tunnels = Arc::new(crate::carrier::Tunnels::default());
-        let (endpoint, tunnel_listener) = crate::listener::endpoint(
-            config.quic_addr,
-            &identity,
-            &config.limits,
-            &reset_secret,
-            tunnels.clone(),
-            config.tcp_carrier,
-        )?;
+        let (endpoint, tunnel_listener) =
+            crate::listener::endpoint(&config, &identity, &reset_secret, tunnels.clone())?;
         let quic_addr = endpoint.local_addr().map_err(io("quic local address"))?;
 
         let (directory, mesh): (Arc<dyn Directory>, _) = match &config.mesh {
