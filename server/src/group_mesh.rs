@@ -186,7 +186,13 @@ pub async fn attach_all(
                 reread = Some(tokio::time::Instant::now() + REDIAL_MAX);
             }
         }
-        crate::groups::feed::next_change(&mut changes, &device.user, &mut attachments, reread)
+        let wake = async move {
+            match reread {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        crate::groups::feed::next_change(&mut changes, &device.user, &mut attachments, wake)
             .await?;
     }
 }

@@ -158,8 +158,8 @@ struct Session {
     send_rate: Mutex<TokenBucket>,
     /// Where the device's group acks go: its group feeds.
     group_acks: Arc<GroupAcks>,
-    /// Where acks and read marks of groups homed on other nodes go.
-    remote_groups: Arc<RemoteGroups>,
+    /// Where acks and read marks of groups homed on other nodes go (in a mesh).
+    remote_groups: Option<Arc<RemoteGroups>>,
 }
 
 /// The device's feed: local, or on the home node through a mesh attachment.
@@ -260,7 +260,7 @@ async fn hello(
             Instant::now(),
         )),
         group_acks: Arc::default(),
-        remote_groups: Arc::default(),
+        remote_groups: shared.router.mesh().map(|_| Arc::default()),
     };
     Ok((session, send, control))
 }
@@ -352,7 +352,9 @@ impl Session {
                     // A polite goodbye: record the acks already received, then close.
                     acking.finish().await;
                     self.group_acks.finish(Duration::from_secs(2)).await;
-                    self.remote_groups.finish().await;
+                    if let Some(remote) = &self.remote_groups {
+                        remote.finish().await;
+                    }
                     if let HomeFeed::Remote(attachment) = &self.home {
                         let _ = attachment.up.lock().await.finish();
                     }
@@ -560,17 +562,33 @@ impl Session {
         });
         let groups = self.shared.groups.clone();
         let acks = self.group_acks.clone();
-        let remote = self.remote_groups.clone();
+        let local = crate::groups::feed::run(groups, device.clone(), control.clone(), acks);
+        let Some(remote) = self.remote_groups.clone() else {
+            return local.await;
+        };
+        // Boxed: a session on a single node keeps no room for the mesh's state.
+        let remote = Box::pin(crate::group_mesh::attach_all(
+            self.shared.clone(),
+            device,
+            control,
+            remote,
+        ));
         tokio::select! {
-            r = crate::groups::feed::run(groups, device.clone(), control.clone(), acks) => r,
-            r = crate::group_mesh::attach_all(self.shared.clone(), device, control, remote) => r,
+            r = local => r,
+            r = remote => r,
         }
     }
 
     /// An ack of a group entry, for that group's feed, here or on the group's home.
     async fn group_ack(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        if self.group_acks.ack(group, seq) || self.remote_groups.ack(group, seq).await {
+        if self.group_acks.ack(group, seq) {
             return None;
+        }
+        // Boxed (as below): the control loop keeps no room for the mesh's futures.
+        if let Some(remote) = &self.remote_groups {
+            if Box::pin(remote.ack(group, seq)).await {
+                return None;
+            }
         }
         Some((
             ErrorCode::InvalidSeq,
@@ -580,8 +598,10 @@ impl Session {
 
     /// A read mark of a group: the member's read-up-to marker, here or on its home.
     async fn group_read(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        if self.remote_groups.read(&self.shared, group, seq).await {
-            return None;
+        if let Some(remote) = &self.remote_groups {
+            if Box::pin(remote.read(&self.shared, group, seq)).await {
+                return None;
+            }
         }
         crate::group_mesh::read_mark(&self.shared, &self.user, group, seq)
     }

@@ -108,19 +108,26 @@ pub async fn run(
                 });
             }
         }
-        next_change(&mut changes, &device.user, &mut feeds, None).await?;
+        next_change(
+            &mut changes,
+            &device.user,
+            &mut feeds,
+            std::future::pending(),
+        )
+        .await?;
     }
 }
 
-/// Waits until `user`'s groups change (or `changes` lagged, or `until` passed) while
-/// watching `tasks`: the first that fails ends the wait with its error.
+/// Waits until `user`'s groups change (or `changes` lagged, or `wake` ends) while
+/// watching `tasks`: the first that fails ends the wait with its error. `wake` is generic,
+/// so a caller that passes `std::future::pending()` keeps no room for a timer.
 pub async fn next_change(
     changes: &mut broadcast::Receiver<UserId>,
     user: &UserId,
     tasks: &mut JoinSet<Result<(), String>>,
-    until: Option<tokio::time::Instant>,
+    wake: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let deadline = until.unwrap_or_else(tokio::time::Instant::now);
+    tokio::pin!(wake);
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -134,7 +141,7 @@ pub async fn next_change(
                     return Err(e);
                 }
             }
-            () = tokio::time::sleep_until(deadline), if until.is_some() => return Ok(()),
+            () = &mut wake => return Ok(()),
         }
     }
 }
