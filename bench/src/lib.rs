@@ -23,6 +23,7 @@ pub mod mqtt;
 pub mod node;
 pub mod presence;
 pub mod push;
+pub mod relay;
 pub mod retention;
 pub mod stats;
 pub mod table;

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use quiver_bench::table::Baseline;
 use quiver_bench::workload::{self, Bench};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ struct Args {
 enum Compare {
     /// mosquitto through rumqttc.
     Mqtt,
+    /// A QUIC relay in the bench that stores nothing: the transport's ceiling.
+    Relay,
 }
 
 #[derive(Subcommand)]
@@ -278,9 +281,13 @@ async fn main() -> anyhow::Result<()> {
             let report = if carriers {
                 let carriers = quiver_bench::carriers::carriers;
                 carriers(&server_bin, pairs, messages, size, window, runs).await?
-            } else if compare.is_some() {
-                let runs_of = quiver_bench::table::pairs_runs;
-                runs_of(&server_bin, pairs, messages, size, window, runs).await?
+            } else if let Some(compare) = compare {
+                let baseline = match compare {
+                    Compare::Mqtt => Baseline::Mqtt,
+                    Compare::Relay => Baseline::Relay,
+                };
+                let load = (pairs, messages, size, window);
+                quiver_bench::table::pairs_runs(&server_bin, load, baseline, runs).await?
             } else {
                 anyhow::bail!("--runs needs --compare or --carriers");
             };
@@ -328,6 +335,10 @@ async fn main() -> anyhow::Result<()> {
                     let broker = quiver_bench::mqtt::pairs(pairs, messages, size, window).await?;
                     workload::compared(quiver, broker)
                 }
+                Some(Compare::Relay) => {
+                    let relay = quiver_bench::relay::pairs(pairs, messages, size, window).await?;
+                    workload::compared(quiver, relay)
+                }
             }
         }
         Mode::Push {
@@ -360,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
                         quiver_bench::mqtt::group(online, senders, messages, size, window).await?;
                     workload::compared(quiver, broker)
                 }
+                Some(Compare::Relay) => anyhow::bail!("group compares with mqtt only"),
             }
         }
         Mode::GroupMemory { groups, members } => {

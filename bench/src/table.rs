@@ -8,7 +8,7 @@
 //! memory per idle connection.
 
 use crate::workload::{self, Bench, Report};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,15 +19,21 @@ struct PairsRow {
     messages: u64,
     size: usize,
     window: usize,
+    /// The node's configuration file for the row (TOML), if it needs one.
+    node_toml: &'static str,
 }
 
-const PAIRS_ROWS: [PairsRow; 6] = [
+/// A node that takes 64 KiB bodies, sealed (the default limit is 32 KiB).
+const LARGE_BODIES: &str = "[limits]\nmax_body_bytes = 66560\nmax_frame_bytes = 131072\n";
+
+const PAIRS_ROWS: [PairsRow; 7] = [
     PairsRow {
         label: "chat load (the target)",
         pairs: 50,
         messages: 4000,
         size: 100,
         window: 64,
+        node_toml: "",
     },
     PairsRow {
         label: "fewer connections",
@@ -35,6 +41,7 @@ const PAIRS_ROWS: [PairsRow; 6] = [
         messages: 20_000,
         size: 100,
         window: 64,
+        node_toml: "",
     },
     PairsRow {
         label: "more connections",
@@ -42,6 +49,7 @@ const PAIRS_ROWS: [PairsRow; 6] = [
         messages: 1000,
         size: 100,
         window: 64,
+        node_toml: "",
     },
     PairsRow {
         label: "larger messages",
@@ -49,6 +57,7 @@ const PAIRS_ROWS: [PairsRow; 6] = [
         messages: 1000,
         size: 1000,
         window: 64,
+        node_toml: "",
     },
     PairsRow {
         label: "much larger messages",
@@ -56,6 +65,15 @@ const PAIRS_ROWS: [PairsRow; 6] = [
         messages: 500,
         size: 10_000,
         window: 64,
+        node_toml: "",
+    },
+    PairsRow {
+        label: "64 KiB messages",
+        pairs: 50,
+        messages: 200,
+        size: 65_536,
+        window: 64,
+        node_toml: LARGE_BODIES,
     },
     PairsRow {
         label: "one message in flight (latency)",
@@ -63,6 +81,7 @@ const PAIRS_ROWS: [PairsRow; 6] = [
         messages: 3000,
         size: 100,
         window: 1,
+        node_toml: "",
     },
 ];
 
@@ -71,19 +90,23 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
     let mut lines = vec![
         format!("Machine: {}.", machine()),
         String::new(),
-        "| run | parameters | Quiver | mosquitto 2 QoS 1 | Quiver / mosquitto |".to_string(),
-        "| --- | --- | --- | --- | --- |".to_string(),
+        "| run | parameters | Quiver | mosquitto 2 QoS 1 | raw QUIC relay (stores nothing) | Quiver / mosquitto | Quiver / relay |".to_string(),
+        "| --- | --- | --- | --- | --- | --- | --- |".to_string(),
     ];
     let mut all = Vec::new();
     for row in &PAIRS_ROWS {
-        let fresh = Arc::new(Bench::start(server_bin)?);
+        let load = (row.pairs, row.messages, row.size, row.window);
+        let fresh = Arc::new(Bench::start_with_config(server_bin, row.node_toml)?);
         let quiver = workload::pairs(fresh, row.pairs, row.messages, row.size, row.window).await?;
-        let broker = crate::mqtt::pairs(row.pairs, row.messages, row.size, row.window).await?;
-        eprintln!("{}\n{}", quiver.summary, broker.summary);
+        let broker = Baseline::Mqtt.pairs(load).await?;
+        let relay = Baseline::Relay.pairs(load).await?;
+        eprintln!("{}\n{}\n{}", quiver.summary, broker.summary, relay.summary);
+        let ceiling = number(&relay.json["messages_per_sec"]);
+        let relay_cell = delivery(&relay.json);
         let report = workload::compared(quiver, broker);
         let json = &report.json;
         lines.push(format!(
-            "| {} | `pairs --pairs {} --messages {} --size {} --window {}` | {} | {} | {:.2} |",
+            "| {} | `pairs --pairs {} --messages {} --size {} --window {}` | {} | {} | {} | {:.2} | {:.2} |",
             row.label,
             row.pairs,
             row.messages,
@@ -91,16 +114,18 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
             row.window,
             delivery(&json["quiver"]),
             delivery(&json["baseline"]),
+            relay_cell,
             number(&json["ratio"]["throughput"]),
+            number(&json["quiver"]["messages_per_sec"]) / ceiling,
         ));
-        all.push(report.json);
+        all.push(json!({ "compared": report.json, "relay": relay.json }));
     }
 
     let fresh = Arc::new(Bench::start(server_bin)?);
     let fanin = workload::fanin(fresh, 50, 400, 100, 64).await?;
     eprintln!("{}", fanin.summary);
     lines.push(format!(
-        "| many senders, one receiver | `fanin --senders 50 --messages 400` | {} | | |",
+        "| many senders, one receiver | `fanin --senders 50 --messages 400` | {} | | | | |",
         delivery(&fanin.json)
     ));
     all.push(fanin.json);
@@ -109,7 +134,7 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
     let offline = workload::offline(fresh, 100_000, 100, 256, false).await?;
     eprintln!("{}", offline.summary);
     lines.push(format!(
-        "| offline backlog drained | `offline --messages 100000` | {} | | |",
+        "| offline backlog drained | `offline --messages 100000` | {} | | | | |",
         delivery(&offline.json)
     ));
     all.push(offline.json);
@@ -119,7 +144,7 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
         let idle = workload::idle(fresh, connections, true, 0).await?;
         eprintln!("{}", idle.summary);
         lines.push(format!(
-            "| idle connections | `idle --connections {connections} --one-socket` | {:.1} KiB per connection | | |",
+            "| idle connections | `idle --connections {connections} --one-socket` | {:.1} KiB per connection | | | | |",
             number(&idle.json["bytes_per_connection"]) / 1024.0
         ));
         all.push(idle.json);
@@ -136,28 +161,55 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
     })
 }
 
-/// `pairs --compare mqtt --runs N`: the same workload against Quiver (a fresh node each
-/// time) and mosquitto, alternately, N times; every ratio and their median. On a noisy
-/// shared machine one run says little; the median of runs taken side by side says more.
+/// What a Quiver run is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// mosquitto 2, QoS 1, through rumqttc.
+    Mqtt,
+    /// The raw QUIC relay that stores nothing ([`crate::relay`]).
+    Relay,
+}
+
+impl Baseline {
+    /// The same `pairs` workload (pairs, messages, size, window) against the baseline.
+    pub async fn pairs(self, (p, m, s, w): (usize, u64, usize, usize)) -> anyhow::Result<Report> {
+        match self {
+            Baseline::Mqtt => crate::mqtt::pairs(p, m, s, w).await,
+            Baseline::Relay => crate::relay::pairs(p, m, s, w).await,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Baseline::Mqtt => "mosquitto",
+            Baseline::Relay => "raw relay",
+        }
+    }
+}
+
+/// `pairs --compare mqtt|relay --runs N`: the same workload (pairs, messages, size,
+/// window) against Quiver (a fresh node each time) and the baseline, alternately, N
+/// times; every ratio and their median. On a noisy shared machine one run says little;
+/// the median of runs taken side by side says more.
 pub async fn pairs_runs(
     server_bin: &Path,
-    pairs: usize,
-    messages: u64,
-    size: usize,
-    window: usize,
+    load: (usize, u64, usize, usize),
+    baseline: Baseline,
     runs: usize,
 ) -> anyhow::Result<Report> {
+    let (pairs, messages, size, window) = load;
     let mut reports = Vec::new();
     let mut lines = Vec::new();
     for run in 1..=runs {
         let fresh = Arc::new(Bench::start(server_bin)?);
         let quiver = workload::pairs(fresh, pairs, messages, size, window).await?;
-        let broker = crate::mqtt::pairs(pairs, messages, size, window).await?;
-        let report = workload::compared(quiver, broker);
+        let other = baseline.pairs(load).await?;
+        let report = workload::compared(quiver, other);
         let json = &report.json;
         lines.push(format!(
-            "run {run}: Quiver {} | mosquitto {} | ratio {:.2}",
+            "run {run}: Quiver {} | {} {} | ratio {:.2}",
             delivery(&json["quiver"]),
+            baseline.name(),
             delivery(&json["baseline"]),
             number(&json["ratio"]["throughput"]),
         ));
