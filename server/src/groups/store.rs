@@ -44,8 +44,24 @@ pub struct Groups {
 
 #[derive(Default)]
 struct UserGroups {
+    /// Groups they are in, or were in until a removal or a leave.
     groups: BTreeSet<GroupId>,
+    /// Those of `groups` they are no longer in: what is left are their memberships,
+    /// counted without visiting every group (a user may be in thousands).
+    gone: BTreeSet<GroupId>,
     invitations: BTreeSet<GroupId>,
+}
+
+impl UserGroups {
+    /// Records whether they are a member of `group` now.
+    fn set(&mut self, group: &GroupId, member: bool) {
+        self.groups.insert(group.clone());
+        if member {
+            self.gone.remove(group);
+        } else {
+            self.gone.insert(group.clone());
+        }
+    }
 }
 
 /// What a member sees of a group.
@@ -106,7 +122,7 @@ impl Groups {
                 .map_err(|e| InboxError::Corrupt(format!("group {id}: {e}")))?;
             for user in state.members.keys().chain(state.gone.keys()) {
                 let theirs = by_user.entry(user.clone()).or_default();
-                theirs.groups.insert(id.clone());
+                theirs.set(&id, state.members.contains_key(user));
             }
             for user in state.invited.keys() {
                 let theirs = by_user.entry(user.clone()).or_default();
@@ -215,8 +231,7 @@ impl Groups {
         self.users()
             .entry(owner.clone())
             .or_default()
-            .groups
-            .insert(id.clone());
+            .set(&id, true);
         self.settle(appended, std::slice::from_ref(owner)).await?;
         Ok(())
     }
@@ -248,15 +263,17 @@ impl Groups {
                 .map_err(storage)?;
             state.applied(actor, &change, appended.seq, key);
             self.save(group, &state)?;
+            // Recorded under the group's lock, so two changes cannot record in turn
+            // what they found in the other order.
+            if let Some(user) = &touched {
+                let mut users = self.users();
+                let theirs = users.entry(user.clone()).or_default();
+                theirs.set(group, state.members.contains_key(user));
+                theirs.invitations.remove(group);
+            }
             (appended, touched)
         };
         let touched: Vec<UserId> = touched.into_iter().collect();
-        for user in &touched {
-            let mut users = self.users();
-            let theirs = users.entry(user.clone()).or_default();
-            theirs.groups.insert(group.clone());
-            theirs.invitations.remove(group);
-        }
         self.settle(appended, &touched).await
     }
 
@@ -270,18 +287,9 @@ impl Groups {
     /// The groups `user` is a member of now (not those they were removed from or left,
     /// which their devices still get up to the change).
     fn memberships(&self, user: &UserId) -> usize {
-        let groups = self
-            .users()
+        self.users()
             .get(user)
-            .map(|g| g.groups.clone())
-            .unwrap_or_default();
-        groups
-            .iter()
-            .filter(|g| {
-                self.range(g, user)
-                    .is_some_and(|(_, until)| until.is_none())
-            })
-            .count()
+            .map_or(0, |g| g.groups.len() - g.gone.len())
     }
 
     /// `actor` adds `user`: at once if `friends` (the two are friends), else as an

@@ -523,7 +523,7 @@ async fn a_busy_group_holds_a_quiet_one_back_by_at_most_its_push_window() -> any
 
 #[tokio::test]
 async fn groups_a_user_was_removed_from_do_not_count_against_their_limit() -> anyhow::Result<()> {
-    let node = TestNode::start_with(|c| c.groups.max_groups_per_user = 2).await?;
+    let mut node = TestNode::start_with(|c| c.groups.max_groups_per_user = 2).await?;
     let [alice, bob, carol] = users(&node, ["alice", "bob", "carol"]).await?;
     let rest = node.rest();
     let first = group_of(&node, &bob, &[&alice]).await?;
@@ -539,6 +539,14 @@ async fn groups_a_user_was_removed_from_do_not_count_against_their_limit() -> an
         .add_member(&bob.login.token, &third.id, "alice")
         .await?;
     ensure!(added.status == "added", "{added:?}");
+    // The count is made again from what is stored: after a restart she is full again.
+    node.restart().await?;
+    let rest = node.rest();
+    let fourth = rest.create_group(&carol.login.token, "fourth").await?;
+    let full = rest
+        .add_member(&carol.login.token, &fourth.id, "alice")
+        .await;
+    ensure!(api_error(full)? == (409, "quota_exceeded".into()));
     node.shutdown().await;
     Ok(())
 }
