@@ -174,6 +174,15 @@ pub enum MeshOpen {
         /// The node that homes the group.
         node: String,
     },
+    /// `from`, connected to the opening node, is typing in `group`, homed on the
+    /// receiving node: if `from` is a member, tell the other members wherever they are
+    /// connected. Nothing is answered; the opener finishes the stream and does not wait.
+    GroupTyping {
+        /// Who is typing, authenticated by the opening node.
+        from: UserId,
+        /// The group.
+        group: GroupId,
+    },
 }
 
 /// A membership request carried by [`MeshOpen::GroupCall`]: the REST API's group routes.

@@ -3,8 +3,9 @@
 //! stored. Typing goes to a friend's (or the group's members') connections that
 //! announced presence; a presence change goes to the friends' such connections, here
 //! and, in a mesh, on the other nodes they are connected to ([`crate::presence_mesh`]).
-//! Group typing reaches the members connected to the group's home node only: in a mesh it
-//! is not passed to other nodes yet.
+//! Group typing goes to the members: from the group's home node, which knows them (a
+//! node that does not home the group passes it there), to their connections there and,
+//! for groups of up to [`MESH_TYPING_MAX_MEMBERS`], on the other nodes of a mesh.
 
 use crate::presence::Visible;
 use crate::rate::TokenBucket;
@@ -69,16 +70,39 @@ pub async fn ended(shared: &Arc<Shared>, user: &UserId, id: u64) {
     }
 }
 
-fn group_typing(shared: &Shared, user: &UserId, group: GroupId) {
-    let Ok(view) = shared.groups.view(&group, user) else {
-        return;
-    };
+/// Groups up to this size hear a member's typing on other nodes of a mesh too: each
+/// member's connections are a Redis lookup per indicator.
+pub const MESH_TYPING_MAX_MEMBERS: usize = 256;
+
+fn group_typing(shared: &Arc<Shared>, user: &UserId, group: GroupId) {
+    match shared.groups.view(&group, user) {
+        Ok(view) => {
+            let members = view.members.into_iter().map(|(member, _)| member);
+            typing_to_members(shared, user, group, members.collect());
+        }
+        // Not a member, or a group homed on another node, which decides.
+        Err(_) => crate::group_mesh::typing_to_home(shared, user.clone(), group),
+    }
+}
+
+/// `from` is typing in `group`, whose members are `members`: tells their connections
+/// here and, for a group small enough, on the other nodes.
+pub fn typing_to_members(
+    shared: &Arc<Shared>,
+    from: &UserId,
+    group: GroupId,
+    members: Vec<UserId>,
+) {
     let typing = NodeDatagram::GroupTyping {
         group,
-        from: user.clone(),
+        from: from.clone(),
     };
-    for (member, _) in view.members.iter().filter(|(m, _)| m != user) {
+    let others: Vec<UserId> = members.into_iter().filter(|m| m != from).collect();
+    for member in &others {
         send(shared, member, &typing);
+    }
+    if others.len() <= MESH_TYPING_MAX_MEMBERS {
+        crate::presence_mesh::forward(shared, others, typing);
     }
 }
 

@@ -81,6 +81,32 @@ pub async fn joined(shared: &Shared, user: &UserId) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// `from` is typing in `group`, which is not homed here: passes it to the group's home
+/// node, which checks the membership and tells the members. Best effort, as datagrams
+/// are: dropped when too many are on their way or the home is unreachable.
+pub fn typing_to_home(shared: &Arc<Shared>, from: UserId, group: GroupId) {
+    let Some(mesh) = shared.router.mesh().cloned() else {
+        return;
+    };
+    let Ok(permit) = shared.mesh_forwards.clone().try_acquire_owned() else {
+        shared
+            .metrics
+            .datagrams_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Ok(Home::Peer(node)) = home(&shared, &group).await {
+            let open = MeshOpen::GroupTyping { from, group };
+            if let Ok((mut send, _recv)) = mesh.open(&node, &open).await {
+                let _ = send.finish();
+            }
+        }
+        drop(permit);
+    });
+}
+
 /// The up halves of a session's attachments, by node, and which node pushed each group:
 /// where its group acks and read marks for groups homed elsewhere go.
 #[derive(Default)]

@@ -149,6 +149,15 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             shared.groups.touch(&user);
             answer(send, Ok(())).await
         }
+        MeshOpen::GroupTyping { from, group } => {
+            // A peer's member (mutual TLS); the membership is checked here, at the home.
+            if let Ok(view) = shared.groups.view(&group, &from) {
+                let members = view.members.into_iter().map(|(member, _)| member);
+                crate::datagrams::typing_to_members(&shared, &from, group, members.collect());
+            }
+            let mut send = send;
+            let _ = send.finish();
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared

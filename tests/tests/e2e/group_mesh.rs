@@ -5,7 +5,7 @@
 use anyhow::{bail, ensure, Context};
 use quiver_sdk::{
     Client, ClientMsgId, ConnectOptions, Event, Events, GroupId, GroupKeys, GroupMessage,
-    HistoryOf, Rest, RestError, SendError, Seq,
+    HistoryOf, Rest, RestError, SendError, Seq, UserId,
 };
 use quiver_server::Config;
 use quiver_tests::mesh::{free_port, mesh_config, Cluster, ClusterCa, RedisServer};
@@ -129,6 +129,8 @@ async fn join(
         .insert(group.clone(), GroupKeys::from_info(&info));
     // New epochs (after a removal) are fetched through the device's own node too.
     options.key_source = Some(rest.clone());
+    // Typing reaches connections that announce presence.
+    options.presence = Some(quiver_sdk::PresenceState::Online);
     Ok(Client::connect(options).await?)
 }
 
@@ -144,6 +146,22 @@ async fn burst(client: Client, group: GroupId, n: usize) -> Result<Vec<Seq>, Sen
         seqs.push(p.await?.seq);
     }
     Ok(seqs)
+}
+
+/// Waits (5 s at most) for `from`'s typing in `group`, skipping everything else.
+async fn typed_in(events: &mut Events, from: &UserId, group: &GroupId) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Typing {
+                from: who,
+                group: Some(g),
+            })) if who == *from && g == *group => return Ok(()),
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("events ended"),
+            Err(_) => bail!("no typing of {from} in {group} within 5 s"),
+        }
+    }
 }
 
 fn summary(messages: &[GroupMessage]) -> Vec<(Seq, ClientMsgId)> {
@@ -177,7 +195,7 @@ async fn the_group_home_killed_mid_burst_loses_and_repeats_nothing() -> anyhow::
     let rest1 = n1.rest(&ca_pem)?;
     rest1.register("alice", "alice-password").await?;
     let alice = TestUser {
-        id: quiver_sdk::UserId::parse("alice")?,
+        id: UserId::parse("alice")?,
         password: "alice-password".into(),
         login: rest1.login("alice", "alice-password", None).await?,
     };
@@ -346,6 +364,10 @@ async fn group_requests_on_any_node_are_carried_out_by_the_home() -> anyhow::Res
         let got = collect(events, 1, Arc::default()).await?;
         ensure!(got[0].seq == first.seq && got[0].text() == "hello from n1");
     }
+    // Typing on n1 in a group homed on n2 reaches the members on n2 and n3.
+    a.group_typing(&group)?;
+    typed_in(&mut b_events, &alice.id, &group).await?;
+    typed_in(&mut c_events, &alice.id, &group).await?;
     // Carol is removed through n1; nothing after reaches her on n3, and her send is
     // refused by the home through her node.
     let removed = n1
