@@ -183,6 +183,21 @@ pub enum MeshOpen {
         /// The group.
         group: GroupId,
     },
+    /// A group chat is durable in `group`'s log (on the opening node) for `owner`, a
+    /// member homed on the receiving node: notify their devices that are away, as for
+    /// a chat to their inbox. Answered with one [`ReceiptAnswer`].
+    GroupNotice {
+        /// The member to tell.
+        owner: UserId,
+        /// The sender.
+        from: UserId,
+        /// The group.
+        group: GroupId,
+        /// The chat's place in the group's log.
+        seq: Seq,
+        /// Entries of the group the member has not had on any device.
+        unread: u64,
+    },
 }
 
 /// A membership request carried by [`MeshOpen::GroupCall`]: the REST API's group routes.

@@ -57,6 +57,8 @@ pub async fn append_chats(
                         from: from.clone(),
                         seq: a.seq,
                         group: None,
+                        unread: None,
+                        relay_to: None,
                     }],
                     _ => Vec::new(),
                 };

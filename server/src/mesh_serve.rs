@@ -158,6 +158,25 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             let mut send = send;
             let _ = send.finish();
         }
+        MeshOpen::GroupNotice {
+            owner,
+            from,
+            group,
+            seq,
+            unread,
+        } => {
+            if let Some(push) = &shared.push {
+                push.stored(crate::push::Stored {
+                    owner,
+                    from,
+                    seq,
+                    group: Some(group),
+                    unread: Some(unread),
+                    relay_to: None,
+                });
+            }
+            answer(send, Ok(())).await
+        }
         MeshOpen::Logout { user, device } => {
             let code = crate::net::varint(ErrorCode::Unauthenticated);
             let closed = shared

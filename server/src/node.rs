@@ -19,6 +19,7 @@ use crate::rest_limits::RestLimits;
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
+use quiver_proto::mesh::MeshOpen;
 use quiver_proto::ErrorCode;
 use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -183,7 +184,10 @@ impl Node {
             directory: directory.clone(),
             metrics: metrics.clone(),
         };
-        let (push, push_task) = match Pusher::start(&config.push, sources)? {
+        let forward = mesh
+            .clone()
+            .map(|mesh| notice_forward(mesh, metrics.clone()));
+        let (push, push_task) = match Pusher::start(&config.push, sources, forward)? {
             Some((pusher, task)) => (Some(pusher), Some(task)),
             None => (None, None),
         };
@@ -411,6 +415,35 @@ impl Node {
         let _ = tokio::time::timeout(bound, self.group_commit_task).await;
         tracing::info!("node stopped");
     }
+}
+
+/// Push notices for users homed on other nodes go there over the mesh
+/// ([`MeshOpen::GroupNotice`]), a bounded number at once; past it they are dropped and
+/// counted as the notifier's own queue does.
+fn notice_forward(mesh: Arc<Mesh>, metrics: Arc<Metrics>) -> crate::push::Forward {
+    let room = Arc::new(tokio::sync::Semaphore::new(crate::presence_mesh::FORWARDS));
+    Box::new(move |node, notice| {
+        let Some(group) = notice.group else { return };
+        let Ok(permit) = room.clone().try_acquire_owned() else {
+            metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (mesh, metrics) = (mesh.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let open = MeshOpen::GroupNotice {
+                owner: notice.owner,
+                from: notice.from,
+                group,
+                seq: notice.seq,
+                unread: notice.unread.unwrap_or(1),
+            };
+            if let Err(code) = mesh.ask(&node, open).await {
+                tracing::debug!(%node, %code, "push notice not passed on");
+                metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    })
 }
 
 fn collect_now(shared: &Shared) -> Result<Collected, BlobError> {

@@ -52,14 +52,23 @@ pub async fn append_group_chats(
                         false => Vec::new(),
                     };
                     for member in members {
-                        if router.home(&member).await == Ok(Home::Here) {
-                            notices.push(Stored {
-                                owner: member,
-                                from: from.clone(),
-                                seq: a.seq,
-                                group: Some(group.clone()),
-                            });
-                        }
+                        // A member homed elsewhere is notified by their home node, which
+                        // knows whether their devices are connected.
+                        let (unread, relay_to) = match router.home(&member).await {
+                            Ok(Home::Here) => (None, None),
+                            Ok(Home::Peer(node)) => {
+                                (Some(groups.unread_of(group, &member, a.seq)), Some(node))
+                            }
+                            Err(_) => continue,
+                        };
+                        notices.push(Stored {
+                            owner: member,
+                            from: from.clone(),
+                            seq: a.seq,
+                            group: Some(group.clone()),
+                            unread,
+                            relay_to,
+                        });
                     }
                 }
                 if tx.send(Reply::Chat(id, appended, notices)).await.is_err() {

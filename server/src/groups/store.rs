@@ -486,6 +486,11 @@ impl Groups {
         self.log.head(&owner).0.saturating_sub(cursor.0)
     }
 
+    /// Entries of `group` up to `seq` that none of `user`'s devices has had.
+    pub fn unread_of(&self, group: &GroupId, user: &UserId, seq: Seq) -> u64 {
+        seq.0.saturating_sub(self.marks_of(group, user).0 .0)
+    }
+
     /// A device of `user` has `group`'s log up to `seq`.
     pub fn delivered(&self, group: &GroupId, user: &UserId, seq: Seq) {
         self.mark(group, user, 0, seq);

@@ -38,13 +38,24 @@ pub struct Stored {
     pub seq: Seq,
     /// The group, for a group chat.
     pub group: Option<GroupId>,
+    /// The unread count, when the notifier cannot count it here (a group homed on
+    /// another node than the member).
+    pub unread: Option<u64>,
+    /// The node the owner is homed on, when it is not this one: the notice goes there,
+    /// where it is known whether their devices are connected.
+    pub relay_to: Option<String>,
 }
+
+/// Hands a notice to the node named (the owner's home), without waiting.
+pub type Forward = Box<dyn Fn(String, Stored) + Send + Sync>;
 
 /// The chat path's handle on the notifier.
 #[derive(Clone)]
 pub struct Pusher {
     tx: mpsc::Sender<Stored>,
     metrics: Arc<Metrics>,
+    /// In a mesh: where notices for users homed on other nodes go.
+    forward: Option<Arc<Forward>>,
 }
 
 /// A device's unread entries in a group.
@@ -70,6 +81,7 @@ impl Pusher {
     pub fn start(
         config: &PushConfig,
         sources: Sources,
+        forward: Option<Forward>,
     ) -> Result<Option<(Pusher, tokio::task::JoinHandle<()>)>, gateway::GatewayError> {
         let Some(gateway) = gateway::Gateway::new(config)? else {
             return Ok(None);
@@ -78,13 +90,20 @@ impl Pusher {
         let pusher = Pusher {
             tx,
             metrics: sources.metrics.clone(),
+            forward: forward.map(Arc::new),
         };
         let task = tokio::spawn(worker::run(rx, sources, gateway, config.clone()));
         Ok(Some((pusher, task)))
     }
 
     /// Tells the notifier of a durable chat. Never waits.
-    pub fn stored(&self, notice: Stored) {
+    pub fn stored(&self, mut notice: Stored) {
+        if let Some(node) = notice.relay_to.take() {
+            if let Some(forward) = &self.forward {
+                forward(node, notice);
+            }
+            return;
+        }
         if self.tx.try_send(notice).is_err() {
             self.metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -130,9 +130,10 @@ async fn send(
     target: PushTarget,
 ) {
     // The unread count of the conversation notified: the inbox, or the group.
-    let unread = match &notice.group {
-        Some(group) => (sources.group_unread)(group, device),
-        None => {
+    let unread = match (notice.unread, &notice.group) {
+        (Some(unread), _) => unread,
+        (None, Some(group)) => (sources.group_unread)(group, device),
+        (None, None) => {
             let inbox = &sources.inbox;
             let cursor = inbox.cursor(&notice.owner, device).unwrap_or(Seq(0));
             inbox.head(&notice.owner).0.saturating_sub(cursor.0)

@@ -331,3 +331,63 @@ async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -
     );
     Ok(())
 }
+
+/// In a mesh a group lives on one node and its members are homed on others: the group's
+/// home passes the notice to the member's home node, which knows whether their devices
+/// are connected, and that node notifies the gateway.
+#[tokio::test]
+async fn a_group_chat_notifies_an_away_member_homed_on_another_node() -> anyhow::Result<()> {
+    let gateway = Gateway::start().await?;
+    let url = gateway.url.clone();
+    let cluster = quiver_tests::mesh::Cluster::start_with(2, |c| {
+        c.push.gateway_url = Some(url.clone());
+        c.push.coalesce_ms = 2_000;
+        c.push.timeout_ms = 2_000;
+        c.limits.messages_per_sec = 100_000;
+    })
+    .await?;
+    let (n1, n2) = (cluster.n(1), cluster.n(2));
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    n1.befriend(&alice, &bob).await?;
+    // The group lives on n1; Bob, homed on n2, is away with a push target.
+    let group = n1.rest().create_group(&alice.login.token, "team").await?.id;
+    n1.rest()
+        .add_member(&alice.login.token, &group, bob.id.as_str())
+        .await?;
+    n2.rest()
+        .set_push_target(&bob.login.token, &target("bob-phone"))
+        .await?;
+    let info = n1.rest().group(&alice.login.token, &group).await?;
+    let (a, _a_events) = n1
+        .connect_with(&alice, |o| {
+            o.group_keys
+                .insert(group.clone(), quiver_sdk::GroupKeys::from_info(&info));
+        })
+        .await?;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(a.send_group(&group, format!("g{i}").as_bytes()).await?);
+    }
+    let seen = gateway.wait_for(1, Duration::from_secs(5)).await?;
+    let first = &seen[0]["notification"];
+    ensure!(
+        first["group"] == group.as_str()
+            && first["sender"] == "alice"
+            && first["devices"][0]["pushkey"] == "bob-phone",
+        "{first}"
+    );
+    let unread = first["counts"]["unread"].as_u64().unwrap_or(0);
+    ensure!(unread >= 1, "{first}");
+    // Alice, the sender, is never notified.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    ensure!(
+        gateway
+            .seen()
+            .iter()
+            .all(|n| n["notification"]["devices"][0]["pushkey"] == "bob-phone"),
+        "{:?}",
+        gateway.seen()
+    );
+    Ok(())
+}
