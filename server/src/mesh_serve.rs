@@ -206,7 +206,9 @@ async fn answer(mut send: quinn::SendStream, outcome: Result<(), ErrorCode>) {
 /// Writes the one answer of a group call: the REST answer as this node gives it.
 async fn group_answer(mut send: quinn::SendStream, response: axum::response::Response) {
     let status = response.status().as_u16();
-    let json = match axum::body::to_bytes(response.into_body(), MAX_MESH_FRAME / 2).await {
+    // The frame's other fields are a few bytes: the body may take the rest of a frame
+    // (a group of 10,000 members is about 500 KB of JSON).
+    let json = match axum::body::to_bytes(response.into_body(), MAX_MESH_FRAME - 64).await {
         Ok(json) => json.to_vec(),
         Err(e) => {
             tracing::error!(error = %e, "group answer too large for the mesh");

@@ -30,7 +30,7 @@ struct ChildNode {
 
 impl ChildNode {
     /// Writes `config` next to its data folder and starts the node.
-    fn start(config: &Config) -> anyhow::Result<Self> {
+    async fn start(config: &Config) -> anyhow::Result<Self> {
         let path = config.data_dir.with_extension("json");
         std::fs::create_dir_all(path.parent().context("config folder")?)?;
         std::fs::write(&path, serde_json::to_vec(config)?)?;
@@ -40,20 +40,27 @@ impl ChildNode {
             quic: config.quic_addr,
             http: config.http_addr,
         };
-        node.spawn()?;
+        node.spawn().await?;
         Ok(node)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_node_child"))
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        ensure!(line.starts_with("ready "), "node_child said {line:?}");
+    /// Starts the process and waits for its banner, off the test's runtime (which also
+    /// runs the other nodes).
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let config = self.config.clone();
+        let child = tokio::task::spawn_blocking(move || -> anyhow::Result<Child> {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_node_child"))
+                .arg(&config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            let stdout = child.stdout.take().context("child stdout")?;
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            ensure!(line.starts_with("ready "), "node_child said {line:?}");
+            Ok(child)
+        })
+        .await??;
         self.child = Some(child);
         Ok(())
     }
@@ -188,7 +195,7 @@ async fn the_group_home_killed_mid_burst_loses_and_repeats_nothing() -> anyhow::
     if let Some(mesh) = config.mesh.as_mut() {
         mesh.mesh_addr = format!("127.0.0.1:{}", free_port()?).parse()?;
     }
-    let mut n1 = ChildNode::start(&config)?;
+    let mut n1 = ChildNode::start(&config).await?;
     let n2 = Cluster::node_with(&ca, &redis.url(), "n2", fast).await?;
     let n3 = Cluster::node_with(&ca, &redis.url(), "n3", fast).await?;
 
@@ -245,7 +252,7 @@ async fn the_group_home_killed_mid_burst_loses_and_repeats_nothing() -> anyhow::
         n1.kill();
         let had = carol_has.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        n1.spawn()?;
+        n1.spawn().await?;
         anyhow::Ok(had)
     };
     let [ra, rb, rc] = receivers;
