@@ -439,3 +439,51 @@ async fn group_requests_on_any_node_are_carried_out_by_the_home() -> anyhow::Res
     .context("alice's read mark did not reach the group's home")?;
     Ok(())
 }
+
+/// Hostile: a member floods the node they are connected to with read marks of groups that
+/// do not exist (each one a look-up of the group's home): each is refused with
+/// `NotMember`, and a group homed on the other node keeps chatting.
+#[tokio::test]
+async fn forged_group_read_marks_on_a_mesh_node_are_refused_while_a_group_chats(
+) -> anyhow::Result<()> {
+    const FORGED: u64 = 2_000;
+    let cluster = Cluster::start(2).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let (n1, n2) = (cluster.n(1), cluster.n(2));
+    n1.befriend(&alice, &bob).await?;
+    let group = n1.rest().create_group(&alice.login.token, "team").await?.id;
+    n1.rest()
+        .add_member(&alice.login.token, &group, bob.id.as_str())
+        .await?;
+    let ca = cluster.ca.ca_pem()?;
+    let (a, _a_events) = join(n1.quic_addr(), &ca, &n1.rest(), &alice, &group).await?;
+    let (b, mut b_events) = join(n2.quic_addr(), &ca, &n2.rest(), &bob, &group).await?;
+    for bits in 0..FORGED {
+        b.mark_group_read(&GroupId::from_bits(bits), Seq(1))?;
+    }
+    let sent = a.send_group(&group, b"still chatting").await?;
+    let (mut refused, mut arrived) = (0, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while refused < FORGED || !arrived {
+        match tokio::time::timeout_at(deadline, b_events.recv()).await {
+            Ok(Some(Event::ServerError {
+                code: quiver_sdk::ErrorCode::NotMember,
+                ..
+            })) => refused += 1,
+            Ok(Some(Event::GroupMessage(m))) => {
+                ensure!(m.seq == sent.seq && m.text() == "still chatting");
+                arrived = true;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("events ended"),
+            Err(_) => {
+                bail!("after 30 s: {refused} of {FORGED} refused, message arrived: {arrived}")
+            }
+        }
+    }
+    // The node still serves the honest group.
+    let again = b.send_group(&group, b"and back").await?;
+    ensure!(again.seq > sent.seq);
+    Ok(())
+}
