@@ -2,20 +2,23 @@
 //! the connection ends —
 //! - **control**: acks and read marks from the device;
 //! - **conversations**: one client-opened stream per peer, chats in, `Sent` out;
-//! - **push**: the device's inbox from its cursor on, on one server-opened stream per peer.
+//! - **push**: the device's inbox from its cursor on, on one server-opened stream per peer;
+//! - **groups** ([`groups`]): group streams, and the device's group feeds here and
+//!   through the nodes that home its other groups.
 //!
 //! The device's inbox state (cursor, window, acks) is its [`Feed`] on the user's home node:
 //! here when the user is homed here, else on a mesh peer through an attachment. Chats for a
 //! recipient homed elsewhere are relayed stream to stream to the recipient's home node,
 //! which alone answers `Sent`.
 
+mod groups;
+
 use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
 use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
 use crate::group_mesh::RemoteGroups;
-use crate::groups::feed::{Control as GroupControl, Device as GroupDevice, GroupAcks};
-use crate::groups::send::append_group_chats;
+use crate::groups::feed::GroupAcks;
 use crate::mesh::MAX_MESH_FRAME;
 use crate::metrics::MeshKind;
 use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
@@ -26,7 +29,7 @@ use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId, Entry,
-    ErrorCode, GroupId, Seq, UserId, PROTOCOL_VERSION,
+    ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -486,48 +489,6 @@ impl Session {
         .await;
     }
 
-    /// One stream to a group after `OpenGroup`: its chats appended to the group's log
-    /// here, or relayed to the group's home node.
-    async fn group_conversation(
-        &self,
-        group: &GroupId,
-        send: quinn::SendStream,
-        mut reader: Reader<ConversationPhase>,
-    ) {
-        self.answered(send, |tx| async move {
-            let shared = &self.shared;
-            let closing = match (
-                crate::group_mesh::home(shared, group).await,
-                shared.router.mesh(),
-            ) {
-                (Err(code), _) => Some(code),
-                (Ok(Home::Peer(node)), Some(mesh)) => {
-                    let open = MeshOpen::GroupConversation {
-                        from: self.user.clone(),
-                        group: group.clone(),
-                    };
-                    shared.metrics.mesh_request(MeshKind::Conversation);
-                    match mesh.open(&node, &open).await {
-                        Ok(link) => self.relay(link, &mut reader, &tx).await,
-                        Err(code) => Some(code),
-                    }
-                }
-                _ => {
-                    let allow = || self.take_send_token();
-                    let notify = shared
-                        .push
-                        .as_ref()
-                        .map(|_| shared.config.push.group_max_members);
-                    let (groups, router, user) = (&shared.groups, &shared.router, &self.user);
-                    append_group_chats(groups, router, user, group, &mut reader, &tx, notify, allow)
-                        .await
-                }
-            };
-            (reader, closing)
-        })
-        .await;
-    }
-
     /// Runs `chats`, whose replies a responder task writes to `send` in order; closes
     /// the stream with the code `chats` ends with, if any.
     async fn answered<F>(
@@ -550,60 +511,6 @@ impl Session {
         }
         drop(tx);
         let _ = responder.await;
-    }
-
-    /// Runs the device's group feeds: of the groups homed here, and through attachments
-    /// to the other nodes that home its groups.
-    async fn group_feeds(self: Arc<Self>, control: GroupControl) -> Result<(), String> {
-        let device = Arc::new(GroupDevice {
-            user: self.user.clone(),
-            device: self.device,
-            window: self.shared.config.limits.push_window,
-        });
-        let groups = self.shared.groups.clone();
-        let acks = self.group_acks.clone();
-        let local = crate::groups::feed::run(groups, device.clone(), control.clone(), acks);
-        let Some(remote) = self.remote_groups.clone() else {
-            return local.await;
-        };
-        // Boxed: a session on a single node keeps no room for the mesh's state.
-        let remote = Box::pin(crate::group_mesh::attach_all(
-            self.shared.clone(),
-            device,
-            control,
-            remote,
-        ));
-        tokio::select! {
-            r = local => r,
-            r = remote => r,
-        }
-    }
-
-    /// An ack of a group entry, for that group's feed, here or on the group's home.
-    async fn group_ack(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        if self.group_acks.ack(group, seq) {
-            return None;
-        }
-        // Boxed (as below): the control loop keeps no room for the mesh's futures.
-        if let Some(remote) = &self.remote_groups {
-            if Box::pin(remote.ack(group, seq)).await {
-                return None;
-            }
-        }
-        Some((
-            ErrorCode::InvalidSeq,
-            format!("no entry of {group} was pushed"),
-        ))
-    }
-
-    /// A read mark of a group: the member's read-up-to marker, here or on its home.
-    async fn group_read(&self, group: &GroupId, seq: Seq) -> Option<Refusal> {
-        if let Some(remote) = &self.remote_groups {
-            if Box::pin(remote.read(&self.shared, group, seq)).await {
-                return None;
-            }
-        }
-        crate::group_mesh::read_mark(&self.shared, &self.user, group, seq)
     }
 
     /// Serves an opened conversation; returns the code to close it with, if any.
