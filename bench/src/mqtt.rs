@@ -8,7 +8,7 @@
 //! is part of reading it.
 
 use crate::cluster::free_port;
-use crate::workload::{delivery_report, Report, Seen};
+use crate::workload::{delivery_report, pairs_report, Report, Seen};
 use anyhow::{bail, Context};
 use quiver_sdk::UserId;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -155,19 +155,10 @@ pub async fn pairs(
     for task in sending {
         clients.push(task.await??);
     }
-    let mut seen = Seen::default();
-    for task in receiving {
-        seen.merge(task.await?);
-    }
+    let load = (pairs, messages, size, window);
+    let report = pairs_report("pairs-mosquitto-qos1", receiving, load, started).await;
     drop(clients);
-    let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
-    Ok(delivery_report(
-        "pairs-mosquitto-qos1",
-        params,
-        seen,
-        pairs as u64 * messages,
-        started,
-    ))
+    report
 }
 
 /// `group` against mosquitto: one topic, `subscribers` subscribed at QoS 1 with

@@ -13,10 +13,9 @@
 //! messages (a 4-byte length, then the body) and reads an 8-byte acknowledgement (the
 //! message's index) for each.
 
-use crate::workload::{delivery_report, Report, Seen};
+use crate::workload::{pairs_report, Report, Seen};
 use anyhow::{bail, Context};
 use quiver_sdk::UserId;
-use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -225,19 +224,10 @@ pub async fn pairs(
     for task in sending {
         task.await??;
     }
-    let mut seen = Seen::default();
-    for task in receiving {
-        seen.merge(task.await?);
-    }
+    let load = (pairs, messages, size, window);
+    let report = pairs_report("pairs-raw-relay", receiving, load, started).await;
     drop(held);
-    let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
-    Ok(delivery_report(
-        "pairs-raw-relay",
-        params,
-        seen,
-        pairs as u64 * messages,
-        started,
-    ))
+    report
 }
 
 /// One sender: numbered, time-stamped bodies, at most `window` unacknowledged.

@@ -582,18 +582,24 @@ async fn run_pairs(bench: Arc<Bench>, mode: &str, spec: PairsSpec) -> anyhow::Re
         }));
     }
     send_all(&bench, senders, messages, size, window).await?;
+    pairs_report(mode, receiving, (pairs, messages, size, window), started).await
+}
+
+/// The report of a `pairs` run (pairs, messages, size, window) against Quiver or a
+/// baseline: every receiver's observations merged, counted from `started`.
+pub(crate) async fn pairs_report(
+    mode: &str,
+    receiving: Vec<tokio::task::JoinHandle<Seen>>,
+    (pairs, messages, size, window): (usize, u64, usize, usize),
+    started: Instant,
+) -> anyhow::Result<Report> {
     let mut seen = Seen::default();
     for task in receiving {
         seen.merge(task.await?);
     }
     let params = json!({ "pairs": pairs, "messages": messages, "size": size, "window": window });
-    Ok(delivery_report(
-        mode,
-        params,
-        seen,
-        pairs as u64 * messages,
-        started,
-    ))
+    let expected = pairs as u64 * messages;
+    Ok(delivery_report(mode, params, seen, expected, started))
 }
 
 /// `fanin`: P senders, each sending M messages of S bytes to one popular receiver.

@@ -88,11 +88,7 @@ pub fn typing_to_home(shared: &Arc<Shared>, from: UserId, group: GroupId) {
     let Some(mesh) = shared.router.mesh().cloned() else {
         return;
     };
-    let Ok(permit) = shared.mesh_forwards.clone().try_acquire_owned() else {
-        shared
-            .metrics
-            .datagrams_dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(permit) = crate::presence_mesh::forward_permit(shared) else {
         return;
     };
     let shared = shared.clone();
@@ -120,9 +116,17 @@ pub struct RemoteGroups {
 type Up = Arc<tokio::sync::Mutex<quinn::SendStream>>;
 
 impl RemoteGroups {
-    fn up(&self, node: &str) -> Option<Up> {
-        let ups = self.ups.lock().unwrap_or_else(|p| p.into_inner());
-        ups.get(node).cloned()
+    /// Writes `request` up the attachment to `node`, if it is up; dropped if not.
+    async fn pass(&self, node: &str, request: &ControlRequest) {
+        let up = self
+            .ups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned();
+        if let Some(up) = up {
+            let _ = write_frame(&mut *up.lock().await, request).await;
+        }
     }
 
     /// Passes an ack of `group`'s entry `seq` to the node that pushed it; `false` if no
@@ -134,13 +138,11 @@ impl RemoteGroups {
             pushed.get(group).cloned()
         };
         let Some(node) = node else { return false };
-        if let Some(up) = self.up(&node) {
-            let ack = ControlRequest::GroupAck {
-                group: group.clone(),
-                seq,
-            };
-            let _ = write_frame(&mut *up.lock().await, &ack).await;
-        }
+        let ack = ControlRequest::GroupAck {
+            group: group.clone(),
+            seq,
+        };
+        self.pass(&node, &ack).await;
         true
     }
 
@@ -150,13 +152,11 @@ impl RemoteGroups {
         let Ok(Home::Peer(node)) = home(shared, group).await else {
             return false;
         };
-        if let Some(up) = self.up(&node) {
-            let read = ControlRequest::GroupRead {
-                group: group.clone(),
-                seq,
-            };
-            let _ = write_frame(&mut *up.lock().await, &read).await;
-        }
+        let read = ControlRequest::GroupRead {
+            group: group.clone(),
+            seq,
+        };
+        self.pass(&node, &read).await;
         true
     }
 

@@ -48,7 +48,7 @@ async fn link(incoming: quinn::Incoming, shared: Arc<Shared>) {
     streams.shutdown().await;
 }
 
-async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
     let first = match read_frame::<MeshOpen>(&mut recv, MAX_MESH_FRAME).await {
         Ok(first) => first,
         Err(e) => {
@@ -111,7 +111,6 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
             for user in to.iter().take(MAX_DATAGRAM_USERS) {
                 crate::datagrams::send(&shared, user, &message);
             }
-            let mut send = send;
             let _ = send.finish();
         }
         MeshOpen::GroupConversation { from, group } => {
@@ -155,7 +154,6 @@ async fn stream(send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Ar
                 let members = view.members.into_iter().map(|(member, _)| member);
                 crate::datagrams::typing_to_members(&shared, &from, group, members.collect());
             }
-            let mut send = send;
             let _ = send.finish();
         }
         MeshOpen::GroupNotice {

@@ -16,16 +16,25 @@ use std::sync::Arc;
 /// Forwards on their way at once, per node; more are dropped (and counted).
 pub const FORWARDS: usize = 256;
 
+/// A place among the forwards on their way, to hold until the forward ends; `None`, and
+/// the datagram counted as dropped, when all [`FORWARDS`] are taken.
+pub fn forward_permit(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let permit = shared.mesh_forwards.clone().try_acquire_owned().ok();
+    if permit.is_none() {
+        shared
+            .metrics
+            .datagrams_dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    permit
+}
+
 /// Sends `message` to the other nodes where `to` have connections; returns at once.
 pub fn forward(shared: &Arc<Shared>, to: Vec<UserId>, message: NodeDatagram) {
     let Some(mesh) = shared.router.mesh().cloned() else {
         return;
     };
-    let Ok(permit) = shared.mesh_forwards.clone().try_acquire_owned() else {
-        shared
-            .metrics
-            .datagrams_dropped
-            .fetch_add(1, Ordering::Relaxed);
+    let Some(permit) = forward_permit(shared) else {
         return;
     };
     tokio::spawn(async move {
