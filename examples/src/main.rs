@@ -100,11 +100,14 @@ enum Cmd {
     },
     /// Send a file; prints it once uploaded and its message is durable (SENT). Run it
     /// again after an interruption: it resumes where the node stopped.
+    /// `send-file bob a.jpg` to a friend, `send-file --group g… a.jpg` to a group.
     SendFile {
-        /// The friend to send to.
-        to: String,
-        /// The file.
-        path: PathBuf,
+        /// To a group (its id) instead of a friend.
+        #[arg(long)]
+        group: Option<String>,
+        /// The friend, then the file; or only the file with `--group`.
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
         /// Its media type.
         #[arg(long = "type", default_value = "application/octet-stream")]
         media_type: String,
@@ -112,6 +115,9 @@ enum Cmd {
     /// Download a file that `listen` showed (by its `id`), check its SHA-256 and save it.
     /// Run it again after an interruption: it resumes from `<path>.part`.
     GetFile {
+        /// A file sent to this group (its id): `listen` printed it as a `group_file`.
+        #[arg(long)]
+        group: Option<String>,
         /// The `id` that `listen` printed for the file.
         id: u64,
         /// Where to save it.
@@ -277,7 +283,7 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             let limit = timeout
                 .map(Duration::from_secs_f64)
                 .unwrap_or(Duration::MAX);
-            let listening = listen(&client, events, count, read, &mut profile.files);
+            let listening = listen(&client, events, count, read, profile);
             let outcome = tokio::time::timeout(limit, listening)
                 .await
                 .unwrap_or(Ok(()));
@@ -285,18 +291,35 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
             outcome?;
         }
         Cmd::SendFile {
-            to,
-            path,
+            group,
+            args,
             media_type,
         } => {
-            let to = UserId::parse(&to)?;
+            let (to, path) = match (group, args.as_slice()) {
+                (Some(group), [path]) => (Target::Group(GroupId::parse(&group)?), path),
+                (None, [to, path]) => (Target::Friend(UserId::parse(to)?), path),
+                (Some(_), _) => bail!("with --group, give only the file"),
+                (None, _) => bail!("give the friend and the file"),
+            };
+            let path = PathBuf::from(path);
             let (client, _events) = connect(profile).await?;
             let bar = progress_bar(&format!("sending {}", path.display()));
-            let sent = client.send_file(&to, &path, &media_type, shows(&bar)).await;
+            let on_progress = shows(&bar);
+            let sent = match &to {
+                Target::Group(group) => {
+                    client.send_group_file(group, &path, &media_type, on_progress)
+                }
+                Target::Friend(to) => client.send_file(to, &path, &media_type, on_progress),
+            }
+            .await;
             bar.finish_and_clear();
             let sent = sent?;
+            let (key, name) = match &to {
+                Target::Group(group) => ("group", group.to_string()),
+                Target::Friend(to) => ("to", to.to_string()),
+            };
             say_json(&json!({
-                "event": "file_sent", "to": to, "seq": sent.sent.seq.0,
+                "event": "file_sent", key: name, "seq": sent.sent.seq.0,
                 "id": sent.sent.id.to_string(), "blob": sent.file.blob.to_hex(),
                 "sealed_bytes": sent.file.size, "resumed_from": sent.report.starts.first(),
             }))?;
@@ -305,10 +328,12 @@ async fn run(cmd: Cmd, profile: &mut Profile) -> anyhow::Result<()> {
         Cmd::History { with, limit, fetch } => {
             history(profile, &UserId::parse(&with)?, limit, fetch).await?
         }
-        Cmd::GetFile { id, path } => {
-            let offer = profile
-                .files
-                .get(&id)
+        Cmd::GetFile { group, id, path } => {
+            let saved = match &group {
+                None => profile.files.get(&id),
+                Some(group) => profile.group_files.get(group).and_then(|f| f.get(&id)),
+            };
+            let offer = saved
                 .with_context(|| format!("no file {id} here: `quiver listen` shows files"))?
                 .offer()?;
             let (client, _events) = connect(profile).await?;
@@ -502,10 +527,18 @@ fn event_json(event: &Event) -> serde_json::Value {
             json!({ "event": "connection", "state": format!("{state:?}") })
         }
         Event::Disconnected { reason } => json!({ "event": "disconnected", "reason": reason }),
-        Event::GroupMessage(m) => json!({
-            "event": "group_message", "group": m.group, "from": m.from, "seq": m.seq.0,
-            "id": m.id.to_string(), "sent_at_ms": m.sent_at_ms, "text": m.text(),
-        }),
+        Event::GroupMessage(m) => match &m.file {
+            Some(file) => json!({
+                "event": "group_file", "group": m.group, "from": m.from, "seq": m.seq.0,
+                "id": m.seq.0, "sent_at_ms": m.sent_at_ms, "name": file.info.name,
+                "type": file.info.media_type, "size": file.info.size,
+                "sha256": profile::hex(&file.info.sha256),
+            }),
+            None => json!({
+                "event": "group_message", "group": m.group, "from": m.from, "seq": m.seq.0,
+                "id": m.id.to_string(), "sent_at_ms": m.sent_at_ms, "text": m.text(),
+            }),
+        },
         Event::GroupChange {
             group,
             seq,
@@ -540,7 +573,7 @@ async fn listen(
     mut events: Events,
     count: Option<usize>,
     read: bool,
-    files: &mut std::collections::BTreeMap<u64, profile::SavedFile>,
+    profile: &mut Profile,
 ) -> anyhow::Result<()> {
     let mut shown = 0;
     while count.is_none_or(|n| shown < n) {
@@ -557,6 +590,7 @@ async fn listen(
             Event::Message(m) => {
                 if let Some(file) = &m.file {
                     // `get-file <seq>` finds it here.
+                    let files = &mut profile.files;
                     files.insert(m.seq.0, profile::SavedFile::from(file));
                 }
                 if read {
@@ -564,9 +598,16 @@ async fn listen(
                 }
                 shown += 1;
             }
+            Event::GroupMessage(m) => {
+                if let Some(file) = &m.file {
+                    // `get-file --group <group> <seq>` finds it here.
+                    let files = profile.group_files.entry(m.group.to_string()).or_default();
+                    files.insert(m.seq.0, profile::SavedFile::from(file));
+                }
+                shown += 1;
+            }
             Event::Receipt(_)
             | Event::Undecryptable { .. }
-            | Event::GroupMessage(_)
             | Event::GroupChange { .. }
             | Event::GroupUndecryptable { .. } => shown += 1,
             Event::Disconnected { reason } => bail!("disconnected: {reason}"),

@@ -5,7 +5,10 @@
 //! it.
 
 use anyhow::{bail, Context};
-use quiver_sdk::{App, BlobId, FileInfo, FileOffer, FileRef, Rest, Session, Store, UserId};
+use quiver_sdk::{
+    App, BlobId, FileInfo, FileOffer, FileRef, GroupFile, GroupId, Rest, Seq, Session, Store,
+    UserId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,10 @@ pub struct Profile {
     /// Files that `listen` showed, by the seq of their message, for `get-file`.
     #[serde(default)]
     pub files: BTreeMap<u64, SavedFile>,
+    /// Files sent to groups that `listen` showed: by group, then by the seq of their
+    /// entry in the group's log.
+    #[serde(default)]
+    pub group_files: BTreeMap<String, BTreeMap<u64, SavedFile>>,
     /// The profile folder.
     #[serde(skip)]
     dir: PathBuf,
@@ -45,6 +52,20 @@ pub struct SavedFile {
     pub blob: String,
     /// Sealed size.
     pub sealed_size: u64,
+    /// For a file sent to a group: where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<SavedGroupFile>,
+}
+
+/// Where a file sent to a group is, as kept in the profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedGroupFile {
+    /// The group's id.
+    pub group: String,
+    /// The seq of its entry in the group's log.
+    pub seq: u64,
+    /// The key epoch it is sealed at.
+    pub epoch: u32,
 }
 
 impl From<&FileOffer> for SavedFile {
@@ -57,6 +78,11 @@ impl From<&FileOffer> for SavedFile {
             sha256: hex(&offer.info.sha256),
             blob: offer.file.blob.to_hex(),
             sealed_size: offer.file.size,
+            group: offer.group.as_ref().map(|g| SavedGroupFile {
+                group: g.group.to_string(),
+                seq: g.seq.0,
+                epoch: g.epoch,
+            }),
         }
     }
 }
@@ -76,6 +102,14 @@ impl SavedFile {
             file: FileRef {
                 blob: BlobId::from_hex(&self.blob).ok_or_else(bad)?,
                 size: self.sealed_size,
+            },
+            group: match &self.group {
+                Some(g) => Some(GroupFile {
+                    group: GroupId::parse(&g.group)?,
+                    seq: Seq(g.seq),
+                    epoch: g.epoch,
+                }),
+                None => None,
             },
         })
     }

@@ -202,6 +202,28 @@ async fn a_group_through_the_cli() {
         // What listen took is acknowledged: the next listen starts after it.
         let again = quiver(&bob, &["listen", "--timeout", "1"]);
         assert!(again.is_empty(), "{again:?}");
+        // A file to the group: listen shows it with an id, get-file --group saves it.
+        let photo = alice.join("team.txt");
+        std::fs::write(&photo, "a file for the team").unwrap();
+        let file_sent = quiver(
+            &alice,
+            &["send-file", "--group", &group, photo.to_str().unwrap()],
+        );
+        assert_eq!(
+            (&file_sent[0]["event"], &file_sent[0]["group"]),
+            (&"file_sent".into(), &group.as_str().into())
+        );
+        let got = quiver(&bob, &["listen", "--count", "1", "--timeout", "20"]);
+        assert_eq!(got[0]["event"], "group_file", "{got:?}");
+        assert_eq!(got[0]["name"], "team.txt");
+        let id = got[0]["id"].to_string();
+        let target = bob.join("saved.txt");
+        let saved = quiver(
+            &bob,
+            &["get-file", "--group", &group, &id, target.to_str().unwrap()],
+        );
+        assert_eq!(saved[0]["verified"], true);
+        assert_eq!(std::fs::read(&target).unwrap(), b"a file for the team");
         let receipts = quiver(
             &alice,
             &["group", "receipts", &group, &sent[0]["seq"].to_string()],

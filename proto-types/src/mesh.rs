@@ -198,6 +198,32 @@ pub enum MeshOpen {
         /// Entries of the group the member has not had on any device.
         unread: u64,
     },
+    /// `user` downloads the file of the entry at `seq` of `group`'s log, homed on the
+    /// receiving node, which checks that `user` may see that entry before it serves or
+    /// relays the blob. Then the stream is exactly a client's download stream after its
+    /// first frame.
+    GroupDownload {
+        /// The reader, authenticated by the opening node.
+        user: UserId,
+        /// The group the file was sent to.
+        group: GroupId,
+        /// The entry that names the file.
+        seq: Seq,
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// As [`MeshOpen::Download`], but the opening node (the group's home) has already
+    /// checked that `user` may read the blob: it was sent to a group they see it in.
+    GrantedDownload {
+        /// The reader.
+        user: UserId,
+        /// The uploader (homed on the receiving node).
+        owner: UserId,
+        /// The blob.
+        blob: BlobId,
+        /// First byte wanted.
+        offset: u64,
+    },
 }
 
 /// A membership request carried by [`MeshOpen::GroupCall`]: the REST API's group routes.

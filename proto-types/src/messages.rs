@@ -155,6 +155,33 @@ pub enum ConversationRequest {
         /// Entries wanted.
         limit: u32,
     },
+    /// A file message to the stream's group: as [`ConversationRequest::GroupChat`], and
+    /// `file`, a blob the sender uploaded before, sealed chunk by chunk with the group key
+    /// of `epoch`; the body is its sealed description.
+    GroupFile {
+        /// Client-made id; a retry with the same id gets the same `seq`.
+        id: ClientMsgId,
+        /// Sender's clock, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The key epoch the body and the file are sealed at.
+        epoch: u32,
+        /// Sealed description of the file.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        /// The file.
+        file: FileRef,
+    },
+    /// First frame: this stream downloads the file of the [`EntryKind::GroupFile`] entry
+    /// at `seq` of `group`'s log, which the downloader may see (it is within their range
+    /// of the log), from `offset` on. Answered as [`ConversationRequest::Download`].
+    GroupDownload {
+        /// The group the file was sent to.
+        group: GroupId,
+        /// The entry that names the file.
+        seq: Seq,
+        /// The first sealed byte wanted.
+        offset: u64,
+    },
 }
 
 /// Most entries one history page carries.
@@ -246,6 +273,21 @@ pub enum EntryKind {
     },
     /// In a group's log: a membership change made by `peer`.
     Member(GroupChange),
+    /// In a group's log: a file message from `peer`, its description and its chunks
+    /// sealed with the group key of `epoch`.
+    GroupFile {
+        /// The sender's id for the message.
+        id: ClientMsgId,
+        /// Sender's clock at writing, milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The key epoch.
+        epoch: u32,
+        /// Sealed description of the file.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        /// The file.
+        file: FileRef,
+    },
 }
 
 /// Receipts that travel back to a sender as inbox entries.

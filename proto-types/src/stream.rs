@@ -182,6 +182,17 @@ pub enum ConversationStep {
         epoch: u32,
         /// Sealed body.
         body: Vec<u8>,
+        /// The file it carries (a `GroupFile` frame).
+        file: Option<FileRef>,
+    },
+    /// The first frame: download the file of a group's entry from `offset`.
+    GroupDownload {
+        /// The group it was sent to.
+        group: GroupId,
+        /// The entry that names it.
+        seq: Seq,
+        /// First byte wanted.
+        offset: u64,
     },
     /// The first and only frame: a page of the user's inbox.
     History {
@@ -235,12 +246,29 @@ impl From<ConversationStep> for ConversationRequest {
                 sent_at_ms,
                 epoch,
                 body,
+                file: None,
             } => ConversationRequest::GroupChat {
                 id,
                 sent_at_ms,
                 epoch,
                 body,
             },
+            ConversationStep::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+                file: Some(file),
+            } => ConversationRequest::GroupFile {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+                file,
+            },
+            ConversationStep::GroupDownload { group, seq, offset } => {
+                ConversationRequest::GroupDownload { group, seq, offset }
+            }
             ConversationStep::History {
                 peer,
                 before,
@@ -324,7 +352,28 @@ impl Phase for ConversationPhase {
                 sent_at_ms,
                 epoch,
                 body,
+                file: None,
             }),
+            (
+                StreamKind::Group,
+                R::GroupFile {
+                    id,
+                    sent_at_ms,
+                    epoch,
+                    body,
+                    file,
+                },
+            ) => Ok(ConversationStep::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+                file: Some(file),
+            }),
+            (StreamKind::Unknown, R::GroupDownload { group, seq, offset }) => {
+                self.state = StreamKind::Transfer;
+                Ok(ConversationStep::GroupDownload { group, seq, offset })
+            }
             (
                 StreamKind::Unknown,
                 R::History {

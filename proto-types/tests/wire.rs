@@ -191,6 +191,46 @@ fn group_frames() {
     };
     let entry_bytes = [4, 3, b'b', b'o', b'b', 2, 9, 1, 2, 1, 0xaa];
     assert_eq!(payload(&pushed), cat(&[&[2], &g, &entry_bytes]));
+    let file = FileRef {
+        blob: BlobId([7; 32]),
+        size: 5,
+    };
+    let file_chat = ConversationRequest::GroupFile {
+        id: ClientMsgId(9),
+        sent_at_ms: 1,
+        epoch: 1,
+        body: vec![0xaa, 0xbb],
+        file,
+    };
+    assert_eq!(
+        payload(&file_chat),
+        cat(&[&[8, 9, 1, 1, 2, 0xaa, 0xbb], &[7; 32], &[5]])
+    );
+    let download = ConversationRequest::GroupDownload {
+        group: group.clone(),
+        seq: Seq(4),
+        offset: 300,
+    };
+    assert_eq!(payload(&download), cat(&[&[9], &g, &[4, 0xac, 2]]));
+    let file_entry = Entry {
+        seq: Seq(4),
+        peer: bob(),
+        kind: EntryKind::GroupFile {
+            id: ClientMsgId(9),
+            sent_at_ms: 1,
+            epoch: 2,
+            body: vec![0xaa],
+            file,
+        },
+    };
+    assert_eq!(
+        payload(&file_entry),
+        cat(&[
+            &[4, 3, b'b', b'o', b'b', 4, 9, 1, 2, 1, 0xaa],
+            &[7; 32],
+            &[5]
+        ])
+    );
     let changes = [
         (GroupChange::Created { name: "t".into() }, vec![0, 1, b't']),
         (

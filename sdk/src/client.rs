@@ -212,14 +212,15 @@ impl Client {
     ) -> Transfer<FileSent> {
         crate::files::send_file(
             self.inner.clone(),
-            to.clone(),
+            crate::files::Recipient::Friend(to.clone()),
             path.into(),
             media_type.to_owned(),
             Box::new(on_progress),
         )
     }
 
-    /// Downloads a file from a message ([`crate::Message::file`]) to `path`: chunk by chunk,
+    /// Downloads a file from a message ([`crate::Message::file`],
+    /// [`crate::GroupMessage::file`]) to `path`: chunk by chunk,
     /// each opened and checked as it arrives, resuming from `<path>.part` after a lost
     /// connection (or an earlier run), and renamed to `path` once the whole file matches
     /// its hash.

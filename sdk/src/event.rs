@@ -146,8 +146,10 @@ pub struct GroupMessage {
     pub id: ClientMsgId,
     /// The sender's clock when written, milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
-    /// The opened body.
+    /// The opened body (for a file message, its encoded description).
     pub body: Vec<u8>,
+    /// The file this message carries: pass it to [`crate::Client::download`].
+    pub file: Option<crate::FileOffer>,
 }
 
 impl GroupMessage {

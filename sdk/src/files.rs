@@ -1,34 +1,27 @@
-//! File messages, client side: seal a file chunk by chunk, upload it (resuming where the
-//! node stopped after a lost connection), send the message that names it, and download
-//! and open one (resuming from the chunks already on disk).
+//! File messages, client side: seal a file chunk by chunk ([`crate::file_seal`]) under
+//! a friendship key or a group's key, upload it (resuming where the node stopped after a
+//! lost connection), send the message that names it — to a friend or to a group — and
+//! download and open one (resuming from the chunks already on disk).
 //!
-//! ## Sealing
-//! Chunk `i` of a file whose plaintext SHA-256 is `h` is sealed with XChaCha20-Poly1305
-//! under the friendship key, nonce `h[..16] ‖ i` and associated data `h ‖ size ‖ i`. The
-//! nonce is derived, not random, so the sealed bytes (and so the blob id) of a file are
-//! the same every time: an upload can resume after the app restarts, and the same file
-//! sent twice in a friendship is stored once. Reuse is safe: a nonce repeats only for the
-//! same `h`, so for the same plaintext. The node learns when the same file is sent twice
-//! in one friendship, and nothing else. The associated data ties every chunk to its place:
-//! reordered, truncated or altered chunks do not open.
+//! The node learns when the same file is sent twice under one key, and nothing else.
 
 use crate::error::SendError;
+use crate::file_seal::{hash_file, open_chunk, plain_len, prepare, read_chunk, seal_chunk};
 use crate::link::Link;
 use crate::seal::FriendKey;
 use crate::state::Inner;
 use crate::Sent;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use quiver_proto::files::{
-    chunk_count, sealed_len, BlobId, FileRef, FileResponse, CHUNK_LEN, SEALED_CHUNK_LEN,
+    chunk_count, sealed_len, FileRef, FileResponse, CHUNK_LEN, SEALED_CHUNK_LEN,
 };
-use quiver_proto::{ClientMsgId, ConversationRequest, ErrorCode, UserId};
-use serde::{Deserialize, Serialize};
+use quiver_proto::{ClientMsgId, ConversationRequest, ErrorCode, GroupId, Seq, UserId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+
+pub use crate::file_seal::FileInfo;
 
 /// File bytes go out below chat: QUIC sends higher-priority streams' data first.
 const FILE_PRIORITY: i32 = -1;
@@ -41,20 +34,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// The longest pause between two attempts of one transfer.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
-/// What a file message says about its file, sealed as the message body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileInfo {
-    /// The file's name as the sender wrote it: untrusted. It may hold folders, `..`,
-    /// control or bidi characters; show or save [`FileInfo::safe_name`] instead.
-    pub name: String,
-    /// Its media type, such as `image/jpeg`.
-    pub media_type: String,
-    /// Plaintext bytes.
-    pub size: u64,
-    /// SHA-256 of the plaintext.
-    pub sha256: [u8; 32],
-}
-
 /// A file someone sent you: what it is and where to fetch it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileOffer {
@@ -64,42 +43,53 @@ pub struct FileOffer {
     pub info: FileInfo,
     /// The blob on the node.
     pub file: FileRef,
+    /// For a file sent to a group: where, which says how it is fetched and opened.
+    pub group: Option<GroupFile>,
 }
 
-impl FileInfo {
-    /// The name cut to its last path component, without control, format or bidi
-    /// characters, at most 255 bytes, never empty, `.` or `..`: safe as a file name and
-    /// to print on a terminal.
-    pub fn safe_name(&self) -> String {
-        let last = self.name.rsplit(['/', '\\']).next().unwrap_or_default();
-        let mut name = String::new();
-        for c in last.chars().filter(|&c| !crate::text::is_unsafe_char(c)) {
-            if name.len() + c.len_utf8() > 255 {
-                break;
-            }
-            name.push(c);
-        }
-        match name.trim() {
-            "" | "." | ".." => "file".into(),
-            _ => name,
-        }
-    }
+/// Where a file sent to a group is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupFile {
+    /// The group.
+    pub group: GroupId,
+    /// The entry of the group's log that names it: what a download asks for.
+    pub seq: Seq,
+    /// The group key epoch its chunks are sealed at.
+    pub epoch: u32,
 }
 
 impl FileOffer {
-    /// Reads the sealed description of a file message (already opened).
     /// The file of a message kept in the store, if it carries one (and its description
-    /// reads).
+    /// reads). A file you sent to a group is an offer once the group's log has it (SENT).
     pub fn from_stored(message: &crate::store::StoredMessage) -> Option<Self> {
-        Self::read(message.from.clone(), message.file?, &message.body).ok()
+        let group = match &message.conversation {
+            crate::Conversation::Friend(_) => None,
+            crate::Conversation::Group(group) => Some(GroupFile {
+                group: group.clone(),
+                seq: message.seq?,
+                epoch: message.epoch?,
+            }),
+        };
+        Self::read(message.from.clone(), message.file?, &message.body, group).ok()
     }
 
-    pub(crate) fn read(from: UserId, file: FileRef, body: &[u8]) -> Result<Self, String> {
+    /// Reads the sealed description of a file message (already opened).
+    pub(crate) fn read(
+        from: UserId,
+        file: FileRef,
+        body: &[u8],
+        group: Option<GroupFile>,
+    ) -> Result<Self, String> {
         let info: FileInfo = postcard::from_bytes(body).map_err(|e| e.to_string())?;
         if sealed_len(info.size) != file.size {
             return Err("the file's size does not match its description".into());
         }
-        Ok(Self { from, info, file })
+        Ok(Self {
+            from,
+            info,
+            file,
+            group,
+        })
     }
 }
 
@@ -141,8 +131,8 @@ pub enum FileError {
     /// Reading or writing the local file failed.
     #[error("file: {0}")]
     Io(String),
-    /// No friendship key for that user.
-    #[error("no friendship key for {0}")]
+    /// No key for that friend or group (epoch).
+    #[error("no key for {0}")]
     NoKey(String),
     /// The node refused the transfer (too large, over quota, not found).
     #[error("refused by node: {0}")]
@@ -242,117 +232,6 @@ fn refused(code: ErrorCode) -> Attempt {
     }
 }
 
-fn chunk_nonce(sha256: &[u8; 32], index: u64) -> XNonce {
-    let mut nonce = [0u8; 24];
-    nonce[..16].copy_from_slice(&sha256[..16]);
-    nonce[16..].copy_from_slice(&index.to_be_bytes());
-    nonce.into()
-}
-
-fn chunk_aad(info: &FileInfo, index: u64) -> Vec<u8> {
-    let mut aad = b"quiver/1 file".to_vec();
-    aad.extend_from_slice(&info.sha256);
-    aad.extend_from_slice(&info.size.to_be_bytes());
-    aad.extend_from_slice(&index.to_be_bytes());
-    aad
-}
-
-/// Seals chunk `index` of the file described by `info`.
-pub fn seal_chunk(key: &FriendKey, info: &FileInfo, index: u64, plain: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let aad = chunk_aad(info, index);
-    let payload = Payload {
-        msg: plain,
-        aad: &aad,
-    };
-    cipher
-        .encrypt(&chunk_nonce(&info.sha256, index), payload)
-        .expect("encrypting into a Vec cannot fail")
-}
-
-/// Opens chunk `index`; `None` if it was altered, moved or sealed with another key.
-pub fn open_chunk(key: &FriendKey, info: &FileInfo, index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let aad = chunk_aad(info, index);
-    let payload = Payload {
-        msg: sealed,
-        aad: &aad,
-    };
-    cipher
-        .decrypt(&chunk_nonce(&info.sha256, index), payload)
-        .ok()
-}
-
-/// Plaintext length of chunk `index` of a file of `size` bytes.
-fn plain_len(size: u64, index: u64) -> usize {
-    let start = index * CHUNK_LEN as u64;
-    (size.saturating_sub(start)).min(CHUNK_LEN as u64) as usize
-}
-
-/// Reads chunk `index` of `file`.
-async fn read_chunk(
-    file: &mut tokio::fs::File,
-    size: u64,
-    index: u64,
-) -> Result<Vec<u8>, FileError> {
-    let mut plain = vec![0u8; plain_len(size, index)];
-    file.seek(std::io::SeekFrom::Start(index * CHUNK_LEN as u64))
-        .await
-        .map_err(io)?;
-    file.read_exact(&mut plain).await.map_err(io)?;
-    Ok(plain)
-}
-
-/// Describes the file at `path` and computes its blob id: one pass to hash the
-/// plaintext, one to seal and hash the sealed bytes. Blocking.
-fn prepare(
-    path: &Path,
-    media_type: &str,
-    key: &FriendKey,
-) -> Result<(FileInfo, FileRef), FileError> {
-    use std::io::Read;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut plain = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK_LEN];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        plain.update(&buf[..n]);
-        size += n as u64;
-    }
-    let info = FileInfo {
-        name,
-        media_type: media_type.to_owned(),
-        size,
-        sha256: digest(plain),
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut sealed = ring::digest::Context::new(&ring::digest::SHA256);
-    for index in 0..chunk_count(size) {
-        let len = plain_len(size, index);
-        file.read_exact(&mut buf[..len]).map_err(io)?;
-        sealed.update(&seal_chunk(key, &info, index, &buf[..len]));
-    }
-    let file = FileRef {
-        blob: BlobId(digest(sealed)),
-        size: sealed_len(size),
-    };
-    Ok((info, file))
-}
-
-fn digest(context: ring::digest::Context) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(context.finish().as_ref());
-    out
-}
-
 /// Waits for a live connection.
 async fn online(inner: &Arc<Inner>, cancel: &Cancel) -> Result<Arc<Link>, FileError> {
     let mut state = inner.state.subscribe();
@@ -372,12 +251,29 @@ async fn online(inner: &Arc<Inner>, cancel: &Cancel) -> Result<Arc<Link>, FileEr
     }
 }
 
+/// Whom a file is sent to.
+#[derive(Clone, Debug)]
+pub(crate) enum Recipient {
+    /// A friend: sealed with the friendship key.
+    Friend(UserId),
+    /// A group: sealed with its key of the epoch it is at.
+    Group(GroupId),
+}
+
+/// What a download asks the node for.
+enum Source {
+    /// A blob of its uploader's (a friend's, or yours).
+    Owner(UserId),
+    /// The file of a group's entry.
+    Group(GroupId, Seq),
+}
+
 /// What every attempt of one transfer shares.
 struct Job {
     /// Upload: the file read. Download: the `.part` file written.
     local: PathBuf,
-    /// Who uploaded the blob (whose home node keeps it).
-    owner: UserId,
+    /// Download: where the blob is asked for.
+    source: Source,
     key: FriendKey,
     info: FileInfo,
     file: FileRef,
@@ -429,10 +325,12 @@ fn next_pause(last: Duration, progressed: bool) -> Duration {
     }
 }
 
-/// Uploads the file at `path` and sends `to` the message that names it.
+/// Uploads the file at `path` and sends `to` the message that names it. A group that
+/// moved to a new key epoch meanwhile (`StaleEpoch`) gets the file sealed, uploaded and
+/// sent once more under the new key, which is fetched first.
 pub(crate) fn send_file(
     inner: Arc<Inner>,
-    to: UserId,
+    to: Recipient,
     path: PathBuf,
     media_type: String,
     on_progress: OnProgress,
@@ -440,51 +338,123 @@ pub(crate) fn send_file(
     let cancel = Cancel::new();
     let canceller = cancel.clone();
     let task = tokio::spawn(async move {
-        let key = inner
-            .key(&to)
-            .ok_or_else(|| FileError::NoKey(to.to_string()))?;
-        let (info, file) = {
-            let (path, key) = (path.clone(), key.clone());
-            tokio::task::spawn_blocking(move || prepare(&path, &media_type, &key))
-                .await
-                .map_err(io)??
-        };
-        let mut job = Job {
-            local: path,
-            owner: inner.user.clone(),
-            key,
-            info,
-            file,
-            cancel,
-            report: TransferReport {
-                size: file.size,
-                ..TransferReport::default()
-            },
-            on_progress,
-        };
-        until_done(&inner, &mut job, |link, job| {
-            Box::pin(upload_once(link, job))
-        })
-        .await?;
-        if job.cancel.cancelled() {
-            return Err(FileError::Cancelled);
-        }
-        let Job {
-            key, info, report, ..
-        } = job;
-        let id = ClientMsgId(crate::state::random_u128());
-        let body = postcard::to_stdvec(&info).map_err(io)?;
-        let sealed = crate::seal::seal(&key, &inner.user, &to, id, &body);
-        let sent = inner
-            .enqueue_chat(&to, id, sealed, Some(file), &body)
-            .await?
+        let mut on_progress = on_progress;
+        let mut refetched = false;
+        loop {
+            let (epoch, key) = match &to {
+                Recipient::Friend(friend) => (None, inner.key(friend)),
+                Recipient::Group(group) => match inner.group_seal_key(group) {
+                    Some((epoch, key)) => (Some(epoch), Some(key)),
+                    None => (None, None),
+                },
+            };
+            let key = key.ok_or_else(|| FileError::NoKey(recipient_name(&to)))?;
+            let (file, info, report, back) = upload(
+                &inner,
+                &path,
+                &media_type,
+                key.clone(),
+                cancel.clone(),
+                on_progress,
+            )
             .await?;
-        Ok(FileSent { sent, file, report })
+            on_progress = back;
+            let id = ClientMsgId(crate::state::random_u128());
+            let body = postcard::to_stdvec(&info).map_err(io)?;
+            let sent = match (&to, epoch) {
+                (Recipient::Friend(friend), _) => {
+                    let sealed = crate::seal::seal(&key, &inner.user, friend, id, &body);
+                    inner
+                        .enqueue_chat(friend, id, sealed, Some(file), &body)
+                        .await?
+                        .await
+                }
+                (Recipient::Group(group), Some(epoch)) => {
+                    let sealed =
+                        crate::seal::seal_group(&key, group, &inner.user, epoch, id, &body);
+                    let request = ConversationRequest::GroupFile {
+                        id,
+                        sent_at_ms: crate::state::now_ms(),
+                        epoch,
+                        body: sealed,
+                        file,
+                    };
+                    let conversation = crate::outbox::Conversation::Group(group.clone());
+                    inner
+                        .enqueue(conversation, id, &request, &body)
+                        .await?
+                        .await
+                }
+                (Recipient::Group(group), None) => return Err(FileError::NoKey(group.to_string())),
+            };
+            match (&to, sent) {
+                (Recipient::Group(group), Err(SendError::Rejected(ErrorCode::StaleEpoch)))
+                    if !refetched =>
+                {
+                    refetched = true;
+                    inner.refetch_group_keys(group).await;
+                }
+                (_, sent) => {
+                    return Ok(FileSent {
+                        sent: sent?,
+                        file,
+                        report,
+                    })
+                }
+            }
+        }
     });
     Transfer {
         task,
         cancel: canceller,
     }
+}
+
+fn recipient_name(to: &Recipient) -> String {
+    match to {
+        Recipient::Friend(friend) => friend.to_string(),
+        Recipient::Group(group) => group.to_string(),
+    }
+}
+
+/// Seals the file at `path` under `key` and uploads it; gives back the progress callback
+/// for a later attempt.
+async fn upload(
+    inner: &Arc<Inner>,
+    path: &Path,
+    media_type: &str,
+    key: FriendKey,
+    cancel: Cancel,
+    on_progress: OnProgress,
+) -> Result<(FileRef, FileInfo, TransferReport, OnProgress), FileError> {
+    let (info, file) = {
+        let (path, key, media_type) = (path.to_owned(), key.clone(), media_type.to_owned());
+        tokio::task::spawn_blocking(move || prepare(&path, &media_type, &key))
+            .await
+            .map_err(io)?
+            .map_err(io)?
+    };
+    let mut job = Job {
+        local: path.to_owned(),
+        source: Source::Owner(inner.user.clone()),
+        key,
+        info,
+        file,
+        cancel,
+        report: TransferReport {
+            size: file.size,
+            ..TransferReport::default()
+        },
+        on_progress,
+    };
+    until_done(inner, &mut job, |link, job| {
+        Box::pin(upload_once(link, job))
+    })
+    .await?;
+    if job.cancel.cancelled() {
+        return Err(FileError::Cancelled);
+    }
+    Ok((file, job.info, job.report, job.on_progress))
 }
 
 /// One upload attempt: asks the node where to start, sends the rest, waits for `Stored`.
@@ -511,7 +481,7 @@ async fn upload_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     let mut plain_file = tokio::fs::File::open(&job.local).await.map_err(io)?;
     let size = job.info.size;
     for index in offset / SEALED_CHUNK_LEN as u64..chunk_count(size) {
-        let plain = read_chunk(&mut plain_file, size, index).await?;
+        let plain = read_chunk(&mut plain_file, size, index).await.map_err(io)?;
         let sealed = seal_chunk(&job.key, &job.info, index, &plain);
         let start = index * SEALED_CHUNK_LEN as u64;
         let skip = offset.saturating_sub(start) as usize;
@@ -547,13 +517,21 @@ pub(crate) fn download(
     let cancel = Cancel::new();
     let canceller = cancel.clone();
     let task = tokio::spawn(async move {
-        let key = inner
-            .key(&offer.from)
-            .ok_or_else(|| FileError::NoKey(offer.from.to_string()))?;
+        let (key, source) = match &offer.group {
+            None => (inner.key(&offer.from), Source::Owner(offer.from.clone())),
+            Some(g) => (
+                inner.group_key(&g.group, g.epoch).await,
+                Source::Group(g.group.clone(), g.seq),
+            ),
+        };
+        let key = key.ok_or_else(|| match &offer.group {
+            None => FileError::NoKey(offer.from.to_string()),
+            Some(g) => FileError::NoKey(format!("{} at epoch {}", g.group, g.epoch)),
+        })?;
         let part = part_path(&path);
         let mut job = Job {
             local: part.clone(),
-            owner: offer.from.clone(),
+            source,
             key,
             info: offer.info.clone(),
             file: offer.file,
@@ -572,7 +550,8 @@ pub(crate) fn download(
             let part = part.clone();
             tokio::task::spawn_blocking(move || hash_file(&part))
                 .await
-                .map_err(io)??
+                .map_err(io)?
+                .map_err(io)?
         };
         if (len, sha256) != (offer.info.size, offer.info.sha256) {
             let _ = tokio::fs::remove_file(&part).await;
@@ -613,10 +592,17 @@ async fn download_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     out.set_len(index * CHUNK_LEN as u64).await.map_err(io)?;
     let offset = index * SEALED_CHUNK_LEN as u64;
     let (mut send, mut recv) = link.conn.open_bi().await.map_err(|e| lost(&e))?;
-    let request = ConversationRequest::Download {
-        blob: job.file.blob,
-        owner: job.owner.clone(),
-        offset,
+    let request = match &job.source {
+        Source::Owner(owner) => ConversationRequest::Download {
+            blob: job.file.blob,
+            owner: owner.clone(),
+            offset,
+        },
+        Source::Group(group, seq) => ConversationRequest::GroupDownload {
+            group: group.clone(),
+            seq: *seq,
+            offset,
+        },
     };
     crate::frames::write_frame(&mut send, &request)
         .await
@@ -672,54 +658,9 @@ async fn download_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     Ok(())
 }
 
-/// Length and SHA-256 of a file. Blocking.
-fn hash_file(path: &Path) -> Result<(u64, [u8; 32]), FileError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            return Ok((len, digest(hash)));
-        }
-        hash.update(&buf[..n]);
-        len += n as u64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_open_only_in_their_place_and_seal_the_same_every_time() {
-        let key = FriendKey([3; 32]);
-        let info = FileInfo {
-            name: "a.bin".into(),
-            media_type: "application/octet-stream".into(),
-            size: 10,
-            sha256: [9; 32],
-        };
-        let sealed = seal_chunk(&key, &info, 0, b"0123456789");
-        assert_eq!(sealed, seal_chunk(&key, &info, 0, b"0123456789"));
-        assert_eq!(sealed.len(), 10 + 16);
-        assert_eq!(open_chunk(&key, &info, 0, &sealed).unwrap(), b"0123456789");
-        assert!(open_chunk(&key, &info, 1, &sealed).is_none(), "moved");
-        let mut altered = sealed.clone();
-        altered[4] ^= 1;
-        assert!(open_chunk(&key, &info, 0, &altered).is_none(), "altered");
-        let truncated = FileInfo {
-            size: 5,
-            ..info.clone()
-        };
-        assert!(open_chunk(&key, &truncated, 0, &sealed).is_none(), "size");
-        assert!(
-            open_chunk(&FriendKey([4; 32]), &info, 0, &sealed).is_none(),
-            "key"
-        );
-    }
 
     #[test]
     fn a_hostile_name_is_saved_and_shown_as_a_plain_one() {
@@ -753,30 +694,5 @@ mod tests {
         assert_eq!(pause, MAX_RETRY_PAUSE);
         assert_eq!(next_pause(RETRY_PAUSE, false), RETRY_PAUSE * 2);
         assert_eq!(next_pause(pause, true), RETRY_PAUSE);
-    }
-
-    #[test]
-    fn a_prepared_file_names_its_sealed_bytes() {
-        let dir = std::env::temp_dir().join(format!("quiver-prepare-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("f.bin");
-        let data: Vec<u8> = (0..CHUNK_LEN * 2 + 100).map(|i| i as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let key = FriendKey([1; 32]);
-        let (info, file) = prepare(&path, "x/y", &key).unwrap();
-        assert_eq!(info.size, data.len() as u64);
-        assert_eq!(file.size, data.len() as u64 + 3 * 16);
-        let mut sealed = Vec::new();
-        for (i, chunk) in data.chunks(CHUNK_LEN).enumerate() {
-            sealed.extend(seal_chunk(&key, &info, i as u64, chunk));
-        }
-        let id = ring::digest::digest(&ring::digest::SHA256, &sealed);
-        assert_eq!(file.blob.0, id.as_ref());
-        assert_eq!(
-            prepare(&path, "x/y", &key).unwrap(),
-            (info, file),
-            "deterministic"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

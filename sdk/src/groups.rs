@@ -11,6 +11,7 @@
 
 use crate::client::Client;
 use crate::error::SendError;
+use crate::files::{FileSent, Progress, Recipient, Transfer};
 use crate::group_keys::GroupKeys;
 use crate::outbox::Conversation;
 use crate::seal;
@@ -35,14 +36,10 @@ impl Client {
     /// `StaleEpoch` fetches the group's keys and sends once more, sealed at the new epoch.
     pub async fn send_group(&self, group: &GroupId, body: &[u8]) -> Result<crate::Sent, SendError> {
         let sent = self.enqueue_group(group, body).await?.await;
-        let Some(source) = &self.inner.options.key_source else {
+        if sent != Err(SendError::Rejected(quiver_proto::ErrorCode::StaleEpoch))
+            || !self.inner.refetch_group_keys(group).await
+        {
             return sent;
-        };
-        if sent != Err(SendError::Rejected(quiver_proto::ErrorCode::StaleEpoch)) {
-            return sent;
-        }
-        if let Ok(info) = source.group(&self.inner.options.token, group).await {
-            self.set_group_keys(&info);
         }
         self.enqueue_group(group, body).await?.await
     }
@@ -53,21 +50,10 @@ impl Client {
         group: &GroupId,
         body: &[u8],
     ) -> Result<PendingSend, SendError> {
-        let (epoch, key) = {
-            let all = self
-                .inner
-                .group_keys
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
-            let keys = all
-                .get(group)
-                .ok_or_else(|| SendError::NoKey(group.to_string()))?;
-            let key = keys.get(keys.epoch).cloned();
-            (
-                keys.epoch,
-                key.ok_or_else(|| SendError::NoKey(group.to_string()))?,
-            )
-        };
+        let (epoch, key) = self
+            .inner
+            .group_seal_key(group)
+            .ok_or_else(|| SendError::NoKey(group.to_string()))?;
         let id = ClientMsgId(crate::state::random_u128());
         let sealed = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);
         let chat = ConversationRequest::GroupChat {
@@ -79,6 +65,27 @@ impl Client {
         self.inner
             .enqueue(Conversation::Group(group.clone()), id, &chat, body)
             .await
+    }
+
+    /// Uploads the file at `path` and sends `group` a message that names it; resolves
+    /// once the message is durable in the group's log (SENT). As
+    /// [`Client::send_file`], sealed with the group's key of the epoch it is at; members
+    /// fetch it with [`Client::download`] while the entry is within their range of the
+    /// log (a member removed before it was sent cannot).
+    pub fn send_group_file(
+        &self,
+        group: &GroupId,
+        path: impl Into<std::path::PathBuf>,
+        media_type: &str,
+        on_progress: impl FnMut(Progress) + Send + 'static,
+    ) -> Transfer<FileSent> {
+        crate::files::send_file(
+            self.inner.clone(),
+            Recipient::Group(group.clone()),
+            path.into(),
+            media_type.to_owned(),
+            Box::new(on_progress),
+        )
     }
 
     /// Tells the group you read its log up to `seq`.

@@ -83,7 +83,7 @@ impl Inner {
                     let Some(file) = file else {
                         return Ok((body, None));
                     };
-                    let offer = FileOffer::read(entry.peer.clone(), file, &body)?;
+                    let offer = FileOffer::read(entry.peer.clone(), file, &body, None)?;
                     Ok((body, Some(offer)))
                 });
                 match opened {
@@ -109,11 +109,13 @@ impl Inner {
                 seq,
             }),
             // A user's inbox holds no group entries; a node that sent one is wrong.
-            EntryKind::GroupChat { .. } | EntryKind::Member(_) => Event::Undecryptable {
-                from: entry.peer,
-                seq: entry.seq,
-                reason: "a group entry in a user's inbox".into(),
-            },
+            EntryKind::GroupChat { .. } | EntryKind::GroupFile { .. } | EntryKind::Member(_) => {
+                Event::Undecryptable {
+                    from: entry.peer,
+                    seq: entry.seq,
+                    reason: "a group entry in a user's inbox".into(),
+                }
+            }
         }
     }
 }

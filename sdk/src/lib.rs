@@ -67,6 +67,7 @@ mod driver;
 mod error;
 mod event;
 mod events;
+mod file_seal;
 pub mod files;
 mod frames;
 mod group_keys;
@@ -97,7 +98,7 @@ pub use error::{ConnectError, HistoryError, RestError, SendError};
 pub use event::{ConnectionState, Event, GroupMessage, Message, Receipt};
 pub use events::Events;
 pub use files::{
-    Cancel, FileError, FileInfo, FileOffer, FileSent, Progress, Transfer, TransferReport,
+    Cancel, FileError, FileInfo, FileOffer, FileSent, GroupFile, Progress, Transfer, TransferReport,
 };
 pub use group_keys::GroupKeys;
 pub use history::{HistoryOf, HistoryPage};

@@ -43,14 +43,21 @@ pub(crate) fn outgoing(
     frame: &[u8],
     plain: &[u8],
 ) -> Result<(), SendError> {
-    let (id, sent_at_ms, file) = match request {
+    let (id, sent_at_ms, file, epoch) = match request {
         ConversationRequest::Chat {
             id,
             sent_at_ms,
             file,
             ..
-        } => (*id, *sent_at_ms, *file),
-        ConversationRequest::GroupChat { id, sent_at_ms, .. } => (*id, *sent_at_ms, None),
+        } => (*id, *sent_at_ms, *file, None),
+        ConversationRequest::GroupChat { id, sent_at_ms, .. } => (*id, *sent_at_ms, None, None),
+        ConversationRequest::GroupFile {
+            id,
+            sent_at_ms,
+            epoch,
+            file,
+            ..
+        } => (*id, *sent_at_ms, Some(*file), Some(*epoch)),
         _ => return Err(SendError::Seal),
     };
     let message = Outgoing {
@@ -61,6 +68,7 @@ pub(crate) fn outgoing(
         body: plain,
         frame,
         file,
+        epoch,
     };
     store
         .outbox_add(message)
@@ -118,6 +126,7 @@ pub(crate) fn taken(store: &Store, event: &Event, cursor: Option<Seq>) {
                 sent_at_ms: m.sent_at_ms,
                 body: &m.body,
                 file: m.file.as_ref().map(|f| f.file),
+                epoch: None,
             },
             cursor,
         ),
@@ -129,7 +138,12 @@ pub(crate) fn taken(store: &Store, event: &Event, cursor: Option<Seq>) {
                 seq: m.seq,
                 sent_at_ms: m.sent_at_ms,
                 body: &m.body,
-                file: None,
+                file: m.file.as_ref().map(|f| f.file),
+                epoch: m
+                    .file
+                    .as_ref()
+                    .and_then(|f| f.group.as_ref())
+                    .map(|g| g.epoch),
             },
             None,
         ),

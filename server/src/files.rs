@@ -25,7 +25,7 @@ const FILE_PRIORITY: i32 = -1;
 const IO_CHUNK: usize = 256 * 1024;
 
 /// A place among `user`'s open transfers on this node, if under the cap.
-fn transfer_slot(shared: &Shared, user: &UserId) -> Option<Slot<UserId>> {
+pub(crate) fn transfer_slot(shared: &Shared, user: &UserId) -> Option<Slot<UserId>> {
     let cap = shared.config.files.max_open_transfers;
     shared.live.transfers.take(user, cap)
 }
@@ -62,13 +62,25 @@ pub async fn upload(
     }
 }
 
+/// Who may download a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Its owner and their friends: checked where the blob is.
+    Friends,
+    /// Whoever the caller says: a group's home node has checked that the blob was sent to
+    /// a group where the reader sees it.
+    Granted,
+}
+
 /// Serves `user`'s download of `owner`'s `blob` from `offset`, here or from `owner`'s home.
+#[allow(clippy::too_many_arguments)]
 pub async fn download(
     shared: Arc<Shared>,
     user: UserId,
     owner: UserId,
     blob: BlobId,
     offset: u64,
+    access: Access,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
@@ -78,15 +90,23 @@ pub async fn download(
     };
     match shared.router.home(&owner).await {
         Ok(Home::Peer(node)) => {
-            let open = MeshOpen::Download {
-                user,
-                owner,
-                blob,
-                offset,
+            let open = match access {
+                Access::Friends => MeshOpen::Download {
+                    user,
+                    owner,
+                    blob,
+                    offset,
+                },
+                Access::Granted => MeshOpen::GrantedDownload {
+                    user,
+                    owner,
+                    blob,
+                    offset,
+                },
             };
             relay(&shared, &node, open, send, recv).await
         }
-        Ok(Home::Here) => serve(&shared, &user, &owner, blob, offset, send).await,
+        Ok(Home::Here) => serve(&shared, &user, &owner, blob, offset, access, send).await,
         // An unknown owner gets the same answer as an unknown blob; a directory that does
         // not answer now (Unavailable) is worth a retry.
         Err(ErrorCode::NotFriends) => {
@@ -258,16 +278,20 @@ async fn open_partial(path: &std::path::Path) -> std::io::Result<tokio::fs::File
         .await
 }
 
-/// Sends `owner`'s blob from `offset` to `user`, who must be `owner` or a friend.
+/// Sends `owner`'s blob from `offset` to `user`, who must be `owner` or a friend unless
+/// `access` was granted.
 async fn serve(
     shared: &Arc<Shared>,
     user: &UserId,
     owner: &UserId,
     blob: BlobId,
     offset: u64,
+    access: Access,
     mut send: quinn::SendStream,
 ) {
-    let allowed = user == owner || shared.router.check_friends(user, owner).await.is_ok();
+    let allowed = access == Access::Granted
+        || user == owner
+        || shared.router.check_friends(user, owner).await.is_ok();
     let found = match allowed {
         true => shared.blobs.find(owner, &blob),
         false => Err(ErrorCode::NotFound),
@@ -332,7 +356,7 @@ async fn serve(
 }
 
 /// Passes a transfer on to `node` and its bytes both ways, untouched.
-async fn relay(
+pub(crate) async fn relay(
     shared: &Arc<Shared>,
     node: &str,
     open: MeshOpen,
@@ -361,7 +385,7 @@ async fn relay(
 }
 
 /// Refuses a transfer with one `Error` frame and closes the stream.
-async fn refuse(
+pub(crate) async fn refuse(
     shared: &Arc<Shared>,
     mut send: quinn::SendStream,
     recv: Option<quinn::RecvStream>,

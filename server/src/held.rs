@@ -34,7 +34,9 @@ pub struct Held {
 /// What an entry counts against the bounds.
 pub fn weight(kind: &EntryKind) -> u64 {
     match kind {
-        EntryKind::Chat { body, .. } | EntryKind::GroupChat { body, .. } => body.len() as u64,
+        EntryKind::Chat { body, .. }
+        | EntryKind::GroupChat { body, .. }
+        | EntryKind::GroupFile { body, .. } => body.len() as u64,
         EntryKind::Receipt { .. } | EntryKind::Member(_) => 0,
     }
 }

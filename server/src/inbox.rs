@@ -79,7 +79,8 @@ impl From<std::io::Error> for InboxError {
 fn idempotency_digest(peer: &UserId, kind: &EntryKind) -> Option<Digest> {
     let (tag, number) = match kind {
         EntryKind::Chat { id, .. } => (b'c', id.0),
-        EntryKind::GroupChat { id, .. } => (b'g', id.0),
+        // A group's chats and files share the ids of the one group stream.
+        EntryKind::GroupChat { id, .. } | EntryKind::GroupFile { id, .. } => (b'g', id.0),
         EntryKind::Member(_) => return None,
         EntryKind::Receipt {
             kind: ReceiptKind::Delivered,
@@ -454,6 +455,7 @@ impl Inbox {
             EntryKind::Chat { .. }
             | EntryKind::Receipt { .. }
             | EntryKind::GroupChat { .. }
+            | EntryKind::GroupFile { .. }
             | EntryKind::Member(_) => Urgency::Now,
         };
         let digest = idempotency_digest(peer, &kind);

@@ -59,6 +59,7 @@ pub mod directory;
 pub mod disk;
 pub mod feed;
 pub mod files;
+pub mod group_files;
 pub mod group_mesh;
 pub mod groups;
 pub mod hasher;

@@ -81,7 +81,27 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
             owner,
             blob,
             offset,
-        } => crate::files::download(shared, user, owner, blob, offset, send, recv).await,
+        } => {
+            let access = crate::files::Access::Friends;
+            crate::files::download(shared, user, owner, blob, offset, access, send, recv).await
+        }
+        MeshOpen::GrantedDownload {
+            user,
+            owner,
+            blob,
+            offset,
+        } => {
+            let access = crate::files::Access::Granted;
+            crate::files::download(shared, user, owner, blob, offset, access, send, recv).await
+        }
+        MeshOpen::GroupDownload {
+            user,
+            group,
+            seq,
+            offset,
+        } => {
+            crate::group_files::download(shared, user, group, seq, offset, false, send, recv).await
+        }
         MeshOpen::Retain { owner, file } => {
             let kept = match shared.router.home(&owner).await {
                 Ok(Home::Here) => shared.blobs.retain(&owner, &file),

@@ -336,9 +336,10 @@ impl Pushed {
                 id: *id,
             },
             // Group entries live in group logs, never in a user's inbox.
-            EntryKind::Receipt { .. } | EntryKind::GroupChat { .. } | EntryKind::Member(_) => {
-                Pushed::Receipt
-            }
+            EntryKind::Receipt { .. }
+            | EntryKind::GroupChat { .. }
+            | EntryKind::GroupFile { .. }
+            | EntryKind::Member(_) => Pushed::Receipt,
         }
     }
 }

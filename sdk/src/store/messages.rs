@@ -81,6 +81,8 @@ pub struct StoredMessage {
     pub body: Vec<u8>,
     /// The file it carries: [`crate::FileOffer::from_stored`] makes it downloadable.
     pub file: Option<FileRef>,
+    /// For a group's file message: the group key epoch it is sealed at.
+    pub epoch: Option<u32>,
     /// Where it stands.
     pub state: MessageState,
     /// Where it is in the store's order: pass [`StoredMessage::cursor`] as `before`.
@@ -139,9 +141,11 @@ pub(crate) struct Incoming<'a> {
     pub sent_at_ms: u64,
     pub body: &'a [u8],
     pub file: Option<FileRef>,
+    pub epoch: Option<u32>,
 }
 
-const COLUMNS: &str = "conversation, sender, id, outgoing, seq, sent_at_ms, body, state, pos, file";
+const COLUMNS: &str =
+    "conversation, sender, id, outgoing, seq, sent_at_ms, body, state, pos, file, epoch";
 
 /// A file reference as stored.
 pub(crate) fn file_column(file: Option<FileRef>) -> Option<Vec<u8>> {
@@ -161,6 +165,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StoreError>>
         row.get::<_, i64>(8)?,
     );
     let file: Option<Vec<u8>> = row.get(9)?;
+    let epoch: Option<i64> = row.get(10)?;
     Ok((|| {
         Ok(StoredMessage {
             conversation: Conversation::from_key(&conversation)?,
@@ -178,6 +183,7 @@ fn message(row: &Row<'_>) -> rusqlite::Result<Result<StoredMessage, StoreError>>
                 ),
                 None => None,
             },
+            epoch: epoch.and_then(|e| u32::try_from(e).ok()),
             state: MessageState::from_i64(state)
                 .ok_or_else(|| StoreError::Corrupt(format!("bad state {state}")))?,
             pos,
@@ -198,8 +204,8 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT OR IGNORE INTO messages
-                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file)
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8)",
+                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file, epoch)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 message.conversation.key(),
                 message.from.as_str(),
@@ -209,6 +215,7 @@ impl Store {
                 message.body,
                 MessageState::Unread as i64,
                 file_column(message.file),
+                message.epoch,
             ],
         )?;
         if let Some(cursor) = cursor {

@@ -37,6 +37,8 @@ pub struct Outgoing<'a> {
     pub frame: &'a [u8],
     /// The file it carries.
     pub file: Option<FileRef>,
+    /// For a group's file message: the key epoch it is sealed at.
+    pub epoch: Option<u32>,
 }
 
 impl Store {
@@ -52,8 +54,8 @@ impl Store {
         )?;
         tx.execute(
             "INSERT OR IGNORE INTO messages
-                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file)
-             VALUES (?1, ?2, ?3, 1, NULL, ?4, ?5, ?6, ?7)",
+                 (conversation, sender, id, outgoing, seq, sent_at_ms, body, state, file, epoch)
+             VALUES (?1, ?2, ?3, 1, NULL, ?4, ?5, ?6, ?7, ?8)",
             params![
                 message.conversation.key(),
                 message.from.as_str(),
@@ -62,6 +64,7 @@ impl Store {
                 message.body,
                 MessageState::Pending as i64,
                 super::messages::file_column(message.file),
+                message.epoch,
             ],
         )?;
         tx.commit()?;

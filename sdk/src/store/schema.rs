@@ -41,6 +41,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_unread ON messages (conversation, outgoing, state);",
     // 2: the file a message carries (its FileRef, postcard): its description is the body.
     "ALTER TABLE messages ADD COLUMN file BLOB;",
+    // 3: the group key epoch a group message is sealed at (its file is opened with it).
+    "ALTER TABLE messages ADD COLUMN epoch INTEGER;",
 ];
 
 /// The schema version this SDK writes.

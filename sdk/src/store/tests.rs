@@ -20,6 +20,7 @@ fn send(store: &Store, to: &Conversation, n: u128, at: u64) {
             body: body.as_bytes(),
             frame: &[n as u8],
             file: None,
+            epoch: None,
         })
         .unwrap();
 }
@@ -36,6 +37,7 @@ fn receive(store: &Store, from: &str, n: u128, seq: u64, at: u64) {
                 sent_at_ms: at,
                 body: format!("from {from} {n}").as_bytes(),
                 file: None,
+                epoch: None,
             },
             Some(Seq(seq)),
         )
@@ -188,13 +190,17 @@ fn a_version_1_file_is_migrated_and_keeps_its_messages() {
         .unwrap();
     }
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
+    assert_eq!(store.schema_version().unwrap(), schema::CURRENT);
     let bob = Conversation::Friend(user("bob"));
     let page = store.messages(&bob, None, 10).unwrap();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(
-        (page.messages[0].text(), page.messages[0].file),
-        ("old".into(), None)
+        (
+            page.messages[0].text(),
+            page.messages[0].file,
+            page.messages[0].epoch
+        ),
+        ("old".into(), None, None)
     );
 
     let file = quiver_proto::files::FileRef {
@@ -210,6 +216,7 @@ fn a_version_1_file_is_migrated_and_keeps_its_messages() {
         sent_at_ms: 20,
         body: b"a description",
         file: Some(file),
+        epoch: None,
     };
     store.save_incoming(message, None).unwrap();
     let kept = store.inbox_message(Seq(4)).unwrap().unwrap();

@@ -1,6 +1,7 @@
 //! A member's conversation stream to a group: `OpenGroup` (checked: a member), then
-//! `GroupChat`s appended to the group's log in stream order, each answered `Sent` once
-//! durable (by [`crate::conversation::respond`], as for 1:1) or `Rejected` with why.
+//! `GroupChat`s and `GroupFile`s appended to the group's log in stream order, each
+//! answered `Sent` once durable (by [`crate::conversation::respond`], as for 1:1) or
+//! `Rejected` with why.
 
 use super::store::Groups;
 use crate::conversation::Reply;
@@ -43,8 +44,15 @@ pub async fn append_group_chats(
                 sent_at_ms,
                 epoch,
                 body,
+                file,
             })) => {
-                let appended = groups.chat(group, from, id, sent_at_ms, epoch, body);
+                // A file must be the sender's, complete; it is then kept for retention.
+                let kept = match &file {
+                    Some(file) => router.retain(from, file).await,
+                    None => Ok(()),
+                };
+                let appended =
+                    kept.and_then(|()| groups.chat(group, from, id, sent_at_ms, epoch, body, file));
                 let mut notices = Vec::new();
                 if let (Ok(a), Some(max)) = (&appended, notify) {
                     let members = match a.fresh {

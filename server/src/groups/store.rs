@@ -11,6 +11,7 @@ use super::state::{GroupKey, GroupState, Refusal};
 use crate::inbox::{Appended, Inbox, InboxError};
 use crate::rate::KeyedLimiter;
 use crate::GroupLimits;
+use quiver_proto::files::FileRef;
 use quiver_proto::{
     ClientMsgId, DeviceId, EntryKind, ErrorCode, GroupChange, GroupId, Seq, UserId,
 };
@@ -434,7 +435,9 @@ impl Groups {
         state.range(user)
     }
 
-    /// Appends a chat from `from`, a member, sealed at `epoch`.
+    /// Appends a chat from `from`, a member, sealed at `epoch`; with `file`, a file
+    /// message (whose blob the caller has checked and kept).
+    #[allow(clippy::too_many_arguments)]
     pub fn chat(
         &self,
         group: &GroupId,
@@ -443,15 +446,25 @@ impl Groups {
         sent_at_ms: u64,
         epoch: u32,
         body: Vec<u8>,
+        file: Option<FileRef>,
     ) -> Result<Appended, ErrorCode> {
         let state = self.state(group).map_err(|(code, _)| code)?;
         let state = state.lock().unwrap_or_else(|p| p.into_inner());
         state.may_send(from, epoch).map_err(|(code, _)| code)?;
-        let kind = EntryKind::GroupChat {
-            id,
-            sent_at_ms,
-            epoch,
-            body,
+        let kind = match file {
+            None => EntryKind::GroupChat {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+            },
+            Some(file) => EntryKind::GroupFile {
+                id,
+                sent_at_ms,
+                epoch,
+                body,
+                file,
+            },
         };
         self.log
             .append(&owner(group), from, kind)

@@ -433,7 +433,13 @@ impl Session {
                 offset,
             })) => {
                 let recv = reader.into_recv();
-                crate::files::download(shared, user, owner, blob, offset, send, recv).await
+                let access = crate::files::Access::Friends;
+                crate::files::download(shared, user, owner, blob, offset, access, send, recv).await
+            }
+            Ok(Some(ConversationStep::GroupDownload { group, seq, offset })) => {
+                let recv = reader.into_recv();
+                crate::group_files::download(shared, user, group, seq, offset, true, send, recv)
+                    .await
             }
             Ok(Some(
                 step @ (ConversationStep::History { .. } | ConversationStep::GroupHistory { .. }),

@@ -6,6 +6,7 @@ mod chat;
 mod faults;
 mod files;
 mod friends;
+mod group_files;
 mod group_mesh;
 mod groups;
 mod hardening;
