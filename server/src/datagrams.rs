@@ -49,17 +49,24 @@ pub async fn serve(
                 .fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        // Boxed: an idle connection waits above, and keeps no room for what a datagram
+        // needs while it is handled.
         match message {
-            ClientDatagram::Typing { to } => {
-                if shared.router.check_friends(&user, &to).await.is_ok() {
-                    let typing = NodeDatagram::Typing { from: user.clone() };
-                    send(&shared, &to, &typing);
-                    crate::presence_mesh::forward(&shared, vec![to], typing);
-                }
-            }
+            ClientDatagram::Typing { to } => Box::pin(typing(&shared, &user, to)).await,
             ClientDatagram::GroupTyping { group } => group_typing(&shared, &user, group),
-            ClientDatagram::Presence { state } => presence(&shared, &user, id, &conn, state).await,
+            ClientDatagram::Presence { state } => {
+                Box::pin(presence(&shared, &user, id, &conn, state)).await
+            }
         }
+    }
+}
+
+/// `user` is typing to `to`: tells them, if they are friends.
+async fn typing(shared: &Arc<Shared>, user: &UserId, to: UserId) {
+    if shared.router.check_friends(user, &to).await.is_ok() {
+        let typing = NodeDatagram::Typing { from: user.clone() };
+        send(shared, &to, &typing);
+        crate::presence_mesh::forward(shared, vec![to], typing);
     }
 }
 

@@ -189,7 +189,7 @@ pub async fn attach_all(
     };
     let mut changes = shared.groups.changes();
     let mut attached = HashSet::new();
-    let mut attachments = JoinSet::new();
+    let mut attachments = None;
     loop {
         let mut reread = None;
         match mesh.group_homes().of_user(&device.user).await {
@@ -203,7 +203,9 @@ pub async fn attach_all(
                             control: control.clone(),
                             remote: remote.clone(),
                         };
-                        attachments.spawn(attach.run());
+                        attachments
+                            .get_or_insert_with(JoinSet::new)
+                            .spawn(attach.run());
                     }
                 }
             }

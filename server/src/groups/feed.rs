@@ -15,7 +15,7 @@ use crate::net::write_frame;
 use quiver_proto::{ControlResponse, CursorTracker, DeviceId, GroupId, Seq, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinSet;
 
 /// Entries read from a group log per step.
@@ -25,32 +25,51 @@ const READ_BATCH: usize = 64;
 pub type Control = Arc<tokio::sync::Mutex<quinn::SendStream>>;
 
 /// Where a session hands a device's group acks: the feed of each group.
+///
+/// Held by every session, in groups or not: it allocates nothing until a feed starts.
+#[derive(Default)]
 pub struct GroupAcks {
     feeds: Mutex<HashMap<GroupId, mpsc::UnboundedSender<Seq>>>,
-    /// Each feed holds a clone while it runs; [`GroupAcks::finish`] waits for them all.
-    alive: Mutex<Option<mpsc::Sender<()>>>,
-    all_ended: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// Feeds running, and whether the session is finishing (then no feed starts).
+    running: Mutex<(usize, bool)>,
+    /// The last running feed ended.
+    all_ended: Notify,
 }
 
-impl Default for GroupAcks {
-    fn default() -> Self {
-        let (alive, all_ended) = mpsc::channel(1);
-        Self {
-            feeds: Mutex::default(),
-            alive: Mutex::new(Some(alive)),
-            all_ended: tokio::sync::Mutex::new(all_ended),
+/// A running feed's token: [`GroupAcks::finish`] waits until every one is dropped.
+pub struct Running(Arc<GroupAcks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self.0.running();
+        running.0 -= 1;
+        if running.0 == 0 {
+            self.0.all_ended.notify_waiters();
         }
     }
 }
 
 impl GroupAcks {
+    fn running(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A polite goodbye: each feed records the acks it was handed, then ends. Waits for
     /// that at most `wait`.
     pub async fn finish(&self, wait: std::time::Duration) {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.alive.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut all_ended = self.all_ended.lock().await;
-        let _ = tokio::time::timeout(wait, all_ended.recv()).await;
+        let ended = self.all_ended.notified();
+        tokio::pin!(ended);
+        // Registered before the count is read: the last feed's wake cannot be missed.
+        ended.as_mut().enable();
+        {
+            let mut running = self.running();
+            running.1 = true;
+            if running.0 == 0 {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(wait, ended).await;
     }
 
     /// Passes an ack of `seq` to `group`'s feed; `false` if the device has no such feed.
@@ -59,21 +78,21 @@ impl GroupAcks {
         feeds.get(group).is_some_and(|feed| feed.send(seq).is_ok())
     }
 
-    /// A new feed's acks, and its token of being alive; `None` if `group` has a feed
+    /// A new feed's acks, and its token of running; `None` if `group` has a feed
     /// already or the session is finishing.
-    fn open(&self, group: &GroupId) -> Option<(mpsc::UnboundedReceiver<Seq>, mpsc::Sender<()>)> {
-        let alive = self
-            .alive
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
+    fn open(self: &Arc<Self>, group: &GroupId) -> Option<(mpsc::UnboundedReceiver<Seq>, Running)> {
+        let mut running = self.running();
+        if running.1 {
+            return None;
+        }
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if feeds.get(group).is_some_and(|f| !f.is_closed()) {
             return None;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         feeds.insert(group.clone(), tx);
-        Some((rx, alive))
+        running.0 += 1;
+        Some((rx, Running(self.clone())))
     }
 }
 
@@ -96,14 +115,16 @@ pub async fn run(
     acks: Arc<GroupAcks>,
 ) -> Result<(), String> {
     let mut changes = groups.changes();
-    let mut feeds = JoinSet::new();
+    // Made at the first feed: most sessions' users are in no group.
+    let mut feeds = None;
     loop {
         for group in groups.feeds_of(&device.user) {
-            if let Some((rx, alive)) = acks.open(&group) {
+            if let Some((rx, running)) = acks.open(&group) {
                 let feed = feed(groups.clone(), group, device.clone(), control.clone(), rx);
+                let feeds = feeds.get_or_insert_with(JoinSet::new);
                 feeds.spawn(async move {
                     let ended = feed.await;
-                    drop(alive);
+                    drop(running);
                     ended
                 });
             }
@@ -119,12 +140,13 @@ pub async fn run(
 }
 
 /// Waits until `user`'s groups change (or `changes` lagged, or `wake` ends) while
-/// watching `tasks`: the first that fails ends the wait with its error. `wake` is generic,
-/// so a caller that passes `std::future::pending()` keeps no room for a timer.
+/// watching `tasks` (none yet: `None`): the first that fails ends the wait with its
+/// error. `wake` is generic, so a caller that passes `std::future::pending()` keeps no
+/// room for a timer.
 pub async fn next_change(
     changes: &mut broadcast::Receiver<UserId>,
     user: &UserId,
-    tasks: &mut JoinSet<Result<(), String>>,
+    tasks: &mut Option<JoinSet<Result<(), String>>>,
     wake: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     tokio::pin!(wake);
@@ -136,13 +158,23 @@ pub async fn next_change(
                 Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
                 Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
             },
-            Some(ended) = tasks.join_next() => {
+            Some(ended) = join_next(tasks) => {
                 if let Ok(Err(e)) = ended {
                     return Err(e);
                 }
             }
             () = &mut wake => return Ok(()),
         }
+    }
+}
+
+/// The next of `tasks` to end; `None` at once when there are none.
+async fn join_next<T: 'static>(
+    tasks: &mut Option<JoinSet<T>>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    match tasks {
+        Some(tasks) => tasks.join_next().await,
+        None => None,
     }
 }
 

@@ -352,16 +352,7 @@ impl Session {
             let step = match next {
                 Ok(Some(step)) => step,
                 Ok(None) => {
-                    // A polite goodbye: record the acks already received, then close.
-                    acking.finish().await;
-                    self.group_acks.finish(Duration::from_secs(2)).await;
-                    if let Some(remote) = &self.remote_groups {
-                        remote.finish().await;
-                    }
-                    if let HomeFeed::Remote(attachment) = &self.home {
-                        let _ = attachment.up.lock().await.finish();
-                    }
-                    conn.close(quinn::VarInt::from_u32(0), b"bye");
+                    Box::pin(self.goodbye(conn, acking)).await;
                     return Err("client finished its control stream".into());
                 }
                 Err(StreamEnd::Refused(code)) => {
@@ -371,28 +362,55 @@ impl Session {
                 }
                 Err(StreamEnd::Failed(e)) => return Err(e),
             };
-            let refused = match (step, &self.home) {
-                (ControlStep::GroupAck(group, seq), _) => self.group_ack(&group, seq).await,
-                (ControlStep::GroupRead(group, seq), _) => self.group_read(&group, seq).await,
-                (step, HomeFeed::Local(feed)) => feed.handle(step, &mut acking).await.err(),
-                (step, HomeFeed::Remote(attachment)) => {
-                    // The home node checks it and answers refusals down the attachment.
-                    let mut up = attachment.up.lock().await;
-                    if let Err(e) = write_frame(&mut up, &ControlRequest::from(step)).await {
-                        conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
-                        return Err(format!("attachment failed: {e}"));
-                    }
-                    None
-                }
-            };
-            if let Some((code, message)) = refused {
-                tracing::debug!(%code, %message, "control request refused");
-                let mut send = send.lock().await;
-                write_frame(&mut send, &ControlResponse::Error { code, message })
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            // Boxed: an idle session waits above, and keeps no room for what a request
+            // needs while it is handled.
+            Box::pin(self.control_request(conn, &send, step, &mut acking)).await?;
         }
+    }
+
+    /// Handles one control request after `Hello`, answering a refusal on the stream.
+    async fn control_request(
+        &self,
+        conn: &quinn::Connection,
+        send: &tokio::sync::Mutex<quinn::SendStream>,
+        step: ControlStep,
+        acking: &mut AckTasks,
+    ) -> Result<(), String> {
+        let refused = match (step, &self.home) {
+            (ControlStep::GroupAck(group, seq), _) => self.group_ack(&group, seq).await,
+            (ControlStep::GroupRead(group, seq), _) => self.group_read(&group, seq).await,
+            (step, HomeFeed::Local(feed)) => feed.handle(step, acking).await.err(),
+            (step, HomeFeed::Remote(attachment)) => {
+                // The home node checks it and answers refusals down the attachment.
+                let mut up = attachment.up.lock().await;
+                if let Err(e) = write_frame(&mut up, &ControlRequest::from(step)).await {
+                    conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
+                    return Err(format!("attachment failed: {e}"));
+                }
+                None
+            }
+        };
+        if let Some((code, message)) = refused {
+            tracing::debug!(%code, %message, "control request refused");
+            let mut send = send.lock().await;
+            write_frame(&mut send, &ControlResponse::Error { code, message })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A polite goodbye: records the acks already received, then closes.
+    async fn goodbye(&self, conn: &quinn::Connection, mut acking: AckTasks) {
+        acking.finish().await;
+        self.group_acks.finish(Duration::from_secs(2)).await;
+        if let Some(remote) = &self.remote_groups {
+            remote.finish().await;
+        }
+        if let HomeFeed::Remote(attachment) = &self.home {
+            let _ = attachment.up.lock().await.finish();
+        }
+        conn.close(quinn::VarInt::from_u32(0), b"bye");
     }
 
     async fn accept_conversations(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), String> {
@@ -634,7 +652,7 @@ impl Session {
         control: Arc<tokio::sync::Mutex<quinn::SendStream>>,
     ) -> Result<(), String> {
         let mut streams: HashMap<UserId, mpsc::UnboundedSender<Entry>> = HashMap::new();
-        let mut deliver = move |entry: Entry| {
+        let deliver = move |entry: Entry| {
             let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(push_stream(conn.clone(), rx));
@@ -644,30 +662,43 @@ impl Session {
                 .send(entry)
                 .map_err(|_| "push stream ended".to_string())
         };
-        let down = match &self.home {
+        let attachment = match &self.home {
             HomeFeed::Local(feed) => return feed.clone().push(deliver).await,
-            HomeFeed::Remote(attachment) => attachment
-                .down
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
+            HomeFeed::Remote(attachment) => attachment,
         };
-        let Some(mut down) = down else {
-            return Err("attachment already taken".into());
-        };
-        loop {
-            match read_frame::<AttachDown>(&mut down, MAX_MESH_FRAME).await {
-                Ok(AttachDown::Entry(entry)) => deliver(entry)?,
-                Ok(AttachDown::Error { code, message }) => {
-                    let mut send = control.lock().await;
-                    write_frame(&mut send, &ControlResponse::Error { code, message })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(AttachDown::Welcome { .. }) | Err(_) => {
-                    conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
-                    return Err("attachment to the home node ended".into());
-                }
+        // Boxed: a session on a single node keeps no room for the mesh's state.
+        Box::pin(pull_attachment(conn, &control, attachment, deliver)).await
+    }
+}
+
+/// Passes the entries that the home node sends down `attachment` to `deliver`, and its
+/// refusals to the control stream.
+async fn pull_attachment(
+    conn: &quinn::Connection,
+    control: &tokio::sync::Mutex<quinn::SendStream>,
+    attachment: &Attachment,
+    mut deliver: impl FnMut(Entry) -> Result<(), String>,
+) -> Result<(), String> {
+    let down = attachment
+        .down
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let Some(mut down) = down else {
+        return Err("attachment already taken".into());
+    };
+    loop {
+        match read_frame::<AttachDown>(&mut down, MAX_MESH_FRAME).await {
+            Ok(AttachDown::Entry(entry)) => deliver(entry)?,
+            Ok(AttachDown::Error { code, message }) => {
+                let mut send = control.lock().await;
+                write_frame(&mut send, &ControlResponse::Error { code, message })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(AttachDown::Welcome { .. }) | Err(_) => {
+                conn.close(varint(ErrorCode::Unavailable), b"home node unreachable");
+                return Err("attachment to the home node ended".into());
             }
         }
     }
