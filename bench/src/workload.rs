@@ -210,9 +210,19 @@ impl Bench {
         Ok(Client::connect(options).await?)
     }
 
-    /// One client endpoint (one UDP socket) for many raw connections.
+    /// One client endpoint (one UDP socket) for many raw connections. Its receive buffer
+    /// is the node's (`udp_buffer_bytes`): with the kernel's default, tens of thousands
+    /// of handshakes at once overflow it, and the lost packets (QUIC's backoff) are the
+    /// client's, not the node's.
     pub fn one_socket(&self) -> anyhow::Result<quinn::Endpoint> {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
         let keep_alive = Duration::from_secs(15);
         let config = quiver_sdk::tls::quic_config(&self.ca, keep_alive, Duration::from_secs(60))
             .map_err(anyhow::Error::msg)?;
