@@ -343,7 +343,7 @@ pub(crate) fn send_file(
         loop {
             let (epoch, key) = match &to {
                 Recipient::Friend(friend) => (None, inner.key(friend)),
-                Recipient::Group(group) => match inner.group_seal_key(group) {
+                Recipient::Group(group) => match inner.group_seal_key(group).await {
                     Some((epoch, key)) => (Some(epoch), Some(key)),
                     None => (None, None),
                 },

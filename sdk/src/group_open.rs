@@ -13,11 +13,19 @@ use quiver_proto::{Entry, EntryKind, GroupId};
 const REFETCH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Inner {
-    /// The epoch `group` is at and its key: what a message to it is sealed with now.
-    pub(crate) fn group_seal_key(&self, group: &GroupId) -> Option<(u32, FriendKey)> {
-        let all = self.group_keys.read().unwrap_or_else(|p| p.into_inner());
-        let keys = all.get(group)?;
-        Some((keys.epoch, keys.get(keys.epoch)?.clone()))
+    /// The epoch `group` is at and its key: what a message to it is sealed with now;
+    /// fetched from the key source once when the client has none for `group`.
+    pub(crate) async fn group_seal_key(&self, group: &GroupId) -> Option<(u32, FriendKey)> {
+        let known = || {
+            let all = self.group_keys.read().unwrap_or_else(|p| p.into_inner());
+            let keys = all.get(group)?;
+            Some((keys.epoch, keys.get(keys.epoch)?.clone()))
+        };
+        if let Some(key) = known() {
+            return Some(key);
+        }
+        self.refetch_group_keys(group).await;
+        known()
     }
 
     /// Fetches `group`'s keys from the key source (after a `StaleEpoch`); false when

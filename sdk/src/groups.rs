@@ -6,7 +6,8 @@
 //! ([`crate::ConnectOptions::group_keys`], [`Client::set_group_keys`]). With
 //! [`crate::ConnectOptions::key_source`] the client fetches them itself once when
 //! an entry names an epoch it has no key for (after a removal or a leave), before it
-//! shows that entry or anything after it. A message sealed at an old epoch is refused with
+//! shows that entry or anything after it, and when it sends to a group it has no keys
+//! of (one it just made or joined). A message sealed at an old epoch is refused with
 //! `StaleEpoch`: fetch the keys and send it again.
 
 use crate::client::Client;
@@ -53,6 +54,7 @@ impl Client {
         let (epoch, key) = self
             .inner
             .group_seal_key(group)
+            .await
             .ok_or_else(|| SendError::NoKey(group.to_string()))?;
         let id = ClientMsgId(crate::state::random_u128());
         let sealed = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);

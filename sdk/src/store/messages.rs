@@ -292,6 +292,24 @@ impl Store {
         }
     }
 
+    /// The message at `seq` of `conversation` (a group's log, or your inbox for a
+    /// friend's), yours or theirs, if kept.
+    pub fn message_at(
+        &self,
+        conversation: &Conversation,
+        seq: Seq,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let conn = self.lock();
+        let mut rows = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation = ?1 AND seq = ?2 LIMIT 1"
+        ))?;
+        let mut rows = rows.query_map(params![conversation.key(), seq.0 as i64], message)?;
+        match rows.next() {
+            Some(row) => Ok(Some(row??)),
+            None => Ok(None),
+        }
+    }
+
     /// Every conversation with a message, newest first, with its last message and how
     /// many of theirs are unread. Two indexed lookups per conversation, whatever the
     /// number of messages.
