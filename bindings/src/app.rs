@@ -65,8 +65,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl QuiverApp {
-    fn client(&self) -> Result<Client, QuiverError> {
+    pub(crate) fn client(&self) -> Result<Client, QuiverError> {
         lock(&self.client).clone().ok_or(QuiverError::NotConnected)
+    }
+
+    pub(crate) fn app(&self) -> &App {
+        &self.app
+    }
+
+    pub(crate) fn rest(&self) -> &quiver_sdk::Rest {
+        self.app.rest()
+    }
+
+    /// The saved session's token, for REST calls.
+    pub(crate) fn token(&self) -> Result<String, QuiverError> {
+        Ok(self.app.session()?.token)
     }
 }
 

@@ -127,3 +127,10 @@ pub(crate) fn user(name: &str) -> Result<quiver_sdk::UserId, QuiverError> {
         message: format!("user {name:?}: {e}"),
     })
 }
+
+/// A group id from the foreign side.
+pub(crate) fn group(id: &str) -> Result<quiver_sdk::GroupId, QuiverError> {
+    quiver_sdk::GroupId::parse(id).map_err(|e| QuiverError::Invalid {
+        message: format!("group {id:?}: {e}"),
+    })
+}

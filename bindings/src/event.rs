@@ -31,7 +31,8 @@ pub enum QuiverEvent {
         /// Its `seq` in their inbox.
         seq: u64,
     },
-    /// A message in a group.
+    /// A message in a group (kept in the store before this call). A file message names
+    /// the file: download it with `QuiverApp::download_group_file(group, seq, path)`.
     GroupMessage {
         /// The group.
         group: String,
@@ -41,6 +42,8 @@ pub enum QuiverEvent {
         seq: u64,
         /// The body as text.
         text: String,
+        /// The file's name, for a file message.
+        file_name: Option<String>,
     },
     /// The connection changed: `"connecting"`, `"online"`, `"offline"`, or
     /// `"disconnected"` (stopped for good; `reason` says why).
@@ -105,6 +108,7 @@ impl From<&Event> for QuiverEvent {
                 sender: m.from.to_string(),
                 seq: m.seq.0,
                 text: m.text(),
+                file_name: m.file.as_ref().map(|f| f.info.safe_name()),
             },
             Event::Connection(state) => {
                 let (state, reason) = match state {

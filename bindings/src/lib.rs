@@ -7,12 +7,14 @@
 //! as 32-hex-digit strings, since the foreign languages have no `u128`.
 //!
 //! - [`app`]: the object and its calls;
+//! - [`groups`]: its group calls;
 //! - [`event`]: what the listener receives;
 //! - [`error`]: what calls throw.
 
 pub mod app;
 pub mod error;
 pub mod event;
+pub mod groups;
 
 pub use app::QuiverApp;
 pub use error::QuiverError;

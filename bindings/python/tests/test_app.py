@@ -100,6 +100,55 @@ def test_a_file(new_user, node, tmp_path):
     run(again.close())
 
 
+def test_a_group_with_text_and_a_file(new_user, node, tmp_path):
+    alice, bob, carol = new_user("alice"), new_user("bob"), new_user("carol")
+    befriend(alice, bob)
+    group = run(alice[1].create_group("team"))
+    # A friend is added at once; anyone else is invited and accepts.
+    assert run(alice[1].add_member(group, bob[0])) == "added"
+    assert run(alice[1].add_member(group, carol[0])) == "invited"
+    [invitation] = run(carol[1].group_invitations())
+    assert (invitation.id, invitation.name) == (group, "team")
+    run(carol[1].accept_invitation(group))
+    [line] = run(bob[1].groups())
+    assert (line.id, line.name, sorted(line.members)) == (
+        group, "team", sorted([alice[0], bob[0], carol[0]]))
+    b_events, c_events = Collector(), Collector()
+    run(alice[1].connect(Collector()))
+    run(bob[1].connect(b_events))
+    run(carol[1].connect(c_events))
+
+    # No key was given to any app: the SDK fetches the group's keys itself.
+    sent = run(alice[1].send_group(group, "hello team"))
+    for events in (b_events, c_events):
+        got = events.wait_for(lambda e: e.is_group_message())
+        assert (got.group, got.sender, got.seq, got.text, got.file_name) == (
+            group, alice[0], sent.seq, "hello team", None)
+
+    source = tmp_path / "plan.pdf"
+    content = os.urandom(150_000)
+    source.write_bytes(content)
+    sent = run(alice[1].send_group_file(group, str(source), "application/pdf"))
+    got = c_events.wait_for(lambda e: e.is_group_message())
+    assert (got.seq, got.file_name) == (sent.seq, "plan.pdf")
+    target = tmp_path / "carol.pdf"
+    run(carol[1].download_group_file(group, got.seq, str(target)))
+    assert target.read_bytes() == content
+
+    # Bob is removed before the next file: his app never sees it, so it has nothing to
+    # fetch (the node's own refusal is tested in tests/tests/e2e/group_files.rs).
+    run(alice[1].remove_member(group, bob[0]))
+    later = tmp_path / "later.bin"
+    later.write_bytes(os.urandom(1_000))
+    after = run(alice[1].send_group_file(group, str(later), "application/octet-stream"))
+    got = c_events.wait_for(lambda e: e.is_group_message())
+    assert (got.seq, got.file_name) == (after.seq, "later.bin")
+    with pytest.raises(quiver_ffi.QuiverError.Invalid):
+        run(bob[1].download_group_file(group, after.seq, str(tmp_path / "bob.bin")))
+    for app in (alice, bob, carol):
+        run(app[1].close())
+
+
 CHILD = os.path.join(os.path.dirname(__file__), "app_child.py")
 
 
