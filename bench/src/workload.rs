@@ -299,7 +299,18 @@ pub(crate) async fn send_numbered(
 ) -> anyhow::Result<()> {
     let to = to.into();
     let window = Arc::new(Semaphore::new(window));
-    let mut waits = tokio::task::JoinSet::new();
+    // One task awaits each SENT in turn (they come in the order sent, on the one
+    // stream) and gives its place in the window back, as the mosquitto publisher's
+    // event loop does with PUBACKs: no task per message on either side.
+    let (waiting, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let answers = tokio::spawn(async move {
+        while let Some((pending, permit)) = sent.recv().await {
+            let pending: quiver_sdk::PendingSend = pending;
+            pending.await?;
+            drop(permit);
+        }
+        anyhow::Ok(())
+    });
     for index in 0..messages {
         let permit = window.clone().acquire_owned().await?;
         let body = bench.body(index, size);
@@ -307,19 +318,12 @@ pub(crate) async fn send_numbered(
             To::Friend(user) => client.enqueue(user, &body).await?,
             To::Group(group) => client.enqueue_group(group, &body).await?,
         };
-        waits.spawn(async move {
-            let sent = pending.await;
-            drop(permit);
-            sent
-        });
-        while let Some(done) = waits.try_join_next() {
-            done??;
+        if waiting.send((pending, permit)).is_err() {
+            break; // The answers task failed: its error is below.
         }
     }
-    while let Some(done) = waits.join_next().await {
-        done??;
-    }
-    Ok(())
+    drop(waiting);
+    answers.await?
 }
 
 /// Runs [`send_numbered`] for every (client, recipient) at once; returns when all are SENT.
