@@ -60,6 +60,7 @@ pub mod disk;
 pub mod feed;
 pub mod files;
 pub mod group_files;
+pub mod group_limits;
 pub mod group_mesh;
 pub mod groups;
 pub mod hasher;

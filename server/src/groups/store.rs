@@ -65,6 +65,16 @@ impl UserGroups {
     }
 }
 
+/// A user's groups and invitations homed on the other nodes of a mesh, counted against
+/// the per-user limits with those homed here (zero on a single node).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Elsewhere {
+    /// Groups they are a member of.
+    pub groups: usize,
+    /// Invitations waiting for them.
+    pub invitations: usize,
+}
+
 /// What a member sees of a group.
 #[derive(Clone, Debug)]
 pub struct GroupView {
@@ -208,10 +218,14 @@ impl Groups {
     }
 
     /// `owner` makes a group named `name`, with the id `id` (from [`Groups::new_id`]).
-    pub async fn create(&self, id: GroupId, owner: &UserId, name: String) -> Result<(), Refusal> {
-        if self.memberships(owner) >= self.limits.max_groups_per_user as usize {
-            return Err((ErrorCode::QuotaExceeded, "you are in too many groups"));
-        }
+    pub async fn create(
+        &self,
+        id: GroupId,
+        owner: &UserId,
+        name: String,
+        elsewhere: Elsewhere,
+    ) -> Result<(), Refusal> {
+        self.room_to_make(owner, elsewhere)?;
         if !self.created.try_take(owner.clone(), Instant::now()) {
             return Err((ErrorCode::RateLimited, "too many groups made this hour"));
         }
@@ -278,8 +292,16 @@ impl Groups {
         self.settle(appended, &touched).await
     }
 
-    fn room_for(&self, user: &UserId) -> Result<(), Refusal> {
-        if self.memberships(user) >= self.limits.max_groups_per_user as usize {
+    /// Whether `owner` may make a group, with `elsewhere` held on other nodes.
+    pub fn room_to_make(&self, owner: &UserId, elsewhere: Elsewhere) -> Result<(), Refusal> {
+        if self.memberships(owner) + elsewhere.groups >= self.limits.max_groups_per_user as usize {
+            return Err((ErrorCode::QuotaExceeded, "you are in too many groups"));
+        }
+        Ok(())
+    }
+
+    fn room_for(&self, user: &UserId, elsewhere: Elsewhere) -> Result<(), Refusal> {
+        if self.memberships(user) + elsewhere.groups >= self.limits.max_groups_per_user as usize {
             return Err((ErrorCode::QuotaExceeded, "that user is in too many groups"));
         }
         Ok(())
@@ -301,8 +323,9 @@ impl Groups {
         actor: &UserId,
         user: &UserId,
         friends: bool,
+        elsewhere: Elsewhere,
     ) -> Result<Option<Seq>, Refusal> {
-        self.room_for(user)?;
+        self.room_for(user, elsewhere)?;
         let max = self.limits.max_members as usize;
         if friends {
             let seq = self
@@ -313,7 +336,7 @@ impl Groups {
         {
             let users = self.users();
             let waiting = users.get(user).map_or(0, |g| g.invitations.len());
-            if waiting >= self.limits.max_invitations_per_user as usize {
+            if waiting + elsewhere.invitations >= self.limits.max_invitations_per_user as usize {
                 return Err((
                     ErrorCode::QuotaExceeded,
                     "too many invitations wait for them",
@@ -336,8 +359,13 @@ impl Groups {
     }
 
     /// `user` accepts their invitation to `group`.
-    pub async fn accept(&self, group: &GroupId, user: &UserId) -> Result<Seq, Refusal> {
-        self.room_for(user)?;
+    pub async fn accept(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        elsewhere: Elsewhere,
+    ) -> Result<Seq, Refusal> {
+        self.room_for(user, elsewhere)?;
         let max = self.limits.max_members as usize;
         self.change(group, user, |s| s.accept(user, max)).await
     }

@@ -90,8 +90,11 @@ async fn serve_inner(
             crate::group_mesh::joined(shared, &user)
                 .await
                 .map_err(refused)?;
+            let elsewhere = crate::group_limits::elsewhere(shared, &user)
+                .await
+                .map_err(refused)?;
             let seq = groups
-                .add(group, me, &user, friends)
+                .add(group, me, &user, friends, elsewhere)
                 .await
                 .map_err(refused)?;
             changed(if seq.is_some() { "added" } else { "invited" }, seq)
@@ -100,7 +103,10 @@ async fn serve_inner(
             crate::group_mesh::joined(shared, me)
                 .await
                 .map_err(refused)?;
-            let seq = groups.accept(group, me).await.map_err(refused)?;
+            let elsewhere = crate::group_limits::elsewhere(shared, me)
+                .await
+                .map_err(refused)?;
+            let seq = groups.accept(group, me, elsewhere).await.map_err(refused)?;
             changed("accepted", Some(seq))
         }
         GroupCall::Remove { user } => {

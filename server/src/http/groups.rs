@@ -102,6 +102,11 @@ async fn create(
     let name = name(req.name)?;
     let groups = &shared.groups;
     let id = groups.new_id().map_err(refused)?;
+    let elsewhere = crate::group_limits::elsewhere(&shared, &me.user)
+        .await
+        .map_err(refused)?;
+    // Checked before the creation is counted: a refusal is not one of the hour's.
+    groups.room_to_make(&me.user, elsewhere).map_err(refused)?;
     if let Some(mesh) = shared.router.mesh() {
         // The home is known before the group exists, so no request for it finds none.
         match mesh.group_homes().claim(&id).await {
@@ -112,12 +117,15 @@ async fn create(
                 return Err(UNREACHABLE);
             }
         }
+        crate::group_limits::may_create(&shared, &me.user)
+            .await
+            .map_err(refused)?;
         crate::group_mesh::joined(&shared, &me.user)
             .await
             .map_err(refused)?;
     }
     groups
-        .create(id.clone(), &me.user, name)
+        .create(id.clone(), &me.user, name, elsewhere)
         .await
         .map_err(refused)?;
     tracing::info!(user = %me.user, group = %id, "group created");
@@ -129,25 +137,14 @@ async fn list(
     Authed(me): Authed,
 ) -> Result<Json<GroupsResponse>, ApiError> {
     let mut all = group_calls::list(&shared, &me.user);
-    if let Some(mesh) = shared.router.mesh() {
-        let nodes = mesh.group_homes().of_user(&me.user).await.map_err(|e| {
-            tracing::warn!(error = %e, "group nodes unknown");
-            UNREACHABLE
-        })?;
-        for node in nodes.iter().filter(|n| *n != mesh.node_id()) {
-            let open = MeshOpen::GroupList {
-                user: me.user.clone(),
-            };
-            // A list without the groups of a node that is down would look like a loss.
-            let answer = mesh.request::<GroupAnswer>(node, &open).await;
-            let theirs = answer
-                .ok()
-                .filter(|a| a.status == 200)
-                .and_then(|a| serde_json::from_slice::<GroupsResponse>(&a.json).ok())
-                .ok_or(UNREACHABLE)?;
-            all.groups.extend(theirs.groups);
-            all.invitations.extend(theirs.invitations);
-        }
+    let lists = crate::group_limits::lists_elsewhere(&shared, &me.user)
+        .await
+        .map_err(|_| UNREACHABLE)?;
+    for theirs in lists {
+        // A list without the groups of a node that is down would look like a loss.
+        let theirs = theirs.ok_or(UNREACHABLE)?;
+        all.groups.extend(theirs.groups);
+        all.invitations.extend(theirs.invitations);
     }
     Ok(Json(all))
 }

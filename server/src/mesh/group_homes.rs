@@ -6,7 +6,9 @@
 //!   or is invited to. A node adds itself before the change it makes there, so a device
 //!   connecting anywhere finds every node it must attach to. Entries are never removed:
 //!   a node that no longer homes any group of the user serves an attachment with nothing
-//!   in it.
+//!   in it;
+//! - `quiver:gmade:{user}:{hour}` — groups the user made in that clock hour, on any
+//!   node (the per-user creation limit is the mesh's, not each node's).
 
 use quiver_proto::{GroupId, UserId};
 use redis::aio::ConnectionManager;
@@ -84,6 +86,22 @@ impl GroupHomes {
             .sadd(user_key(user), &self.node_id)
             .await?;
         Ok(added > 0)
+    }
+
+    /// Counts a group `user` makes now, on any node; returns how many they made in this
+    /// clock hour (a fixed window, kept two hours).
+    pub async fn count_creation(&self, user: &UserId) -> Result<u64, redis::RedisError> {
+        let hour = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 3600);
+        let key = format!("quiver:gmade:{}:{hour}", user.as_str());
+        let (made, _): (u64, bool) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .expire(&key, 7200)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(made)
     }
 
     /// The nodes that home a group of `user`'s (or an invitation), this one included.

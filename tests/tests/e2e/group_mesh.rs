@@ -487,3 +487,59 @@ async fn forged_group_read_marks_on_a_mesh_node_are_refused_while_a_group_chats(
     ensure!(again.seq > sent.seq);
     Ok(())
 }
+
+/// The status and code of a refused REST call.
+fn refusal<T: std::fmt::Debug>(result: Result<T, RestError>) -> anyhow::Result<(u16, String)> {
+    match result {
+        Err(RestError::Api { status, error, .. }) => Ok((status, error)),
+        other => bail!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn per_user_group_limits_are_the_meshs_not_each_nodes() -> anyhow::Result<()> {
+    let cluster = Cluster::start_with(3, |c| {
+        c.groups.max_groups_per_user = 3;
+        c.groups.creations_per_hour = 4;
+        c.groups.max_invitations_per_user = 2;
+    })
+    .await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let carol = cluster.user(3, "carol").await?;
+    let nodes = [cluster.n(1), cluster.n(2), cluster.n(3)];
+    let token = &alice.login.token;
+
+    // A group on each node: three, her limit; a fourth, on any node, is refused.
+    let mut mine = Vec::new();
+    for node in nodes {
+        mine.push(node.rest().create_group(token, "one of three").await?.id);
+    }
+    let full = nodes[0].rest().create_group(token, "fourth").await;
+    ensure!(refusal(full)? == (409, "quota_exceeded".into()));
+    // Left one (homed on n2): room again, for her fourth creation of the hour...
+    nodes[0].rest().leave_group(token, &mine[1]).await?;
+    nodes[1].rest().create_group(token, "fourth").await?;
+    // ... and none for a fifth, whichever node is asked.
+    nodes[0].rest().leave_group(token, &mine[2]).await?;
+    let fifth = nodes[2].rest().create_group(token, "fifth").await;
+    ensure!(refusal(fifth)? == (429, "rate_limited".into()));
+
+    // Invitations waiting for Carol (no friend of Bob's) count across nodes too.
+    let bobs = bob.login.token.as_str();
+    for (i, node) in nodes.iter().enumerate() {
+        let group = node.rest().create_group(bobs, "invites").await?.id;
+        let invited = node
+            .rest()
+            .add_member(bobs, &group, carol.id.as_str())
+            .await;
+        if i < 2 {
+            ensure!(invited?.status == "invited");
+        } else {
+            ensure!(refusal(invited)? == (409, "quota_exceeded".into()));
+        }
+    }
+    let waiting = nodes[2].rest().groups(&carol.login.token).await?;
+    ensure!(waiting.invitations.len() == 2, "{waiting:?}");
+    Ok(())
+}
