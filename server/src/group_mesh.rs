@@ -111,21 +111,29 @@ pub struct RemoteGroups {
     /// Groups whose entries came down an attachment, and from which node: an ack for
     /// any other is refused here, without asking anyone. At most the user's groups.
     pushed: Mutex<HashMap<GroupId, String>>,
+    /// Read marks made while their group's home was unreachable, the highest per group,
+    /// with that home: written up when an attachment to it is up again.
+    unsent_reads: Mutex<HashMap<GroupId, (String, quiver_proto::Seq)>>,
 }
+
+/// Groups whose read marks a session keeps while their home is unreachable, at most.
+const MAX_UNSENT_READS: usize = 1024;
 
 type Up = Arc<tokio::sync::Mutex<quinn::SendStream>>;
 
 impl RemoteGroups {
-    /// Writes `request` up the attachment to `node`, if it is up; dropped if not.
-    async fn pass(&self, node: &str, request: &ControlRequest) {
+    /// Writes `request` up the attachment to `node`, if it is up; `false` if it is not
+    /// (or the write failed).
+    async fn pass(&self, node: &str, request: &ControlRequest) -> bool {
         let up = self
             .ups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
             .cloned();
-        if let Some(up) = up {
-            let _ = write_frame(&mut *up.lock().await, request).await;
+        match up {
+            Some(up) => write_frame(&mut *up.lock().await, request).await.is_ok(),
+            None => false,
         }
     }
 
@@ -142,12 +150,15 @@ impl RemoteGroups {
             group: group.clone(),
             seq,
         };
-        self.pass(&node, &ack).await;
+        // Dropped while the node is unreachable: pushed again from the saved cursor.
+        let _ = self.pass(&node, &ack).await;
         true
     }
 
     /// Passes a read mark of `group` to its home node; `false` if the group is not
-    /// homed elsewhere. Dropped while that node is unreachable (the app's store keeps it).
+    /// homed elsewhere. While that node is unreachable the mark is kept (the highest per
+    /// group, for up to [`MAX_UNSENT_READS`] groups) and written when the attachment to
+    /// it is up again.
     pub async fn read(&self, shared: &Shared, group: &GroupId, seq: quiver_proto::Seq) -> bool {
         let Ok(Home::Peer(node)) = home(shared, group).await else {
             return false;
@@ -156,8 +167,38 @@ impl RemoteGroups {
             group: group.clone(),
             seq,
         };
-        self.pass(&node, &read).await;
+        if !self.pass(&node, &read).await {
+            let mut unsent = self.unsent_reads.lock().unwrap_or_else(|p| p.into_inner());
+            if unsent.len() < MAX_UNSENT_READS || unsent.contains_key(group) {
+                let kept = unsent.entry(group.clone()).or_insert((node, seq));
+                kept.1 = kept.1.max(seq);
+            }
+        }
         true
+    }
+
+    /// Writes up `up`, the attachment to `node` just made, the read marks kept for it.
+    async fn send_unsent_reads(&self, node: &str, up: &Up) {
+        let reads: Vec<(GroupId, quiver_proto::Seq)> = {
+            let unsent = self.unsent_reads.lock().unwrap_or_else(|p| p.into_inner());
+            let theirs = unsent.iter().filter(|(_, (home, _))| home == node);
+            theirs
+                .map(|(group, (_, seq))| (group.clone(), *seq))
+                .collect()
+        };
+        for (group, seq) in reads {
+            let read = ControlRequest::GroupRead {
+                group: group.clone(),
+                seq,
+            };
+            if write_frame(&mut *up.lock().await, &read).await.is_err() {
+                return;
+            }
+            let mut unsent = self.unsent_reads.lock().unwrap_or_else(|p| p.into_inner());
+            if unsent.get(&group).is_some_and(|(_, kept)| *kept == seq) {
+                unsent.remove(&group);
+            }
+        }
     }
 
     /// A polite goodbye: ends each attachment's up half, so its home records the acks.
@@ -247,6 +288,7 @@ impl Attach {
             if let Ok((up, down)) = self.mesh.open(&self.node, &open).await {
                 let up = Arc::new(tokio::sync::Mutex::new(up));
                 self.ups().insert(self.node.clone(), up.clone());
+                self.remote.send_unsent_reads(&self.node, &up).await;
                 let passed = self.pass_down(down, &mut wait).await;
                 let mut ups = self.ups();
                 if ups.get(&self.node).is_some_and(|u| Arc::ptr_eq(u, &up)) {

@@ -543,3 +543,52 @@ async fn per_user_group_limits_are_the_meshs_not_each_nodes() -> anyhow::Result<
     ensure!(waiting.invitations.len() == 2, "{waiting:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_read_mark_made_while_the_groups_home_is_down_reaches_it_when_it_is_back(
+) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(2).await?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let (n1, n2) = (cluster.n(1), cluster.n(2));
+    n1.befriend(&alice, &bob).await?;
+    let group = n1.rest().create_group(&alice.login.token, "g").await?.id;
+    n1.rest()
+        .add_member(&alice.login.token, &group, bob.id.as_str())
+        .await?;
+    let (a, _a_events) = join(n1.quic_addr(), &n1.ca_pem, &n1.rest(), &alice, &group).await?;
+    let (b, mut b_events) = join(n2.quic_addr(), &n2.ca_pem, &n2.rest(), &bob, &group).await?;
+    let sent = a.send_group(&group, b"read me").await?;
+    let got = loop {
+        if let Event::GroupMessage(m) = next_event(&mut b_events).await? {
+            break m;
+        }
+    };
+    ensure!(got.seq == sent.seq);
+    a.close().await;
+
+    // The group's home stops; Bob reads meanwhile, on his own node.
+    cluster.nodes[0].stop().await;
+    // Its close reaches n2 at once; give n2 a moment to see its attachment gone (a mark
+    // written before that would go into a link already closed, and be lost).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.mark_group_read(&group, got.seq)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.nodes[0].restart_on_same_ports().await?;
+
+    // Bob's node attaches again and writes the mark it kept: the home has it.
+    let n1 = cluster.n(1);
+    wait_for(|| async {
+        let receipts = n1
+            .rest()
+            .group_receipts(&alice.login.token, &group, got.seq)
+            .await;
+        receipts
+            .ok()
+            .and_then(|r| r.by_member)
+            .is_some_and(|each| each.iter().any(|m| m.user == bob.id && m.read))
+    })
+    .await?;
+    drop(b);
+    Ok(())
+}
