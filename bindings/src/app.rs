@@ -19,6 +19,15 @@ pub struct SentMessage {
     pub seq: u64,
 }
 
+impl From<quiver_sdk::Sent> for SentMessage {
+    fn from(sent: quiver_sdk::Sent) -> Self {
+        Self {
+            id: hex_id(sent.id),
+            seq: sent.seq.0,
+        }
+    }
+}
+
 /// One message of the store's history.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct HistoryMessage {
@@ -170,10 +179,7 @@ impl QuiverApp {
     /// Sends `text` to `to`; returns once it is durable on the node (SENT).
     pub async fn send(&self, to: String, text: String) -> Result<SentMessage, QuiverError> {
         let sent = self.client()?.send(&user(&to)?, text.as_bytes()).await?;
-        Ok(SentMessage {
-            id: hex_id(sent.id),
-            seq: sent.seq.0,
-        })
+        Ok(sent.into())
     }
 
     /// Puts `text` for `to` in the outbox and returns its id at once: it is in the store,
@@ -194,10 +200,7 @@ impl QuiverApp {
         let sent = client
             .send_file(&user(&to)?, path, &media_type, |_| {})
             .await?;
-        Ok(SentMessage {
-            id: hex_id(sent.sent.id),
-            seq: sent.sent.seq.0,
-        })
+        Ok(sent.sent.into())
     }
 
     /// Downloads the file of the message at `seq` of your inbox (a `Message` event or a

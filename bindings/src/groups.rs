@@ -4,7 +4,6 @@
 
 use crate::app::{QuiverApp, SentMessage};
 use crate::error::{group, user, QuiverError};
-use crate::event::hex_id;
 use quiver_sdk::{Conversation, FileOffer, GroupInfo, Seq};
 
 /// A group you are in, or are invited to.
@@ -97,10 +96,7 @@ impl QuiverApp {
     ) -> Result<SentMessage, QuiverError> {
         let group = group(&group_id)?;
         let sent = self.client()?.send_group(&group, text.as_bytes()).await?;
-        Ok(SentMessage {
-            id: hex_id(sent.id),
-            seq: sent.seq.0,
-        })
+        Ok(sent.into())
     }
 
     /// Sends the file at `path` to `group_id`; returns once the message naming it is SENT.
@@ -115,10 +111,7 @@ impl QuiverApp {
             .client()?
             .send_group_file(&group, path, &media_type, |_| {});
         let sent = transfer.await?;
-        Ok(SentMessage {
-            id: hex_id(sent.sent.id),
-            seq: sent.sent.seq.0,
-        })
+        Ok(sent.sent.into())
     }
 
     /// Downloads the file of the group message at `seq` of `group_id` (a `GroupMessage`

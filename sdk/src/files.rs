@@ -341,19 +341,12 @@ pub(crate) fn send_file(
         let mut on_progress = on_progress;
         let mut refetched = false;
         loop {
-            let (epoch, key) = match &to {
-                Recipient::Friend(friend) => (None, inner.key(friend)),
-                Recipient::Group(group) => match inner.group_seal_key(group).await {
-                    Some((epoch, key)) => (Some(epoch), Some(key)),
-                    None => (None, None),
-                },
-            };
-            let key = key.ok_or_else(|| FileError::NoKey(recipient_name(&to)))?;
+            let sealing = Sealing::of(&inner, &to).await?;
             let (file, info, report, back) = upload(
                 &inner,
                 &path,
                 &media_type,
-                key.clone(),
+                sealing.key().clone(),
                 cancel.clone(),
                 on_progress,
             )
@@ -361,21 +354,21 @@ pub(crate) fn send_file(
             on_progress = back;
             let id = ClientMsgId(crate::state::random_u128());
             let body = postcard::to_stdvec(&info).map_err(io)?;
-            let sent = match (&to, epoch) {
-                (Recipient::Friend(friend), _) => {
-                    let sealed = crate::seal::seal(&key, &inner.user, friend, id, &body);
+            let sent = match &sealing {
+                Sealing::Friend(friend, key) => {
+                    let sealed = crate::seal::seal(key, &inner.user, friend, id, &body);
                     inner
                         .enqueue_chat(friend, id, sealed, Some(file), &body)
                         .await?
                         .await
                 }
-                (Recipient::Group(group), Some(epoch)) => {
+                Sealing::Group(group, epoch, key) => {
                     let sealed =
-                        crate::seal::seal_group(&key, group, &inner.user, epoch, id, &body);
+                        crate::seal::seal_group(key, group, &inner.user, *epoch, id, &body);
                     let request = ConversationRequest::GroupFile {
                         id,
                         sent_at_ms: crate::state::now_ms(),
-                        epoch,
+                        epoch: *epoch,
                         body: sealed,
                         file,
                     };
@@ -385,10 +378,9 @@ pub(crate) fn send_file(
                         .await?
                         .await
                 }
-                (Recipient::Group(group), None) => return Err(FileError::NoKey(group.to_string())),
             };
-            match (&to, sent) {
-                (Recipient::Group(group), Err(SendError::Rejected(ErrorCode::StaleEpoch)))
+            match (&sealing, sent) {
+                (Sealing::Group(group, ..), Err(SendError::Rejected(ErrorCode::StaleEpoch)))
                     if !refetched =>
                 {
                     refetched = true;
@@ -410,10 +402,32 @@ pub(crate) fn send_file(
     }
 }
 
-fn recipient_name(to: &Recipient) -> String {
-    match to {
-        Recipient::Friend(friend) => friend.to_string(),
-        Recipient::Group(group) => group.to_string(),
+/// How a file and its message are sealed: with the friendship key, or with a group's key
+/// of the epoch it is at.
+enum Sealing {
+    Friend(UserId, FriendKey),
+    Group(GroupId, u32, FriendKey),
+}
+
+impl Sealing {
+    /// The key to seal with for `to` now.
+    async fn of(inner: &Inner, to: &Recipient) -> Result<Self, FileError> {
+        match to {
+            Recipient::Friend(friend) => match inner.key(friend) {
+                Some(key) => Ok(Sealing::Friend(friend.clone(), key)),
+                None => Err(FileError::NoKey(friend.to_string())),
+            },
+            Recipient::Group(group) => match inner.group_seal_key(group).await {
+                Some((epoch, key)) => Ok(Sealing::Group(group.clone(), epoch, key)),
+                None => Err(FileError::NoKey(group.to_string())),
+            },
+        }
+    }
+
+    fn key(&self) -> &FriendKey {
+        match self {
+            Sealing::Friend(_, key) | Sealing::Group(_, _, key) => key,
+        }
     }
 }
 

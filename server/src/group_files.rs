@@ -8,7 +8,6 @@
 
 use crate::files::{self, Access};
 use crate::groups::store::{owner, Groups};
-use crate::router::Home;
 use crate::shared::Shared;
 use quiver_proto::files::FileRef;
 use quiver_proto::mesh::MeshOpen;
@@ -29,9 +28,9 @@ pub async fn download(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    match crate::group_mesh::home(&shared, &group).await {
-        Ok(Home::Here) => {}
-        Ok(Home::Peer(node)) if may_relay => {
+    match crate::group_mesh::served_at(&shared, &group, may_relay).await {
+        Ok(None) => {}
+        Ok(Some(node)) => {
             let Some(_open) = files::transfer_slot(&shared, &user) else {
                 let code = ErrorCode::TooManyStreams;
                 let why = "too many transfers open";
@@ -45,13 +44,8 @@ pub async fn download(
             };
             return files::relay(&shared, &node, open, send, recv).await;
         }
-        Ok(Home::Peer(_)) => {
-            let code = ErrorCode::Unavailable;
-            let why = "the group is not homed here";
-            return files::refuse(&shared, send, Some(recv), code, why).await;
-        }
         Err(code) => {
-            let why = "the group's home is unknown";
+            let why = "the group's home is not reachable from here";
             return files::refuse(&shared, send, Some(recv), code, why).await;
         }
     }

@@ -46,6 +46,21 @@ pub async fn home(shared: &Shared, group: &GroupId) -> Result<Home, ErrorCode> {
     }
 }
 
+/// Where a request about `group` is carried out: here (`None`), or on its home node,
+/// relayed there (`Some(node)`) when `may_relay` (a client's stream). A peer's request
+/// reaching a node that is not the home raced a restart: `Unavailable`.
+pub async fn served_at(
+    shared: &Shared,
+    group: &GroupId,
+    may_relay: bool,
+) -> Result<Option<String>, ErrorCode> {
+    match home(shared, group).await? {
+        Home::Here => Ok(None),
+        Home::Peer(node) if may_relay => Ok(Some(node)),
+        Home::Peer(_) => Err(ErrorCode::Unavailable),
+    }
+}
+
 /// Before this node makes `user` a member of (or invites them to) a group it homes: makes
 /// sure every node can find it among `user`'s group nodes, and tells the nodes where
 /// `user` is connected now, when it is new for them.

@@ -167,9 +167,9 @@ pub async fn group(
     send: quinn::SendStream,
     may_relay: bool,
 ) {
-    match crate::group_mesh::home(shared, &group).await {
-        Ok(Home::Here) => {}
-        Ok(Home::Peer(node)) if may_relay => {
+    match crate::group_mesh::served_at(shared, &group, may_relay).await {
+        Ok(None) => {}
+        Ok(Some(node)) => {
             let open = MeshOpen::GroupHistory {
                 user,
                 group,
@@ -178,7 +178,6 @@ pub async fn group(
             };
             return relay(shared, &node, open, send).await;
         }
-        Ok(Home::Peer(_)) => return refuse(shared, send, ErrorCode::Unavailable).await,
         Err(code) => return refuse(shared, send, code).await,
     }
     let groups = shared.groups.clone();

@@ -85,6 +85,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
             let access = crate::files::Access::Friends;
             crate::files::download(shared, user, owner, blob, offset, access, send, recv).await
         }
+        // The opening node (a group's home) has checked the reader may have it.
         MeshOpen::GrantedDownload {
             user,
             owner,

@@ -294,17 +294,22 @@ impl Groups {
 
     /// Whether `owner` may make a group, with `elsewhere` held on other nodes.
     pub fn room_to_make(&self, owner: &UserId, elsewhere: Elsewhere) -> Result<(), Refusal> {
-        if self.memberships(owner) + elsewhere.groups >= self.limits.max_groups_per_user as usize {
-            return Err((ErrorCode::QuotaExceeded, "you are in too many groups"));
+        match self.full(owner, elsewhere) {
+            true => Err((ErrorCode::QuotaExceeded, "you are in too many groups")),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     fn room_for(&self, user: &UserId, elsewhere: Elsewhere) -> Result<(), Refusal> {
-        if self.memberships(user) + elsewhere.groups >= self.limits.max_groups_per_user as usize {
-            return Err((ErrorCode::QuotaExceeded, "that user is in too many groups"));
+        match self.full(user, elsewhere) {
+            true => Err((ErrorCode::QuotaExceeded, "that user is in too many groups")),
+            false => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether `user` is in as many groups as they may be, here and `elsewhere`.
+    fn full(&self, user: &UserId, elsewhere: Elsewhere) -> bool {
+        self.memberships(user) + elsewhere.groups >= self.limits.max_groups_per_user as usize
     }
 
     /// The groups `user` is a member of now (not those they were removed from or left,

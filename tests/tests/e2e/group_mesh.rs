@@ -488,14 +488,6 @@ async fn forged_group_read_marks_on_a_mesh_node_are_refused_while_a_group_chats(
     Ok(())
 }
 
-/// The status and code of a refused REST call.
-fn refusal<T: std::fmt::Debug>(result: Result<T, RestError>) -> anyhow::Result<(u16, String)> {
-    match result {
-        Err(RestError::Api { status, error, .. }) => Ok((status, error)),
-        other => bail!("expected a refusal, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn per_user_group_limits_are_the_meshs_not_each_nodes() -> anyhow::Result<()> {
     let cluster = Cluster::start_with(3, |c| {
@@ -516,14 +508,14 @@ async fn per_user_group_limits_are_the_meshs_not_each_nodes() -> anyhow::Result<
         mine.push(node.rest().create_group(token, "one of three").await?.id);
     }
     let full = nodes[0].rest().create_group(token, "fourth").await;
-    ensure!(refusal(full)? == (409, "quota_exceeded".into()));
+    ensure!(crate::groups::api_error(full)? == (409, "quota_exceeded".into()));
     // Left one (homed on n2): room again, for her fourth creation of the hour...
     nodes[0].rest().leave_group(token, &mine[1]).await?;
     nodes[1].rest().create_group(token, "fourth").await?;
     // ... and none for a fifth, whichever node is asked.
     nodes[0].rest().leave_group(token, &mine[2]).await?;
     let fifth = nodes[2].rest().create_group(token, "fifth").await;
-    ensure!(refusal(fifth)? == (429, "rate_limited".into()));
+    ensure!(crate::groups::api_error(fifth)? == (429, "rate_limited".into()));
 
     // Invitations waiting for Carol (no friend of Bob's) count across nodes too.
     let bobs = bob.login.token.as_str();
@@ -536,7 +528,7 @@ async fn per_user_group_limits_are_the_meshs_not_each_nodes() -> anyhow::Result<
         if i < 2 {
             ensure!(invited?.status == "invited");
         } else {
-            ensure!(refusal(invited)? == (409, "quota_exceeded".into()));
+            ensure!(crate::groups::api_error(invited)? == (409, "quota_exceeded".into()));
         }
     }
     let waiting = nodes[2].rest().groups(&carol.login.token).await?;

@@ -82,7 +82,10 @@ async fn join(
     .await
 }
 
-fn api_error(result: Result<impl std::fmt::Debug, RestError>) -> anyhow::Result<(u16, String)> {
+/// The status and code of a refused REST call.
+pub(crate) fn api_error(
+    result: Result<impl std::fmt::Debug, RestError>,
+) -> anyhow::Result<(u16, String)> {
     match result {
         Err(RestError::Api { status, error, .. }) => Ok((status, error)),
         other => bail!("expected an API error, got {other:?}"),
