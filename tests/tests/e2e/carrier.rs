@@ -103,7 +103,9 @@ async fn udp_blocked_mid_session_moves_to_tcp_and_back_losing_nothing() -> anyho
     tokio::time::sleep(Duration::from_millis(1500)).await;
     scene.phone.block_udp()?;
     let blocked = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The move takes about 3 s (UDP suspect after 1 s, then two probes of 1 s each); 7 s
+    // leaves room for one more round if the first tunnel cannot open on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     scene.phone.unblock_udp()?;
     let unblocked = Instant::now();
 
