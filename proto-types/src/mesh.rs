@@ -136,6 +136,9 @@ pub enum MeshOpen {
         user: UserId,
         /// The device.
         device: DeviceId,
+        /// The opening node's id: where the home's typing for `user` goes
+        /// ([`MeshOpen::Datagram`]) while the attachment lasts.
+        node: String,
     },
     /// A membership request of `user` (REST on the opening node) for `group`, homed on
     /// the receiving node. Answered with one [`GroupAnswer`].

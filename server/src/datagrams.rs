@@ -4,8 +4,9 @@
 //! announced presence; a presence change goes to the friends' such connections, here
 //! and, in a mesh, on the other nodes they are connected to ([`crate::presence_mesh`]).
 //! Group typing goes to the members: from the group's home node, which knows them (a
-//! node that does not home the group passes it there), to their connections there and,
-//! for groups of up to [`MESH_TYPING_MAX_MEMBERS`], on the other nodes of a mesh.
+//! node that does not home the group passes it there), to their connections there and
+//! on the other nodes of a mesh their sessions are attached from, whatever the group's
+//! size.
 
 use crate::presence::Visible;
 use crate::rate::TokenBucket;
@@ -77,10 +78,6 @@ pub async fn ended(shared: &Arc<Shared>, user: &UserId, id: u64) {
     }
 }
 
-/// Groups up to this size hear a member's typing on other nodes of a mesh too: each
-/// member's connections are a Redis lookup per indicator.
-pub const MESH_TYPING_MAX_MEMBERS: usize = 256;
-
 fn group_typing(shared: &Arc<Shared>, user: &UserId, group: GroupId) {
     match shared.groups.view(&group, user) {
         Ok(view) => {
@@ -92,8 +89,8 @@ fn group_typing(shared: &Arc<Shared>, user: &UserId, group: GroupId) {
     }
 }
 
-/// `from` is typing in `group`, whose members are `members`: tells their connections
-/// here and, for a group small enough, on the other nodes.
+/// `from` is typing in `group`, homed here, whose members are `members`: tells their
+/// connections here and, in a mesh, on the nodes their sessions are attached from.
 pub fn typing_to_members(
     shared: &Arc<Shared>,
     from: &UserId,
@@ -108,9 +105,7 @@ pub fn typing_to_members(
     for member in &others {
         send(shared, member, &typing);
     }
-    if others.len() <= MESH_TYPING_MAX_MEMBERS {
-        crate::presence_mesh::forward(shared, others, typing);
-    }
+    crate::presence_mesh::forward_attached(shared, &others, typing);
 }
 
 async fn presence(

@@ -299,6 +299,7 @@ impl Attach {
             let open = MeshOpen::GroupAttach {
                 user: self.device.user.clone(),
                 device: self.device.device,
+                node: self.mesh.node_id().to_string(),
             };
             if let Ok((up, down)) = self.mesh.open(&self.node, &open).await {
                 let up = Arc::new(tokio::sync::Mutex::new(up));
@@ -355,15 +356,19 @@ impl Attach {
     }
 }
 
-/// The home side of an attachment: `user`'s device connected to the peer gets its
-/// groups homed here pushed, and its acks and read marks come up.
+/// The home side of an attachment: `user`'s device connected to the peer `node` gets its
+/// groups homed here pushed, and its acks and read marks come up. While it is served,
+/// the peer is where typing in those groups reaches `user` ([`crate::mesh::Attached`]).
 pub async fn serve_attachment(
     shared: Arc<Shared>,
-    user: UserId,
-    device: DeviceId,
+    (user, device, node): (UserId, DeviceId, String),
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let _counted = shared
+        .router
+        .mesh()
+        .map(|mesh| mesh.attached().hold(user.clone(), node));
     let control: Control = Arc::new(tokio::sync::Mutex::new(send));
     let acks = Arc::new(GroupAcks::default());
     let device = Arc::new(Device {

@@ -129,7 +129,7 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
         MeshOpen::Datagram { to, message } => {
             // From a peer node (mutual TLS), which checked the friendship; bounded all
             // the same.
-            for user in to.iter().take(MAX_DATAGRAM_USERS) {
+            for user in to.iter().take(crate::presence_mesh::FORWARD_USERS) {
                 crate::datagrams::send(&shared, user, &message);
             }
             let _ = send.finish();
@@ -137,8 +137,8 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
         MeshOpen::GroupConversation { from, group } => {
             group_conversation(&shared, from, group, send, recv).await
         }
-        MeshOpen::GroupAttach { user, device } => {
-            crate::group_mesh::serve_attachment(shared, user, device, send, recv).await
+        MeshOpen::GroupAttach { user, device, node } => {
+            crate::group_mesh::serve_attachment(shared, (user, device, node), send, recv).await
         }
         MeshOpen::GroupCall { user, group, call } => {
             let response = match crate::group_mesh::home(&shared, &group).await {
@@ -207,9 +207,6 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared
         }
     }
 }
-
-/// Users one forwarded datagram may be for, at most (a user's friends, on one node).
-const MAX_DATAGRAM_USERS: usize = 10_000;
 
 /// Writes the one answer of a one-answer request (receipt, logout, retain) and ends.
 async fn answer(mut send: quinn::SendStream, outcome: Result<(), ErrorCode>) {

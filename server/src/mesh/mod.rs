@@ -10,9 +10,11 @@
 //! one each way) and redials when it drops. A peer that is down or unregistered makes
 //! requests for its users fail with `Unavailable`, which clients retry.
 
+mod attached;
 mod group_homes;
 mod registry;
 
+pub use attached::{Attached, Hold};
 pub use group_homes::GroupHomes;
 pub use registry::{NodeAddrs, Registry};
 
@@ -42,6 +44,7 @@ pub struct Mesh {
     endpoint: quinn::Endpoint,
     registry: Registry,
     group_homes: GroupHomes,
+    attached: Arc<Attached>,
     links: Mutex<HashMap<String, Link>>,
 }
 
@@ -111,6 +114,7 @@ impl Mesh {
             endpoint,
             group_homes: GroupHomes::new(redis.clone(), node_id),
             registry: Registry::new(redis, node_id, own, heartbeat),
+            attached: Arc::default(),
             links: Mutex::new(HashMap::new()),
         }))
     }
@@ -133,6 +137,11 @@ impl Mesh {
     /// Where groups live.
     pub fn group_homes(&self) -> &GroupHomes {
         &self.group_homes
+    }
+
+    /// Sessions on other nodes attached here for the groups this node homes.
+    pub fn attached(&self) -> &Arc<Attached> {
+        &self.attached
     }
 
     /// A live connection to `node`, dialing it if needed.

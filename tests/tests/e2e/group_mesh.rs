@@ -584,3 +584,74 @@ async fn a_read_mark_made_while_the_groups_home_is_down_reaches_it_when_it_is_ba
     drop(b);
     Ok(())
 }
+
+/// Typing in a group of 300 (the home on n1), more than a lookup per member could carry:
+/// Alice types on n1 and Bob hears it on n2; Bob types on n2 and Dave, also on n2, hears
+/// it through the home. The home knows where the members' sessions are from their
+/// attachments, not from a lookup per member.
+#[tokio::test]
+async fn typing_in_a_group_of_300_reaches_members_on_every_node() -> anyhow::Result<()> {
+    const FILLERS: usize = 297;
+    let cluster = Cluster::start_with(2, |config| {
+        config.limits.logins_per_minute_per_address = 1_000_000;
+        config.limits.requests_per_minute_per_user = 1_000_000;
+    })
+    .await?;
+    let (n1, n2) = (cluster.n(1), cluster.n(2));
+    let ca = cluster.ca.ca_pem()?;
+    let alice = cluster.user(1, "alice").await?;
+    let bob = cluster.user(2, "bob").await?;
+    let dave = cluster.user(2, "dave").await?;
+    let group = n1
+        .rest()
+        .create_group(&alice.login.token, "crowd")
+        .await?
+        .id;
+    // Members who never connect, then Bob and Dave: each invited by Alice and accepting.
+    let limit = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut joining = tokio::task::JoinSet::new();
+    let fillers = (0..FILLERS).map(|i| (n1.rest(), format!("member-{i:03}"), None));
+    let named = [(n2.rest(), &bob), (n2.rest(), &dave)]
+        .map(|(rest, user)| (rest, user.id.as_str().to_string(), Some(user.login.clone())));
+    for (rest, name, login) in fillers.chain(named) {
+        let (limit, owner, group) = (limit.clone(), alice.login.token.clone(), group.clone());
+        joining.spawn(async move {
+            let _permit = limit.acquire().await?;
+            let login = match login {
+                Some(login) => login,
+                None => {
+                    rest.register(&name, "filler-password").await?;
+                    rest.login(&name, "filler-password", None).await?
+                }
+            };
+            let added = rest.add_member(&owner, &group, &name).await?;
+            ensure!(added.status == "invited", "{name}: {added:?}");
+            rest.accept_invitation(&login.token, &group).await?;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = joining.join_next().await {
+        joined??;
+    }
+    let info = n1.rest().group(&alice.login.token, &group).await?;
+    ensure!(
+        info.members.len() == FILLERS + 3,
+        "{} members",
+        info.members.len()
+    );
+
+    let (a, mut a_events) = join(n1.quic_addr(), &ca, &n1.rest(), &alice, &group).await?;
+    let (b, mut b_events) = join(n2.quic_addr(), &ca, &n2.rest(), &bob, &group).await?;
+    let (_d, mut d_events) = join(n2.quic_addr(), &ca, &n2.rest(), &dave, &group).await?;
+    // An entry down every session: Bob's and Dave's are attached to the home by then.
+    a.send_group(&group, b"typing test").await?;
+    for events in [&mut a_events, &mut b_events, &mut d_events] {
+        collect(events, 1, Arc::default()).await?;
+    }
+    a.group_typing(&group)?;
+    typed_in(&mut b_events, &alice.id, &group).await?;
+    b.group_typing(&group)?;
+    typed_in(&mut d_events, &bob.id, &group).await?;
+    typed_in(&mut a_events, &bob.id, &group).await?;
+    Ok(())
+}
