@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod disk;
 pub mod files;
 pub mod group;
+pub mod held;
 pub mod mqtt;
 pub mod node;
 pub mod presence;

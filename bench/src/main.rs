@@ -394,12 +394,12 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
             restart,
-        } => workload::offline(bench, messages, size, window, restart).await?,
+        } => quiver_bench::held::offline(bench, messages, size, window, restart).await?,
         Mode::Stalled {
             messages,
             size,
             window,
-        } => workload::stalled(bench, messages, size, window).await?,
+        } => quiver_bench::held::stalled(bench, messages, size, window).await?,
         Mode::Expire {
             messages,
             size,
@@ -415,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
             connections,
             one_socket,
             hold_secs,
-        } => workload::idle(bench, connections, one_socket, hold_secs).await?,
+        } => quiver_bench::held::idle(bench, connections, one_socket, hold_secs).await?,
         Mode::File {
             mib,
             chat_every_ms,

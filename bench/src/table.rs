@@ -131,7 +131,7 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
     all.push(fanin.json);
 
     let fresh = Arc::new(Bench::start(server_bin)?);
-    let offline = workload::offline(fresh, 100_000, 100, 256, false).await?;
+    let offline = crate::held::offline(fresh, 100_000, 100, 256, false).await?;
     eprintln!("{}", offline.summary);
     lines.push(format!(
         "| offline backlog drained | `offline --messages 100000` | {} | | | | |",
@@ -141,7 +141,7 @@ pub async fn table(server_bin: &Path) -> anyhow::Result<Report> {
 
     for connections in [1000, 4000] {
         let fresh = Arc::new(Bench::start(server_bin)?);
-        let idle = workload::idle(fresh, connections, true, 0).await?;
+        let idle = crate::held::idle(fresh, connections, true, 0).await?;
         eprintln!("{}", idle.summary);
         lines.push(format!(
             "| idle connections | `idle --connections {connections} --one-socket` | {:.1} KiB per connection | | | | |",
