@@ -11,8 +11,6 @@
 //! truncated or altered chunks do not open.
 
 use crate::seal::FriendKey;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use quiver_proto::files::{chunk_count, sealed_len, BlobId, FileRef, CHUNK_LEN};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -53,11 +51,11 @@ impl FileInfo {
     }
 }
 
-fn chunk_nonce(sha256: &[u8; 32], index: u64) -> XNonce {
-    let mut nonce = [0u8; 24];
+fn chunk_nonce(sha256: &[u8; 32], index: u64) -> [u8; crate::xchacha::NONCE_LEN] {
+    let mut nonce = [0u8; crate::xchacha::NONCE_LEN];
     nonce[..16].copy_from_slice(&sha256[..16]);
     nonce[16..].copy_from_slice(&index.to_be_bytes());
-    nonce.into()
+    nonce
 }
 
 fn chunk_aad(info: &FileInfo, index: u64) -> Vec<u8> {
@@ -70,28 +68,16 @@ fn chunk_aad(info: &FileInfo, index: u64) -> Vec<u8> {
 
 /// Seals chunk `index` of the file described by `info`.
 pub fn seal_chunk(key: &FriendKey, info: &FileInfo, index: u64, plain: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let aad = chunk_aad(info, index);
-    let payload = Payload {
-        msg: plain,
-        aad: &aad,
-    };
-    cipher
-        .encrypt(&chunk_nonce(&info.sha256, index), payload)
-        .expect("encrypting into a Vec cannot fail")
+    let nonce = chunk_nonce(&info.sha256, index);
+    let mut sealed = Vec::new();
+    crate::xchacha::seal_into(&key.0, &nonce, &chunk_aad(info, index), plain, &mut sealed);
+    sealed
 }
 
 /// Opens chunk `index`; `None` if it was altered, moved or sealed with another key.
 pub fn open_chunk(key: &FriendKey, info: &FileInfo, index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    let aad = chunk_aad(info, index);
-    let payload = Payload {
-        msg: sealed,
-        aad: &aad,
-    };
-    cipher
-        .decrypt(&chunk_nonce(&info.sha256, index), payload)
-        .ok()
+    let nonce = chunk_nonce(&info.sha256, index);
+    crate::xchacha::open(&key.0, &nonce, &chunk_aad(info, index), sealed)
 }
 
 /// Plaintext length of chunk `index` of a file of `size` bytes.

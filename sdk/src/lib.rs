@@ -90,6 +90,7 @@ mod state;
 pub mod store;
 pub mod text;
 pub mod tls;
+mod xchacha;
 
 pub use app::{App, AppError};
 pub use carrier::tcp_endpoint;

@@ -4,11 +4,8 @@
 //! The associated data binds a body to its envelope: a body moved to another message, or
 //! stamped with another sender, fails to open instead of showing as someone else's words.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use crate::xchacha::{self, NONCE_LEN, TAG_LEN};
 use quiver_proto::{ClientMsgId, GroupId, UserId};
-
-const NONCE_LEN: usize = 24;
 
 /// A friendship's 32-byte key.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,38 +102,23 @@ pub fn open_group(
 }
 
 fn seal_with(key: &FriendKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
     // A fresh random 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded
     // from the OS): the OS generator's syscall per message was 5 % of a busy client.
-    let mut nonce = chacha20poly1305::XNonce::default();
+    let mut nonce = [0u8; NONCE_LEN];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
-    let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("encrypting into a Vec cannot fail");
-    [nonce.as_slice(), &sealed].concat()
+    let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    sealed.extend_from_slice(&nonce);
+    xchacha::seal_into(&key.0, &nonce, aad, plaintext, &mut sealed);
+    sealed
 }
 
 fn open_with(key: &FriendKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-    if sealed.len() < NONCE_LEN + 16 {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Truncated);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new((&key.0).into());
-    cipher
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
-        )
-        .map_err(|_| SealError::Forged)
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
+    xchacha::open(&key.0, nonce, aad, ciphertext).ok_or(SealError::Forged)
 }
 
 #[cfg(test)]
