@@ -237,9 +237,10 @@ pub struct PushConfig {
     pub in_flight: usize,
     /// Tries after a 5xx or a timeout, with doubling backoff from 200 ms.
     pub retries: u32,
-    /// A group chat notifies the away devices of every member but the sender in groups
-    /// of up to this many members; larger groups notify none (a chat would cost a
-    /// notice per member).
+    /// A group chat notifies the away devices of every member but the sender at once in
+    /// groups of up to this many members; in larger groups (where that would cost a
+    /// notice per member per chat) the members are swept at most once per
+    /// `coalesce_ms` per group, for the newest chat.
     pub group_max_members: usize,
 }
 

@@ -36,6 +36,7 @@
 //! | [`shared`] | the state the running parts share (built by [`node`], used by the rest) |
 //! | [`node`] | start-up and ordered shutdown: the assembler on top |
 //! | [`push`] | notifications for away devices through a push gateway: coalescing, retries |
+//! | [`group_push`] | notifications for large groups: their members swept once per window |
 //! | [`private`] | the data folder and keys readable by the node's user only |
 //! | [`rate`] | token-bucket rate limits |
 //!
@@ -62,6 +63,7 @@ pub mod files;
 pub mod group_files;
 pub mod group_limits;
 pub mod group_mesh;
+pub mod group_push;
 pub mod groups;
 pub mod hasher;
 pub mod held;

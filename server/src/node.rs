@@ -19,7 +19,6 @@ use crate::rest_limits::RestLimits;
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
-use quiver_proto::mesh::MeshOpen;
 use quiver_proto::ErrorCode;
 use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -249,6 +248,10 @@ impl Node {
             )),
         ];
         housekeeping.extend(push_task);
+        if shared.push.is_some() {
+            let sweeps = crate::group_push::run(Arc::downgrade(&shared), shared.groups.clone());
+            housekeeping.push(tokio::spawn(sweeps));
+        }
         let quic_task = tokio::spawn(crate::listener::serve(endpoint.clone(), shared.clone()));
         let mut tunnel_task = None;
         if let Some(listener) = tunnel_listener {
@@ -418,26 +421,21 @@ impl Node {
 }
 
 /// Push notices for users homed on other nodes go there over the mesh
-/// ([`MeshOpen::GroupNotice`]), a bounded number at once; past it they are dropped and
+/// ([`crate::group_push::pass_on`]), a bounded number at once; past it they are dropped and
 /// counted as the notifier's own queue does.
 fn notice_forward(mesh: Arc<Mesh>, metrics: Arc<Metrics>) -> crate::push::Forward {
     let room = Arc::new(tokio::sync::Semaphore::new(crate::presence_mesh::FORWARDS));
     Box::new(move |node, notice| {
-        let Some(group) = notice.group else { return };
+        if notice.group.is_none() {
+            return;
+        }
         let Ok(permit) = room.clone().try_acquire_owned() else {
             metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let (mesh, metrics) = (mesh.clone(), metrics.clone());
         tokio::spawn(async move {
-            let open = MeshOpen::GroupNotice {
-                owner: notice.owner,
-                from: notice.from,
-                group,
-                seq: notice.seq,
-                unread: notice.unread.unwrap_or(1),
-            };
-            if let Err(code) = mesh.ask(&node, open).await {
+            if let Err(code) = crate::group_push::pass_on(&mesh, &node, notice).await {
                 tracing::debug!(%node, %code, "push notice not passed on");
                 metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
             }

@@ -13,9 +13,9 @@ use quiver_proto::{ErrorCode, GroupId, UserId};
 use tokio::sync::mpsc;
 
 /// Reads `from`'s chats to `group` until the stream ends; `allow` is the connection's
-/// rate limit. With `notify` (push is on: groups of up to that many members notify),
-/// each fresh chat carries a notice per member to tell — members homed on this node: in
-/// a mesh only a member's home node knows whether their devices are connected anywhere.
+/// rate limit. With `notify` (push is on: groups of up to that many members notify at
+/// every chat), each fresh chat carries a notice per member to tell ([`notices_for`]); in
+/// a larger group it is noted as the group's news, which [`crate::group_push`] sweeps.
 /// Returns the code to close the stream with, if any.
 #[allow(clippy::too_many_arguments)]
 pub async fn append_group_chats(
@@ -55,28 +55,14 @@ pub async fn append_group_chats(
                     kept.and_then(|()| groups.chat(group, from, id, sent_at_ms, epoch, body, file));
                 let mut notices = Vec::new();
                 if let (Ok(a), Some(max)) = (&appended, notify) {
-                    let members = match a.fresh {
-                        true => groups.to_notify(group, from, max),
-                        false => Vec::new(),
-                    };
-                    for member in members {
-                        // A member homed elsewhere is notified by their home node, which
-                        // knows whether their devices are connected.
-                        let (unread, relay_to) = match router.home(&member).await {
-                            Ok(Home::Here) => (None, None),
-                            Ok(Home::Peer(node)) => {
-                                (Some(groups.unread_of(group, &member, a.seq)), Some(node))
-                            }
-                            Err(_) => continue,
-                        };
-                        notices.push(Stored {
-                            owner: member,
-                            from: from.clone(),
-                            seq: a.seq,
-                            group: Some(group.clone()),
-                            unread,
-                            relay_to,
-                        });
+                    match (a.fresh, groups.to_notify(group, from, max)) {
+                        (false, _) => {}
+                        (true, Some(members)) => {
+                            notices =
+                                notices_for(groups, router, group, from, a.seq, members).await;
+                        }
+                        // Too large to notify member by member at every chat: swept.
+                        (true, None) => groups.news().note(group, from, a.seq),
                     }
                 }
                 if tx.send(Reply::Chat(id, appended, notices)).await.is_err() {
@@ -88,4 +74,34 @@ pub async fn append_group_chats(
             Err(StreamEnd::Refused(code)) => return Some(code),
         }
     }
+}
+
+/// A notice of `from`'s chat at `seq` in `group` for each of `members`. A member homed
+/// elsewhere is notified by their home node, which knows whether their devices are
+/// connected: their notice names it, with their unread count here.
+pub async fn notices_for(
+    groups: &Groups,
+    router: &Router,
+    group: &GroupId,
+    from: &UserId,
+    seq: quiver_proto::Seq,
+    members: Vec<UserId>,
+) -> Vec<Stored> {
+    let mut notices = Vec::with_capacity(members.len());
+    for member in members {
+        let (unread, relay_to) = match router.home(&member).await {
+            Ok(Home::Here) => (None, None),
+            Ok(Home::Peer(node)) => (Some(groups.unread_of(group, &member, seq)), Some(node)),
+            Err(_) => continue,
+        };
+        notices.push(Stored {
+            owner: member,
+            from: from.clone(),
+            seq,
+            group: Some(group.clone()),
+            unread,
+            relay_to,
+        });
+    }
+    notices
 }

@@ -7,6 +7,7 @@
 //! none lands after it sealed with the old key. The state is saved (and flushed) before
 //! the caller is answered; the entry is durable before it is pushed.
 
+use super::news::GroupNews;
 use super::state::{GroupKey, GroupState, Refusal};
 use crate::inbox::{Appended, Inbox, InboxError};
 use crate::rate::KeyedLimiter;
@@ -41,6 +42,8 @@ pub struct Groups {
     /// Users whose groups changed: their sessions start or end feeds.
     changed: broadcast::Sender<UserId>,
     rng: SystemRandom,
+    /// Large groups with chats their members have not been notified of yet.
+    news: GroupNews,
 }
 
 #[derive(Default)]
@@ -152,12 +155,18 @@ impl Groups {
             limits,
             changed: broadcast::channel(1024).0,
             rng: SystemRandom::new(),
+            news: GroupNews::default(),
         })
     }
 
     /// The group logs.
     pub fn log(&self) -> &Arc<Inbox> {
         &self.log
+    }
+
+    /// Large groups' chats waiting to be notified ([`crate::group_push`]).
+    pub fn news(&self) -> &GroupNews {
+        &self.news
     }
 
     /// Tells of users whose groups changed.
@@ -507,22 +516,18 @@ impl Groups {
             })
     }
 
-    /// The members of `group` but `except`, if it has at most `max` members: whom a chat
-    /// of `except`'s there notifies. Empty for a larger group.
-    pub fn to_notify(&self, group: &GroupId, except: &UserId, max: usize) -> Vec<UserId> {
+    /// The members of `group` but `except`, if it has at most `max` members (`None` if it
+    /// has more): whom a chat of `except`'s there notifies. Empty for no such group.
+    pub fn to_notify(&self, group: &GroupId, except: &UserId, max: usize) -> Option<Vec<UserId>> {
         let Ok(state) = self.state(group) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let state = state.lock().unwrap_or_else(|p| p.into_inner());
         if state.members.len() > max {
-            return Vec::new();
+            return None;
         }
-        state
-            .members
-            .keys()
-            .filter(|member| *member != except)
-            .cloned()
-            .collect()
+        let members = state.members.keys().filter(|member| *member != except);
+        Some(members.cloned().collect())
     }
 
     /// Entries of `group`'s log that `device` has not acknowledged.

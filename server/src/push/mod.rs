@@ -11,7 +11,8 @@
 //!
 //! A notification carries no body: the conversation (the sender, and the group for a
 //! group chat), the `seq`, the device's unread count there and a priority. Receipts and
-//! membership changes send none; groups larger than `group_max_members` send none.
+//! membership changes send none. Groups larger than `group_max_members` are notified by
+//! a sweep of their members at most once per window ([`crate::group_push`]).
 
 pub mod gateway;
 pub mod worker;
@@ -105,6 +106,18 @@ impl Pusher {
             return;
         }
         if self.tx.try_send(notice).is_err() {
+            self.metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// As [`Pusher::stored`], but waits for room in the queue instead of dropping the
+    /// notice: for a sweep of a large group's members, which must not lose most of them
+    /// to its own burst.
+    pub async fn stored_waiting(&self, notice: Stored) {
+        if notice.relay_to.is_some() {
+            return self.stored(notice);
+        }
+        if self.tx.send(notice).await.is_err() {
             self.metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -5,17 +5,29 @@
 
 use anyhow::ensure;
 use quiver_sdk::{PushTarget, UserId};
+use quiver_server::config::PushConfig;
 use quiver_tests::gateway::{Answer, Gateway};
 use quiver_tests::*;
 use std::time::Duration;
 
 /// A node that notifies through `gateway`, with a coalescing window of `window_ms`.
 async fn node_with(gateway: &Gateway, window_ms: u64) -> anyhow::Result<TestNode> {
+    node_notifying(gateway, window_ms, PushConfig::default().group_max_members).await
+}
+
+/// The same, notifying groups of up to `group_max` members at every chat (larger ones
+/// are swept).
+async fn node_notifying(
+    gateway: &Gateway,
+    window_ms: u64,
+    group_max: usize,
+) -> anyhow::Result<TestNode> {
     let url = gateway.url.clone();
     TestNode::start_with(|c| {
         c.push.gateway_url = Some(url);
         c.push.coalesce_ms = window_ms;
         c.push.timeout_ms = 2_000;
+        c.push.group_max_members = group_max;
         c.limits.messages_per_sec = 100_000;
     })
     .await
@@ -259,8 +271,22 @@ async fn in_a_mesh_the_inbox_home_notifies_once() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -> anyhow::Result<()>
 {
+    group_chat_notifies(PushConfig::default().group_max_members).await
+}
+
+/// A group over `group_max_members` (3 members, 2 notified at every chat): its members
+/// are swept instead, with the same outcome for them.
+#[tokio::test]
+async fn a_large_group_is_swept_once_per_window_never_the_sender() -> anyhow::Result<()> {
+    group_chat_notifies(2).await
+}
+
+/// Alice sends 20 chats to a group of 3 (the node notifying groups of up to `group_max`
+/// at every chat), and 20 more once Bob, away, was notified: he is notified once more,
+/// at the window's end, of the newest; Carol, connected, and Alice, the sender, never.
+async fn group_chat_notifies(group_max: usize) -> anyhow::Result<()> {
     let gateway = Gateway::start().await?;
-    let node = node_with(&gateway, 2_000).await?;
+    let node = node_notifying(&gateway, 2_000, group_max).await?;
     let rest = node.rest();
     let (alice, bob, carol) = (
         node.user("alice").await?,
@@ -301,13 +327,21 @@ async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -
             o.group_keys.insert(group.clone(), carol_keys);
         })
         .await?;
-    let mut pending = Vec::new();
-    for i in 0..20 {
-        pending.push(a.enqueue_group(&group, format!("g{i}").as_bytes()).await?);
-    }
-    for p in pending {
-        p.await?;
-    }
+    let burst = |from: usize| {
+        let (a, group) = (a.clone(), group.clone());
+        async move {
+            let mut pending = Vec::new();
+            for i in from..from + 20 {
+                pending.push(a.enqueue_group(&group, format!("g{i}").as_bytes()).await?);
+            }
+            let mut last = None;
+            for p in pending {
+                last = Some(p.await?.seq);
+            }
+            anyhow::Ok(last)
+        }
+    };
+    burst(0).await?;
 
     let seen = gateway.wait_for(1, Duration::from_secs(5)).await?;
     let first = &seen[0]["notification"];
@@ -318,16 +352,17 @@ async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -
     ensure!(first["devices"][0]["pushkey"] == "bob-phone", "{first}");
     let unread = first["counts"]["unread"].as_u64().unwrap_or(0);
     ensure!(unread >= 1, "{first}");
-    // One more at the window's end, with the newest chat; nothing for Alice or Carol.
+    // A second burst within the window: one more notification at the window's end,
+    // with the newest chat; nothing for Alice or Carol.
+    let newest = burst(20).await?.map(|seq| seq.0);
     let seen = gateway.wait_for(2, Duration::from_secs(5)).await?;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let all = gateway.seen();
     ensure!(all.len() == 2, "two notifications in all: {all:?}");
     let last = &seen[1]["notification"];
     ensure!(
-        last["devices"][0]["pushkey"] == "bob-phone"
-            && last["seq"].as_u64() > first["seq"].as_u64(),
-        "{last}"
+        last["devices"][0]["pushkey"] == "bob-phone" && last["seq"].as_u64() == newest,
+        "{last}, newest {newest:?}"
     );
     Ok(())
 }
@@ -337,9 +372,21 @@ async fn a_group_chat_notifies_away_members_once_per_window_never_the_sender() -
 /// are connected, and that node notifies the gateway.
 #[tokio::test]
 async fn a_group_chat_notifies_an_away_member_homed_on_another_node() -> anyhow::Result<()> {
+    member_homed_elsewhere_notified(PushConfig::default().group_max_members).await
+}
+
+/// The same for a group over `group_max_members` (2 members, 1 notified at every chat):
+/// the sweep passes the notice to Bob's home.
+#[tokio::test]
+async fn a_large_groups_sweep_notifies_a_member_homed_on_another_node() -> anyhow::Result<()> {
+    member_homed_elsewhere_notified(1).await
+}
+
+async fn member_homed_elsewhere_notified(group_max: usize) -> anyhow::Result<()> {
     let gateway = Gateway::start().await?;
     let url = gateway.url.clone();
     let cluster = quiver_tests::mesh::Cluster::start_with(2, |c| {
+        c.push.group_max_members = group_max;
         c.push.gateway_url = Some(url.clone());
         c.push.coalesce_ms = 2_000;
         c.push.timeout_ms = 2_000;
