@@ -77,7 +77,7 @@ async fn sweep(shared: &Shared, push: &Pusher, group: &GroupId, news: News) {
                     }
                 });
             }
-            _ => push.stored_waiting(notice).await,
+            _ => push.swept(notice).await,
         }
     }
     while relaying.next().await.is_some() {}

@@ -47,6 +47,9 @@ pub struct Stored {
     pub relay_to: Option<String>,
 }
 
+/// Notices of sweeps waiting for the notifier, at most; a sweep waits for room.
+const SWEEP_QUEUE: usize = 1024;
+
 /// Hands a notice to the node named (the owner's home), without waiting.
 pub type Forward = Box<dyn Fn(String, Stored) + Send + Sync>;
 
@@ -54,6 +57,8 @@ pub type Forward = Box<dyn Fn(String, Stored) + Send + Sync>;
 #[derive(Clone)]
 pub struct Pusher {
     tx: mpsc::Sender<Stored>,
+    /// Notices of large groups' sweeps, behind `tx`'s.
+    swept: mpsc::Sender<Stored>,
     metrics: Arc<Metrics>,
     /// In a mesh: where notices for users homed on other nodes go.
     forward: Option<Arc<Forward>>,
@@ -88,12 +93,15 @@ impl Pusher {
             return Ok(None);
         };
         let (tx, rx) = mpsc::channel(config.queue);
+        let (swept, swept_rx) = mpsc::channel(SWEEP_QUEUE);
         let pusher = Pusher {
             tx,
+            swept,
             metrics: sources.metrics.clone(),
             forward: forward.map(Arc::new),
         };
-        let task = tokio::spawn(worker::run(rx, sources, gateway, config.clone()));
+        let queues = worker::Queues { rx, swept_rx };
+        let task = tokio::spawn(worker::run(queues, sources, gateway, config.clone()));
         Ok(Some((pusher, task)))
     }
 
@@ -110,14 +118,15 @@ impl Pusher {
         }
     }
 
-    /// As [`Pusher::stored`], but waits for room in the queue instead of dropping the
-    /// notice: for a sweep of a large group's members, which must not lose most of them
-    /// to its own burst.
-    pub async fn stored_waiting(&self, notice: Stored) {
+    /// A notice of a large group's sweep ([`crate::group_push`]): waits for room in a
+    /// queue of the sweeps' own rather than dropping it, and the notifier takes the
+    /// chats' queue first, so a sweep of thousands of members neither loses most of
+    /// them to its own burst nor crowds out other chats' notices.
+    pub async fn swept(&self, notice: Stored) {
         if notice.relay_to.is_some() {
             return self.stored(notice);
         }
-        if self.tx.send(notice).await.is_err() {
+        if self.swept.send(notice).await.is_err() {
             self.metrics.push_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

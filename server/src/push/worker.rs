@@ -22,13 +22,20 @@ struct Window {
     pending: Option<(Stored, PushTarget)>,
 }
 
+/// The notifier's queues: chats' notices, and large groups' sweeps' (taken after).
+pub struct Queues {
+    /// Notices of chats, as they become durable.
+    pub rx: mpsc::Receiver<Stored>,
+    /// Notices of sweeps of large groups' members ([`crate::group_push`]).
+    pub swept_rx: mpsc::Receiver<Stored>,
+}
+
 /// Runs until the chat path's handles are all gone.
-pub async fn run(
-    mut rx: mpsc::Receiver<Stored>,
-    sources: Sources,
-    gateway: Gateway,
-    config: PushConfig,
-) {
+pub async fn run(queues: Queues, sources: Sources, gateway: Gateway, config: PushConfig) {
+    let Queues {
+        mut rx,
+        mut swept_rx,
+    } = queues;
     let window = Duration::from_millis(config.coalesce_ms);
     let mut windows: HashMap<(UserId, DeviceId), Window> = HashMap::new();
     loop {
@@ -38,10 +45,14 @@ pub async fn run(
             .map(|w| w.last_sent + window)
             .min();
         tokio::select! {
+            biased;
             notice = rx.recv() => match notice {
                 Some(notice) => stored(&sources, &gateway, &mut windows, window, notice).await,
                 None => return,
             },
+            Some(notice) = swept_rx.recv() => {
+                stored(&sources, &gateway, &mut windows, window, notice).await
+            }
             _ = sleep_until(next) => {}
         }
         flush_due(&sources, &gateway, &mut windows, window).await;
