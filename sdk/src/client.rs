@@ -193,7 +193,8 @@ impl Client {
             .inner
             .key(to)
             .ok_or_else(|| SendError::NoKey(to.to_string()))?;
-        let sealed = seal::seal(&key, &self.inner.user, to, id, body);
+        let sealed =
+            seal::seal(&key, &self.inner.user, to, id, body).map_err(|_| SendError::Seal)?;
         self.inner.enqueue_chat(to, id, sealed, None, body).await
     }
 

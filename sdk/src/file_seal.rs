@@ -10,7 +10,7 @@
 //! same plaintext. The associated data ties every chunk to its place: reordered,
 //! truncated or altered chunks do not open.
 
-use crate::seal::FriendKey;
+use crate::seal::{FriendKey, SealError};
 use quiver_proto::files::{chunk_count, sealed_len, BlobId, FileRef, CHUNK_LEN};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -66,12 +66,19 @@ fn chunk_aad(info: &FileInfo, index: u64) -> Vec<u8> {
     aad
 }
 
-/// Seals chunk `index` of the file described by `info`.
-pub fn seal_chunk(key: &FriendKey, info: &FileInfo, index: u64, plain: &[u8]) -> Vec<u8> {
+/// Seals chunk `index` of the file described by `info`; `TooLong` only for a chunk no
+/// file here makes (chunks are [`CHUNK_LEN`]).
+pub fn seal_chunk(
+    key: &FriendKey,
+    info: &FileInfo,
+    index: u64,
+    plain: &[u8],
+) -> Result<Vec<u8>, SealError> {
     let nonce = chunk_nonce(&info.sha256, index);
     let mut sealed = Vec::new();
-    crate::xchacha::seal_into(&key.0, &nonce, &chunk_aad(info, index), plain, &mut sealed);
-    sealed
+    crate::xchacha::seal_into(&key.0, &nonce, &chunk_aad(info, index), plain, &mut sealed)
+        .ok_or(SealError::TooLong)?;
+    Ok(sealed)
 }
 
 /// Opens chunk `index`; `None` if it was altered, moved or sealed with another key.
@@ -134,7 +141,7 @@ pub(crate) fn prepare(
     for index in 0..chunk_count(size) {
         let len = plain_len(size, index);
         file.read_exact(&mut buf[..len])?;
-        sealed.update(&seal_chunk(key, &info, index, &buf[..len]));
+        sealed.update(&seal_chunk(key, &info, index, &buf[..len]).map_err(io::Error::other)?);
     }
     let file = FileRef {
         blob: BlobId(digest(sealed)),
@@ -179,8 +186,8 @@ mod tests {
             size: 10,
             sha256: [9; 32],
         };
-        let sealed = seal_chunk(&key, &info, 0, b"0123456789");
-        assert_eq!(sealed, seal_chunk(&key, &info, 0, b"0123456789"));
+        let sealed = seal_chunk(&key, &info, 0, b"0123456789").unwrap();
+        assert_eq!(sealed, seal_chunk(&key, &info, 0, b"0123456789").unwrap());
         assert_eq!(sealed.len(), 10 + 16);
         assert_eq!(open_chunk(&key, &info, 0, &sealed).unwrap(), b"0123456789");
         assert!(open_chunk(&key, &info, 1, &sealed).is_none(), "moved");
@@ -211,7 +218,7 @@ mod tests {
         assert_eq!(file.size, data.len() as u64 + 3 * 16);
         let mut sealed = Vec::new();
         for (i, chunk) in data.chunks(CHUNK_LEN).enumerate() {
-            sealed.extend(seal_chunk(&key, &info, i as u64, chunk));
+            sealed.extend(seal_chunk(&key, &info, i as u64, chunk).unwrap());
         }
         let id = ring::digest::digest(&ring::digest::SHA256, &sealed);
         assert_eq!(file.blob.0, id.as_ref());

@@ -356,7 +356,8 @@ pub(crate) fn send_file(
             let body = postcard::to_stdvec(&info).map_err(io)?;
             let sent = match &sealing {
                 Sealing::Friend(friend, key) => {
-                    let sealed = crate::seal::seal(key, &inner.user, friend, id, &body);
+                    let sealed = crate::seal::seal(key, &inner.user, friend, id, &body)
+                        .map_err(|_| SendError::Seal)?;
                     inner
                         .enqueue_chat(friend, id, sealed, Some(file), &body)
                         .await?
@@ -364,7 +365,8 @@ pub(crate) fn send_file(
                 }
                 Sealing::Group(group, epoch, key) => {
                     let sealed =
-                        crate::seal::seal_group(key, group, &inner.user, *epoch, id, &body);
+                        crate::seal::seal_group(key, group, &inner.user, *epoch, id, &body)
+                            .map_err(|_| SendError::Seal)?;
                     let request = ConversationRequest::GroupFile {
                         id,
                         sent_at_ms: crate::state::now_ms(),
@@ -496,7 +498,7 @@ async fn upload_once(link: Arc<Link>, job: &mut Job) -> Result<(), Attempt> {
     let size = job.info.size;
     for index in offset / SEALED_CHUNK_LEN as u64..chunk_count(size) {
         let plain = read_chunk(&mut plain_file, size, index).await.map_err(io)?;
-        let sealed = seal_chunk(&job.key, &job.info, index, &plain);
+        let sealed = seal_chunk(&job.key, &job.info, index, &plain).map_err(io)?;
         let start = index * SEALED_CHUNK_LEN as u64;
         let skip = offset.saturating_sub(start) as usize;
         // A stalled network must not keep a cancel waiting.

@@ -57,7 +57,8 @@ impl Client {
             .await
             .ok_or_else(|| SendError::NoKey(group.to_string()))?;
         let id = ClientMsgId(crate::state::random_u128());
-        let sealed = seal::seal_group(&key, group, &self.inner.user, epoch, id, body);
+        let sealed = seal::seal_group(&key, group, &self.inner.user, epoch, id, body)
+            .map_err(|_| SendError::Seal)?;
         let chat = ConversationRequest::GroupChat {
             id,
             sent_at_ms: crate::state::now_ms(),

@@ -26,6 +26,9 @@ pub enum SealError {
     /// Wrong key, tampered bytes or metadata that does not match.
     #[error("sealed body does not authenticate")]
     Forged,
+    /// Too long for the cipher (over 256 GiB): not sealed.
+    #[error("body too long to seal")]
+    TooLong,
 }
 
 fn associated_data(from: &UserId, to: &UserId, id: ClientMsgId) -> Vec<u8> {
@@ -45,7 +48,7 @@ pub fn seal(
     to: &UserId,
     id: ClientMsgId,
     plaintext: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, SealError> {
     seal_with(key, &associated_data(from, to, id), plaintext)
 }
 
@@ -81,7 +84,7 @@ pub fn seal_group(
     epoch: u32,
     id: ClientMsgId,
     plaintext: &[u8],
-) -> Vec<u8> {
+) -> Result<Vec<u8>, SealError> {
     seal_with(
         key,
         &group_associated_data(group, from, epoch, id),
@@ -101,23 +104,24 @@ pub fn open_group(
     open_with(key, &group_associated_data(group, from, epoch, id), sealed)
 }
 
-fn seal_with(key: &FriendKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+fn seal_with(key: &FriendKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
     // A fresh random 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and reseeded
     // from the OS): the OS generator's syscall per message was 5 % of a busy client.
     let mut nonce = [0u8; NONCE_LEN];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
     let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     sealed.extend_from_slice(&nonce);
-    xchacha::seal_into(&key.0, &nonce, aad, plaintext, &mut sealed);
-    sealed
+    xchacha::seal_into(&key.0, &nonce, aad, plaintext, &mut sealed).ok_or(SealError::TooLong)?;
+    Ok(sealed)
 }
 
 fn open_with(key: &FriendKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Truncated);
     }
-    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
+    let (nonce, ciphertext) = sealed
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or(SealError::Truncated)?;
     xchacha::open(&key.0, nonce, aad, ciphertext).ok_or(SealError::Forged)
 }
 
@@ -129,7 +133,7 @@ mod tests {
     fn sealed_bodies_open_only_with_their_key_and_metadata() {
         let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| UserId::parse(n).unwrap());
         let key = FriendKey([7; 32]);
-        let sealed = seal(&key, &alice, &bob, ClientMsgId(1), b"hello bob");
+        let sealed = seal(&key, &alice, &bob, ClientMsgId(1), b"hello bob").unwrap();
         assert!(!sealed.windows(9).any(|w| w == b"hello bob"));
         assert_eq!(
             open(&key, &alice, &bob, ClientMsgId(1), &sealed).unwrap(),
@@ -167,7 +171,7 @@ mod tests {
         );
         let (g, other) = (GroupId::from_bits(1), GroupId::from_bits(2));
         let key = FriendKey([7; 32]);
-        let sealed = seal_group(&key, &g, &alice, 3, ClientMsgId(1), b"hi all");
+        let sealed = seal_group(&key, &g, &alice, 3, ClientMsgId(1), b"hi all").unwrap();
         assert_eq!(
             open_group(&key, &g, &alice, 3, ClientMsgId(1), &sealed).unwrap(),
             b"hi all"

@@ -18,34 +18,42 @@ pub const NONCE_LEN: usize = 24;
 /// Bytes of the Poly1305 tag after the ciphertext.
 pub const TAG_LEN: usize = 16;
 
-/// The ChaCha20-Poly1305 key and nonce that `key` and `nonce` stand for.
-fn derive(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+/// The ChaCha20-Poly1305 key and nonce that `key` and `nonce` stand for (HChaCha20
+/// makes 32 bytes, so ring takes the subkey).
+fn derive(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> Option<(LessSafeKey, Nonce)> {
     let subkey = chacha20::hchacha::<U10>(key.into(), GenericArray::from_slice(&nonce[..16]));
-    let subkey = UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("HChaCha20 makes 32 bytes");
+    let subkey = UnboundKey::new(&CHACHA20_POLY1305, &subkey).ok()?;
     let mut inner = [0u8; 12];
     inner[4..].copy_from_slice(&nonce[16..]);
-    (
+    Some((
         LessSafeKey::new(subkey),
         Nonce::assume_unique_for_key(inner),
-    )
+    ))
 }
 
-/// Appends `plaintext` sealed to `out`: the ciphertext, then the tag.
+/// Appends `plaintext` sealed to `out`: the ciphertext, then the tag. `None`, and `out`
+/// as it was, if ring refuses it (a plaintext of over 256 GiB).
 pub fn seal_into(
     key: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     plaintext: &[u8],
     out: &mut Vec<u8>,
-) {
-    let (key, nonce) = derive(key, nonce);
+) -> Option<()> {
+    let (key, nonce) = derive(key, nonce)?;
     out.reserve(plaintext.len() + TAG_LEN);
     let start = out.len();
     out.extend_from_slice(plaintext);
-    let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[start..])
-        .expect("ring refuses only inputs of over 256 GiB");
-    out.extend_from_slice(tag.as_ref());
+    match key.seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[start..]) {
+        Ok(tag) => {
+            out.extend_from_slice(tag.as_ref());
+            Some(())
+        }
+        Err(_) => {
+            out.truncate(start);
+            None
+        }
+    }
 }
 
 /// Opens what [`seal_into`] made (ciphertext, then tag); `None` if it does not
@@ -54,7 +62,7 @@ pub fn open(key: &[u8; 32], nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) 
     if sealed.len() < TAG_LEN {
         return None;
     }
-    let (key, nonce) = derive(key, nonce);
+    let (key, nonce) = derive(key, nonce)?;
     let mut buffer = sealed.to_vec();
     let len = key
         .open_in_place(nonce, Aad::from(aad), &mut buffer)
@@ -97,7 +105,7 @@ mod tests {
              c0875924c1c7987947deafd8780acf49",
         );
         let mut sealed = Vec::new();
-        seal_into(&key, &nonce, &aad, plaintext, &mut sealed);
+        seal_into(&key, &nonce, &aad, plaintext, &mut sealed).expect("sealed");
         assert_eq!(sealed, expected);
         assert_eq!(
             open(&key, &nonce, &aad, &sealed).as_deref(),
@@ -116,7 +124,7 @@ mod tests {
             let nonce = [len as u8; NONCE_LEN];
             let aad = vec![3u8; len % 41];
             let mut ours = vec![9, 9];
-            seal_into(&key, &nonce, &aad, &plaintext, &mut ours);
+            seal_into(&key, &nonce, &aad, &plaintext, &mut ours).expect("sealed");
             assert_eq!(&ours[..2], &[9, 9], "what was in `out` stays");
             let payload = Payload {
                 msg: &plaintext,

@@ -91,7 +91,7 @@ async fn the_sender_is_stamped_from_the_session_never_from_the_client_via(
         .clone();
     let key = quiver_sdk::FriendKey(quiver_sdk::key_from_hex(&key).unwrap());
     let id = ClientMsgId(77);
-    let forged = quiver_sdk::seal::seal(&key, &s.alice.id, &s.bob.id, id, b"I am alice");
+    let forged = quiver_sdk::seal::seal(&key, &s.alice.id, &s.bob.id, id, b"I am alice")?;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&encode_frame(&ConversationRequest::Open {
         peer: s.bob.id.clone(),
