@@ -10,7 +10,7 @@
 //! DELIVERED means the app really has it; entries the app already took (by `seq`) are
 //! acknowledged again but not shown twice.
 
-use crate::carrier::{unspecified, Carrier};
+use crate::carrier::Carrier;
 use crate::error::{ConnectError, SendError};
 use crate::event::ConnectionState;
 use crate::events::Events;
@@ -302,7 +302,7 @@ fn prepare(
     let config = crate::tls::quic_config(&options.ca_pem, options.keep_alive, options.idle_timeout)
         .map_err(ConnectError::Tls)?;
     let failed = |e: std::io::Error| ConnectError::Connect(e.to_string());
-    let socket = std::net::UdpSocket::bind(unspecified(options.addr)).map_err(failed)?;
+    let socket = crate::carrier::bind_udp(options.addr).map_err(failed)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     let udp = quinn::Runtime::wrap_udp_socket(&*runtime, socket).map_err(failed)?;
     let carrier = Carrier::new(

@@ -79,7 +79,7 @@ impl Inner {
     /// Moves the endpoint to a fresh UDP socket; QUIC sends from it at once, so the node
     /// migrates the live connection to the new path. Returns the new local address.
     pub(crate) fn rebind(&self) -> std::io::Result<std::net::SocketAddr> {
-        let socket = std::net::UdpSocket::bind(crate::carrier::unspecified(self.options.addr))?;
+        let socket = crate::carrier::bind_udp(self.options.addr)?;
         let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
         self.endpoint.rebind_abstract(self.carrier.socket(udp))?;
         self.endpoint.local_addr()

@@ -39,6 +39,25 @@ pub(crate) fn unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// What the client asks of the kernel for its UDP socket's receive buffer. The default
+/// (208 KiB on Linux) holds about 90 full-size packets: a node's burst to a busy app —
+/// a window of large messages, or a backlog after reconnecting — overflows it, and each
+/// dropped packet costs a retransmission and a congestion window cut (docs/PERFORMANCE.md,
+/// "The clients' receive buffer"). quic-go asks for 7 MiB for the same reason. The kernel
+/// caps it (`net.core.rmem_max` on Linux) and it costs memory only while packets wait.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A UDP socket for talking to `server`, bound to the unspecified address of its family,
+/// its receive buffer sized as [`UDP_RECEIVE_BUFFER`] (best effort: the kernel's own
+/// size stays where it refuses).
+pub(crate) fn bind_udp(server: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(unspecified(server))?;
+    if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "the UDP receive buffer keeps the kernel's size");
+    }
+    Ok(socket)
+}
+
 /// UDP unanswered this long makes the client probe whether UDP still works.
 const SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -267,10 +286,7 @@ pub fn tcp_endpoint(
     server_name: &str,
     ca_pem: &str,
 ) -> io::Result<quinn::Endpoint> {
-    let udp = quinn::Runtime::wrap_udp_socket(
-        &quinn::TokioRuntime,
-        std::net::UdpSocket::bind(unspecified(server))?,
-    )?;
+    let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, bind_udp(server)?)?;
     let carrier = Carrier::new(server, server_name.to_owned(), ca_pem, udp.clone())
         .map_err(io::Error::other)?;
     carrier.pin_tcp();
@@ -369,5 +385,25 @@ impl Router for Carrier {
         if self.udp_unanswered.load(Ordering::Relaxed) != 0 {
             self.udp_unanswered.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The client's socket gets the receive buffer it asks for, as far as the kernel's
+    /// cap (`net.core.rmem_max`) lets it: past the default, where a burst was dropped.
+    #[test]
+    fn the_udp_socket_asks_for_a_large_receive_buffer() -> io::Result<()> {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")?
+            .trim()
+            .parse()
+            .map_err(io::Error::other)?;
+        let socket = bind_udp("127.0.0.1:1".parse().map_err(io::Error::other)?)?;
+        // Linux keeps (and reports) twice the size asked, for its own bookkeeping.
+        let got = socket2::SockRef::from(&socket).recv_buffer_size()? / 2;
+        assert_eq!(got, UDP_RECEIVE_BUFFER.min(cap));
+        Ok(())
     }
 }
