@@ -130,6 +130,14 @@ pub struct Limits {
     pub registration_open: bool,
     /// Per-stream receive window, in bytes: chat frames are small.
     pub stream_receive_window: u32,
+    /// What one connection may send the node beyond what the node has read, in bytes,
+    /// while it uploads no file: chats are small, and with many busy senders the sum of
+    /// these windows is what can wait in the node's UDP socket buffer; past that buffer
+    /// the kernel drops packets (docs/PERFORMANCE.md, "A chat-sized connection window").
+    pub receive_window: u32,
+    /// The connection's window while it uploads a file (a file is many chats' worth, and
+    /// its speed over a long path is this window per round trip).
+    pub upload_receive_window: u32,
     /// Chat messages one connection may send per second, on average. Over it, a message
     /// is refused with `RateLimited` and not stored.
     pub messages_per_sec: u32,
@@ -378,6 +386,8 @@ impl Default for Limits {
             min_free_disk_bytes: 256 << 20,
             registration_open: true,
             stream_receive_window: 256 * 1024,
+            receive_window: 64 * 1024,
+            upload_receive_window: 1024 * 1024,
             messages_per_sec: 500,
             message_burst: 1000,
             logins_per_minute_per_account: 10,
@@ -425,9 +435,15 @@ impl Config {
             || l.max_handshakes < 2
             || l.max_tunnels == 0
             || l.handshake_timeout_ms == 0
+            || l.receive_window == 0
         {
             return Err(ConfigError::Limit(
                 "windows and stream counts must be positive",
+            ));
+        }
+        if l.upload_receive_window < l.receive_window {
+            return Err(ConfigError::Limit(
+                "upload_receive_window must be at least receive_window",
             ));
         }
         let h = &self.http;

@@ -90,6 +90,7 @@ pub mod session;
 pub mod shared;
 pub mod sled_flush;
 pub mod tls;
+pub mod upload_window;
 
 pub use config::{Config, FileLimits, GroupLimits, HttpLimits, InboxConfig, Limits};
 pub use node::{Node, NodeError};

@@ -41,11 +41,8 @@ pub fn endpoint(
         .datagram_receive_buffer_size(Some(8 * 1024))
         .datagram_send_buffer_size(16 * 1024)
         .stream_receive_window(limits.stream_receive_window.into())
-        .receive_window(
-            (limits.stream_receive_window as u64 * 4)
-                .try_into()
-                .unwrap_or(quinn::VarInt::MAX),
-        )
+        // Chat-sized until the connection uploads a file (`crate::upload_window`).
+        .receive_window(limits.receive_window.into())
         .max_idle_timeout(Some(
             Duration::from_millis(limits.idle_timeout_ms)
                 .try_into()

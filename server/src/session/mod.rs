@@ -25,6 +25,7 @@ use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, Stream
 use crate::rate::TokenBucket;
 use crate::router::Home;
 use crate::shared::Shared;
+use crate::upload_window::{Sizes, UploadWindow};
 use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
@@ -163,6 +164,8 @@ struct Session {
     group_acks: Arc<GroupAcks>,
     /// Where acks and read marks of groups homed on other nodes go (in a mesh).
     remote_groups: Option<Arc<RemoteGroups>>,
+    /// The file uploads running, which widen the connection's receive window.
+    uploads: UploadWindow,
 }
 
 /// The device's feed: local, or on the home node through a mesh attachment.
@@ -264,6 +267,7 @@ async fn hello(
         )),
         group_acks: Arc::default(),
         remote_groups: shared.router.mesh().map(|_| Arc::default()),
+        uploads: UploadWindow::default(),
     };
     Ok((session, send, control))
 }
@@ -419,14 +423,22 @@ impl Session {
         let ended = credit
             .accept(conn, 1, &mut streams, |send, recv| {
                 let span = tracing::debug_span!("stream", stream = %send.id());
-                self.clone().stream(send, recv).instrument(span)
+                self.clone()
+                    .stream(conn.clone(), send, recv)
+                    .instrument(span)
             })
             .await;
         Err(ended.to_string())
     }
 
-    /// One client-opened stream: a conversation or a file transfer, by its first frame.
-    async fn stream(self: Arc<Self>, send: quinn::SendStream, recv: quinn::RecvStream) {
+    /// One client-opened stream of `conn`: a conversation or a file transfer, by its
+    /// first frame.
+    async fn stream(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) {
         let limits = &self.shared.config.limits;
         let mut reader = Reader::new(recv, ConversationPhase::default(), limits.max_frame_bytes);
         let conversations = &self.shared.live.conversations;
@@ -443,6 +455,11 @@ impl Session {
             }
             Ok(Some(ConversationStep::Upload { blob, size })) => {
                 let recv = reader.into_recv();
+                let sizes = Sizes {
+                    chat: limits.receive_window,
+                    upload: limits.upload_receive_window,
+                };
+                let _wide = self.uploads.start(&conn, sizes);
                 crate::files::upload(shared, user, blob, size, send, recv).await
             }
             Ok(Some(ConversationStep::Download {

@@ -1,0 +1,174 @@
+//! A connection's receive window: chat-sized, and file-sized while it uploads a file.
+//!
+//! The window bounds what a connection may send beyond what the node has read. Under many
+//! busy senders the sum of their windows is what can pile up in the node's UDP socket
+//! buffer, and what does not fit is dropped by the kernel and costs its sender a loss
+//! recovery (a retransmission and a congestion window cut): a chat-sized window
+//! (`[limits] receive_window`) keeps that sum small. A file upload is many chats' worth
+//! and its speed over a long path is its window per round trip, so while one runs the
+//! connection gets `upload_receive_window`, and the chat size again when the last ends.
+
+use std::sync::Mutex;
+
+/// The uploads running on one connection, which decide its receive window. Every
+/// session holds one, so it is only the count (4 bytes); the sizes come with each start.
+#[derive(Debug, Default)]
+pub struct UploadWindow {
+    /// Uploads running; the window is changed under this lock, so a start and an end
+    /// that cross cannot leave the wrong size behind.
+    running: Mutex<u32>,
+}
+
+/// The two sizes of a connection's window, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// With no upload running.
+    pub chat: u32,
+    /// While one runs.
+    pub upload: u32,
+}
+
+impl UploadWindow {
+    /// An upload starts on `conn`: its window is `sizes.upload` until every
+    /// [`Uploading`] made here is dropped, then `sizes.chat`.
+    pub fn start(&self, conn: &quinn::Connection, sizes: Sizes) -> Uploading<'_> {
+        let mut running = self.running();
+        if *running == 0 {
+            conn.set_receive_window(sizes.upload.into());
+        }
+        *running += 1;
+        Uploading {
+            window: self,
+            conn: conn.clone(),
+            chat: sizes.chat,
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, u32> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One upload running; dropping it ends it.
+pub struct Uploading<'a> {
+    window: &'a UploadWindow,
+    conn: quinn::Connection,
+    chat: u32,
+}
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        let mut running = self.window.running();
+        *running = running.saturating_sub(1);
+        if *running == 0 {
+            self.conn.set_receive_window(self.chat.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const CHAT: u32 = 16 * 1024;
+    const UPLOAD: u32 = 1024 * 1024;
+    const QUIET: Duration = Duration::from_millis(300);
+
+    /// A node-side endpoint with the chat window and a client connected to it, over
+    /// real QUIC on loopback.
+    async fn pair() -> anyhow::Result<(quinn::Connection, quinn::Connection, tempfile::TempDir)> {
+        let dir = tempfile::tempdir()?;
+        let certs = quiver_certs::ensure_dev_certs(dir.path())?;
+        let identity = crate::tls::Identity::load(&certs.node_cert, &certs.node_key)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window((4 * UPLOAD).into())
+            .receive_window(CHAT.into());
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(identity.quic()?));
+        config.transport_config(Arc::new(transport));
+        let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
+        let ca = std::fs::read_to_string(&certs.ca_cert)?;
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let keep_alive = Duration::from_secs(5);
+        let tls = quiver_sdk::tls::quic_config(&ca, keep_alive, Duration::from_secs(30))
+            .map_err(anyhow::Error::msg)?;
+        client.set_default_client_config(tls);
+        let connecting = client.connect(server.local_addr()?, "127.0.0.1")?;
+        let incoming = server.accept().await.ok_or(anyhow::anyhow!("no client"))?;
+        let (node, app) = tokio::try_join!(incoming, connecting)?;
+        Ok((node, app, dir))
+    }
+
+    /// Writes 1 KiB at a time to a new stream of `app` for as long as flow control lets
+    /// it, counting what was taken.
+    fn writer(app: &quinn::Connection) -> Arc<AtomicUsize> {
+        let written = Arc::new(AtomicUsize::new(0));
+        let (app, count) = (app.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut send = app.open_bi().await?.0;
+            loop {
+                send.write_all(&[7; 1024]).await?;
+                count.fetch_add(1024, Ordering::SeqCst);
+            }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        });
+        written
+    }
+
+    /// What `written` settles at: the same for `QUIET`.
+    async fn settled(written: &AtomicUsize) -> usize {
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(QUIET).await;
+            let now = written.load(Ordering::SeqCst);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// Reads `bytes` from `recv`, which gives their flow-control credit back.
+    async fn read(recv: &mut quinn::RecvStream, bytes: usize) -> anyhow::Result<()> {
+        recv.read_exact(&mut vec![0; bytes]).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_upload_widens_the_window_and_the_last_ones_end_narrows_it() -> anyhow::Result<()> {
+        let (node, app, _dir) = pair().await?;
+        let written = writer(&app);
+        // The node does not read: the app may send the chat window and no more.
+        let (_, mut recv) = node.accept_bi().await?;
+        let chat = settled(&written).await;
+        assert_eq!(chat, CHAT as usize, "chat window");
+
+        let window = UploadWindow::default();
+        let sizes = Sizes {
+            chat: CHAT,
+            upload: UPLOAD,
+        };
+        let first = window.start(&node, sizes);
+        let second = window.start(&node, sizes);
+        let wide = settled(&written).await;
+        assert_eq!(wide, UPLOAD as usize, "upload window");
+
+        // One of two uploads ends: the window stays wide.
+        drop(first);
+        read(&mut recv, wide).await?;
+        let still = settled(&written).await;
+        assert_eq!(still, 2 * UPLOAD as usize, "still the upload window");
+
+        // The last ends: what was granted stays granted, and once it is read the window
+        // is the chat's again.
+        drop(second);
+        read(&mut recv, still - wide).await?;
+        let narrow = settled(&written).await;
+        assert_eq!(narrow, still + CHAT as usize, "the chat window again");
+        Ok(())
+    }
+}
