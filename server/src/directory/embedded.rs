@@ -1,5 +1,6 @@
 //! [`SledDirectory`]: the embedded directory of single-node mode, in the node's own sled.
 
+use super::friend_cache::{FriendCache, Lookup};
 use super::{
     Directory, DirectoryError, Friend, FriendKey, FriendRequestOutcome, Relations,
     MAX_PENDING_REQUESTS,
@@ -34,6 +35,8 @@ pub struct SledDirectory {
     rng: SystemRandom,
     /// Serializes friendship changes, so request-then-accept races cannot make two keys.
     friend_lock: Mutex<()>,
+    /// Friendships read from `friends`, for the check every chat makes.
+    known_friends: FriendCache,
 }
 
 /// `user/`: the prefix of everything stored under a user. No user name contains `/`.
@@ -77,6 +80,7 @@ impl SledDirectory {
             max_pending: MAX_PENDING_REQUESTS,
             rng: SystemRandom::new(),
             friend_lock: Mutex::new(()),
+            known_friends: FriendCache::default(),
         })
     }
 
@@ -117,6 +121,7 @@ impl SledDirectory {
         batch.remove(pair(a, b));
         batch.remove(pair(b, a));
         self.friends.apply_batch(batch)?;
+        self.known_friends.forget(a, b);
         for (x, y) in [(a, b), (b, a)] {
             self.requests_out.remove(pair(x, y))?;
             self.requests_in.remove(pair(y, x))?;
@@ -339,7 +344,15 @@ impl Directory for SledDirectory {
         a: &UserId,
         b: &UserId,
     ) -> Result<Option<FriendKey>, DirectoryError> {
-        self.stored_key(a, b)
+        let generation = match self.known_friends.lookup(a, b) {
+            Lookup::Friends(key) => return Ok(Some(key)),
+            Lookup::Unknown(generation) => generation,
+        };
+        let key = self.stored_key(a, b)?;
+        if let Some(key) = key {
+            self.known_friends.remember(a, b, key, generation);
+        }
+        Ok(key)
     }
 
     async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError> {

@@ -5,6 +5,7 @@
 //! here at acceptance and returned only to the two friends.
 
 mod embedded;
+mod friend_cache;
 mod redis_backed;
 
 pub use embedded::SledDirectory;
