@@ -5,7 +5,7 @@
 use crate::carrier::Carrier;
 use crate::error::ConnectError;
 use crate::event::Event;
-use crate::frames::{read_frame, write_frame};
+use crate::frames::{read_frame, write_frame, FrameReader};
 pub(crate) use crate::state::Link;
 use crate::state::{Ack, ControlCommand, Inner};
 use quiver_proto::{
@@ -167,8 +167,9 @@ async fn write_control(
 
 /// Reads the node's control stream: errors for refused acks or read marks, and the
 /// entries of the user's groups (acknowledged by [`crate::Events::recv`]).
-async fn read_control(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvStream) {
-    while let Ok(Some(response)) = read_frame::<ControlResponse>(&mut recv).await {
+async fn read_control(inner: Arc<Inner>, link: Arc<Link>, recv: quinn::RecvStream) {
+    let mut frames = FrameReader::new(recv);
+    while let Ok(Some(response)) = frames.next::<ControlResponse>().await {
         let event = match response {
             ControlResponse::Error { code, message } => {
                 (Event::ServerError { code, message }, None)
@@ -198,8 +199,9 @@ async fn accept_pushes(inner: Arc<Inner>, link: Arc<Link>) {
 }
 
 /// Turns one push stream's entries into events; [`crate::Events::recv`] acknowledges them.
-async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, mut recv: quinn::RecvStream) {
-    while let Ok(Some(entry)) = read_frame::<Entry>(&mut recv).await {
+async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, recv: quinn::RecvStream) {
+    let mut frames = FrameReader::new(recv);
+    while let Ok(Some(entry)) = frames.next::<Entry>().await {
         let seq = entry.seq;
         if inner.seen().contains(seq) {
             // The app has it already (a redelivery): acknowledge, don't repeat.

@@ -224,10 +224,11 @@ async fn read_answers(
     inner: Weak<Inner>,
     peer: Conversation,
     which: (u64, quinn::StreamId),
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
 ) {
+    let mut frames = crate::frames::FrameReader::new(recv);
     loop {
-        let answer = crate::frames::read_frame::<ConversationResponse>(&mut recv).await;
+        let answer = frames.next::<ConversationResponse>().await;
         let Some(inner) = inner.upgrade() else { return };
         let queue = inner.queue(&peer);
         let mut queue = queue.lock().await;
