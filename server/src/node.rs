@@ -19,6 +19,7 @@ use crate::rest_limits::RestLimits;
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::tls::{Identity, TlsError};
+use crate::upload_window::{Sizes, UploadWindows};
 use quiver_proto::ErrorCode;
 use quiver_proto::UserId;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -207,6 +208,10 @@ impl Node {
             directory,
             tokens: TokenKey::new(&token_secret),
             limits: RestLimits::new(&config.limits),
+            uploads: UploadWindows::new(Sizes {
+                chat: config.limits.receive_window,
+                upload: config.limits.upload_receive_window,
+            }),
             hasher: Hasher::new(
                 config.http.hashing_threads as usize,
                 config.http.hashing_queue as usize,

@@ -16,6 +16,7 @@ use crate::presence::Presence;
 use crate::push::Pusher;
 use crate::rest_limits::RestLimits;
 use crate::router::Router;
+use crate::upload_window::UploadWindows;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -48,4 +49,6 @@ pub struct Shared {
     /// Typing and presence forwards to other mesh nodes on their way
     /// ([`crate::presence_mesh`]).
     pub(crate) mesh_forwards: Arc<tokio::sync::Semaphore>,
+    /// File uploads running, by connection: they widen its receive window.
+    pub(crate) uploads: UploadWindows,
 }

@@ -7,16 +7,21 @@
 //! (`[limits] receive_window`) keeps that sum small. A file upload is many chats' worth
 //! and its speed over a long path is its window per round trip, so while one runs the
 //! connection gets `upload_receive_window`, and the chat size again when the last ends.
+//! The count lives here, node-wide, rather than in each session: every idle connection
+//! would carry it.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The uploads running on one connection, which decide its receive window. Every
-/// session holds one, so it is only the count (4 bytes); the sizes come with each start.
-#[derive(Debug, Default)]
-pub struct UploadWindow {
-    /// Uploads running; the window is changed under this lock, so a start and an end
-    /// that cross cannot leave the wrong size behind.
-    running: Mutex<u32>,
+/// The uploads running on each connection of the node, which decide its receive window.
+/// Node-wide, keyed by the connection's stable id, and only while uploads run: an idle
+/// session holds nothing for it.
+#[derive(Debug)]
+pub struct UploadWindows {
+    /// Uploads running, by connection; the window is changed under this lock, so a start
+    /// and an end that cross cannot leave the wrong size behind.
+    running: Mutex<HashMap<usize, u32>>,
+    sizes: Sizes,
 }
 
 /// The two sizes of a connection's window, in bytes.
@@ -28,40 +33,52 @@ pub struct Sizes {
     pub upload: u32,
 }
 
-impl UploadWindow {
-    /// An upload starts on `conn`: its window is `sizes.upload` until every
-    /// [`Uploading`] made here is dropped, then `sizes.chat`.
-    pub fn start(&self, conn: &quinn::Connection, sizes: Sizes) -> Uploading<'_> {
-        let mut running = self.running();
-        if *running == 0 {
-            conn.set_receive_window(sizes.upload.into());
-        }
-        *running += 1;
-        Uploading {
-            window: self,
-            conn: conn.clone(),
-            chat: sizes.chat,
+impl UploadWindows {
+    /// Windows of `sizes`.
+    pub fn new(sizes: Sizes) -> Self {
+        Self {
+            running: Mutex::default(),
+            sizes,
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, u32> {
+    /// An upload starts on `conn`: its window is `sizes.upload` until every
+    /// [`Uploading`] made for it here is dropped, then `sizes.chat`.
+    pub fn start(&self, conn: &quinn::Connection) -> Uploading<'_> {
+        let mut running = self.running();
+        let count = running.entry(conn.stable_id()).or_insert(0);
+        if *count == 0 {
+            conn.set_receive_window(self.sizes.upload.into());
+        }
+        *count += 1;
+        Uploading {
+            windows: self,
+            conn: conn.clone(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u32>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// One upload running; dropping it ends it.
 pub struct Uploading<'a> {
-    window: &'a UploadWindow,
+    windows: &'a UploadWindows,
     conn: quinn::Connection,
-    chat: u32,
 }
 
 impl Drop for Uploading<'_> {
     fn drop(&mut self) {
-        let mut running = self.window.running();
-        *running = running.saturating_sub(1);
-        if *running == 0 {
-            self.conn.set_receive_window(self.chat.into());
+        let mut running = self.windows.running();
+        let id = self.conn.stable_id();
+        let Some(count) = running.get_mut(&id) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            running.remove(&id);
+            self.conn.set_receive_window(self.windows.sizes.chat.into());
         }
     }
 }
@@ -147,13 +164,12 @@ mod tests {
         let chat = settled(&written).await;
         assert_eq!(chat, CHAT as usize, "chat window");
 
-        let window = UploadWindow::default();
-        let sizes = Sizes {
+        let windows = UploadWindows::new(Sizes {
             chat: CHAT,
             upload: UPLOAD,
-        };
-        let first = window.start(&node, sizes);
-        let second = window.start(&node, sizes);
+        });
+        let first = windows.start(&node);
+        let second = windows.start(&node);
         let wide = settled(&written).await;
         assert_eq!(wide, UPLOAD as usize, "upload window");
 
@@ -169,6 +185,10 @@ mod tests {
         read(&mut recv, still - wide).await?;
         let narrow = settled(&written).await;
         assert_eq!(narrow, still + CHAT as usize, "the chat window again");
+        assert!(
+            windows.running().is_empty(),
+            "nothing kept for the connection"
+        );
         Ok(())
     }
 }

@@ -25,7 +25,6 @@ use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, Stream
 use crate::rate::TokenBucket;
 use crate::router::Home;
 use crate::shared::Shared;
-use crate::upload_window::{Sizes, UploadWindow};
 use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
@@ -164,8 +163,6 @@ struct Session {
     group_acks: Arc<GroupAcks>,
     /// Where acks and read marks of groups homed on other nodes go (in a mesh).
     remote_groups: Option<Arc<RemoteGroups>>,
-    /// The file uploads running, which widen the connection's receive window.
-    uploads: UploadWindow,
 }
 
 /// The device's feed: local, or on the home node through a mesh attachment.
@@ -267,7 +264,6 @@ async fn hello(
         )),
         group_acks: Arc::default(),
         remote_groups: shared.router.mesh().map(|_| Arc::default()),
-        uploads: UploadWindow::default(),
     };
     Ok((session, send, control))
 }
@@ -455,11 +451,7 @@ impl Session {
             }
             Ok(Some(ConversationStep::Upload { blob, size })) => {
                 let recv = reader.into_recv();
-                let sizes = Sizes {
-                    chat: limits.receive_window,
-                    upload: limits.upload_receive_window,
-                };
-                let _wide = self.uploads.start(&conn, sizes);
+                let _wide = self.shared.uploads.start(&conn);
                 crate::files::upload(shared, user, blob, size, send, recv).await
             }
             Ok(Some(ConversationStep::Download {
