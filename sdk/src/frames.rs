@@ -143,7 +143,6 @@ mod tests {
         let (node, app) = tokio::try_join!(incoming, connecting)?;
         // Pushes go node → app on a stream the node opens.
         let mut send = node.open_uni().await?;
-        send.write_all(&[]).await?;
         let first = quiver_proto::encode_frame(&ConversationResponse::Error {
             code: quiver_proto::ErrorCode::Internal,
         })?;
@@ -170,7 +169,8 @@ mod tests {
         for n in 1..=200 {
             bytes.extend(quiver_proto::encode_frame(&sent(n))?);
         }
-        // Pieces of 1 to 7 bytes, each flushed: headers and payloads cut everywhere.
+        // Pieces of 1 to 7 bytes, with the writer yielding between rounds so they leave in
+        // many packets: headers and payloads are cut at every offset.
         let writer = tokio::spawn(async move {
             let (mut at, mut size) = (0, 1);
             while at < bytes.len() {

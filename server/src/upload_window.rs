@@ -136,17 +136,21 @@ mod tests {
         written
     }
 
-    /// What `written` settles at: the same for `QUIET`.
-    async fn settled(written: &AtomicUsize) -> usize {
-        let mut last = usize::MAX;
-        loop {
-            tokio::time::sleep(QUIET).await;
-            let now = written.load(Ordering::SeqCst);
-            if now == last {
-                return now;
-            }
-            last = now;
+    /// Waits until `written` reaches `window` (a busy machine may only delay it), then
+    /// checks that nothing more is taken for `QUIET`: the window is exactly that.
+    async fn fills(written: &AtomicUsize, window: usize, what: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while written.load(Ordering::SeqCst) < window {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} of {window} bytes taken in 20 s",
+                written.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        tokio::time::sleep(QUIET).await;
+        assert_eq!(written.load(Ordering::SeqCst), window, "{what}");
+        Ok(())
     }
 
     /// Reads `bytes` from `recv`, which gives their flow-control credit back.
@@ -161,8 +165,8 @@ mod tests {
         let written = writer(&app);
         // The node does not read: the app may send the chat window and no more.
         let (_, mut recv) = node.accept_bi().await?;
-        let chat = settled(&written).await;
-        assert_eq!(chat, CHAT as usize, "chat window");
+        let chat = CHAT as usize;
+        fills(&written, chat, "the chat window").await?;
 
         let windows = UploadWindows::new(Sizes {
             chat: CHAT,
@@ -170,21 +174,19 @@ mod tests {
         });
         let first = windows.start(&node);
         let second = windows.start(&node);
-        let wide = settled(&written).await;
-        assert_eq!(wide, UPLOAD as usize, "upload window");
+        let wide = UPLOAD as usize;
+        fills(&written, wide, "the upload window").await?;
 
         // One of two uploads ends: the window stays wide.
         drop(first);
         read(&mut recv, wide).await?;
-        let still = settled(&written).await;
-        assert_eq!(still, 2 * UPLOAD as usize, "still the upload window");
+        fills(&written, 2 * wide, "still the upload window").await?;
 
         // The last ends: what was granted stays granted, and once it is read the window
         // is the chat's again.
         drop(second);
-        read(&mut recv, still - wide).await?;
-        let narrow = settled(&written).await;
-        assert_eq!(narrow, still + CHAT as usize, "the chat window again");
+        read(&mut recv, wide).await?;
+        fills(&written, 2 * wide + chat, "the chat window again").await?;
         assert!(
             windows.running().is_empty(),
             "nothing kept for the connection"
