@@ -42,7 +42,9 @@ pub struct FriendCache {
 
 /// What the cache says of a pair: the key, or the generation to remember a read under.
 pub enum Lookup {
+    /// Known friends, with their key.
     Friends(FriendKey),
+    /// Not known here: ask storage, and pass this generation to `remember`.
     Unknown(u64),
 }
 
