@@ -1,6 +1,6 @@
 //! Frames over quinn streams, client side.
 
-use quiver_proto::frame::{decode_payload, parse_header, HEADER_LEN, MAX_FRAME_LEN};
+use quiver_proto::frame::{decode_frame, decode_payload, parse_header, HEADER_LEN, MAX_FRAME_LEN};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Reads one frame; `Ok(None)` when the stream finished cleanly between frames.
@@ -75,16 +75,12 @@ impl FrameReader {
 
     /// A whole frame from what was read, if there is one.
     fn take<T: DeserializeOwned>(&mut self) -> Result<Option<T>, String> {
-        let ready = &self.buf[self.at..];
-        let Some((header, rest)) = ready.split_first_chunk::<HEADER_LEN>() else {
+        let Some((frame, used)) =
+            decode_frame(&self.buf[self.at..], MAX_FRAME_LEN).map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
-        let len = parse_header(*header, MAX_FRAME_LEN).map_err(|e| e.to_string())?;
-        let Some(payload) = rest.get(..len) else {
-            return Ok(None);
-        };
-        let frame = decode_payload(payload).map_err(|e| e.to_string())?;
-        self.at += HEADER_LEN + len;
+        self.at += used;
         if self.at == self.buf.len() {
             self.buf.clear();
             self.at = 0;
