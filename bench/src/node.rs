@@ -90,16 +90,7 @@ impl NodeProcess {
     /// CPU time the node has used so far (user and system), from `/proc` (Linux).
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
         let pid = self.child().id();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // After the command name (in parentheses, which may hold spaces): fields 14 and
-        // 15 of proc(5), utime and stime, in clock ticks.
-        let rest = stat.rsplit_once(')').context("no comm")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-            + fields.get(12).context("stime")?.parse::<u64>()?;
-        let out = Command::new("getconf").arg("CLK_TCK").output()?;
-        let per_sec: u64 = String::from_utf8(out.stdout)?.trim().parse()?;
-        Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+        process_cpu_time(&pid.to_string())
     }
 
     /// Resident memory of the process, from `/proc` (Linux).
@@ -116,6 +107,21 @@ impl NodeProcess {
             .parse()?;
         Ok(kib * 1024)
     }
+}
+
+/// CPU time (user and system) process `pid` has used so far ("self": this one), from
+/// `/proc` (Linux).
+pub fn process_cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name (in parentheses, which may hold spaces): fields 14 and
+    // 15 of proc(5), utime and stime, in clock ticks.
+    let rest = stat.rsplit_once(')').context("no comm")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    let per_sec: u64 = String::from_utf8(out.stdout)?.trim().parse()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
 }
 
 impl Drop for NodeProcess {

@@ -3,7 +3,7 @@
 //! one JSON object for machines and a line for people.
 
 use crate::cluster::{node_args, ClusterCa, RedisServer};
-use crate::node::NodeProcess;
+use crate::node::{process_cpu_time, NodeProcess};
 use crate::stats::{percentile, StreamCheck};
 use anyhow::Context;
 use quiver_sdk::{
@@ -579,6 +579,7 @@ async fn run_pairs(bench: Arc<Bench>, mode: &str, spec: PairsSpec) -> anyhow::Re
         receivers.push((receiver, receiver_events));
         senders.push((sender, r.user.clone()));
     }
+    let cpu = CpuUse::start(&bench.node)?;
     let started = Instant::now();
     let mut receiving = Vec::new();
     for (client, events) in receivers {
@@ -590,7 +591,35 @@ async fn run_pairs(bench: Arc<Bench>, mode: &str, spec: PairsSpec) -> anyhow::Re
         }));
     }
     send_all(&bench, senders, messages, size, window).await?;
-    pairs_report(mode, receiving, (pairs, messages, size, window), started).await
+    let report = pairs_report(mode, receiving, (pairs, messages, size, window), started).await?;
+    cpu.add_to(report, &bench.node)
+}
+
+/// The CPU the node and this process (the clients) used from `start` to `add_to`: a
+/// figure less noisy than throughput on a shared machine, as both are CPU-bound here.
+struct CpuUse {
+    node: Duration,
+    clients: Duration,
+}
+
+impl CpuUse {
+    fn start(node: &NodeProcess) -> anyhow::Result<Self> {
+        Ok(Self {
+            node: node.cpu_time()?,
+            clients: process_cpu_time("self")?,
+        })
+    }
+
+    /// `report` with the CPU used since `start` per delivered message, in microseconds.
+    fn add_to(self, mut report: Report, node: &NodeProcess) -> anyhow::Result<Report> {
+        let delivered = report.json["delivered"].as_f64().unwrap_or(0.0).max(1.0);
+        let per_message = |d: Duration| d.as_secs_f64() * 1e6 / delivered;
+        let node = per_message(node.cpu_time()?.saturating_sub(self.node));
+        let clients = per_message(process_cpu_time("self")?.saturating_sub(self.clients));
+        report.json["cpu_us_per_msg"] = json!({ "node": node, "clients": clients });
+        report.summary += &format!("; cpu/msg node {node:.1} us clients {clients:.1} us");
+        Ok(report)
+    }
 }
 
 /// The report of a `pairs` run (pairs, messages, size, window) against Quiver or a
