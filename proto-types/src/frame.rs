@@ -43,6 +43,22 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// Frames `payload`, a message already encoded (with postcard, like [`encode_frame`]):
+/// a node pushes stored entries this way without decoding and encoding them again.
+pub fn frame_encoded(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let len = payload.len();
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
 /// Reads a frame header and checks the announced length against `max`.
 pub fn parse_header(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
@@ -112,6 +128,25 @@ mod tests {
             .unwrap();
         assert_eq!(back, msg);
         assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn an_encoded_payload_framed_is_the_frame_of_its_message() {
+        let msg = ConversationRequest::Chat {
+            id: ClientMsgId(9),
+            sent_at_ms: 2,
+            body: vec![4; 300],
+            file: None,
+        };
+        let payload = postcard::to_stdvec(&msg).unwrap();
+        assert_eq!(
+            frame_encoded(&payload).unwrap(),
+            encode_frame(&msg).unwrap()
+        );
+        assert!(matches!(
+            frame_encoded(&vec![0; MAX_FRAME_LEN + 1]),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]

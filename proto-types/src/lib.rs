@@ -44,7 +44,9 @@ pub mod stream;
 
 pub use cursor::CursorTracker;
 pub use error::ErrorCode;
-pub use frame::{decode_frame, decode_payload, encode_frame, parse_header, FrameError};
+pub use frame::{
+    decode_frame, decode_payload, encode_frame, frame_encoded, parse_header, FrameError,
+};
 pub use group::{GroupChange, GroupId, Role};
 pub use ids::{ClientMsgId, DeviceId, IdError, Seq, UserId};
 pub use messages::{

@@ -6,13 +6,14 @@
 //! it through a mesh attachment ([`crate::mesh`]). Either way acks, read marks and pushes
 //! go through here, so the rules are the same wherever the device is connected.
 
+use crate::inbox::Framed;
 use crate::live::Slot;
 use crate::net::{Reader, StreamEnd};
 use crate::router::Pushed;
 use crate::shared::Shared;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use quiver_proto::stream::{ControlPhase, ControlStep};
-use quiver_proto::{CursorTracker, DeviceId, Entry, ErrorCode, Seq, UserId};
+use quiver_proto::{CursorTracker, DeviceId, ErrorCode, Seq, UserId};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -309,7 +310,7 @@ impl Feed {
     /// reading the same log, so nothing live can overtake the backlog.
     pub async fn push(
         self: Arc<Self>,
-        mut deliver: impl FnMut(Entry) -> Result<(), String>,
+        mut deliver: impl FnMut(Framed) -> Result<(), String>,
     ) -> Result<(), String> {
         let inbox = self.shared.router.inbox().clone();
         let window = self.shared.config.limits.push_window;
@@ -329,9 +330,9 @@ impl Feed {
             }
             let to = Seq(head.0.min(next.0 + room - 1));
             let entries = inbox
-                .read(&self.user, next, to, PUSH_BATCH)
+                .read_framed(&self.user, next, to, PUSH_BATCH)
                 .map_err(|e| e.to_string())?;
-            let last = entries.last().map_or(to, |e| e.seq);
+            let last = entries.last().map_or(to, |f| f.entry.seq);
             let holes = holes(next, last, &entries);
             {
                 // Under the acks lock, like every change to this feed's share of the
@@ -339,7 +340,7 @@ impl Feed {
                 let mut acks = self.acks();
                 let newly = last.0 - std::mem::replace(&mut acks.pushed, last).0;
                 acks.unacked
-                    .extend(entries.iter().map(|e| (e.seq, Pushed::of(e))));
+                    .extend(entries.iter().map(|f| (f.entry.seq, Pushed::of(&f.entry))));
                 self.shared
                     .metrics
                     .push_backlog
@@ -396,8 +397,8 @@ async fn save_cursor(feed: Arc<Feed>) {
 }
 
 /// The `seq`s from `from` through `to` that `entries` (read in order) lack.
-fn holes(from: Seq, to: Seq, entries: &[Entry]) -> Vec<Seq> {
-    let mut present = entries.iter().map(|e| e.seq).peekable();
+fn holes(from: Seq, to: Seq, entries: &[Framed]) -> Vec<Seq> {
+    let mut present = entries.iter().map(|f| f.entry.seq).peekable();
     (from.0..=to.0)
         .map(Seq)
         .filter(|seq| {
@@ -413,20 +414,21 @@ fn holes(from: Seq, to: Seq, entries: &[Entry]) -> Vec<Seq> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_proto::EntryKind;
+    use quiver_proto::{Entry, EntryKind};
 
-    fn entry(seq: u64) -> Entry {
+    fn entry(seq: u64) -> Framed {
         let kind = EntryKind::Chat {
             id: quiver_proto::ClientMsgId(0),
             sent_at_ms: 0,
             body: vec![],
             file: None,
         };
-        Entry {
+        Framed::encode(Entry {
             seq: Seq(seq),
             peer: UserId::parse("alice").unwrap(),
             kind,
-        }
+        })
+        .unwrap()
     }
 
     /// An ack holding what the awaited work needs (as a receipt holds the mesh link to a

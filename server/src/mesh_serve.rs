@@ -348,9 +348,9 @@ async fn attach(
         return;
     }
     let entries = tx.clone();
-    let pushing = feed.clone().push(move |entry| {
+    let pushing = feed.clone().push(move |framed| {
         entries
-            .try_send(AttachDown::Entry(entry))
+            .try_send(AttachDown::Entry(framed.entry))
             .map_err(|e| e.to_string())
     });
     let ended = tokio::select! {

@@ -105,6 +105,35 @@ async fn appends_are_ordered_idempotent_and_published_when_durable() {
     assert_eq!((again.fresh, again.seq), (false, Seq(2)));
 }
 
+/// A framed read's frames are the frames of its entries, from the batches still in memory
+/// and, after a restart, from the files.
+#[tokio::test]
+async fn framed_reads_frame_the_stored_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bob, alice) = (user("bob"), user("alice"));
+    let config = small_segments(0);
+    for reopened in [false, true] {
+        let db = sled_at(&dir.path().join("db"));
+        let (inbox, task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+        if !reopened {
+            for n in 1..=40 {
+                let appended = inbox.append(&bob, &alice, big_chat(n)).unwrap();
+                appended.durable().await.unwrap();
+            }
+        }
+        let framed = inbox.read_framed(&bob, Seq(1), Seq(40), 40).unwrap();
+        let entries = inbox.read(&bob, Seq(1), Seq(40), 40).unwrap();
+        assert_eq!((framed.len(), entries.len()), (40, 40));
+        for (framed, entry) in framed.iter().zip(&entries) {
+            assert_eq!(&framed.entry, entry);
+            assert_eq!(framed.frame, quiver_proto::encode_frame(entry).unwrap());
+        }
+        task.abort();
+        drop(inbox);
+        drop(db);
+    }
+}
+
 #[tokio::test]
 async fn heads_keys_and_cursors_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,16 +19,18 @@ use crate::credit::StreamCredit;
 use crate::feed::{AckTasks, Feed};
 use crate::group_mesh::RemoteGroups;
 use crate::groups::feed::GroupAcks;
+use crate::inbox::Framed;
 use crate::mesh::MAX_MESH_FRAME;
 use crate::metrics::MeshKind;
 use crate::net::{read_frame, varint, write_frame, FrameReadError, Reader, StreamEnd};
 use crate::rate::TokenBucket;
 use crate::router::Home;
 use crate::shared::Shared;
+use bytes::Bytes;
 use quiver_proto::mesh::{AttachDown, MeshOpen};
 use quiver_proto::stream::{ControlPhase, ControlStep, ConversationPhase, ConversationStep};
 use quiver_proto::{
-    ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId, Entry,
+    ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, DeviceId,
     ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
 use std::collections::HashMap;
@@ -38,6 +40,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+
+/// At most this many waiting entry frames go to a push stream in one write.
+const PUSH_WRITE_FRAMES: usize = 64;
 
 /// Serves one incoming connection until it ends.
 /// The listener counted its handshake in progress; this counts it out when it ends.
@@ -660,15 +665,15 @@ impl Session {
         conn: &quinn::Connection,
         control: Arc<tokio::sync::Mutex<quinn::SendStream>>,
     ) -> Result<(), String> {
-        let mut streams: HashMap<UserId, mpsc::UnboundedSender<Entry>> = HashMap::new();
-        let deliver = move |entry: Entry| {
-            let stream = streams.entry(entry.peer.clone()).or_insert_with(|| {
+        let mut streams: HashMap<UserId, mpsc::UnboundedSender<Bytes>> = HashMap::new();
+        let deliver = move |framed: Framed| {
+            let stream = streams.entry(framed.entry.peer).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(push_stream(conn.clone(), rx));
                 tx
             });
             stream
-                .send(entry)
+                .send(framed.frame)
                 .map_err(|_| "push stream ended".to_string())
         };
         let attachment = match &self.home {
@@ -686,7 +691,7 @@ async fn pull_attachment(
     conn: &quinn::Connection,
     control: &tokio::sync::Mutex<quinn::SendStream>,
     attachment: &Attachment,
-    mut deliver: impl FnMut(Entry) -> Result<(), String>,
+    mut deliver: impl FnMut(Framed) -> Result<(), String>,
 ) -> Result<(), String> {
     let down = attachment
         .down
@@ -698,7 +703,9 @@ async fn pull_attachment(
     };
     loop {
         match read_frame::<AttachDown>(&mut down, MAX_MESH_FRAME).await {
-            Ok(AttachDown::Entry(entry)) => deliver(entry)?,
+            Ok(AttachDown::Entry(entry)) => {
+                deliver(Framed::encode(entry).map_err(|e| e.to_string())?)?
+            }
             Ok(AttachDown::Error { code, message }) => {
                 let mut send = control.lock().await;
                 write_frame(&mut send, &ControlResponse::Error { code, message })
@@ -729,18 +736,21 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// Writes one peer's entries to its own server-opened stream. A stream that fails closes
-/// the connection: the device reconnects and resumes from its cursor.
-async fn push_stream(conn: quinn::Connection, mut rx: mpsc::UnboundedReceiver<Entry>) {
+/// Writes one peer's entry frames to its own server-opened stream, as many as are waiting
+/// in one write (a feed hands them over a batch at a time). A stream that fails closes the
+/// connection: the device reconnects and resumes from its cursor.
+async fn push_stream(conn: quinn::Connection, mut rx: mpsc::UnboundedReceiver<Bytes>) {
     let mut send = match conn.open_uni().await {
         Ok(send) => send,
         Err(_) => return,
     };
-    while let Some(entry) = rx.recv().await {
-        if let Err(e) = write_frame(&mut send, &entry).await {
+    let mut frames = Vec::new();
+    while rx.recv_many(&mut frames, PUSH_WRITE_FRAMES).await > 0 {
+        if let Err(e) = send.write_all_chunks(&mut frames).await {
             tracing::debug!(error = %e, "push stream failed");
             conn.close(varint(ErrorCode::Internal), b"push stream failed");
             return;
         }
+        frames.clear();
     }
 }
