@@ -51,11 +51,11 @@ pub use group::{GroupChange, GroupId, Role};
 pub use ids::{ClientMsgId, DeviceId, IdError, Seq, UserId};
 pub use messages::{
     ControlRequest, ControlResponse, ConversationRequest, ConversationResponse, Entry, EntryKind,
-    ReceiptKind, MAX_HISTORY_PAGE,
+    ReceiptKind, ReceiptOf, MAX_HISTORY_PAGE,
 };
 
 /// ALPN protocol id of Quiver's client protocol over QUIC.
 pub const ALPN: &[u8] = b"quiver/1";
 
 /// Protocol version carried in `Hello`; a node refuses versions it does not speak.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

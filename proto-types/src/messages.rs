@@ -288,6 +288,24 @@ pub enum EntryKind {
         /// The file.
         file: FileRef,
     },
+    /// News about several messages the owner sent to `peer`, all of one kind: what a node
+    /// stores when `peer`'s devices acknowledge messages faster than one receipt each
+    /// could be written. Means exactly what the same `Receipt`s, in this order, would.
+    Receipts {
+        /// DELIVERED or READ.
+        kind: ReceiptKind,
+        /// The messages, at least one.
+        messages: Vec<ReceiptOf>,
+    },
+}
+
+/// One message a [`EntryKind::Receipts`] is news about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptOf {
+    /// The owner's id for the message.
+    pub id: ClientMsgId,
+    /// The message's `seq` in `peer`'s inbox (as returned in `Sent`).
+    pub seq: Seq,
 }
 
 /// Receipts that travel back to a sender as inbox entries.

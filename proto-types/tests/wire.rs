@@ -7,7 +7,7 @@ use quiver_proto::files::{BlobId, FileRef, FileResponse};
 use quiver_proto::{
     encode_frame, ClientMsgId, ControlRequest, ControlResponse, ConversationRequest,
     ConversationResponse, DeviceId, Entry, EntryKind, ErrorCode, GroupChange, GroupId, ReceiptKind,
-    Role, Seq, UserId,
+    ReceiptOf, Role, Seq, UserId, PROTOCOL_VERSION,
 };
 use serde::Serialize;
 
@@ -31,10 +31,10 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 #[test]
 fn control_stream() {
     let hello = ControlRequest::Hello {
-        version: 1,
+        version: PROTOCOL_VERSION,
         token: "tk".into(),
     };
-    assert_eq!(payload(&hello), [0, 1, 2, b't', b'k']);
+    assert_eq!(payload(&hello), [0, 2, 2, b't', b'k']);
     assert_eq!(payload(&ControlRequest::Ack { seq: Seq(3) }), [1, 3]);
     // Integers are LEB128 varints: 300 = 0xac 0x02.
     assert_eq!(
@@ -148,6 +148,28 @@ fn push_stream() {
         };
         assert_eq!(payload(&receipt), [5, 3, b'b', b'o', b'b', 1, tag, 9, 4]);
     }
+    // Two DELIVERED in one entry: messages 9 and 10, at seqs 4 and 6 of bob's inbox.
+    let receipts = Entry {
+        seq: Seq(7),
+        peer: bob(),
+        kind: EntryKind::Receipts {
+            kind: ReceiptKind::Delivered,
+            messages: vec![
+                ReceiptOf {
+                    id: ClientMsgId(9),
+                    seq: Seq(4),
+                },
+                ReceiptOf {
+                    id: ClientMsgId(10),
+                    seq: Seq(6),
+                },
+            ],
+        },
+    };
+    assert_eq!(
+        payload(&receipts),
+        [7, 3, b'b', b'o', b'b', 5, 0, 2, 9, 4, 10, 6]
+    );
 }
 
 #[test]

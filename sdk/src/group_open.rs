@@ -99,7 +99,7 @@ impl Inner {
                 }
             }
             // A group log holds nothing else; a node that sent it is wrong.
-            EntryKind::Chat { .. } | EntryKind::Receipt { .. } => {
+            EntryKind::Chat { .. } | EntryKind::Receipt { .. } | EntryKind::Receipts { .. } => {
                 return Event::GroupUndecryptable {
                     group,
                     from,

@@ -11,6 +11,7 @@ use crate::client::Client;
 use crate::error::HistoryError;
 use crate::event::Event;
 use crate::frames::{read_frame, write_frame};
+use crate::unbatch::{receipt_events, Unbatched};
 use quiver_proto::{ConversationRequest, ConversationResponse, GroupId, Seq, UserId};
 
 /// Whose history to page through.
@@ -28,7 +29,8 @@ pub enum HistoryOf {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryPage {
     /// The entries, opened: [`Event::Message`], [`Event::Receipt`],
-    /// [`Event::GroupMessage`], [`Event::GroupChange`] or an undecryptable one.
+    /// [`Event::GroupMessage`], [`Event::GroupChange`] or an undecryptable one. A batch
+    /// of receipts is one event per message, so a page may hold more events than entries.
     pub events: Vec<Event>,
     /// Pass it as `before` for the next page; `None` when nothing older is left.
     pub next: Option<Seq>,
@@ -69,6 +71,7 @@ impl Client {
             .map_err(HistoryError::Stream)?;
         let _ = send.finish();
         let mut events = Vec::new();
+        let mut entries = 0;
         loop {
             let frame = read_frame::<ConversationResponse>(&mut recv)
                 .await
@@ -86,17 +89,26 @@ impl Client {
                 }
                 None => return Err(HistoryError::Stream("ended before the page did".into())),
             };
-            if events.len() >= quiver_proto::MAX_HISTORY_PAGE as usize {
+            if entries >= quiver_proto::MAX_HISTORY_PAGE {
                 return Err(HistoryError::Stream("a page longer than the cap".into()));
             }
-            let event = match of {
-                HistoryOf::Group(group) => self.inner.open_group_entry(group.clone(), entry).await,
-                _ => self.inner.open_entry(entry).await,
+            entries += 1;
+            let opened = match of {
+                HistoryOf::Group(group) => {
+                    vec![self.inner.open_group_entry(group.clone(), entry).await]
+                }
+                // A batch of receipts is an event each; newest first, as the page.
+                _ => match receipt_events(entry) {
+                    Unbatched::Receipts(receipts) => receipts.into_iter().rev().collect(),
+                    Unbatched::Entry(entry) => vec![self.inner.open_entry(entry).await],
+                },
             };
-            if let Some(store) = &self.inner.options.store {
-                crate::persist::taken(store, &event, None);
+            for event in opened {
+                if let Some(store) = &self.inner.options.store {
+                    crate::persist::taken(store, &event, None);
+                }
+                events.push(event);
             }
-            events.push(event);
         }
     }
 }

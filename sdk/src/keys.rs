@@ -108,6 +108,12 @@ impl Inner {
                 id,
                 seq,
             }),
+            // Callers take batches apart first (`receipt_events`).
+            EntryKind::Receipts { .. } => Event::Undecryptable {
+                from: entry.peer,
+                seq: entry.seq,
+                reason: "a batch of receipts where one event was expected".into(),
+            },
             // A user's inbox holds no group entries; a node that sent one is wrong.
             EntryKind::GroupChat { .. } | EntryKind::GroupFile { .. } | EntryKind::Member(_) => {
                 Event::Undecryptable {

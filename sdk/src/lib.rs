@@ -54,8 +54,8 @@
 //! The connection state has one home, `state` (the `Inner` every task shares and the
 //! current `Link`); the tasks that work on it sit above it and never import each other in
 //! a circle: `link` (a connection's handshake, control and push streams), `driver`
-//! (reconnects), `send` (the outbox on conversation streams), `keys` and `group_open`
-//! (opening entries), `events` (the app's stream), `persist` (what goes to the store),
+//! (reconnects), `send` (the outbox on conversation streams), `keys`, `group_open` and
+//! `unbatch` (opening entries; a batch of receipts is an event per message), `events` (the app's stream), `persist` (what goes to the store),
 //! `files`, `netwatch` (moves the connection when the network changes), `carrier` (UDP,
 //! or QUIC in TLS over TCP where UDP is blocked, under the endpoint). [`Client`]
 //! assembles them; `groups`, `history` and [`App`] build on it.
@@ -90,6 +90,7 @@ mod state;
 pub mod store;
 pub mod text;
 pub mod tls;
+mod unbatch;
 mod xchacha;
 
 pub use app::{App, AppError};

@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::frames::{read_frame, write_frame, FrameReader};
 pub(crate) use crate::state::Link;
 use crate::state::{Ack, ControlCommand, Inner};
+use crate::unbatch::{receipt_events, Unbatched};
 use quiver_proto::{
     ControlRequest, ControlResponse, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
@@ -179,6 +180,7 @@ async fn read_control(inner: Arc<Inner>, link: Arc<Link>, recv: quinn::RecvStrea
                     seq: entry.seq,
                     group: Some(group.clone()),
                     control: link.control.clone(),
+                    ends_entry: true,
                 };
                 (inner.open_group_entry(group, entry).await, Some(ack))
             }
@@ -210,17 +212,31 @@ async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, recv: quinn::RecvStream
                 .send(ControlCommand::Send(ControlRequest::Ack { seq }));
             continue;
         }
-        let ack = Ack {
+        let ack = |ends_entry| Ack {
             seq,
             group: None,
             control: link.control.clone(),
+            ends_entry,
         };
-        if inner
-            .events
-            .send((inner.open_entry(entry).await, Some(ack)))
-            .await
-            .is_err()
-        {
+        let sent = match receipt_events(entry) {
+            // A batch of receipts is an event each, acknowledged with the last.
+            Unbatched::Receipts(receipts) => {
+                let last = receipts.len().saturating_sub(1);
+                let mut sent = Ok(());
+                for (i, event) in receipts.into_iter().enumerate() {
+                    sent = inner.events.send((event, Some(ack(i == last)))).await;
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                sent
+            }
+            Unbatched::Entry(entry) => {
+                let event = inner.open_entry(entry).await;
+                inner.events.send((event, Some(ack(true)))).await
+            }
+        };
+        if sent.is_err() {
             return;
         }
     }

@@ -41,6 +41,9 @@ pub(crate) struct Ack {
     /// the ack is dropped: the next connection pushes the entry again, and the SDK
     /// acknowledges the redelivery without showing it.
     pub control: mpsc::UnboundedSender<ControlCommand>,
+    /// `false` for the events of a batch of receipts before its last: the entry is
+    /// acknowledged when the app takes the last.
+    pub ends_entry: bool,
 }
 
 /// State shared by the handle, the driver and the link tasks.

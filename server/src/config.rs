@@ -34,6 +34,12 @@ pub struct Config {
     /// node logs what it got. Memory is used only while packets wait. 0 leaves the
     /// kernel's default.
     pub udp_buffer_bytes: usize,
+    /// Let clients of protocol version 1 connect too (version 2 only otherwise), for while
+    /// apps built with an older SDK are still about. Such clients cannot read a batch of
+    /// receipts, so the node then writes each DELIVERED as an entry of its own, as version
+    /// 1 nodes did. Set it alike on every node of a mesh, and before such clients return:
+    /// batches already stored stay batches.
+    pub accept_v1_clients: bool,
     /// Bounds on what a client can make the node hold.
     pub limits: Limits,
     /// The HTTPS side: connections, timeouts, password hashing.
@@ -357,6 +363,7 @@ impl Default for Config {
             token_ttl_secs: 24 * 3600,
             storage_cache_bytes: 64 * 1024 * 1024,
             udp_buffer_bytes: 4 * 1024 * 1024,
+            accept_v1_clients: false,
             limits: Limits::default(),
             http: HttpLimits::default(),
             files: FileLimits::default(),

@@ -37,7 +37,7 @@ pub fn weight(kind: &EntryKind) -> u64 {
         EntryKind::Chat { body, .. }
         | EntryKind::GroupChat { body, .. }
         | EntryKind::GroupFile { body, .. } => body.len() as u64,
-        EntryKind::Receipt { .. } | EntryKind::Member(_) => 0,
+        EntryKind::Receipt { .. } | EntryKind::Receipts { .. } | EntryKind::Member(_) => 0,
     }
 }
 

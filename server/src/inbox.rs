@@ -30,6 +30,7 @@ use crate::config::InboxConfig;
 use crate::held::{self, Held, HeldLimits};
 use crate::log::{Log, Place};
 use crate::metrics::Metrics;
+use idempotency::{each_digest, idempotency_digest, Digest};
 use quiver_proto::{DeviceId, Entry, EntryKind, ReceiptKind, Seq, UserId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{hash_map, HashMap, VecDeque};
@@ -69,47 +70,6 @@ impl From<std::io::Error> for InboxError {
         }
     }
 }
-
-/// What makes two appends "the same message", so that a retry finds the first one's
-/// `seq`: a chat's sender and id, a receipt's reader, kind and `seq`. It follows from the
-/// entry itself, so the index and the log cannot disagree. The index keeps a 128-bit
-/// digest of it (SHA-256, cut): cryptographic, so a sender cannot pick message ids that
-/// collide with another's. A group's membership change has no id to retry with and is
-/// never the same as another: `None`, and not indexed.
-fn idempotency_digest(peer: &UserId, kind: &EntryKind) -> Option<Digest> {
-    let (tag, number) = match kind {
-        EntryKind::Chat { id, .. } => (b'c', id.0),
-        // A group's chats and files share the ids of the one group stream.
-        EntryKind::GroupChat { id, .. } | EntryKind::GroupFile { id, .. } => (b'g', id.0),
-        EntryKind::Member(_) => return None,
-        EntryKind::Receipt {
-            kind: ReceiptKind::Delivered,
-            seq,
-            ..
-        } => (b'D', u128::from(seq.0)),
-        EntryKind::Receipt {
-            kind: ReceiptKind::Read,
-            seq,
-            ..
-        } => (b'R', u128::from(seq.0)),
-    };
-    let name = peer.as_str().as_bytes();
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-    sha.update(&[tag, name.len() as u8]);
-    sha.update(name);
-    sha.update(&number.to_be_bytes());
-    let digest = sha.finish();
-    let (high, rest) = digest
-        .as_ref()
-        .split_first_chunk::<8>()
-        .unwrap_or((&[0; 8], &[]));
-    let (low, _) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
-    Some((u64::from_be_bytes(*high), u64::from_be_bytes(*low)))
-}
-
-/// 128 bits of an idempotency key's SHA-256, as two `u64`s: a `u128` key would be
-/// aligned to 16 bytes and make every index slot 32 bytes instead of 24.
-type Digest = (u64, u64);
 
 const SHARDS: usize = 16;
 
@@ -153,9 +113,9 @@ impl Owner {
             return;
         }
         self.set_place(entry.seq, place);
-        if let Some(digest) = idempotency_digest(&entry.peer, &entry.kind) {
+        each_digest(&entry.peer, &entry.kind, |digest| {
             self.appended.insert(digest, entry.seq);
-        }
+        });
         self.held.add(&entry.peer, held::weight(&entry.kind));
     }
 
@@ -175,9 +135,7 @@ impl Owner {
         for (sender, bytes) in &gone.held {
             self.held.release(sender, *bytes);
         }
-        let digests = &gone.digests;
-        for (digest, seq) in digests {
-            let Some(digest) = digest else { continue };
+        for (digest, seq) in &gone.digests {
             if let hash_map::Entry::Occupied(known) = self.appended.entry(*digest) {
                 if known.get() == seq {
                     known.remove();
@@ -205,8 +163,10 @@ impl Owner {
 struct Gone {
     /// The highest `seq` among them.
     floor: Seq,
+    /// How many.
+    entries: u64,
     /// Their idempotency digests.
-    digests: Vec<(Option<Digest>, Seq)>,
+    digests: Vec<(Digest, Seq)>,
     /// The chat bytes they held, by sender.
     held: Vec<(UserId, u64)>,
 }
@@ -273,6 +233,30 @@ fn seq_from(bytes: &[u8]) -> Result<Seq, InboxError> {
 }
 
 /// Writes the record of `entry` in `owner`'s log at the end of `tail`.
+/// `owner`'s index in its shard, made empty if it has none yet (without a copy of the
+/// name when it has).
+fn index_of<'a>(
+    owners: &'a mut HashMap<UserId, Owner>,
+    owner: &UserId,
+) -> Result<&'a mut Owner, InboxError> {
+    if !owners.contains_key(owner) {
+        owners.insert(owner.clone(), Owner::new(Seq(0)));
+    }
+    owners
+        .get_mut(owner)
+        .ok_or_else(|| InboxError::Storage("owner vanished".into()))
+}
+
+/// A chat's sender waits for SENT, and a read mark holds up the reader's control stream; a
+/// DELIVERED (one per message, made as a device acks it) has only a device's cursor
+/// waiting for it.
+fn urgency_of(receipt: ReceiptKind) -> Urgency {
+    match receipt {
+        ReceiptKind::Delivered => Urgency::Soon,
+        ReceiptKind::Read => Urgency::Now,
+    }
+}
+
 fn encode_into(owner: &UserId, entry: &Entry, tail: &mut Vec<u8>) -> std::io::Result<()> {
     postcard::to_io(&(owner, entry), tail)
         .map(drop)
@@ -476,16 +460,14 @@ impl Inbox {
         peer: &UserId,
         kind: EntryKind,
     ) -> Result<Appended, InboxError> {
-        // A chat's sender waits for SENT, and a read mark holds up the reader's control
-        // stream; a DELIVERED (one per message, made as a device acks it) has only a
-        // device's cursor waiting for it.
         let urgency = match kind {
-            EntryKind::Receipt {
-                kind: ReceiptKind::Delivered,
-                ..
-            } => Urgency::Soon,
+            EntryKind::Receipt { kind, .. } => urgency_of(kind),
+            EntryKind::Receipts { kind, messages } => {
+                return self
+                    .append_receipts(owner, peer, kind, messages)
+                    .map(|(appended, _)| appended);
+            }
             EntryKind::Chat { .. }
-            | EntryKind::Receipt { .. }
             | EntryKind::GroupChat { .. }
             | EntryKind::GroupFile { .. }
             | EntryKind::Member(_) => Urgency::Now,
@@ -493,12 +475,7 @@ impl Inbox {
         let digest = idempotency_digest(peer, &kind);
         let (seq, fresh, durable) = 'append: {
             let mut owners = self.shard(owner);
-            if !owners.contains_key(owner) {
-                owners.insert(owner.clone(), Owner::new(Seq(0)));
-            }
-            let Some(state) = owners.get_mut(owner) else {
-                return Err(InboxError::Storage("owner vanished".into()));
-            };
+            let state = index_of(&mut owners, owner)?;
             let head = state.head();
             // One probe of the digests, whether the append is a retry or not.
             let appended = &mut state.appended;
@@ -529,6 +506,18 @@ impl Inbox {
             state.held.add(peer, bytes);
             (entry.seq, true, state.durable.clone())
         };
+        Ok(self.durable_after_commit(urgency, seq, fresh, durable))
+    }
+
+    /// What resolves once the next group commit (of `urgency`) made `seq` durable, and
+    /// publishes `seq` as `owner`'s durable head through `durable` then.
+    fn durable_after_commit(
+        &self,
+        urgency: Urgency,
+        seq: Seq,
+        fresh: bool,
+        durable: watch::Sender<Seq>,
+    ) -> Appended {
         let (tx, rx) = oneshot::channel();
         self.commit.then(
             urgency,
@@ -545,11 +534,11 @@ impl Inbox {
                 let _ = tx.send(outcome.map_err(InboxError::Storage));
             }),
         );
-        Ok(Appended {
+        Appended {
             seq,
             fresh,
             durable: rx,
-        })
+        }
     }
 
     fn held_limits(&self) -> HeldLimits {
@@ -701,10 +690,12 @@ impl Inbox {
             self.log.scan(start, |_, payload| {
                 let (owner, entry) = decode(payload)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                let digest = idempotency_digest(&entry.peer, &entry.kind);
                 let theirs = gone.entry(owner).or_default();
                 theirs.floor = theirs.floor.max(entry.seq);
-                theirs.digests.push((digest, entry.seq));
+                theirs.entries += 1;
+                each_digest(&entry.peer, &entry.kind, |digest| {
+                    theirs.digests.push((digest, entry.seq))
+                });
                 match held::weight(&entry.kind) {
                     0 => {}
                     bytes => theirs.held.push((entry.peer, bytes)),
@@ -721,7 +712,7 @@ impl Inbox {
             self.floors.apply_batch(batch)?;
             self.floors.flush()?;
             for (owner, theirs) in &gone {
-                expired.entries += theirs.digests.len() as u64;
+                expired.entries += theirs.entries;
                 if let Some(state) = self.shard(owner).get_mut(owner) {
                     state.expire(theirs.floor, theirs);
                 }
@@ -777,5 +768,7 @@ pub fn open(
     Inbox::open(db, dir, &InboxConfig::default(), Arc::default())
 }
 
+mod idempotency;
+mod receipts;
 #[cfg(test)]
 mod tests;

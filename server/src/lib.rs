@@ -16,6 +16,7 @@
 //! | [`feed`] | one device's cursor, acks and push window, on its user's home node |
 //! | [`conversation`] | chats on a stream appended in order, `Sent` after durability |
 //! | [`router`] | where a chat or receipt goes (home nodes); the only writer of inboxes |
+//! | [`receipt_batch`] | DELIVERED receipts gathered while the last batch commits, one entry each batch |
 //! | [`live`] | what is connected now: caps per address and per user, sessions to close |
 //! | [`metrics`] | counters, gauges, the flush histogram; Prometheus text |
 //! | [`mesh`] | node-to-node QUIC links (mutual TLS), the node registry in Redis |
@@ -45,7 +46,8 @@
 //! A chat is appended to the recipient's inbox; `Sent` goes back once a group flush has
 //! made it durable; every session of the recipient wakes on the durable head and pushes
 //! from its device's cursor. A device's ack makes the router append DELIVERED to the
-//! sender's inbox, which reaches the sender the same way.
+//! sender's inbox (with the other receipts between the same two that came meanwhile),
+//! which reaches the sender the same way.
 
 pub mod api;
 pub mod auth;
@@ -84,6 +86,7 @@ pub mod presence_mesh;
 pub mod private;
 pub mod push;
 pub mod rate;
+pub mod receipt_batch;
 pub mod rest_limits;
 pub mod router;
 pub mod session;

@@ -203,7 +203,8 @@ impl Node {
                     config.data_dir.clone(),
                     config.limits.min_free_disk_bytes,
                 )),
-            ),
+            )
+            .batch_receipts(!config.accept_v1_clients),
             blobs,
             directory,
             tokens: TokenKey::new(&token_secret),

@@ -12,9 +12,12 @@ use crate::disk::DiskBudget;
 use crate::inbox::{Appended, Inbox};
 use crate::mesh::Mesh;
 use crate::metrics::{MeshKind, Metrics};
+use crate::receipt_batch::ReceiptBatches;
 use quiver_proto::files::FileRef;
 use quiver_proto::mesh::MeshOpen;
-use quiver_proto::{ClientMsgId, DeviceId, EntryKind, ErrorCode, ReceiptKind, Seq, UserId};
+use quiver_proto::{
+    ClientMsgId, DeviceId, EntryKind, ErrorCode, ReceiptKind, ReceiptOf, Seq, UserId,
+};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,8 @@ pub struct Router {
     disk: Arc<DiskBudget>,
     /// Homes looked up so far: a home never changes, so this is never stale.
     homes: Mutex<HashMap<UserId, String>>,
+    /// DELIVERED receipts gathering for this node's inboxes; `None`: one entry each.
+    receipts: Option<ReceiptBatches>,
 }
 
 impl Router {
@@ -53,6 +58,7 @@ impl Router {
         disk: Arc<DiskBudget>,
     ) -> Self {
         Self {
+            receipts: Some(ReceiptBatches::new(inbox.clone(), metrics.clone())),
             inbox,
             blobs,
             directory,
@@ -62,6 +68,15 @@ impl Router {
             disk,
             homes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether DELIVERED receipts go in batches (the default), or one entry each, which
+    /// protocol version 1 clients can read.
+    pub fn batch_receipts(mut self, batch: bool) -> Self {
+        if !batch {
+            self.receipts = None;
+        }
+        self
     }
 
     /// The free space this node keeps: uploads ask it too.
@@ -300,6 +315,14 @@ impl Router {
         id: ClientMsgId,
         seq: Seq,
     ) -> Result<(), ErrorCode> {
+        if let (ReceiptKind::Delivered, Some(batches)) = (kind, &self.receipts) {
+            // One per message acknowledged: these come in numbers, and go in batches.
+            let message = ReceiptOf { id, seq };
+            return batches
+                .delivered(owner, reader, message)
+                .await
+                .map_err(storage_error);
+        }
         let receipt = EntryKind::Receipt { kind, id, seq };
         let appended = self
             .inbox
@@ -337,6 +360,7 @@ impl Pushed {
             },
             // Group entries live in group logs, never in a user's inbox.
             EntryKind::Receipt { .. }
+            | EntryKind::Receipts { .. }
             | EntryKind::GroupChat { .. }
             | EntryKind::GroupFile { .. }
             | EntryKind::Member(_) => Pushed::Receipt,

@@ -1,7 +1,7 @@
 //! The inbox's unit tests: appends, retries, durability, retention and restarts.
 
 use super::*;
-use quiver_proto::ClientMsgId;
+use quiver_proto::{ClientMsgId, ReceiptOf};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
@@ -132,6 +132,71 @@ async fn framed_reads_frame_the_stored_entries() {
         drop(inbox);
         drop(db);
     }
+}
+
+/// DELIVERED receipts appended together are one entry, without the ones already given
+/// (before, in the same batch, or before a restart).
+#[tokio::test]
+async fn receipts_go_in_one_entry_each_message_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let config = small_segments(0);
+    let of = |n: u64| ReceiptOf {
+        id: ClientMsgId(u128::from(n)),
+        seq: Seq(n),
+    };
+    let delivered = ReceiptKind::Delivered;
+    {
+        let db = sled_at(&dir.path().join("db"));
+        let (inbox, task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+        let (one, new) = inbox
+            .append_receipts(&alice, &bob, delivered, vec![of(1)])
+            .unwrap();
+        assert_eq!((one.seq, new), (Seq(1), 1));
+        one.durable().await.unwrap();
+        let batch = vec![of(1), of(2), of(3), of(2)];
+        let (more, new) = inbox
+            .append_receipts(&alice, &bob, delivered, batch)
+            .unwrap();
+        assert_eq!((more.seq, new, more.fresh), (Seq(2), 2, true));
+        more.durable().await.unwrap();
+        let read = inbox
+            .append_receipts(&alice, &bob, ReceiptKind::Read, vec![of(2)])
+            .unwrap();
+        assert_eq!((read.0.seq, read.1), (Seq(3), 1), "READ is another receipt");
+        read.0.durable().await.unwrap();
+        assert_eq!(
+            kinds(&inbox, &alice),
+            [
+                EntryKind::Receipt {
+                    kind: delivered,
+                    id: ClientMsgId(1),
+                    seq: Seq(1)
+                },
+                EntryKind::Receipts {
+                    kind: delivered,
+                    messages: vec![of(2), of(3)]
+                },
+                EntryKind::Receipt {
+                    kind: ReceiptKind::Read,
+                    id: ClientMsgId(2),
+                    seq: Seq(2)
+                },
+            ]
+        );
+        task.abort();
+    }
+    let db = sled_at(&dir.path().join("db"));
+    let (inbox, _task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
+    let (again, new) = inbox
+        .append_receipts(&alice, &bob, delivered, vec![of(3), of(2)])
+        .unwrap();
+    assert_eq!((again.fresh, new), (false, 0));
+    again.durable().await.unwrap();
+    let (next, new) = inbox
+        .append_receipts(&alice, &bob, delivered, vec![of(3), of(4)])
+        .unwrap();
+    assert_eq!((next.seq, new), (Seq(4), 1));
 }
 
 #[tokio::test]

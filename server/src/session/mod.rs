@@ -203,7 +203,10 @@ async fn hello(
         .await
         .map_err(|_| late())?;
     let token = match request {
-        Ok(Some(ControlStep::Hello { version, .. })) if version != PROTOCOL_VERSION => {
+        Ok(Some(ControlStep::Hello { version, .. }))
+            if !(version == PROTOCOL_VERSION
+                || version == 1 && shared.config.accept_v1_clients) =>
+        {
             let message = format!("this node speaks version {PROTOCOL_VERSION}");
             return Err(refuse(send, ErrorCode::VersionMismatch, message).await);
         }

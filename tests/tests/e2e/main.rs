@@ -21,5 +21,6 @@ mod phone;
 mod presence;
 mod push;
 mod raw;
+mod receipts;
 mod rest;
 mod store;

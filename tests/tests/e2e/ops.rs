@@ -37,11 +37,13 @@ async fn metrics_count_messages_receipts_flushes_and_errors() -> anyhow::Result<
     let text = node.rest().metrics().await?;
     assert_eq!(metric(&text, "quiver_chats_stored_total"), 3.0);
     assert_eq!(metric(&text, "quiver_receipts_stored_total"), 3.0);
+    // The 3 DELIVERED may share an entry (receipt batches): 1 to 3 of them.
+    let pushed = metric(&text, "quiver_entries_pushed_total");
     assert!(
-        metric(&text, "quiver_entries_pushed_total") >= 6.0,
-        "3 chats + 3 receipts"
+        (4.0..=6.0).contains(&pushed),
+        "3 chats + their receipts: {pushed}"
     );
-    assert!(metric(&text, "quiver_acks_total") >= 6.0);
+    assert!(metric(&text, "quiver_acks_total") >= 4.0);
     assert_eq!(metric(&text, "quiver_sessions_open"), 3.0);
     assert_eq!(metric(&text, "quiver_quic_connections"), 3.0);
     assert!(metric(&text, "quiver_quic_rtt_max_seconds") > 0.0);

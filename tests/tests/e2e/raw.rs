@@ -47,10 +47,20 @@ pub async fn hello(node: &TestNode, token: &str) -> anyhow::Result<Helloed> {
 
 /// [`hello`] over the carrier `via`.
 pub async fn hello_via(via: Via, node: &TestNode, token: &str) -> anyhow::Result<Helloed> {
+    hello_as(via, node, token, PROTOCOL_VERSION).await
+}
+
+/// [`hello_via`] saying protocol `version`.
+pub async fn hello_as(
+    via: Via,
+    node: &TestNode,
+    token: &str,
+    version: u16,
+) -> anyhow::Result<Helloed> {
     let conn = connect_via(via, node).await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = ControlRequest::Hello {
-        version: PROTOCOL_VERSION,
+        version,
         token: token.into(),
     };
     send.write_all(&encode_frame(&hello)?).await?;
