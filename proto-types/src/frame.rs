@@ -29,9 +29,20 @@ pub enum FrameError {
 
 /// Encodes `msg` as one frame (header and payload).
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; HEADER_LEN];
-    let mut out = postcard::to_extend(msg, std::mem::take(&mut out))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let malformed = |e: postcard::Error| FrameError::Malformed(e.to_string());
+    // Measured first (no copies), so the frame is one allocation of the right size
+    // instead of a small one grown several times.
+    let size = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .map_err(malformed)?;
+    if size > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len: size,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + size);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let mut out = postcard::to_extend(msg, out).map_err(malformed)?;
     let len = out.len() - HEADER_LEN;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {
