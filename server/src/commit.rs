@@ -31,7 +31,7 @@ pub enum Urgency {
 pub const SOON: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A batch of this many [`Urgency::Soon`] requests is flushed without waiting.
-const SOON_CROWD: usize = 16;
+pub const SOON_CROWD: usize = 16;
 
 /// Handle to the flush task. Cheap to clone.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 
 use super::idempotency::receipt_digest;
 use super::{encode_into, index_of, urgency_of, Appended, Inbox, InboxError};
+use crate::commit::{Urgency, SOON_CROWD};
 use quiver_proto::{Entry, EntryKind, ReceiptKind, ReceiptOf, UserId};
 
 impl Inbox {
@@ -62,7 +63,13 @@ impl Inbox {
             state.set_place(entry.seq, place);
             (entry.seq, new.len(), state.durable.clone())
         };
-        let appended = self.durable_after_commit(urgency_of(kind), seq, new > 0, durable);
+        // As many as a crowd of single receipts: flushed at once, as the crowd would be
+        // (a device draining a backlog, whose window moves as its receipts are durable).
+        let urgency = match new >= SOON_CROWD {
+            true => Urgency::Now,
+            false => urgency_of(kind),
+        };
+        let appended = self.durable_after_commit(urgency, seq, new > 0, durable);
         Ok((appended, new))
     }
 }
