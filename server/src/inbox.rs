@@ -464,7 +464,7 @@ impl Inbox {
             EntryKind::Receipt { kind, .. } => urgency_of(kind),
             EntryKind::Receipts { kind, messages } => {
                 return self
-                    .append_receipts(owner, peer, kind, messages)
+                    .append_receipts(owner, peer, kind, messages, urgency_of(kind))
                     .map(|(appended, _)| appended);
             }
             EntryKind::Chat { .. }

@@ -1,23 +1,33 @@
 //! DELIVERED receipts written in batches. A receipt is a whole inbox entry for the sender
 //! (written, made durable, pushed, acknowledged), and a busy conversation makes one per
-//! message — as much work again as the messages themselves. So a receipt waits its turn:
-//! while one entry of a reader's receipts to a sender waits for its group commit, the
-//! next receipts between the same two gather, and then go as one [`EntryKind::Receipts`]
-//! entry. The first receipt goes at once; a batch is only as large as what came during
-//! the last one's commit, so nothing waits longer than it would have behind that commit.
+//! message — as much work again as the messages themselves. So receipts between the same
+//! two users gather while the last batch commits, and go as one [`EntryKind::Receipts`]
+//! entry; nothing waits longer than it would have behind that commit.
+//!
+//! How soon a batch is flushed: a lone receipt ([`Urgency::Soon`]) waits up to a
+//! millisecond to share the fsync of the next chat, as single receipts always did. A
+//! batch that comes while another of the pair commits, or that is a crowd
+//! ([`SOON_CROWD`]), is [`Urgency::Now`]: receipts are streaming in (a device draining a
+//! backlog, whose push window moves only as its receipts are durable), and a wait would
+//! hold up every one of them. Two batches of a pair commit at a time.
 //!
 //! [`EntryKind::Receipts`]: quiver_proto::EntryKind::Receipts
 
+use crate::commit::{Urgency, SOON_CROWD};
 use crate::inbox::{Inbox, InboxError};
 use crate::metrics::Metrics;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use quiver_proto::{ReceiptKind, ReceiptOf, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// At most this many receipts in one entry: a few kilobytes.
 const MAX_BATCH: usize = 256;
+
+/// Batches of one pair committing at once.
+const IN_FLIGHT: usize = 2;
 
 /// The receipts waiting, by sender (the inbox they go to) and reader; one task writes
 /// each pair's while it has any.
@@ -35,6 +45,8 @@ type Pair = (UserId, UserId);
 struct Pending {
     messages: Vec<ReceiptOf>,
     waiting: Vec<oneshot::Sender<Result<(), InboxError>>>,
+    /// Told of each receipt that joins, for a writer waiting on its commits.
+    arrived: Arc<Notify>,
 }
 
 impl ReceiptBatches {
@@ -63,14 +75,16 @@ impl ReceiptBatches {
             let waiting = pending.entry(pair.clone()).or_default();
             waiting.messages.push(message);
             waiting.waiting.push(tx);
-            first
+            waiting.arrived.notify_one();
+            first.then(|| waiting.arrived.clone())
         };
-        if first {
+        if let Some(arrived) = first {
             let writer = Writer {
                 inbox: self.inbox.clone(),
                 metrics: self.metrics.clone(),
                 pending: self.pending.clone(),
                 pair,
+                arrived,
                 done: false,
             };
             tokio::spawn(writer.run());
@@ -92,40 +106,95 @@ struct Writer {
     metrics: Arc<Metrics>,
     pending: Arc<Mutex<HashMap<Pair, Pending>>>,
     pair: Pair,
+    /// Its pair's [`Pending::arrived`].
+    arrived: Arc<Notify>,
     /// It took its pair out of `pending`, which from then on may be another writer's.
     done: bool,
 }
 
+/// What a writer found waiting.
+enum Taken {
+    /// Receipts, and who waits for them.
+    Batch(Vec<ReceiptOf>, Vec<oneshot::Sender<Result<(), InboxError>>>),
+    /// None now, but batches are still committing.
+    Nothing,
+    /// None, and the writer has let go of its pair.
+    End,
+}
+
 impl Writer {
     async fn run(mut self) {
+        let mut committing = FuturesUnordered::new();
         loop {
-            let (messages, waiting) = {
-                let mut pending = lock(&self.pending);
-                let Some(batch) = pending.get_mut(&self.pair) else {
-                    return;
-                };
-                if batch.messages.is_empty() {
-                    // Under the lock: a receipt that comes after this starts a writer.
-                    pending.remove(&self.pair);
-                    self.done = true;
-                    return;
+            if committing.len() >= IN_FLIGHT {
+                committing.next().await;
+                continue;
+            }
+            match self.take(committing.is_empty()) {
+                Taken::Batch(messages, waiting) => {
+                    let streaming = !committing.is_empty() || messages.len() >= SOON_CROWD;
+                    let urgency = match streaming {
+                        true => Urgency::Now,
+                        false => Urgency::Soon,
+                    };
+                    committing.push(self.commit(messages, waiting, urgency));
                 }
-                let n = batch.messages.len().min(MAX_BATCH);
-                let messages: Vec<ReceiptOf> = batch.messages.drain(..n).collect();
-                let waiting: Vec<_> = batch.waiting.drain(..n).collect();
-                (messages, waiting)
-            };
-            let (owner, reader) = &self.pair;
-            let appended =
-                self.inbox
-                    .append_receipts(owner, reader, ReceiptKind::Delivered, messages);
+                Taken::Nothing => {
+                    let arrived = self.arrived.clone();
+                    tokio::select! {
+                        _ = committing.next() => {}
+                        _ = arrived.notified() => {}
+                    }
+                }
+                Taken::End => return,
+            }
+        }
+    }
+
+    /// Up to [`MAX_BATCH`] waiting receipts. With none waiting and `may_end` (nothing
+    /// committing), lets go of the pair — under the lock, so a receipt that comes after
+    /// this starts a writer of its own.
+    fn take(&mut self, may_end: bool) -> Taken {
+        let mut pending = lock(&self.pending);
+        let Some(batch) = pending.get_mut(&self.pair) else {
+            return Taken::End;
+        };
+        if batch.messages.is_empty() {
+            if !may_end {
+                return Taken::Nothing;
+            }
+            pending.remove(&self.pair);
+            self.done = true;
+            return Taken::End;
+        }
+        let n = batch.messages.len().min(MAX_BATCH);
+        Taken::Batch(
+            batch.messages.drain(..n).collect(),
+            batch.waiting.drain(..n).collect(),
+        )
+    }
+
+    /// Appends `messages` now (batches go to the log in the order taken), and returns
+    /// what tells `waiting` once they are durable.
+    fn commit(
+        &self,
+        messages: Vec<ReceiptOf>,
+        waiting: Vec<oneshot::Sender<Result<(), InboxError>>>,
+        urgency: Urgency,
+    ) -> impl std::future::Future<Output = ()> + use<> {
+        let (owner, reader) = &self.pair;
+        let kind = ReceiptKind::Delivered;
+        let appended = self
+            .inbox
+            .append_receipts(owner, reader, kind, messages, urgency);
+        if let Ok((_, new)) = &appended {
+            self.metrics
+                .receipts_stored
+                .fetch_add(*new as u64, Ordering::Relaxed);
+        }
+        async move {
             let outcome = match appended {
-                Ok((appended, new)) => {
-                    self.metrics
-                        .receipts_stored
-                        .fetch_add(new as u64, Ordering::Relaxed);
-                    appended.durable().await.map(drop)
-                }
+                Ok((appended, _)) => appended.durable().await.map(drop),
                 Err(e) => Err(e),
             };
             for waiter in waiting {

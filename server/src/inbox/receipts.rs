@@ -3,21 +3,22 @@
 //! gathers them).
 
 use super::idempotency::receipt_digest;
-use super::{encode_into, index_of, urgency_of, Appended, Inbox, InboxError};
-use crate::commit::{Urgency, SOON_CROWD};
+use super::{encode_into, index_of, Appended, Inbox, InboxError};
+use crate::commit::Urgency;
 use quiver_proto::{Entry, EntryKind, ReceiptKind, ReceiptOf, UserId};
 
 impl Inbox {
     /// Appends `kind` receipts from `reader` of `messages` to `owner`'s log as one entry
     /// (a [`EntryKind::Receipt`] if one message is new, [`EntryKind::Receipts`] if more),
-    /// leaving out the messages that already have one. Returns what resolves once the
-    /// receipts are durable, and how many were new.
+    /// leaving out the messages that already have one; flushed with `urgency`. Returns
+    /// what resolves once the receipts are durable, and how many were new.
     pub fn append_receipts(
         &self,
         owner: &UserId,
         reader: &UserId,
         kind: ReceiptKind,
         messages: Vec<ReceiptOf>,
+        urgency: Urgency,
     ) -> Result<(Appended, usize), InboxError> {
         let (seq, new, durable) = 'append: {
             let mut owners = self.shard(owner);
@@ -62,12 +63,6 @@ impl Inbox {
             }
             state.set_place(entry.seq, place);
             (entry.seq, new.len(), state.durable.clone())
-        };
-        // As many as a crowd of single receipts: flushed at once, as the crowd would be
-        // (a device draining a backlog, whose window moves as its receipts are durable).
-        let urgency = match new >= SOON_CROWD {
-            true => Urgency::Now,
-            false => urgency_of(kind),
         };
         let appended = self.durable_after_commit(urgency, seq, new > 0, durable);
         Ok((appended, new))

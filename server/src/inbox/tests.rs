@@ -150,18 +150,18 @@ async fn receipts_go_in_one_entry_each_message_once_across_a_restart() {
         let db = sled_at(&dir.path().join("db"));
         let (inbox, task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
         let (one, new) = inbox
-            .append_receipts(&alice, &bob, delivered, vec![of(1)])
+            .append_receipts(&alice, &bob, delivered, vec![of(1)], Urgency::Soon)
             .unwrap();
         assert_eq!((one.seq, new), (Seq(1), 1));
         one.durable().await.unwrap();
         let batch = vec![of(1), of(2), of(3), of(2)];
         let (more, new) = inbox
-            .append_receipts(&alice, &bob, delivered, batch)
+            .append_receipts(&alice, &bob, delivered, batch, Urgency::Now)
             .unwrap();
         assert_eq!((more.seq, new, more.fresh), (Seq(2), 2, true));
         more.durable().await.unwrap();
         let read = inbox
-            .append_receipts(&alice, &bob, ReceiptKind::Read, vec![of(2)])
+            .append_receipts(&alice, &bob, ReceiptKind::Read, vec![of(2)], Urgency::Now)
             .unwrap();
         assert_eq!((read.0.seq, read.1), (Seq(3), 1), "READ is another receipt");
         read.0.durable().await.unwrap();
@@ -189,12 +189,12 @@ async fn receipts_go_in_one_entry_each_message_once_across_a_restart() {
     let db = sled_at(&dir.path().join("db"));
     let (inbox, _task) = Inbox::open(&db, dir.path(), &config, Arc::default()).unwrap();
     let (again, new) = inbox
-        .append_receipts(&alice, &bob, delivered, vec![of(3), of(2)])
+        .append_receipts(&alice, &bob, delivered, vec![of(3), of(2)], Urgency::Now)
         .unwrap();
     assert_eq!((again.fresh, new), (false, 0));
     again.durable().await.unwrap();
     let (next, new) = inbox
-        .append_receipts(&alice, &bob, delivered, vec![of(3), of(4)])
+        .append_receipts(&alice, &bob, delivered, vec![of(3), of(4)], Urgency::Now)
         .unwrap();
     assert_eq!((next.seq, new), (Seq(4), 1));
 }
