@@ -4,7 +4,7 @@
 
 use crate::raw::{hello_as, Via};
 use quiver_proto::{ControlResponse, ErrorCode, PROTOCOL_VERSION};
-use quiver_sdk::ReceiptKind;
+use quiver_sdk::{Event, HistoryOf, ReceiptKind};
 use quiver_tests::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -32,6 +32,19 @@ async fn backlog_then_receipts(node: &TestNode, n: usize) -> anyhow::Result<f64>
     assert_eq!(ids, sent, "one DELIVERED for each message");
     assert!(delivered.iter().all(|r| r.peer == bob.id));
     assert_quiet(&mut a_events, Duration::from_millis(300)).await?;
+    // Paging back shows the same receipts, newest first, each once.
+    let page = a.history(&HistoryOf::Inbox, None, 500).await?;
+    let paged: Vec<_> = page
+        .events
+        .iter()
+        .map(|event| match event {
+            Event::Receipt(r) if r.kind == ReceiptKind::Delivered => Ok(r.id),
+            other => Err(anyhow::anyhow!("not a DELIVERED: {other:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut newest_first: Vec<_> = delivered.iter().map(|r| r.id).collect();
+    newest_first.reverse();
+    assert_eq!(paged, newest_first);
     let text = node.rest().metrics().await?;
     assert_eq!(metric(&text, "quiver_receipts_stored_total"), n as f64);
     // Bob's device was pushed the n chats; the rest went to Alice's.
