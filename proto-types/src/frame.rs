@@ -32,42 +32,37 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let malformed = |e: postcard::Error| FrameError::Malformed(e.to_string());
     // Measured first (no copies), so the frame is one allocation of the right size
     // instead of a small one grown several times.
-    let size = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+    let len = postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .map_err(malformed)?;
-    if size > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge {
-            len: size,
-            max: MAX_FRAME_LEN,
-        });
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + size);
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    let mut out = postcard::to_extend(msg, out).map_err(malformed)?;
-    let len = out.len() - HEADER_LEN;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
-    }
-    out[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    out.extend_from_slice(&header(len)?);
+    let out = postcard::to_extend(msg, out).map_err(malformed)?;
+    debug_assert_eq!(
+        out.len(),
+        HEADER_LEN + len,
+        "postcard's Size flavor is exact"
+    );
     Ok(out)
 }
 
 /// Frames `payload`, a message already encoded (with postcard, like [`encode_frame`]):
 /// a node pushes stored entries this way without decoding and encoding them again.
 pub fn frame_encoded(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let len = payload.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header(payload.len())?);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// The header of a frame whose payload is `len` bytes, if that is within the ceiling.
+fn header(len: usize) -> Result<[u8; HEADER_LEN], FrameError> {
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {
             len,
             max: MAX_FRAME_LEN,
         });
     }
-    let mut out = Vec::with_capacity(HEADER_LEN + len);
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    Ok(out)
+    Ok((len as u32).to_be_bytes())
 }
 
 /// Reads a frame header and checks the announced length against `max`.

@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::error::HistoryError;
 use crate::event::Event;
 use crate::frames::{read_frame, write_frame};
-use crate::unbatch::{receipt_events, Unbatched};
+use crate::unbatch::Opened;
 use quiver_proto::{ConversationRequest, ConversationResponse, GroupId, Seq, UserId};
 
 /// Whose history to page through.
@@ -95,15 +95,12 @@ impl Client {
             entries += 1;
             let opened = match of {
                 HistoryOf::Group(group) => {
-                    vec![self.inner.open_group_entry(group.clone(), entry).await]
+                    Opened::one(self.inner.open_group_entry(group.clone(), entry).await)
                 }
-                // A batch of receipts is an event each; newest first, as the page.
-                _ => match receipt_events(entry) {
-                    Unbatched::Receipts(receipts) => receipts.into_iter().rev().collect(),
-                    Unbatched::Entry(entry) => vec![self.inner.open_entry(entry).await],
-                },
+                _ => self.inner.open_entry(entry).await,
             };
-            for event in opened {
+            // Newest first, as the page (a batch's receipts too).
+            for event in opened.events().rev() {
                 if let Some(store) = &self.inner.options.store {
                     crate::persist::taken(store, &event, None);
                 }

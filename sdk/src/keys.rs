@@ -11,6 +11,7 @@ use crate::files::FileOffer;
 use crate::seal;
 use crate::seal::FriendKey;
 use crate::state::{lock, Inner};
+use crate::unbatch::{receipt_events, Opened};
 use quiver_proto::UserId;
 use quiver_proto::{ClientMsgId, Entry, EntryKind};
 use std::time::{Duration, Instant};
@@ -65,10 +66,10 @@ impl Inner {
         }
     }
 
-    /// The event for an inbox entry: a chat opened (fetching the friendship keys once if
-    /// it does not open and there is a key source), or a receipt.
-    pub(crate) async fn open_entry(&self, entry: Entry) -> Event {
-        match entry.kind {
+    /// The events of an inbox entry: a chat opened (fetching the friendship keys once if
+    /// it does not open and there is a key source), a receipt, or a batch of receipts.
+    pub(crate) async fn open_entry(&self, entry: Entry) -> Opened {
+        Opened::one(match entry.kind {
             EntryKind::Chat {
                 id,
                 sent_at_ms,
@@ -108,12 +109,9 @@ impl Inner {
                 id,
                 seq,
             }),
-            // Callers take batches apart first (`receipt_events`).
-            EntryKind::Receipts { .. } => Event::Undecryptable {
-                from: entry.peer,
-                seq: entry.seq,
-                reason: "a batch of receipts where one event was expected".into(),
-            },
+            EntryKind::Receipts { kind, messages } => {
+                return receipt_events(entry.peer, entry.seq, kind, messages);
+            }
             // A user's inbox holds no group entries; a node that sent one is wrong.
             EntryKind::GroupChat { .. } | EntryKind::GroupFile { .. } | EntryKind::Member(_) => {
                 Event::Undecryptable {
@@ -122,6 +120,6 @@ impl Inner {
                     reason: "a group entry in a user's inbox".into(),
                 }
             }
-        }
+        })
     }
 }

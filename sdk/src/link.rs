@@ -8,7 +8,6 @@ use crate::event::Event;
 use crate::frames::{read_frame, write_frame, FrameReader};
 pub(crate) use crate::state::Link;
 use crate::state::{Ack, ControlCommand, Inner};
-use crate::unbatch::{receipt_events, Unbatched};
 use quiver_proto::{
     ControlRequest, ControlResponse, DeviceId, Entry, ErrorCode, Seq, UserId, PROTOCOL_VERSION,
 };
@@ -218,26 +217,18 @@ async fn read_pushes(inner: Arc<Inner>, link: Arc<Link>, recv: quinn::RecvStream
             control: link.control.clone(),
             ends_entry,
         };
-        let sent = match receipt_events(entry) {
-            // A batch of receipts is an event each, acknowledged with the last.
-            Unbatched::Receipts(receipts) => {
-                let last = receipts.len().saturating_sub(1);
-                let mut sent = Ok(());
-                for (i, event) in receipts.into_iter().enumerate() {
-                    sent = inner.events.send((event, Some(ack(i == last)))).await;
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-                sent
+        // A batch of receipts is an event each, acknowledged with the last.
+        let opened = inner.open_entry(entry).await;
+        let last = opened.more();
+        for (i, event) in opened.events().enumerate() {
+            if inner
+                .events
+                .send((event, Some(ack(i == last))))
+                .await
+                .is_err()
+            {
+                return;
             }
-            Unbatched::Entry(entry) => {
-                let event = inner.open_entry(entry).await;
-                inner.events.send((event, Some(ack(true)))).await
-            }
-        };
-        if sent.is_err() {
-            return;
         }
     }
 }

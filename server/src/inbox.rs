@@ -232,7 +232,6 @@ fn seq_from(bytes: &[u8]) -> Result<Seq, InboxError> {
     Ok(Seq(u64::from_be_bytes(raw)))
 }
 
-/// Writes the record of `entry` in `owner`'s log at the end of `tail`.
 /// `owner`'s index in its shard, made empty if it has none yet (without a copy of the
 /// name when it has).
 fn index_of<'a>(
@@ -257,6 +256,7 @@ fn urgency_of(receipt: ReceiptKind) -> Urgency {
     }
 }
 
+/// Writes the record of `entry` in `owner`'s log at the end of `tail`.
 fn encode_into(owner: &UserId, entry: &Entry, tail: &mut Vec<u8>) -> std::io::Result<()> {
     postcard::to_io(&(owner, entry), tail)
         .map(drop)

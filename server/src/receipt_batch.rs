@@ -18,7 +18,7 @@ use crate::inbox::{Inbox, InboxError};
 use crate::metrics::Metrics;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use quiver_proto::{ReceiptKind, ReceiptOf, UserId};
-use std::collections::HashMap;
+use std::collections::{hash_map, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
@@ -43,11 +43,13 @@ type Pair = (UserId, UserId);
 /// Receipts of one pair not yet written, each with who waits for it.
 #[derive(Default)]
 struct Pending {
-    messages: Vec<ReceiptOf>,
-    waiting: Vec<oneshot::Sender<Result<(), InboxError>>>,
+    receipts: Vec<Waiting>,
     /// Told of each receipt that joins, for a writer waiting on its commits.
     arrived: Arc<Notify>,
 }
+
+/// A receipt, and who waits for it to be durable.
+type Waiting = (ReceiptOf, oneshot::Sender<Result<(), InboxError>>);
 
 impl ReceiptBatches {
     /// Batches for `inbox`, counting the receipts stored in `metrics`.
@@ -68,17 +70,20 @@ impl ReceiptBatches {
         message: ReceiptOf,
     ) -> Result<(), InboxError> {
         let (tx, rx) = oneshot::channel();
-        let pair = (owner.clone(), reader.clone());
         let first = {
             let mut pending = lock(&self.pending);
-            let first = !pending.contains_key(&pair);
-            let waiting = pending.entry(pair.clone()).or_default();
-            waiting.messages.push(message);
-            waiting.waiting.push(tx);
+            let (waiting, first) = match pending.entry((owner.clone(), reader.clone())) {
+                hash_map::Entry::Occupied(known) => (known.into_mut(), None),
+                hash_map::Entry::Vacant(slot) => {
+                    let pair = slot.key().clone();
+                    (slot.insert(Pending::default()), Some(pair))
+                }
+            };
+            waiting.receipts.push((message, tx));
             waiting.arrived.notify_one();
-            first.then(|| waiting.arrived.clone())
+            first.map(|pair| (pair, waiting.arrived.clone()))
         };
-        if let Some(arrived) = first {
+        if let Some((pair, arrived)) = first {
             let writer = Writer {
                 inbox: self.inbox.clone(),
                 metrics: self.metrics.clone(),
@@ -114,8 +119,8 @@ struct Writer {
 
 /// What a writer found waiting.
 enum Taken {
-    /// Receipts, and who waits for them.
-    Batch(Vec<ReceiptOf>, Vec<oneshot::Sender<Result<(), InboxError>>>),
+    /// Receipts, each with who waits for it.
+    Batch(Vec<Waiting>),
     /// None now, but batches are still committing.
     Nothing,
     /// None, and the writer has let go of its pair.
@@ -131,13 +136,14 @@ impl Writer {
                 continue;
             }
             match self.take(committing.is_empty()) {
-                Taken::Batch(messages, waiting) => {
-                    let streaming = !committing.is_empty() || messages.len() >= SOON_CROWD;
-                    let urgency = match streaming {
-                        true => Urgency::Now,
-                        false => Urgency::Soon,
+                Taken::Batch(batch) => {
+                    let streaming = !committing.is_empty() || batch.len() >= SOON_CROWD;
+                    let urgency = if streaming {
+                        Urgency::Now
+                    } else {
+                        Urgency::Soon
                     };
-                    committing.push(self.commit(messages, waiting, urgency));
+                    committing.push(self.commit(batch, urgency));
                 }
                 Taken::Nothing => {
                     let arrived = self.arrived.clone();
@@ -159,7 +165,7 @@ impl Writer {
         let Some(batch) = pending.get_mut(&self.pair) else {
             return Taken::End;
         };
-        if batch.messages.is_empty() {
+        if batch.receipts.is_empty() {
             if !may_end {
                 return Taken::Nothing;
             }
@@ -167,21 +173,18 @@ impl Writer {
             self.done = true;
             return Taken::End;
         }
-        let n = batch.messages.len().min(MAX_BATCH);
-        Taken::Batch(
-            batch.messages.drain(..n).collect(),
-            batch.waiting.drain(..n).collect(),
-        )
+        let n = batch.receipts.len().min(MAX_BATCH);
+        Taken::Batch(batch.receipts.drain(..n).collect())
     }
 
-    /// Appends `messages` now (batches go to the log in the order taken), and returns
-    /// what tells `waiting` once they are durable.
+    /// Appends `batch`'s receipts now (batches go to the log in the order taken), and
+    /// returns what tells their waiters once they are durable.
     fn commit(
         &self,
-        messages: Vec<ReceiptOf>,
-        waiting: Vec<oneshot::Sender<Result<(), InboxError>>>,
+        batch: Vec<Waiting>,
         urgency: Urgency,
     ) -> impl std::future::Future<Output = ()> + use<> {
+        let (messages, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let (owner, reader) = &self.pair;
         let kind = ReceiptKind::Delivered;
         let appended = self
