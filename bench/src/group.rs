@@ -78,7 +78,7 @@ async fn receive(bench: Arc<Bench>, mut events: Events, expected: u64) -> Seen {
         if let Event::GroupMessage(m) = event {
             if let Some((index, latency)) = bench.read_body(&m.body) {
                 if seen.per_sender.entry(m.from).or_default().record(index) {
-                    seen.latencies_us.push(latency);
+                    seen.arrived(latency);
                 }
                 seen.last_at = Some(Instant::now());
             }

@@ -112,7 +112,7 @@ pub async fn pairs(
         receiving.push(tokio::spawn(async move {
             let mut seen = Seen::default();
             let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-            let check = seen.per_sender.entry(sender.clone()).or_default();
+            let mut check = crate::stats::StreamCheck::default();
             let mut unique = 0;
             while unique < messages {
                 let Ok(event) = tokio::time::timeout_at(deadline, events.poll()).await else {
@@ -130,10 +130,11 @@ pub async fn pairs(
                 let (index, sent) = (u64::from_be_bytes(*index), u64::from_be_bytes(*sent));
                 if check.record(index) {
                     unique += 1;
-                    seen.latencies_us.push(now_us().saturating_sub(sent));
+                    seen.arrived(now_us().saturating_sub(sent));
                 }
                 seen.last_at = Some(Instant::now());
             }
+            seen.per_sender.insert(sender, check);
             drop(client);
             seen
         }));
@@ -205,7 +206,7 @@ pub async fn group(
                 };
                 if seen.per_sender.entry(sender).or_default().record(index) {
                     unique += 1;
-                    seen.latencies_us.push(now_us().saturating_sub(sent));
+                    seen.arrived(now_us().saturating_sub(sent));
                 }
                 seen.last_at = Some(Instant::now());
             }

@@ -274,7 +274,7 @@ async fn receive(conn: quinn::Connection, sender: UserId, messages: u64, epoch: 
         return seen;
     };
     let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-    let check = seen.per_sender.entry(sender).or_default();
+    let mut check = crate::stats::StreamCheck::default();
     let mut unique = 0;
     while unique < messages {
         let mut header = [0u8; 4];
@@ -290,10 +290,10 @@ async fn receive(conn: quinn::Connection, sender: UserId, messages: u64, epoch: 
         let (index, sent) = (word(0), word(8));
         if check.record(index) {
             unique += 1;
-            seen.latencies_us
-                .push((epoch.elapsed().as_micros() as u64).saturating_sub(sent));
+            seen.arrived((epoch.elapsed().as_micros() as u64).saturating_sub(sent));
         }
         seen.last_at = Some(Instant::now());
     }
+    seen.per_sender.insert(sender, check);
     seen
 }

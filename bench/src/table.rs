@@ -207,10 +207,12 @@ pub async fn pairs_runs(
         let report = workload::compared(quiver, other);
         let json = &report.json;
         lines.push(format!(
-            "run {run}: Quiver {} | {} {} | ratio {:.2}",
+            "run {run}: Quiver {}, {} | {} {}, {} | ratio {:.2}",
             delivery(&json["quiver"]),
+            pauses(&json["quiver"]),
             baseline.name(),
             delivery(&json["baseline"]),
+            pauses(&json["baseline"]),
             number(&json["ratio"]["throughput"]),
         ));
         reports.push(report.json);
@@ -251,6 +253,16 @@ pub(crate) fn median(sorted: &[f64]) -> f64 {
 
 /// "65,051 msg/s; p50 31 ms, p99 135 ms" from a delivery report; fails the table (by
 /// saying so in the cell) if anything was lost, duplicated or reordered.
+/// A run's maximum latency and its longest time without an arrival: whether its tail
+/// is a pause of everything.
+fn pauses(json: &Value) -> String {
+    format!(
+        "max {}, silence {}",
+        millis(number(&json["latency_ms"]["max"])),
+        millis(number(&json["longest_silence_ms"])),
+    )
+}
+
 pub(crate) fn delivery(json: &Value) -> String {
     let faults = ["lost", "duplicated", "reordered"]
         .iter()

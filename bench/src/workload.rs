@@ -351,15 +351,32 @@ async fn send_all(
 #[derive(Default)]
 pub(crate) struct Seen {
     pub(crate) latencies_us: Vec<u64>,
+    /// When each new message arrived, to find the longest time nothing did.
+    arrivals: Vec<Instant>,
     pub(crate) per_sender: HashMap<UserId, StreamCheck>,
     pub(crate) last_at: Option<Instant>,
+    /// Each merged receiver's own p99 (µs): a tail every receiver shares is a pause of the
+    /// whole system; one a few receivers make is unequal service.
+    receivers_p99_us: Vec<u64>,
 }
 
 impl Seen {
+    /// A new (not repeated) message arrived now, `latency_us` after it was sent.
+    pub(crate) fn arrived(&mut self, latency_us: u64) {
+        self.latencies_us.push(latency_us);
+        self.arrivals.push(Instant::now());
+    }
+
     /// Adds another receiver's observations. In these workloads no two receivers hear
     /// from the same sender, so the per-sender checks never overlap.
-    pub(crate) fn merge(&mut self, other: Seen) {
+    pub(crate) fn merge(&mut self, mut other: Seen) {
+        if !other.latencies_us.is_empty() {
+            other.latencies_us.sort_unstable();
+            let p99 = percentile(&other.latencies_us, 99.0);
+            self.receivers_p99_us.push(p99);
+        }
         self.latencies_us.extend(other.latencies_us);
+        self.arrivals.extend(other.arrivals);
         self.per_sender.extend(other.per_sender);
         self.last_at = self.last_at.max(other.last_at);
     }
@@ -368,6 +385,7 @@ impl Seen {
     /// senders (a group, a topic): each (receiver, sender) stream is checked apart.
     pub(crate) fn merge_receiver(&mut self, receiver: usize, other: Seen) {
         self.latencies_us.extend(other.latencies_us);
+        self.arrivals.extend(other.arrivals);
         for (sender, check) in other.per_sender {
             let stream = format!("r{receiver}-{sender}");
             if let Ok(stream) = UserId::parse(&stream) {
@@ -388,6 +406,18 @@ impl Seen {
     fn reordered(&self) -> u64 {
         self.per_sender.values().map(|c| c.reordered).sum()
     }
+
+    /// The longest time between two arrivals at any receivers, from the first to the
+    /// last: a pause of the whole system (a slow `fdatasync`, a descheduled process)
+    /// shows here, where a percentile of latencies spreads it over many messages.
+    fn longest_silence(&mut self) -> Duration {
+        self.arrivals.sort_unstable();
+        self.arrivals
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// Takes events until `expected` numbered messages arrived (or the drain limit passed).
@@ -402,7 +432,7 @@ pub(crate) async fn receive_numbered(bench: Arc<Bench>, mut events: Events, expe
         if let Event::Message(m) = event {
             if let Some((index, latency)) = bench.read_body(&m.body) {
                 if seen.per_sender.entry(m.from).or_default().record(index) {
-                    seen.latencies_us.push(latency);
+                    seen.arrived(latency);
                 }
                 seen.last_at = Some(Instant::now());
             }
@@ -435,13 +465,15 @@ pub(crate) fn delivery_report(
         seen.latencies_us.last().copied().unwrap_or(0),
     );
     let lost = sent - seen.unique();
-    let json = json!({
+    let silence = ms(seen.longest_silence().as_micros() as u64);
+    let mut json = json!({
         "mode": mode, "params": params, "sent": sent, "delivered": seen.unique(),
         "seconds": elapsed.as_secs_f64(), "messages_per_sec": rate,
         "latency_ms": { "p50": ms(p50), "p99": ms(p99), "max": ms(max) },
         "lost": lost, "duplicated": seen.duplicated(), "reordered": seen.reordered(),
+        "longest_silence_ms": silence,
     });
-    let summary = format!(
+    let mut summary = format!(
         "{mode} {params}: {} msgs in {:.2}s = {rate:.0} msg/s; latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms; lost {lost} dup {} reorder {}",
         seen.unique(),
         elapsed.as_secs_f64(),
@@ -451,6 +483,19 @@ pub(crate) fn delivery_report(
         seen.duplicated(),
         seen.reordered()
     );
+    summary += &format!("; longest silence {silence:.1} ms");
+    seen.receivers_p99_us.sort_unstable();
+    if let (Some(&min), Some(&max)) = (seen.receivers_p99_us.first(), seen.receivers_p99_us.last())
+    {
+        let median = percentile(&seen.receivers_p99_us, 50.0);
+        json["receivers_p99_ms"] = json!({ "min": ms(min), "median": ms(median), "max": ms(max) });
+        summary += &format!(
+            "; receivers' p99 {:.0} / {:.0} / {:.0} ms (min / median / max)",
+            ms(min),
+            ms(median),
+            ms(max)
+        );
+    }
     Report { json, summary }
 }
 
@@ -674,4 +719,31 @@ pub async fn fanin(
     let params =
         json!({ "senders": senders, "messages": messages, "size": size, "window": window });
     Ok(delivery_report("fanin", params, seen, total, started))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(latencies_us: &[u64], arrivals: &[Instant]) -> Seen {
+        Seen {
+            latencies_us: latencies_us.to_vec(),
+            arrivals: arrivals.to_vec(),
+            ..Seen::default()
+        }
+    }
+
+    /// Each receiver's own p99 is kept, and the longest silence is the widest gap
+    /// between arrivals at any receivers, not within one.
+    #[test]
+    fn merged_receivers_keep_their_p99_and_the_widest_gap_of_all() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let mut seen = Seen::default();
+        seen.merge(receiver(&[1, 2, 3, 900], &[at(0), at(10), at(20), at(70)]));
+        seen.merge(receiver(&[5, 6], &[at(5), at(30)]));
+        seen.receivers_p99_us.sort_unstable();
+        assert_eq!(seen.receivers_p99_us, vec![6, 900]);
+        assert_eq!(seen.longest_silence(), Duration::from_millis(40));
+    }
 }
