@@ -385,7 +385,7 @@ impl Inbox {
         );
         let log = Arc::new(log);
         let synced = log.clone();
-        let (commit, task) = GroupCommit::spawn(move || synced.sync(), metrics.clone());
+        let (commit, task) = GroupCommit::spawn(move || sync_and_prefill(&synced), metrics.clone());
         let inbox = Arc::new(Self {
             log,
             cursors: db.open_tree(logs.tree("cursors"))?,
@@ -752,6 +752,26 @@ impl Inbox {
             })?;
         Ok(())
     }
+}
+
+/// The group commit's flush: makes the log durable, then has zeroes written ahead of its
+/// end if they run short ([`crate::log`]'s prefill), on the blocking pool, so the next
+/// syncs write over them instead of growing the file.
+fn sync_and_prefill(log: &Arc<Log>) -> std::io::Result<()> {
+    let synced = log.sync();
+    if log.begin_prefill() {
+        let log = log.clone();
+        let prefill = move || {
+            if let Err(e) = log.prefill() {
+                tracing::warn!(error = %e, "could not write zeroes ahead of the inbox log");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(prefill)),
+            Err(_) => prefill(),
+        }
+    }
+    synced
 }
 
 fn shard_of(owner: &UserId) -> usize {

@@ -16,6 +16,11 @@
 //! oldest first ([`Log::remove`]): no record is ever moved or rewritten. Damage inside one
 //! segment loses the rest of that segment only: the next starts at a record boundary.
 //!
+//! Past the end of the records the active segment holds zeroes, written ahead of them off
+//! the commit path (`prefill`), so that a sync overwrites blocks instead of growing the
+//! file, which costs a journal commit; a header of zeroes is no record, and opening cuts
+//! such a tail off without counting it as damage.
+//!
 //! A failed `fdatasync` is final: Linux may have dropped the dirty pages it could not
 //! write, so a later sync that succeeds would prove nothing about them. Every later sync
 //! fails too, the node stops acknowledging, and a restart reads what really is on disk.
@@ -31,6 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
+
+mod prefill;
+
+use prefill::{all_zeroes, Prefilled};
 
 const HEADER: usize = 8;
 /// Largest payload a record may carry; a length above it marks a torn or foreign tail.
@@ -107,6 +116,14 @@ pub struct Log {
     /// The last batches written, newest last: the push loops read what was just synced,
     /// and find it here without a `pread`.
     recent: RwLock<Recent>,
+    /// How far the active segment's file holds zeroes or records ([`prefill`]).
+    prefilled: Mutex<Prefilled>,
+    /// [`Prefilled::to`], read without the lock.
+    prefilled_to: AtomicU64,
+    /// Where the active segment's zeroes stop: its start plus `segment_bytes`.
+    prefill_limit: AtomicU64,
+    /// A [`Log::prefill`] runs.
+    prefilling: AtomicBool,
 }
 
 /// The segment [`Log::sync`] writes to.
@@ -188,7 +205,10 @@ impl Log {
             let room = starts.get(i + 1).map_or(u64::MAX, |next| next - start);
             let (kept, records) = read_segment(&segment, room, &mut each)?;
             let size = segment.file.metadata()?.len();
-            if size > kept {
+            if size > kept && all_zeroes(&segment.file, kept, size - kept)? {
+                // Zeroes written ahead of the records ([`prefill`]), not damage.
+                segment.file.set_len(kept)?;
+            } else if size > kept {
                 let saved = keep_cut(&segment.file, &segment.path, kept, size - kept)?;
                 tracing::warn!(path = %segment.path.display(), kept_at = %saved.display(), at = kept, cut = size - kept, "cut a torn or damaged tail off an inbox log segment");
                 segment.file.set_len(kept)?;
@@ -217,6 +237,8 @@ impl Log {
         // A new file's name must survive a crash too.
         sync_dir(dir)?;
         opened.segments = segments.len();
+        let segment_bytes = segment_bytes.max(1);
+        let prefilled = Prefilled::new(active.clone(), end);
         Ok((
             Log {
                 dir: dir.to_path_buf(),
@@ -230,10 +252,14 @@ impl Log {
                     begun: SystemTime::now(),
                     retry_at: None,
                 }),
-                segment_bytes: segment_bytes.max(1),
+                segment_bytes,
                 written: AtomicU64::new(end),
                 failed: AtomicBool::new(false),
                 recent: RwLock::default(),
+                prefilled: Mutex::new(prefilled),
+                prefilled_to: AtomicU64::new(end),
+                prefill_limit: AtomicU64::new(end + segment_bytes),
+                prefilling: AtomicBool::new(false),
             },
             opened,
         ))
@@ -268,6 +294,14 @@ impl Log {
             tail.pending.truncate(start);
             return Err(e);
         }
+        if len == 0 {
+            // Its header would be all zeroes, which [`prefill`] writes ahead of records.
+            tail.pending.truncate(start);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "empty record",
+            ));
+        }
         if len > MAX_PAYLOAD {
             tail.pending.truncate(start);
             return Err(std::io::Error::new(
@@ -301,7 +335,7 @@ impl Log {
             (at, records)
         };
         let segment = active.segment.clone();
-        if let Err(e) = segment.file.write_all_at(&records, at - segment.start) {
+        if let Err(e) = self.write_records(&segment, at, &records) {
             let mut tail = self.tail();
             let mut back = records;
             back.append(&mut tail.pending);
@@ -346,6 +380,7 @@ impl Log {
                 let now = SystemTime::now();
                 let _ = active.segment.sealed.set(now);
                 let segment = Arc::new(segment);
+                self.prefill_next(&active.segment, at, segment.clone());
                 self.segments_mut().insert(at, segment.clone());
                 *active = Active {
                     segment,
@@ -553,7 +588,8 @@ fn read_segment(
             break;
         }
         let (len, crc) = split_header(header);
-        if len > MAX_PAYLOAD || end + (HEADER + len) as u64 > size {
+        // Length 0: zeroes written ahead of the records ([`prefill`]), no record.
+        if len == 0 || len > MAX_PAYLOAD || end + (HEADER + len) as u64 > size {
             break;
         }
         payload.resize(len, 0);

@@ -297,3 +297,157 @@ fn a_damaged_record_ends_its_segment_and_is_refused_on_read() {
     );
     assert_eq!(log.read(fourth).unwrap(), b"fourth");
 }
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// Zeroes go ahead of the records; later records are written over them (the file does
+/// not grow), and opening cuts them off quietly: no record lost, nothing kept aside.
+#[test]
+fn zeroes_go_ahead_of_the_records_and_are_cut_quietly_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen(dir.path());
+    let first = segment_path(dir.path(), 0);
+    let mut places = vec![log.append(&[1u8; 100]).unwrap()];
+    log.sync().unwrap();
+    assert!(log.begin_prefill());
+    assert!(!log.begin_prefill(), "one prefill at a time");
+    log.prefill().unwrap();
+    let written = log.len();
+    assert_eq!(file_len(&first), written + prefill::AHEAD);
+    assert!(!log.begin_prefill(), "zeroes enough");
+    for n in 2..=20u8 {
+        places.push(log.append(&[n; 1000]).unwrap());
+        log.sync().unwrap();
+    }
+    assert_eq!(
+        file_len(&first),
+        written + prefill::AHEAD,
+        "written over zeroes"
+    );
+    assert_eq!(log.read(places[5]).unwrap(), [6u8; 1000]);
+    // Records past the zeroes move their end on: a prefill starts after them.
+    let big = vec![21u8; prefill::AHEAD as usize];
+    places.push(log.append(&big).unwrap());
+    log.sync().unwrap();
+    let whole = log.len();
+    assert_eq!(log.prefilled().to, whole);
+    assert_eq!(file_len(&first), whole);
+    assert!(log.begin_prefill());
+    log.prefill().unwrap();
+    assert_eq!(file_len(&first), whole + prefill::AHEAD);
+    drop(log);
+
+    let (log, opened, seen) = reopen(dir.path());
+    assert_eq!((opened.records, opened.cut), (21, 0));
+    assert_eq!(seen[19], [20u8; 1000]);
+    assert_eq!(seen[20], big);
+    assert_eq!(file_len(&first), whole, "the zeroes are cut off");
+    assert!(!names(dir.path()).iter().any(|n| n.contains(".cut-")));
+    assert_eq!(log.read(places[19]).unwrap(), [20u8; 1000]);
+}
+
+/// Zeroes stop at the end of the segment's share, and a sealed segment keeps its records
+/// only.
+#[test]
+fn a_sealed_segment_is_cut_to_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen_with(dir.path(), 4096);
+    for n in 0..6u8 {
+        log.append(&[n + 1; 1000]).unwrap();
+        log.sync().unwrap();
+        if log.begin_prefill() {
+            log.prefill().unwrap();
+        }
+        if n == 0 {
+            assert_eq!(file_len(&segment_path(dir.path(), 0)), 4096);
+        }
+    }
+    // The fifth record crossed 4,096 bytes: the segment was sealed after it.
+    assert_eq!(file_len(&segment_path(dir.path(), 0)), 5 * 1008);
+    assert_eq!(
+        file_len(&segment_path(dir.path(), 5040)),
+        4096,
+        "zeroes to its end"
+    );
+    drop(log);
+    let (_, opened, seen) = reopen_with(dir.path(), 4096);
+    assert_eq!((opened.records, opened.cut), (6, 0));
+    assert_eq!(seen[5], [6u8; 1000]);
+}
+
+/// An empty record would read as zeroes: refused.
+#[test]
+fn an_empty_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen(dir.path());
+    let refused = log.append(b"").unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    let place = log.append(b"x").unwrap();
+    assert_eq!(place.offset(), 0, "nothing of the refused one is left");
+}
+
+/// A torn record in the zeroes (a crash mid-write) is still a torn tail: cut and kept
+/// aside, zeroes and all.
+#[test]
+fn a_torn_record_among_the_zeroes_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen(dir.path());
+    log.append(&[1u8; 100]).unwrap();
+    log.sync().unwrap();
+    assert!(log.begin_prefill());
+    log.prefill().unwrap();
+    let written = log.len();
+    drop(log);
+    let first = segment_path(dir.path(), 0);
+    let file = OpenOptions::new().write(true).open(&first).unwrap();
+    // A header promising 50 bytes, and 10 of them.
+    let mut torn = 50u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&[9u8; 14]);
+    file.write_all_at(&torn, written).unwrap();
+    drop(file);
+    let (_, opened, _) = reopen(dir.path());
+    assert_eq!((opened.records, opened.cut), (1, prefill::AHEAD));
+    assert_eq!(
+        names(dir.path())
+            .iter()
+            .filter(|n| n.contains(".cut-"))
+            .count(),
+        1
+    );
+}
+
+/// Syncs and prefills at once, from two threads: neither writes over the other.
+#[test]
+fn syncs_and_prefills_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen(dir.path());
+    let log = Arc::new(log);
+    let filler = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for _ in 0..2000 {
+                if log.begin_prefill() {
+                    log.prefill().unwrap();
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let mut expected = Vec::new();
+    for n in 0..3000u32 {
+        let record = vec![(n % 255) as u8 + 1; 100 + (n as usize * 37) % 3000];
+        log.append(&record).unwrap();
+        expected.push(record);
+        if n % 3 == 0 {
+            log.sync().unwrap();
+        }
+    }
+    log.sync().unwrap();
+    filler.join().unwrap();
+    drop(log);
+    let (_, opened, seen) = reopen(dir.path());
+    assert_eq!(opened.cut, 0);
+    assert!(seen == expected, "every record back, in order");
+}
