@@ -55,10 +55,11 @@
 //! current `Link`); the tasks that work on it sit above it and never import each other in
 //! a circle: `link` (a connection's handshake, control and push streams), `driver`
 //! (reconnects), `send` (the outbox on conversation streams), `keys`, `group_open` and
-//! `unbatch` (opening entries; a batch of receipts is an event per message), `events` (the app's stream), `persist` (what goes to the store),
-//! `files`, `netwatch` (moves the connection when the network changes), `carrier` (UDP,
-//! or QUIC in TLS over TCP where UDP is blocked, under the endpoint). [`Client`]
-//! assembles them; `groups`, `history` and [`App`] build on it.
+//! `unbatch` (opening entries; a batch of receipts is an event per message), `events`
+//! (the app's stream), `persist` (what goes to the store), `files`, `netwatch` (moves
+//! the connection when the network changes), `carrier` (UDP, or QUIC in TLS over TCP
+//! where UDP is blocked, under the endpoint). [`Client`] assembles them; `groups`,
+//! `history` and [`App`] build on it.
 
 mod app;
 mod carrier;

@@ -18,7 +18,7 @@ use crate::inbox::{Inbox, InboxError};
 use crate::metrics::Metrics;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use quiver_proto::{ReceiptKind, ReceiptOf, UserId};
-use std::collections::{hash_map, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
@@ -34,22 +34,26 @@ const IN_FLIGHT: usize = 2;
 pub struct ReceiptBatches {
     inbox: Arc<Inbox>,
     metrics: Arc<Metrics>,
-    pending: Arc<Mutex<HashMap<Pair, Pending>>>,
+    pending: Arc<Mutex<ByPair>>,
 }
 
 /// The owner of the inbox the receipts go to, and the reader they are from.
 type Pair = (UserId, UserId);
 
+/// Receipts waiting, by owner, then reader: looked up by borrowed names, so a receipt
+/// that joins its pair's batch copies neither name.
+type ByPair = HashMap<UserId, HashMap<UserId, Pending>>;
+
 /// Receipts of one pair not yet written, each with who waits for it.
 #[derive(Default)]
 struct Pending {
-    receipts: Vec<Waiting>,
+    receipts: Vec<Receipt>,
     /// Told of each receipt that joins, for a writer waiting on its commits.
     arrived: Arc<Notify>,
 }
 
 /// A receipt, and who waits for it to be durable.
-type Waiting = (ReceiptOf, oneshot::Sender<Result<(), InboxError>>);
+type Receipt = (ReceiptOf, oneshot::Sender<Result<(), InboxError>>);
 
 impl ReceiptBatches {
     /// Batches for `inbox`, counting the receipts stored in `metrics`.
@@ -72,11 +76,12 @@ impl ReceiptBatches {
         let (tx, rx) = oneshot::channel();
         let first = {
             let mut pending = lock(&self.pending);
-            let (waiting, first) = match pending.entry((owner.clone(), reader.clone())) {
-                hash_map::Entry::Occupied(known) => (known.into_mut(), None),
-                hash_map::Entry::Vacant(slot) => {
-                    let pair = slot.key().clone();
-                    (slot.insert(Pending::default()), Some(pair))
+            let (waiting, first) = match pending.get_mut(owner).and_then(|r| r.get_mut(reader)) {
+                Some(known) => (known, None),
+                None => {
+                    let readers = pending.entry(owner.clone()).or_default();
+                    let slot = readers.entry(reader.clone()).or_default();
+                    (slot, Some((owner.clone(), reader.clone())))
                 }
             };
             waiting.receipts.push((message, tx));
@@ -99,17 +104,25 @@ impl ReceiptBatches {
     }
 }
 
-fn lock(
-    pending: &Mutex<HashMap<Pair, Pending>>,
-) -> std::sync::MutexGuard<'_, HashMap<Pair, Pending>> {
+fn lock(pending: &Mutex<ByPair>) -> std::sync::MutexGuard<'_, ByPair> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes `pair`'s batch out of `pending` (and its owner, left with none).
+fn remove(pending: &mut ByPair, (owner, reader): &Pair) {
+    if let Some(readers) = pending.get_mut(owner) {
+        readers.remove(reader);
+        if readers.is_empty() {
+            pending.remove(owner);
+        }
+    }
 }
 
 /// Writes one pair's receipts, a batch at a time, until none wait.
 struct Writer {
     inbox: Arc<Inbox>,
     metrics: Arc<Metrics>,
-    pending: Arc<Mutex<HashMap<Pair, Pending>>>,
+    pending: Arc<Mutex<ByPair>>,
     pair: Pair,
     /// Its pair's [`Pending::arrived`].
     arrived: Arc<Notify>,
@@ -120,7 +133,7 @@ struct Writer {
 /// What a writer found waiting.
 enum Taken {
     /// Receipts, each with who waits for it.
-    Batch(Vec<Waiting>),
+    Batch(Vec<Receipt>),
     /// None now, but batches are still committing.
     Nothing,
     /// None, and the writer has let go of its pair.
@@ -162,14 +175,15 @@ impl Writer {
     /// this starts a writer of its own.
     fn take(&mut self, may_end: bool) -> Taken {
         let mut pending = lock(&self.pending);
-        let Some(batch) = pending.get_mut(&self.pair) else {
+        let (owner, reader) = &self.pair;
+        let Some(batch) = pending.get_mut(owner).and_then(|r| r.get_mut(reader)) else {
             return Taken::End;
         };
         if batch.receipts.is_empty() {
             if !may_end {
                 return Taken::Nothing;
             }
-            pending.remove(&self.pair);
+            remove(&mut pending, &self.pair);
             self.done = true;
             return Taken::End;
         }
@@ -181,7 +195,7 @@ impl Writer {
     /// returns what tells their waiters once they are durable.
     fn commit(
         &self,
-        batch: Vec<Waiting>,
+        batch: Vec<Receipt>,
         urgency: Urgency,
     ) -> impl std::future::Future<Output = ()> + use<> {
         let (messages, waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -212,7 +226,7 @@ impl Drop for Writer {
     /// ones waiting are told so, and a later receipt starts a new writer.
     fn drop(&mut self) {
         if !self.done {
-            lock(&self.pending).remove(&self.pair);
+            remove(&mut lock(&self.pending), &self.pair);
         }
     }
 }
