@@ -12,7 +12,8 @@
 //! removing a backlog under a probe's chat), `hop` (mesh), `pairs
 //! --compare mqtt` (the same against mosquitto), `table` (the standard runs as the
 //! Markdown table of `docs/PERFORMANCE.md`), and `fsync` (the disk's sync latency now,
-//! no node: [`disk`]).
+//! no node: [`disk`]). Delivery reports say how much CPU time the host took from this
+//! (virtual) machine while they measured ([`steal`]).
 
 pub mod carriers;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod push;
 pub mod relay;
 pub mod retention;
 pub mod stats;
+pub mod steal;
 pub mod table;
 pub mod workload;
 

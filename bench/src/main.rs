@@ -250,6 +250,7 @@ enum Mode {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    quiver_bench::steal::watch();
     let server_bin = match args.server_bin {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("quiver-server"),

@@ -251,14 +251,23 @@ pub(crate) fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// A run's maximum latency and its longest time without an arrival: whether its tail
-/// is a pause of everything.
+/// A run's maximum latency and its longest time without an arrival — whether its tail
+/// is a pause of everything — and how much of that silence the host took from this
+/// machine ([`crate::steal`]).
 fn pauses(json: &Value) -> String {
-    format!(
+    let mut pauses = format!(
         "max {}, silence {}",
         millis(number(&json["latency_ms"]["max"])),
         millis(number(&json["longest_silence_ms"])),
-    )
+    );
+    match json["host_steal"]["in_longest_silence_ms"].as_f64() {
+        Some(stolen) if stolen >= 1.0 => {
+            pauses += &format!(" ({} of it stolen by the host)", millis(stolen));
+        }
+        Some(_) => pauses += " (none of it stolen by the host)",
+        None => {}
+    }
+    pauses
 }
 
 /// "65,051 msg/s; p50 31 ms, p99 135 ms" from a delivery report; fails the table (by

@@ -407,16 +407,16 @@ impl Seen {
         self.per_sender.values().map(|c| c.reordered).sum()
     }
 
-    /// The longest time between two arrivals at any receivers, from the first to the
-    /// last: a pause of the whole system (a slow `fdatasync`, a descheduled process)
-    /// shows here, where a percentile of latencies spreads it over many messages.
-    fn longest_silence(&mut self) -> Duration {
+    /// The first and last instant of the longest time between two arrivals at any
+    /// receivers: a pause of the whole system (a slow `fdatasync`, a process or a whole
+    /// virtual machine descheduled — [`crate::steal`]) shows here, where a percentile of
+    /// latencies spreads it over many messages.
+    fn longest_silence(&mut self) -> Option<(Instant, Instant)> {
         self.arrivals.sort_unstable();
         self.arrivals
             .windows(2)
-            .map(|w| w[1].duration_since(w[0]))
-            .max()
-            .unwrap_or_default()
+            .max_by_key(|w| w[1].duration_since(w[0]))
+            .map(|w| (w[0], w[1]))
     }
 }
 
@@ -465,7 +465,10 @@ pub(crate) fn delivery_report(
         seen.latencies_us.last().copied().unwrap_or(0),
     );
     let lost = sent - seen.unique();
-    let silence = ms(seen.longest_silence().as_micros() as u64);
+    let silent = seen.longest_silence();
+    let silence = silent.map_or(0.0, |(from, to)| {
+        ms(to.duration_since(from).as_micros() as u64)
+    });
     let mut json = json!({
         "mode": mode, "params": params, "sent": sent, "delivered": seen.unique(),
         "seconds": elapsed.as_secs_f64(), "messages_per_sec": rate,
@@ -484,6 +487,20 @@ pub(crate) fn delivery_report(
         seen.reordered()
     );
     summary += &format!("; longest silence {silence:.1} ms");
+    let end = seen.last_at.unwrap_or(started);
+    if let Some(phase) = crate::steal::per_cpu(started, end) {
+        let percent = |d: Duration| 100.0 * d.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+        let (stolen, idle) = (percent(phase.stolen), percent(phase.idle));
+        let in_silence = silent
+            .and_then(|(from, to)| crate::steal::per_cpu(from, to))
+            .map_or(0.0, |d| ms(d.stolen.as_micros() as u64));
+        json["host_steal"] = json!({
+            "percent": stolen, "in_longest_silence_ms": in_silence, "cpus_idle_percent": idle,
+        });
+        summary += &format!(
+            "; CPUs idle {idle:.0} %, taken by the host {stolen:.1} % ({in_silence:.0} ms in that silence)"
+        );
+    }
     seen.receivers_p99_us.sort_unstable();
     if let (Some(&min), Some(&max)) = (seen.receivers_p99_us.first(), seen.receivers_p99_us.last())
     {
@@ -744,6 +761,6 @@ mod tests {
         seen.merge(receiver(&[5, 6], &[at(5), at(30)]));
         seen.receivers_p99_us.sort_unstable();
         assert_eq!(seen.receivers_p99_us, vec![6, 900]);
-        assert_eq!(seen.longest_silence(), Duration::from_millis(40));
+        assert_eq!(seen.longest_silence(), Some((at(30), at(70))));
     }
 }
