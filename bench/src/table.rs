@@ -260,7 +260,7 @@ fn pauses(json: &Value) -> String {
         millis(number(&json["latency_ms"]["max"])),
         millis(number(&json["longest_silence_ms"])),
     );
-    match json["host_steal"]["in_longest_silence_ms"].as_f64() {
+    match json["cpus"]["stolen_in_longest_silence_ms"].as_f64() {
         Some(stolen) if stolen >= 1.0 => {
             pauses += &format!(" ({} of it stolen by the host)", millis(stolen));
         }
@@ -332,6 +332,19 @@ fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compare_line_says_how_much_of_a_silence_the_host_took() {
+        let run = |cpus: Value| json!({ "latency_ms": { "max": 150.0 }, "longest_silence_ms": 104.6, "cpus": cpus });
+        let stolen = run(json!({ "stolen_in_longest_silence_ms": 100.0 }));
+        assert_eq!(
+            pauses(&stolen),
+            "max 150 ms, silence 105 ms (100 ms of it stolen by the host)"
+        );
+        let none = run(json!({ "stolen_in_longest_silence_ms": 0.0 }));
+        assert!(pauses(&none).ends_with("(none of it stolen by the host)"));
+        assert_eq!(pauses(&run(Value::Null)), "max 150 ms, silence 105 ms");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

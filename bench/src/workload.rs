@@ -494,8 +494,9 @@ pub(crate) fn delivery_report(
         let in_silence = silent
             .and_then(|(from, to)| crate::steal::per_cpu(from, to))
             .map_or(0.0, |d| ms(d.stolen.as_micros() as u64));
-        json["host_steal"] = json!({
-            "percent": stolen, "in_longest_silence_ms": in_silence, "cpus_idle_percent": idle,
+        json["cpus"] = json!({
+            "idle_percent": idle, "stolen_percent": stolen,
+            "stolen_in_longest_silence_ms": in_silence,
         });
         summary += &format!(
             "; CPUs idle {idle:.0} %, taken by the host {stolen:.1} % ({in_silence:.0} ms in that silence)"
