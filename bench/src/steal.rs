@@ -27,6 +27,7 @@ struct Counted {
     idle: Duration,
 }
 
+/// One reading of the counters, and when it was taken.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Instant,
@@ -43,6 +44,7 @@ pub struct Between {
     pub idle: Duration,
 }
 
+/// The readings of the last [`KEPT`] ticks, oldest first, and how many CPUs they sum.
 struct Samples {
     ring: VecDeque<Sample>,
     cpus: u32,
@@ -68,6 +70,7 @@ pub fn watch() {
     });
 }
 
+/// The sampling thread: a reading every [`EVERY`], for the life of the process.
 fn sample_forever(tick: Duration) {
     loop {
         std::thread::sleep(EVERY);
