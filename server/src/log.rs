@@ -258,7 +258,7 @@ impl Log {
                 recent: RwLock::default(),
                 prefilled: Mutex::new(prefilled),
                 prefilled_to: AtomicU64::new(end),
-                prefill_limit: AtomicU64::new(end + segment_bytes),
+                prefill_limit: AtomicU64::new(end.saturating_add(segment_bytes)),
                 prefilling: AtomicBool::new(false),
             },
             opened,

@@ -140,8 +140,10 @@ impl Log {
             }
         }
         self.prefilled_to.store(next.start, Ordering::Release);
-        self.prefill_limit
-            .store(next.start + self.segment_bytes, Ordering::Release);
+        self.prefill_limit.store(
+            next.start.saturating_add(self.segment_bytes),
+            Ordering::Release,
+        );
         *prefilled = Prefilled::new(next.clone(), next.start);
     }
 }

@@ -377,6 +377,24 @@ fn a_sealed_segment_is_cut_to_its_records() {
     assert_eq!(seen[5], [6u8; 1000]);
 }
 
+/// A log with records reopens with a segment size as large as the config allows (it has
+/// no upper bound), and fills zeroes ahead, without overflowing where they end.
+#[test]
+fn the_largest_segment_size_does_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _, _) = reopen(dir.path());
+    let place = log.append(&[1u8; 100]).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let (log, _, _) = reopen_with(dir.path(), u64::MAX);
+    log.append(&[2u8; 100]).unwrap();
+    log.sync().unwrap();
+    assert!(log.begin_prefill());
+    log.prefill().unwrap();
+    assert_eq!(log.prefilled().to, log.len() + prefill::AHEAD);
+    assert_eq!(log.read(place).unwrap(), [1u8; 100]);
+}
+
 /// An empty record would read as zeroes: refused.
 #[test]
 fn an_empty_record_is_refused() {
