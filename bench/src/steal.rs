@@ -8,6 +8,7 @@
 //! counter every tick, so that a report can say how much of its measured phase, and of
 //! its longest silence, the host took.
 
+use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -98,6 +99,30 @@ pub fn per_cpu(from: Instant, to: Instant) -> Option<Between> {
     let samples = SAMPLES.get()?.as_ref()?;
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner());
     between(&samples.ring, samples.cpus, from, to)
+}
+
+/// The CPU figures of a report measured from `from` to `to` whose longest silence was
+/// `silence`: its JSON and its words for the summary. `None` if nothing was sampled.
+pub(crate) fn report(
+    from: Instant,
+    to: Instant,
+    silence: Option<(Instant, Instant)>,
+) -> Option<(Value, String)> {
+    let phase = per_cpu(from, to)?;
+    let length = to.duration_since(from).as_secs_f64().max(1e-9);
+    let percent = |d: Duration| 100.0 * d.as_secs_f64() / length;
+    let (stolen, idle) = (percent(phase.stolen), percent(phase.idle));
+    let in_silence = silence
+        .and_then(|(from, to)| per_cpu(from, to))
+        .map_or(0.0, |d| d.stolen.as_secs_f64() * 1000.0);
+    let json = json!({
+        "idle_percent": idle, "stolen_percent": stolen,
+        "stolen_in_longest_silence_ms": in_silence,
+    });
+    let said = format!(
+        "; CPUs idle {idle:.0} %, taken by the host {stolen:.1} % ({in_silence:.0} ms in that silence)"
+    );
+    Some((json, said))
 }
 
 fn between(ring: &VecDeque<Sample>, cpus: u32, from: Instant, to: Instant) -> Option<Between> {

@@ -488,19 +488,9 @@ pub(crate) fn delivery_report(
     );
     summary += &format!("; longest silence {silence:.1} ms");
     let end = seen.last_at.unwrap_or(started);
-    if let Some(phase) = crate::steal::per_cpu(started, end) {
-        let percent = |d: Duration| 100.0 * d.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
-        let (stolen, idle) = (percent(phase.stolen), percent(phase.idle));
-        let in_silence = silent
-            .and_then(|(from, to)| crate::steal::per_cpu(from, to))
-            .map_or(0.0, |d| ms(d.stolen.as_micros() as u64));
-        json["cpus"] = json!({
-            "idle_percent": idle, "stolen_percent": stolen,
-            "stolen_in_longest_silence_ms": in_silence,
-        });
-        summary += &format!(
-            "; CPUs idle {idle:.0} %, taken by the host {stolen:.1} % ({in_silence:.0} ms in that silence)"
-        );
+    if let Some((cpus, said)) = crate::steal::report(started, end, silent) {
+        json["cpus"] = cpus;
+        summary += &said;
     }
     seen.receivers_p99_us.sort_unstable();
     if let (Some(&min), Some(&max)) = (seen.receivers_p99_us.first(), seen.receivers_p99_us.last())
