@@ -79,7 +79,7 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
     };
     let span = tracing::info_span!("conn", %remote, user = tracing::field::Empty);
     async move {
-        let (session, send, control) = match hello(&conn, &shared).await {
+        let Hello { session, control } = match hello(&conn, &shared).await {
             Ok(hello) => hello,
             Err((code, message)) => {
                 tracing::info!(%code, %message, "hello refused");
@@ -125,15 +125,13 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
             shared.metrics.error(code);
             conn.close(varint(code), b"logged out");
         }
-        let session = Arc::new(session);
         let reason = if revoked {
             "logged out while connecting".to_string()
         } else {
-            session
-                .clone()
-                .serve(&conn, send, control, entry.id())
-                .await
+            session.clone().serve(&conn, control, entry.id()).await
         };
+        // Said now: a reason kept across the awaits below would take room all session.
+        tracing::info!(%reason, "session closed");
         crate::datagrams::ended(&shared, &session.user, entry.id()).await;
         if let (Some(mesh), Some(location)) = (shared.router.mesh(), location) {
             let registry = mesh.registry();
@@ -141,7 +139,6 @@ pub async fn run(incoming: Box<quinn::Incoming>, shared: Arc<Shared>) {
                 .clear_location(&session.user, session.device, &location)
                 .await;
         }
-        tracing::info!(%reason, "session closed");
     }
     .instrument(span)
     .await
@@ -187,10 +184,22 @@ struct Attachment {
 
 type Refusal = (ErrorCode, String);
 
-async fn hello(
-    conn: &quinn::Connection,
-    shared: &Arc<Shared>,
-) -> Result<(Session, quinn::SendStream, Reader<ControlPhase>), Refusal> {
+/// What a hello that was let in leaves for the session's life. Kept small: an idle
+/// session's task holds it in every state, and may hold its pieces twice (an async fn
+/// keeps its arguments' slots beside the locals they were moved into), so the session is
+/// shared and the control stream's reader boxed.
+struct Hello {
+    session: Arc<Session>,
+    control: Box<Control>,
+}
+
+/// The control stream after its hello.
+struct Control {
+    send: quinn::SendStream,
+    requests: Reader<ControlPhase>,
+}
+
+async fn hello(conn: &quinn::Connection, shared: &Arc<Shared>) -> Result<Hello, Refusal> {
     let limits = &shared.config.limits;
     let wait = Duration::from_millis(limits.hello_timeout_ms);
     let late = || (ErrorCode::Unauthenticated, "no hello in time".to_string());
@@ -273,7 +282,13 @@ async fn hello(
         group_acks: Arc::default(),
         remote_groups: shared.router.mesh().map(|_| Arc::default()),
     };
-    Ok((session, send, control))
+    Ok(Hello {
+        session: Arc::new(session),
+        control: Box::new(Control {
+            send,
+            requests: control,
+        }),
+    })
 }
 
 /// Opens the device's feed where its user is homed.
@@ -322,16 +337,17 @@ impl Session {
     async fn serve(
         self: Arc<Self>,
         conn: &quinn::Connection,
-        send: quinn::SendStream,
-        requests: Reader<ControlPhase>,
+        control: Box<Control>,
         id: u64,
     ) -> String {
+        let Control { send, requests } = unbox(control);
+        // The reader is boxed again for `control_loop`, which holds its arguments twice.
         let control = Arc::new(tokio::sync::Mutex::new(send));
         let datagrams =
             crate::datagrams::serve(self.shared.clone(), self.user.clone(), id, conn.clone());
         let ended = tokio::select! {
             r = datagrams => r,
-            r = self.clone().control_loop(conn, control.clone(), requests) => r,
+            r = self.clone().control_loop(conn, control.clone(), Box::new(requests)) => r,
             r = self.clone().accept_conversations(conn) => r,
             r = self.clone().push_loop(conn, control.clone()) => r,
             r = self.clone().group_feeds(control) => r,
@@ -346,7 +362,7 @@ impl Session {
         self: Arc<Self>,
         conn: &quinn::Connection,
         send: Arc<tokio::sync::Mutex<quinn::SendStream>>,
-        mut requests: Reader<ControlPhase>,
+        mut requests: Box<Reader<ControlPhase>>,
     ) -> Result<(), String> {
         let mut acking = AckTasks::new();
         loop {
