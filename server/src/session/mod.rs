@@ -187,7 +187,7 @@ type Refusal = (ErrorCode, String);
 /// What a hello that was let in leaves for the session's life. Kept small: an idle
 /// session's task holds it in every state, and may hold its pieces twice (an async fn
 /// keeps its arguments' slots beside the locals they were moved into), so the session is
-/// shared and the control stream's reader boxed.
+/// shared and the control stream boxed.
 struct Hello {
     session: Arc<Session>,
     control: Box<Control>,
