@@ -119,9 +119,9 @@ pub fn process_cpu_time(pid: &str) -> anyhow::Result<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
         + fields.get(12).context("stime")?.parse::<u64>()?;
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    let per_sec: u64 = String::from_utf8(out.stdout)?.trim().parse()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+    let tick = crate::steal::clock_tick().context("the clock tick (getconf CLK_TCK)")?;
+    tick.checked_mul(u32::try_from(ticks)?)
+        .context("CPU time out of range")
 }
 
 impl Drop for NodeProcess {

@@ -7,6 +7,9 @@
 //! slow. The guest's kernel counts that time as *steal* (`/proc/stat`). A thread reads the
 //! counter every tick, so that a report can say how much of its measured phase, and of
 //! its longest silence, the host took.
+//!
+//! The clock tick that `/proc` counts in is found here too, once, for the per-process
+//! CPU times of [`crate::node`] as well.
 
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -38,11 +41,11 @@ struct Sample {
 /// Between two instants, per CPU on average: what the host took, and how long the CPU
 /// had nothing to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Between {
+struct Between {
     /// Taken by the host (steal).
-    pub stolen: Duration,
+    stolen: Duration,
     /// With nothing to run (idle and waiting for I/O).
-    pub idle: Duration,
+    idle: Duration,
 }
 
 /// The readings of the last [`KEPT`] ticks, oldest first, and how many CPUs they sum.
@@ -57,7 +60,7 @@ static SAMPLES: OnceLock<Option<Mutex<Samples>>> = OnceLock::new();
 /// reported.
 pub fn watch() {
     SAMPLES.get_or_init(|| {
-        let tick = tick()?;
+        let tick = clock_tick()?;
         let (cpus, counted) = read(tick)?;
         let ring = VecDeque::from([Sample {
             at: Instant::now(),
@@ -95,7 +98,7 @@ fn sample_forever(tick: Duration) {
 /// What each CPU, on average, lost to the host and spent idle between `from` and `to`
 /// (to the sampling's resolution: from the last sample before `from` to the first after
 /// `to`). `None` if nothing was sampled then.
-pub fn per_cpu(from: Instant, to: Instant) -> Option<Between> {
+fn per_cpu(from: Instant, to: Instant) -> Option<Between> {
     let samples = SAMPLES.get()?.as_ref()?;
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner());
     between(&samples.ring, samples.cpus, from, to)
@@ -166,14 +169,18 @@ fn parse(stat: &str, tick: Duration) -> Option<(u32, Counted)> {
     Some((cpus, counted))
 }
 
-/// The length of the kernel's tick as `/proc/stat` counts it (`getconf CLK_TCK`).
-fn tick() -> Option<Duration> {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()?;
-    let per_sec: u32 = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
-    (per_sec > 0).then(|| Duration::from_secs(1) / per_sec)
+/// The length of the kernel's clock tick, the unit of `/proc`'s CPU times (`getconf
+/// CLK_TCK`), asked once per process.
+pub(crate) fn clock_tick() -> Option<Duration> {
+    static TICK: OnceLock<Option<Duration>> = OnceLock::new();
+    *TICK.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()?;
+        let per_sec: u32 = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
+        (per_sec > 0).then(|| Duration::from_secs(1) / per_sec)
+    })
 }
 
 #[cfg(test)]
