@@ -12,6 +12,8 @@
 //! which alone answers `Sent`.
 
 mod groups;
+#[cfg(test)]
+mod task_size;
 
 use crate::auth::unix_now;
 use crate::conversation::{append_chats, respond, Reply};
