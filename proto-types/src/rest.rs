@@ -29,6 +29,12 @@ pub const METRICS: &str = "/metrics";
 /// `POST`: registers the caller's device for push notifications ([`PushTarget`]);
 /// `DELETE`: removes it. Logging out removes it too.
 pub const PUSH: &str = "/v1/push";
+/// `GET`: the groups whose push notifications the caller muted ([`MutedGroups`]).
+pub const PUSH_MUTED: &str = "/v1/push/muted";
+/// `PUT`: mutes the group's push notifications for every device of the caller; `DELETE`:
+/// unmutes them. Both answer [`MutedGroups`]. Chats still arrive; only the
+/// notifications to away devices stop.
+pub const PUSH_MUTED_GROUP: &str = "/v1/push/muted/{group}";
 /// `GET` — readiness: 200 when the node can take new sessions (in a mesh: it is
 /// registered, so Redis answers), 503 otherwise.
 pub const READY: &str = "/v1/ready";
@@ -244,6 +250,13 @@ pub struct GroupInvitation {
     pub id: crate::GroupId,
     /// Its name.
     pub name: String,
+}
+
+/// Answer to [`PUSH_MUTED`] and [`PUSH_MUTED_GROUP`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutedGroups {
+    /// The groups muted, in no order.
+    pub groups: Vec<crate::GroupId>,
 }
 
 /// Answer to `GET` [`GROUPS`].

@@ -2,7 +2,7 @@
 
 use crate::error::RestError;
 use quiver_proto::rest::{self, ApiErrorBody, FriendStatus, FriendsResponse, LoginResponse};
-use quiver_proto::DeviceId;
+use quiver_proto::{DeviceId, GroupId};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A client of one node's REST API. Cheap to clone.
@@ -143,6 +143,40 @@ impl Rest {
             .bearer_auth(token);
         self.call::<serde_json::Value>(request).await?;
         Ok(())
+    }
+
+    /// Mutes `group`'s push notifications on every device of yours (chats still
+    /// arrive); answers the groups you muted now. At most as many as you may be in:
+    /// past that, `409 quota_exceeded`.
+    pub async fn mute_group(
+        &self,
+        token: &str,
+        group: &GroupId,
+    ) -> Result<Vec<GroupId>, RestError> {
+        let request = self.http.put(self.muted_url(group)).bearer_auth(token);
+        Ok(self.call::<rest::MutedGroups>(request).await?.groups)
+    }
+
+    /// Unmutes `group`'s push notifications; answers the groups still muted.
+    pub async fn unmute_group(
+        &self,
+        token: &str,
+        group: &GroupId,
+    ) -> Result<Vec<GroupId>, RestError> {
+        let request = self.http.delete(self.muted_url(group)).bearer_auth(token);
+        Ok(self.call::<rest::MutedGroups>(request).await?.groups)
+    }
+
+    /// The groups whose push notifications you muted.
+    pub async fn muted_groups(&self, token: &str) -> Result<Vec<GroupId>, RestError> {
+        let url = format!("{}{}", self.base, rest::PUSH_MUTED);
+        let request = self.http.get(url).bearer_auth(token);
+        Ok(self.call::<rest::MutedGroups>(request).await?.groups)
+    }
+
+    fn muted_url(&self, group: &GroupId) -> String {
+        let path = rest::PUSH_MUTED_GROUP.replace("{group}", group.as_str());
+        format!("{}{path}", self.base)
     }
 
     /// Friends (with friendship keys), pending requests and blocked users.

@@ -104,6 +104,10 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::TooManyRequests => {
                 ApiError::Conflict("too many friend requests are waiting")
             }
+            DirectoryError::TooManyMuted => ApiError::Group(
+                ErrorCode::QuotaExceeded,
+                "as many groups muted as one may be in; unmute one first",
+            ),
             DirectoryError::Storage(cause) => ApiError::Internal(cause),
         }
     }

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub push_dropped: AtomicU64,
     /// Push targets the gateway rejected (and the node forgot).
     pub push_rejected: AtomicU64,
+    /// Group chats not notified to a member who muted the group.
+    pub push_muted: AtomicU64,
     /// Receipts stored in inboxes kept here.
     pub receipts_stored: AtomicU64,
     /// Inbox entries handed to devices (directly or through a mesh attachment).
@@ -288,6 +290,11 @@ impl Metrics {
                 "quiver_push_rejected_total",
                 "Push targets the gateway rejected.",
                 &self.push_rejected,
+            ),
+            (
+                "quiver_push_muted_total",
+                "Group chats not notified to a member who muted the group.",
+                &self.push_muted,
             ),
         ] {
             one(name, "counter", help, get(counter).to_string());

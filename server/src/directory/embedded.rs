@@ -7,7 +7,7 @@ use super::{
 };
 use async_trait::async_trait;
 use quiver_proto::rest::PushTarget;
-use quiver_proto::{DeviceId, UserId};
+use quiver_proto::{DeviceId, GroupId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::Mutex;
 
@@ -30,6 +30,10 @@ pub struct SledDirectory {
     blocks: sled::Tree,
     /// `user/` then the device id → the device's push target (JSON).
     push: sled::Tree,
+    /// `user/group` for each group whose push notifications `user` muted.
+    muted: sled::Tree,
+    /// Serializes mutes, so two at once cannot both pass the limit.
+    mute_lock: Mutex<()>,
     /// Requests one user may have waiting, each way.
     max_pending: usize,
     rng: SystemRandom,
@@ -77,6 +81,8 @@ impl SledDirectory {
             requests_in: db.open_tree("friend_requests_in")?,
             blocks: db.open_tree("blocks")?,
             push: db.open_tree("push_targets")?,
+            muted: db.open_tree("muted_groups")?,
+            mute_lock: Mutex::new(()),
             max_pending: MAX_PENDING_REQUESTS,
             rng: SystemRandom::new(),
             friend_lock: Mutex::new(()),
@@ -254,6 +260,48 @@ impl Directory for SledDirectory {
             ));
         }
         Ok(out)
+    }
+
+    async fn set_group_muted(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        muted: bool,
+        max: usize,
+    ) -> Result<(), DirectoryError> {
+        let mut key = prefix(user);
+        key.extend_from_slice(group.as_str().as_bytes());
+        {
+            let _one_at_a_time = self.mute_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !muted {
+                self.muted.remove(key)?;
+            } else if !self.muted.contains_key(&key)? {
+                if self.muted.scan_prefix(prefix(user)).take(max).count() >= max {
+                    return Err(DirectoryError::TooManyMuted);
+                }
+                self.muted.insert(key, sled::IVec::default())?;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn muted_groups(&self, user: &UserId) -> Result<Vec<GroupId>, DirectoryError> {
+        let start = prefix(user).len();
+        let mut out = Vec::new();
+        for item in self.muted.scan_prefix(prefix(user)) {
+            let (key, _) = item?;
+            let group = std::str::from_utf8(key.get(start..).unwrap_or_default())
+                .ok()
+                .and_then(|id| GroupId::parse(id).ok());
+            out.extend(group);
+        }
+        Ok(out)
+    }
+
+    async fn group_muted(&self, user: &UserId, group: &GroupId) -> Result<bool, DirectoryError> {
+        let mut key = prefix(user);
+        key.extend_from_slice(group.as_str().as_bytes());
+        Ok(self.muted.contains_key(key)?)
     }
 
     async fn request_friend(

@@ -13,7 +13,7 @@ pub use redis_backed::{connect as connect_redis, RedisDirectory};
 
 use async_trait::async_trait;
 use quiver_proto::rest::PushTarget;
-use quiver_proto::{DeviceId, UserId};
+use quiver_proto::{DeviceId, GroupId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// A 32-byte symmetric key shared by two friends.
@@ -38,6 +38,9 @@ pub enum DirectoryError {
     /// that many waiting for them.
     #[error("too many friend requests are waiting")]
     TooManyRequests,
+    /// Muting one more group's push notifications would pass the user's limit.
+    #[error("too many groups muted")]
+    TooManyMuted,
     /// The storage behind the directory failed.
     #[error("directory storage: {0}")]
     Storage(String),
@@ -175,6 +178,21 @@ pub trait Directory: Send + Sync {
         &self,
         user: &UserId,
     ) -> Result<Vec<(DeviceId, PushTarget)>, DirectoryError>;
+    /// Mutes (`muted`) or unmutes `group`'s push notifications for every device of
+    /// `user`: an account's choice, kept across logins. Muting a group muted already, or
+    /// unmuting one that is not, changes nothing; muting one more than `max` is refused
+    /// ([`DirectoryError::TooManyMuted`]).
+    async fn set_group_muted(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        muted: bool,
+        max: usize,
+    ) -> Result<(), DirectoryError>;
+    /// The groups whose push notifications `user` muted.
+    async fn muted_groups(&self, user: &UserId) -> Result<Vec<GroupId>, DirectoryError>;
+    /// Whether `user` muted `group`'s push notifications.
+    async fn group_muted(&self, user: &UserId, group: &GroupId) -> Result<bool, DirectoryError>;
 }
 
 /// A push target as stored (JSON: the same in sled and in Redis).

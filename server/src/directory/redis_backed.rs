@@ -18,7 +18,7 @@ use super::{
 };
 use async_trait::async_trait;
 use quiver_proto::rest::PushTarget;
-use quiver_proto::{DeviceId, UserId};
+use quiver_proto::{DeviceId, GroupId, UserId};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::HashMap;
@@ -320,6 +320,46 @@ impl Directory for RedisDirectory {
         all.into_iter()
             .map(|(device, value)| Ok((DeviceId(device), super::decode_target(&value)?)))
             .collect()
+    }
+
+    async fn set_group_muted(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        muted: bool,
+        max: usize,
+    ) -> Result<(), DirectoryError> {
+        let muted_key = key("muted", user);
+        if !muted {
+            self.conn()
+                .srem::<_, _, ()>(&muted_key, group.as_str())
+                .await?;
+            return Ok(());
+        }
+        let added: u64 = self.conn().sadd(&muted_key, group.as_str()).await?;
+        // Added, then counted: two mutes at once may both be refused, never both pass.
+        if added > 0 && self.conn().scard::<_, usize>(&muted_key).await? > max {
+            self.conn()
+                .srem::<_, _, ()>(&muted_key, group.as_str())
+                .await?;
+            return Err(DirectoryError::TooManyMuted);
+        }
+        Ok(())
+    }
+
+    async fn muted_groups(&self, user: &UserId) -> Result<Vec<GroupId>, DirectoryError> {
+        let ids: Vec<String> = self.conn().smembers(key("muted", user)).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| GroupId::parse(id).ok())
+            .collect())
+    }
+
+    async fn group_muted(&self, user: &UserId, group: &GroupId) -> Result<bool, DirectoryError> {
+        Ok(self
+            .conn()
+            .sismember(key("muted", user), group.as_str())
+            .await?)
     }
 
     async fn request_friend(

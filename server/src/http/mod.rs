@@ -6,6 +6,7 @@
 
 pub(crate) mod group_calls;
 mod groups;
+mod muted;
 
 use crate::api::{ApiError, Authed};
 use crate::auth::{self, unix_now, Claims};
@@ -46,6 +47,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(rest::LOGOUT, post(logout))
         .route(rest::PUSH, post(set_push_target).delete(remove_push_target))
         .merge(groups::routes())
+        .merge(muted::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // The whole request, its body read included, or 408 (see `crate::https`).
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

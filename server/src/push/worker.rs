@@ -2,7 +2,9 @@
 //! target and are away (no feed open here, on the owner's home node) are notified — at
 //! once if the device got nothing in the last window, else once when the window ends,
 //! with the newest chat and the unread count as they are then. A device that came back
-//! meanwhile gets nothing.
+//! meanwhile gets nothing. A group chat notifies no device of a member who muted the
+//! group ([`crate::directory::Directory::set_group_muted`]); a notice already waiting
+//! for its window when they mute still goes when the window ends.
 
 use super::gateway::{Gateway, Notification};
 use super::{Sources, Stored};
@@ -10,6 +12,7 @@ use crate::config::PushConfig;
 use quiver_proto::rest::PushTarget;
 use quiver_proto::{DeviceId, Seq, UserId};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -74,6 +77,19 @@ async fn stored(
     window: Duration,
     notice: Stored,
 ) {
+    if let Some(group) = &notice.group {
+        match sources.directory.group_muted(&notice.owner, group).await {
+            Ok(false) => {}
+            Ok(true) => {
+                sources.metrics.push_muted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "muted groups unreadable");
+                return;
+            }
+        }
+    }
     let targets = match sources.directory.push_targets(&notice.owner).await {
         Ok(targets) => targets,
         Err(e) => {

@@ -20,6 +20,7 @@ mod ops;
 mod phone;
 mod presence;
 mod push;
+mod push_mute;
 mod raw;
 mod receipts;
 mod rest;
