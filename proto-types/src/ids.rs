@@ -1,7 +1,9 @@
 //! Newtype identifiers, so a device id can never be passed where a user id is expected.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a string is not a valid [`UserId`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,21 +21,19 @@ pub enum IdError {
 /// The charset is restricted so the name can be used in storage keys and printed in logs
 /// without escaping. A name read from the wire or from JSON is checked the same way as
 /// [`UserId::parse`]: no `UserId` holds a name that `parse` would refuse.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct UserId(String);
+///
+/// Shared, not copied: a message's path through the node names its sender and recipient
+/// in a dozen places (the log's index, the feed, the receipt), and cloning an `Arc` is a
+/// count, where a `String` was an allocation each time. On the wire and in JSON it is a
+/// plain string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
 
 impl UserId {
     /// Validates and wraps a user name.
     pub fn parse(name: &str) -> Result<Self, IdError> {
-        if !(3..=32).contains(&name.len()) {
-            return Err(IdError::Length);
-        }
-        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-        if !name.chars().all(ok) {
-            return Err(IdError::Charset);
-        }
-        Ok(Self(name.to_owned()))
+        check(name)?;
+        Ok(Self(name.into()))
     }
 
     /// The user name.
@@ -42,18 +42,56 @@ impl UserId {
     }
 }
 
+/// Whether `name` is a valid user name.
+fn check(name: &str) -> Result<(), IdError> {
+    if !(3..=32).contains(&name.len()) {
+        return Err(IdError::Length);
+    }
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if !name.chars().all(ok) {
+        return Err(IdError::Charset);
+    }
+    Ok(())
+}
+
 impl TryFrom<String> for UserId {
     type Error = IdError;
 
     fn try_from(name: String) -> Result<Self, IdError> {
-        Self::parse(&name)?;
-        Ok(Self(name))
+        check(&name)?;
+        Ok(Self(name.into()))
     }
 }
 
 impl From<UserId> for String {
     fn from(user: UserId) -> String {
-        user.0
+        user.0.as_ref().to_owned()
+    }
+}
+
+impl Serialize for UserId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read as a `&str` where the format lends one (postcard does): one allocation,
+        // the `Arc`'s, for a name that checks.
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = UserId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a user name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<UserId, E> {
+                UserId::parse(name).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
