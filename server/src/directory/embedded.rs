@@ -403,6 +403,13 @@ impl Directory for SledDirectory {
         Ok(key)
     }
 
+    fn known_friendship(&self, a: &UserId, b: &UserId) -> Option<FriendKey> {
+        match self.known_friends.lookup(a, b) {
+            Lookup::Friends(key) => Some(key),
+            Lookup::Unknown(_) => None,
+        }
+    }
+
     async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError> {
         let mine = prefix(user);
         let mut out = Relations::default();

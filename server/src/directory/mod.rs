@@ -148,6 +148,10 @@ pub trait Directory: Send + Sync {
     /// The friendship key, if the two are friends.
     async fn friendship(&self, a: &UserId, b: &UserId)
         -> Result<Option<FriendKey>, DirectoryError>;
+    /// The friendship key of `a` and `b` if the directory has it in memory, fresh: what
+    /// [`Directory::friendship`] answers first, without the future it boxes (every chat
+    /// asks). `None` means ask `friendship`, not that they are not friends.
+    fn known_friendship(&self, a: &UserId, b: &UserId) -> Option<FriendKey>;
     /// Friends and pending requests of `user`.
     async fn relations(&self, user: &UserId) -> Result<Relations, DirectoryError>;
     /// Whether `device` is one of `user`'s (not logged out). Tokens of other devices are

@@ -405,6 +405,11 @@ impl Directory for RedisDirectory {
         Ok(())
     }
 
+    fn known_friendship(&self, a: &UserId, b: &UserId) -> Option<FriendKey> {
+        let (key, at) = self.seen().get(&ordered(a, b)).copied()?;
+        (at.elapsed() < FRIENDSHIP_FRESH).then_some(key)
+    }
+
     async fn friendship(
         &self,
         a: &UserId,
@@ -413,13 +418,11 @@ impl Directory for RedisDirectory {
         // Every chat asks this: a friendship read within FRIENDSHIP_FRESH is answered from
         // memory, with no round trip. While Redis does not answer, an older one still
         // counts, so known friends keep chatting through an outage.
+        if let Some(key) = self.known_friendship(a, b) {
+            return Ok(Some(key));
+        }
         let pair = ordered(a, b);
         let known = self.seen().get(&pair).copied();
-        if let Some((key, at)) = known {
-            if at.elapsed() < FRIENDSHIP_FRESH {
-                return Ok(Some(key));
-            }
-        }
         let stored: Result<Option<Vec<u8>>, _> =
             self.conn().hget(key("friends", a), b.as_str()).await;
         match stored {
