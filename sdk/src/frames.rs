@@ -98,7 +98,10 @@ pub(crate) async fn write_frame<T: Serialize>(
     msg: &T,
 ) -> Result<(), String> {
     let bytes = quiver_proto::encode_frame(msg).map_err(|e| e.to_string())?;
-    send.write_all(&bytes).await.map_err(|e| e.to_string())
+    // As encoded (QUIC keeps the buffer), not copied as `write_all` would.
+    send.write_chunk(bytes.into())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,18 +1,42 @@
 //! Group commit: many writers, one fsync.
 //!
-//! A writer appends (fast, not yet durable) and then asks [`GroupCommit`] to call it back
+//! A writer appends (fast, not yet durable) and then asks [`GroupCommit`] to answer it
 //! once a flush that *started after its append* has finished. One task runs
 //! flushes back to back; every request that arrived while a flush was running rides on the
 //! next one. Under load, N concurrent senders cost one fsync, not N.
 
 use crate::metrics::Metrics;
+use quiver_proto::Seq;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Called once with the outcome of the flush that covers the request.
-pub type OnDurable = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Who the flush that covers a request answers: a log's head to raise once it is
+/// durable, and the writer waiting. A struct rather than a boxed callback: one is made
+/// for every append (every message, every batch of receipts), and a box would be an
+/// allocation each.
+pub struct OnDurable {
+    /// Raised to the `Seq` (if that is newer) when the flush succeeds; nothing if `None`.
+    pub head: Option<(watch::Sender<Seq>, Seq)>,
+    /// Told the flush's outcome, after `head` moved.
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+impl OnDurable {
+    fn answer(self, outcome: Result<(), String>) {
+        if let (Ok(()), Some((head, seq))) = (&outcome, &self.head) {
+            head.send_if_modified(|durable| {
+                let newer = *seq > *durable;
+                if newer {
+                    *durable = *seq;
+                }
+                newer
+            });
+        }
+        let _ = self.done.send(outcome);
+    }
+}
 
 /// How soon a request needs its flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +87,11 @@ impl GroupCommit {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    /// Calls `then` after everything written before this call is on disk (or failed to be),
-    /// by a flush as soon as `urgency` asks.
+    /// Answers `then` after everything written before this call is on disk (or failed to
+    /// be), by a flush as soon as `urgency` asks.
     pub fn then(&self, urgency: Urgency, then: OnDurable) {
         if let Err(mpsc::error::SendError((_, then))) = self.requests.send((urgency, then)) {
-            then(Err("storage is shutting down".into()));
+            then.answer(Err("storage is shutting down".into()));
         }
     }
 }
@@ -109,7 +133,7 @@ async fn run(
             tracing::error!(error = %e, "inbox flush failed");
         }
         for (_, then) in batch.drain(..) {
-            then(outcome.clone());
+            then.answer(outcome.clone());
         }
     }
 }
@@ -119,14 +143,9 @@ mod tests {
     use super::*;
 
     /// Asks `commit` for a flush of `urgency`; the receiver resolves once it is done.
-    fn request(commit: &GroupCommit, urgency: Urgency) -> tokio::sync::oneshot::Receiver<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        commit.then(
-            urgency,
-            Box::new(move |_| {
-                let _ = tx.send(());
-            }),
-        );
+    fn request(commit: &GroupCommit, urgency: Urgency) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        commit.then(urgency, OnDurable { head: None, done });
         rx
     }
 
@@ -142,8 +161,8 @@ mod tests {
         // The flush task takes the receipt and waits for company.
         tokio::task::yield_now().await;
         let chat = request(&commit, Urgency::Now);
-        chat.await.unwrap();
-        receipt.await.unwrap();
+        chat.await.unwrap().unwrap();
+        receipt.await.unwrap().unwrap();
         assert_eq!(commit.flushes(), 1);
     }
 
@@ -151,7 +170,7 @@ mod tests {
     async fn a_lone_receipt_is_flushed_after_the_wait() {
         let commit = idle_commit();
         let started = tokio::time::Instant::now();
-        request(&commit, Urgency::Soon).await.unwrap();
+        request(&commit, Urgency::Soon).await.unwrap().unwrap();
         assert!(started.elapsed() >= SOON, "{:?}", started.elapsed());
         assert_eq!(commit.flushes(), 1);
     }
@@ -164,9 +183,9 @@ mod tests {
             .map(|_| request(&commit, Urgency::Soon))
             .collect();
         for receipt in crowd {
-            receipt.await.unwrap();
+            receipt.await.unwrap().unwrap();
         }
-        request(&commit, Urgency::Now).await.unwrap();
+        request(&commit, Urgency::Now).await.unwrap().unwrap();
         assert_eq!(started.elapsed(), std::time::Duration::ZERO);
     }
 
@@ -183,14 +202,7 @@ mod tests {
         let mut done = Vec::new();
         for i in 0u32..writers {
             db.insert(i.to_be_bytes(), &[0u8; 64][..]).unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            commit.then(
-                Urgency::Now,
-                Box::new(move |outcome| {
-                    let _ = tx.send(outcome);
-                }),
-            );
-            done.push(rx);
+            done.push(request(&commit, Urgency::Now));
         }
         for rx in done {
             rx.await.unwrap().unwrap();

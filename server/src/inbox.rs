@@ -25,7 +25,7 @@
 //! file is deleted, so a user's `seq`s go on from where they were even when every entry
 //! of theirs is gone; a device whose cursor is below the floor resumes at it.
 
-use crate::commit::{GroupCommit, Urgency};
+use crate::commit::{GroupCommit, OnDurable, Urgency};
 use crate::config::InboxConfig;
 use crate::held::{self, Held, HeldLimits};
 use crate::log::{Log, Place};
@@ -201,7 +201,7 @@ pub struct Appended {
     pub seq: Seq,
     /// `false` when this was a retry of an earlier append.
     pub fresh: bool,
-    durable: oneshot::Receiver<Result<(), InboxError>>,
+    durable: oneshot::Receiver<Result<(), String>>,
 }
 
 impl Appended {
@@ -209,7 +209,7 @@ impl Appended {
     pub async fn durable(self) -> Result<Seq, InboxError> {
         match self.durable.await {
             Ok(Ok(())) => Ok(self.seq),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(InboxError::Storage(e)),
             Err(_) => Err(InboxError::Storage("flush task stopped".into())),
         }
     }
@@ -486,22 +486,9 @@ impl Inbox {
         fresh: bool,
         durable: watch::Sender<Seq>,
     ) -> Appended {
-        let (tx, rx) = oneshot::channel();
-        self.commit.then(
-            urgency,
-            Box::new(move |outcome| {
-                if outcome.is_ok() {
-                    durable.send_if_modified(|d| {
-                        let newer = seq > *d;
-                        if newer {
-                            *d = seq;
-                        }
-                        newer
-                    });
-                }
-                let _ = tx.send(outcome.map_err(InboxError::Storage));
-            }),
-        );
+        let (done, rx) = oneshot::channel();
+        let head = Some((durable, seq));
+        self.commit.then(urgency, OnDurable { head, done });
         Appended {
             seq,
             fresh,

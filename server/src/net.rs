@@ -116,13 +116,16 @@ impl<P: Phase> Reader<P> {
     }
 }
 
-/// Writes one frame.
+/// Writes one frame. Handed to QUIC as it is encoded (`write_chunk`), not copied into a
+/// buffer of QUIC's own as `write_all` would.
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
 ) -> Result<(), std::io::Error> {
     let bytes = quiver_proto::encode_frame(msg).map_err(std::io::Error::other)?;
-    send.write_all(&bytes).await.map_err(std::io::Error::other)
+    send.write_chunk(bytes.into())
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// Copies one direction of a relayed stream; a failure on one side resets the other, so
