@@ -61,7 +61,8 @@ pub struct Metrics {
     pub push_dropped: AtomicU64,
     /// Push targets the gateway rejected (and the node forgot).
     pub push_rejected: AtomicU64,
-    /// Group chats not notified to a member who muted the group.
+    /// Group chats not notified to a member who muted the group (counted when a device
+    /// of theirs was away with a target, so would have been told).
     pub push_muted: AtomicU64,
     /// Receipts stored in inboxes kept here.
     pub receipts_stored: AtomicU64,

@@ -77,19 +77,6 @@ async fn stored(
     window: Duration,
     notice: Stored,
 ) {
-    if let Some(group) = &notice.group {
-        match sources.directory.group_muted(&notice.owner, group).await {
-            Ok(false) => {}
-            Ok(true) => {
-                sources.metrics.push_muted.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "muted groups unreadable");
-                return;
-            }
-        }
-    }
     let targets = match sources.directory.push_targets(&notice.owner).await {
         Ok(targets) => targets,
         Err(e) => {
@@ -97,12 +84,19 @@ async fn stored(
             return;
         }
     };
+    // Connected devices have the chat already, or will in a moment.
+    let away: Vec<_> = targets
+        .into_iter()
+        .filter(|(device, _)| sources.feeds.count(&(notice.owner.clone(), *device)) == 0)
+        .collect();
+    // Asked only when some device would be told: a sweep of a large group costs a
+    // directory lookup per member with a device away, not per member.
+    if away.is_empty() || muted(sources, &notice).await {
+        return;
+    }
     let now = Instant::now();
-    for (device, target) in targets {
+    for (device, target) in away {
         let key = (notice.owner.clone(), device);
-        if sources.feeds.count(&key) > 0 {
-            continue; // connected: it has the chat already, or will in a moment
-        }
         match windows.get_mut(&key) {
             Some(w) if now < w.last_sent + window => w.pending = Some((notice.clone(), target)),
             _ => {
@@ -116,6 +110,25 @@ async fn stored(
                     },
                 );
             }
+        }
+    }
+}
+
+/// Whether `notice` is a chat of a group its owner muted (counted), or that cannot be
+/// told (the directory unreadable: nothing is sent, as for unreadable targets).
+async fn muted(sources: &Sources, notice: &Stored) -> bool {
+    let Some(group) = &notice.group else {
+        return false;
+    };
+    match sources.directory.group_muted(&notice.owner, group).await {
+        Ok(false) => false,
+        Ok(true) => {
+            sources.metrics.push_muted.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "muted groups unreadable");
+            true
         }
     }
 }
