@@ -17,19 +17,21 @@ use tokio::task::JoinHandle;
 /// for every append (every message, every batch of receipts), and a box would be an
 /// allocation each.
 pub struct OnDurable {
-    /// Raised to the `Seq` (if that is newer) when the flush succeeds; nothing if `None`.
-    pub head: Option<(watch::Sender<Seq>, Seq)>,
+    /// Raised to `seq` (if that is newer) when the flush succeeds.
+    pub head: watch::Sender<Seq>,
+    /// The request's entry.
+    pub seq: Seq,
     /// Told the flush's outcome, after `head` moved.
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
 impl OnDurable {
     fn answer(self, outcome: Result<(), String>) {
-        if let (Ok(()), Some((head, seq))) = (&outcome, &self.head) {
-            head.send_if_modified(|durable| {
-                let newer = *seq > *durable;
+        if outcome.is_ok() {
+            self.head.send_if_modified(|durable| {
+                let newer = self.seq > *durable;
                 if newer {
-                    *durable = *seq;
+                    *durable = self.seq;
                 }
                 newer
             });
@@ -145,7 +147,9 @@ mod tests {
     /// Asks `commit` for a flush of `urgency`; the receiver resolves once it is done.
     fn request(commit: &GroupCommit, urgency: Urgency) -> oneshot::Receiver<Result<(), String>> {
         let (done, rx) = oneshot::channel();
-        commit.then(urgency, OnDurable { head: None, done });
+        let (head, _) = watch::channel(Seq(0));
+        let seq = Seq(1);
+        commit.then(urgency, OnDurable { head, seq, done });
         rx
     }
 

@@ -487,8 +487,12 @@ impl Inbox {
         durable: watch::Sender<Seq>,
     ) -> Appended {
         let (done, rx) = oneshot::channel();
-        let head = Some((durable, seq));
-        self.commit.then(urgency, OnDurable { head, done });
+        let then = OnDurable {
+            head: durable,
+            seq,
+            done,
+        };
+        self.commit.then(urgency, then);
         Appended {
             seq,
             fresh,

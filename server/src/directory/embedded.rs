@@ -64,6 +64,13 @@ fn device_key(user: &UserId, device: DeviceId) -> Vec<u8> {
     key
 }
 
+/// `user/group`: a group `user` muted.
+fn muted_key(user: &UserId, group: &GroupId) -> Vec<u8> {
+    let mut key = prefix(user);
+    key.extend_from_slice(group.as_str().as_bytes());
+    key
+}
+
 fn user_after_prefix(key: &[u8], prefix_len: usize) -> Option<UserId> {
     UserId::parse(std::str::from_utf8(key.get(prefix_len..)?).ok()?).ok()
 }
@@ -269,8 +276,7 @@ impl Directory for SledDirectory {
         muted: bool,
         max: usize,
     ) -> Result<(), DirectoryError> {
-        let mut key = prefix(user);
-        key.extend_from_slice(group.as_str().as_bytes());
+        let key = muted_key(user, group);
         {
             let _one_at_a_time = self.mute_lock.lock().unwrap_or_else(|p| p.into_inner());
             if !muted {
@@ -299,9 +305,7 @@ impl Directory for SledDirectory {
     }
 
     async fn group_muted(&self, user: &UserId, group: &GroupId) -> Result<bool, DirectoryError> {
-        let mut key = prefix(user);
-        key.extend_from_slice(group.as_str().as_bytes());
-        Ok(self.muted.contains_key(key)?)
+        Ok(self.muted.contains_key(muted_key(user, group))?)
     }
 
     async fn request_friend(

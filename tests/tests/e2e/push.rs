@@ -33,7 +33,7 @@ async fn node_notifying(
     .await
 }
 
-fn target(token: &str) -> PushTarget {
+pub(crate) fn target(token: &str) -> PushTarget {
     PushTarget {
         kind: "fcm".into(),
         token: token.into(),
@@ -63,7 +63,7 @@ async fn burst(client: &quiver_sdk::Client, to: &UserId, n: usize) -> anyhow::Re
     Ok(())
 }
 
-fn metric(text: &str, name: &str) -> u64 {
+pub(crate) fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)

@@ -4,8 +4,9 @@
 //! on one node holds where the member is homed (the directory in Redis); the list of
 //! muted groups is bounded.
 
+use super::push::{metric, target};
 use anyhow::ensure;
-use quiver_sdk::{GroupId, PushTarget, RestError};
+use quiver_sdk::{GroupId, RestError};
 use quiver_server::config::Config;
 use quiver_tests::gateway::Gateway;
 use quiver_tests::*;
@@ -20,14 +21,6 @@ fn notifying(c: &mut Config, gateway: &Gateway, group_max: usize) {
     c.push.timeout_ms = 2_000;
     c.push.group_max_members = group_max;
     c.groups.max_groups_per_user = 3;
-}
-
-fn target(token: &str) -> PushTarget {
-    PushTarget {
-        kind: "fcm".into(),
-        token: token.into(),
-        app_id: "chat.quiver.test".into(),
-    }
 }
 
 /// The notifications of `pushkey`'s device among `seen`, each with its group (or `None`
@@ -52,12 +45,6 @@ async fn member(
         o.group_keys.insert(group.clone(), keys);
     })
     .await
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
